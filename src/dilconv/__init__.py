@@ -1,0 +1,35 @@
+"""dilconv: exact, fast and visible dilated (atrous) 2-D convolution for NumPy."""
+
+from dilconv._config import get_workspace_limit, set_workspace_limit, workspace_limit
+from dilconv._kernel import dilate_kernel, effective_kernel_size
+from dilconv._methods import METHODS as _METHODS
+from dilconv._version import __version__
+from dilconv.conv import (
+    atrous_conv2d,
+    choose_method,
+    conv2d,
+    output_shape,
+    same_padding,
+)
+from dilconv.receptive import ReceptiveField, coverage, receptive_field
+
+#: Names of the algorithms ``conv2d(method=...)`` accepts besides ``"auto"``.
+METHODS: tuple[str, ...] = tuple(_METHODS)
+
+__all__ = [
+    "METHODS",
+    "ReceptiveField",
+    "__version__",
+    "atrous_conv2d",
+    "choose_method",
+    "conv2d",
+    "coverage",
+    "dilate_kernel",
+    "effective_kernel_size",
+    "get_workspace_limit",
+    "output_shape",
+    "receptive_field",
+    "same_padding",
+    "set_workspace_limit",
+    "workspace_limit",
+]

@@ -1,0 +1,7 @@
+"""``python -m dilconv``: the command line."""
+
+import sys
+
+from dilconv.cli import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""Moving arrays between the caller's layout and the canonical one the algorithms use.
+
+Canonical activations (inputs, outputs and their gradients) are ``(N, H, W, C)``;
+canonical weights are ``(kh, kw, C/groups, O)`` (TensorFlow's HWIO).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dilconv._spec import ConvSpec
+
+
+def to_canonical(a: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Activations in the caller's layout and rank -> contiguous NHWC in ``spec.dtype``."""
+    if spec.x_ndim == 2:
+        a = a[None, :, :, None]
+    elif spec.x_ndim == 3:
+        a = a[None]
+    if spec.x_ndim != 2 and spec.data_format == "NCHW":
+        a = a.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(a, dtype=spec.dtype)
+
+
+def from_canonical(a: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Canonical NHWC activations -> the caller's layout and rank, in ``spec.out_dtype``."""
+    if spec.x_ndim == 2:
+        a = a[0, :, :, 0]
+    else:
+        if spec.data_format == "NCHW":
+            a = a.transpose(0, 3, 1, 2)
+        if spec.x_ndim == 3:
+            a = a[0]
+    return np.ascontiguousarray(a, dtype=spec.out_dtype)
+
+
+def weight_to_canonical(w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Weights in the caller's layout -> contiguous HWIO, flipped when ``spec.flip``."""
+    if spec.x_ndim == 2:
+        w = w[:, :, None, None]
+    elif spec.data_format == "NCHW":
+        w = w.transpose(2, 3, 1, 0)
+    if spec.flip:
+        w = w[::-1, ::-1]
+    return np.ascontiguousarray(w, dtype=spec.dtype)
+
+
+def weight_from_canonical(w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Canonical HWIO -> the caller's weight layout, undoing the flip (for gradients)."""
+    if spec.flip:
+        w = w[::-1, ::-1]
+    if spec.x_ndim == 2:
+        w = w[:, :, 0, 0]
+    elif spec.data_format == "NCHW":
+        w = w.transpose(3, 2, 0, 1)
+    return np.ascontiguousarray(w, dtype=spec.out_dtype)

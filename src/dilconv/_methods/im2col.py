@@ -1,0 +1,79 @@
+"""im2col: gather the dilated windows into a matrix, then one matrix product.
+
+The windows of a chunk of output rows are gathered from a zero-padded slab of
+just the input rows they need (a strided view, copied once into the column
+matrix ``(pixels, kh * kw * C/groups)``), then multiplied by the weights reshaped to
+``(kh * kw * C/groups, O/groups)``. Chunks are sized so the slab and the column
+matrix stay under the workspace limit (:func:`dilconv.get_workspace_limit`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from dilconv._config import get_workspace_limit
+from dilconv._padding import zero_padded_rows
+from dilconv._spec import ConvSpec
+
+
+def row_bytes(spec: ConvSpec) -> int:
+    """Workspace of one output row of one image: its columns and its slab rows."""
+    kh, kw = spec.kernel_hw
+    wo, pw = spec.out_hw[1], spec.padded_hw[1]
+    cols = wo * kh * kw * spec.in_per_group
+    slab = spec.stride[0] * pw * spec.in_channels
+    return (cols + slab + wo * spec.out_per_group) * spec.dtype.itemsize
+
+
+def chunking(spec: ConvSpec) -> tuple[int, int]:
+    """``(images, rows)`` per chunk under the workspace limit (at least one row)."""
+    limit, per_row = get_workspace_limit(), row_bytes(spec)
+    ho = spec.out_hw[0]
+    rows = int(min(ho, max(1, limit // per_row)))
+    images = int(min(spec.batch, max(1, limit // (per_row * ho)))) if rows == ho else 1
+    return images, rows
+
+
+def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Zero-padded cross-correlation of NHWC ``x`` with HWIO ``w`` by gathered columns."""
+    n = x.shape[0]
+    kh, kw, cg, out_channels = w.shape
+    og = out_channels // spec.groups
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    ho, wo = spec.out_hw
+    eh = spec.effective_kernel_hw[0]
+    y = np.empty((n, ho, wo, out_channels), dtype=spec.dtype)
+    images, rows = chunking(spec)
+    w_groups = [
+        w[:, :, :, g * og : (g + 1) * og].reshape(kh * kw * cg, og) for g in range(spec.groups)
+    ]
+    for b0 in range(0, n, images):
+        b1 = min(n, b0 + images)
+        for r0 in range(0, ho, rows):
+            r1 = min(ho, r0 + rows)
+            slab = zero_padded_rows(x[b0:b1], spec.pad, r0 * sh, (r1 - 1) * sh + eh)
+            s_n, s_h, s_w, s_c = slab.strides
+            windows = as_strided(
+                slab,
+                shape=(b1 - b0, r1 - r0, wo, kh, kw, slab.shape[3]),
+                strides=(s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c),
+                writeable=False,
+            )
+            for g in range(spec.groups):
+                cols = windows[..., g * cg : (g + 1) * cg].reshape(-1, kh * kw * cg)
+                y[b0:b1, r0:r1, :, g * og : (g + 1) * og] = (cols @ w_groups[g]).reshape(
+                    b1 - b0, r1 - r0, wo, og
+                )
+    return y
+
+
+def workspace_bytes(spec: ConvSpec) -> int:
+    """One chunk's slab, columns and product."""
+    images, rows = chunking(spec)
+    return images * rows * row_bytes(spec)
+
+
+def refusal(spec: ConvSpec) -> str | None:
+    """Any valid spec works."""
+    return None

@@ -1,0 +1,127 @@
+"""Pure integer shape arithmetic: the one place where sizes are computed.
+
+Every other module asks these functions; none writes a size formula of its own.
+All functions work on one spatial axis at a time (plain ``int``) unless named
+``*_hw``, which take and return ``(h, w)`` pairs.
+
+The conventions (Dumoulin & Visin, *A guide to convolution arithmetic*, with
+dilation): for an input of size ``i`` padded by ``lo`` and ``hi``, a kernel of
+``k`` taps with dilation ``d`` and stride ``s``::
+
+    k_eff = d * (k - 1) + 1
+    o     = floor((i + lo + hi - k_eff) / s) + 1
+
+and output pixel ``o`` reads padded input row ``o * s + t * d`` for tap ``t``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import gcd
+
+Pair = tuple[int, int]
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+def effective_size(k: int, d: int) -> int:
+    """Extent of a ``k``-tap kernel with dilation ``d``: ``d * (k - 1) + 1``."""
+    return d * (k - 1) + 1
+
+
+def conv_out_size(i: int, k: int, s: int, d: int, lo: int, hi: int) -> int:
+    """Output size of a convolution along one axis; may be <= 0 for an invalid call."""
+    span = i + lo + hi - effective_size(k, d)
+    if span < 0:
+        return 0
+    return span // s + 1
+
+
+def same_pads(i: int, k: int, s: int, d: int) -> tuple[int, int]:
+    """TensorFlow's ``SAME`` padding: output ``ceil(i / s)``, extra row at the end."""
+    out = -(-i // s)
+    total = max((out - 1) * s + effective_size(k, d) - i, 0)
+    return total // 2, total - total // 2
+
+
+def full_pads(k: int, d: int) -> tuple[int, int]:
+    """Padding that keeps every partial overlap (``scipy.signal`` mode ``full``)."""
+    e = effective_size(k, d) - 1
+    return e, e
+
+
+def transpose_out_size(i: int, k: int, s: int, d: int, lo: int, hi: int, out_pad: int) -> int:
+    """Output size of a transposed convolution (PyTorch's ``conv_transpose2d`` rule)."""
+    return (i - 1) * s - lo - hi + effective_size(k, d) + out_pad
+
+
+def transpose_same_size(i: int, s: int) -> int:
+    """Output size of TensorFlow's ``SAME`` transposed convolution: ``i * s``."""
+    return i * s
+
+
+def transpose_valid_size(i: int, k: int, s: int, d: int) -> int:
+    """Output size of TensorFlow's ``VALID`` transposed convolution."""
+    return (i - 1) * s + effective_size(k, d) + max(s - effective_size(k, d), 0)
+
+
+def unreached_tail(i: int, k: int, s: int, d: int, lo: int, hi: int) -> int:
+    """Rows at the end of the padded input that no output pixel reads (0 <= r < s)."""
+    out = conv_out_size(i, k, s, d, lo, hi)
+    if out <= 0:
+        return 0
+    return i + lo + hi - ((out - 1) * s + effective_size(k, d))
+
+
+def tap_output_range(i: int, k_index: int, s: int, d: int, lo: int, out: int) -> tuple[int, int]:
+    """Output indices ``[first, stop)`` whose tap ``k_index`` reads a real input row.
+
+    Output ``o`` reads unpadded row ``o * s + k_index * d - lo``; the range is where
+    that lies in ``[0, i)``. An empty range has ``first >= stop``.
+    """
+    offset = k_index * d - lo
+    first = max(0, -(offset // s))  # ceil(-offset / s), the first o with o*s + offset >= 0
+    last = (i - 1 - offset) // s  # the last o with o*s + offset <= i - 1
+    return first, min(out, last + 1)
+
+
+def receptive_field_sizes(layers: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """Receptive field and jump after each ``(kernel, stride, dilation)`` layer."""
+    rf, jump, rows = 1, 1, []
+    for k, s, d in layers:
+        rf += (effective_size(k, d) - 1) * jump
+        jump *= s
+        rows.append((rf, jump))
+    return rows
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One dilation phase of an axis (see :func:`dilation_phases`)."""
+
+    residue: int
+    out_first: int
+    out_step: int
+    sub_first: int
+    inner_stride: int
+    count: int
+
+
+def dilation_phases(out: int, s: int, d: int) -> list[Phase]:
+    """Split one axis of a strided, dilated convolution into undilated ones.
+
+    Output ``o`` reads padded input ``o * s + t * d``. Writing ``o * s = q * d + r``
+    with ``0 <= r < d``, every tap of that output reads the phase sub-image
+    ``x[r::d]`` at ``q + t``: an ordinary convolution. For each residue ``r`` that
+    some output has, the outputs are ``out_first + k * out_step`` for
+    ``k < count``, reading sub-image rows from ``sub_first + k * inner_stride``.
+    """
+    g = gcd(s, d)
+    step = d // g
+    phases = []
+    for r in range(0, d, g):
+        first = next((o for o in range(step) if (o * s) % d == r), None)
+        if first is None or first >= out:
+            continue
+        count = (out - first + step - 1) // step
+        phases.append(Phase(r, first, step, (first * s - r) // d, s // g, count))
+    return phases

@@ -1,0 +1,397 @@
+"""Arguments in, one frozen :class:`ConvSpec` out: every check on user input lives here.
+
+Algorithms never see raw arguments. The public layer validates once, builds a
+spec, and hands the algorithm the *lowered* spec (:meth:`ConvSpec.lowered`): a
+zero-padded cross-correlation in the canonical layout, input ``(N, H, W, C)`` and
+weights ``(kh, kw, C/groups, O)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from dilconv import _shapes
+from dilconv._config import physical_memory_bytes
+
+Pair = tuple[int, int]
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+DATA_FORMATS = ("NCHW", "NHWC")
+PADDING_STRINGS = ("valid", "same", "full")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+    """A validated 2-D convolution: every size, option and dtype, per axis as ``(h, w)``.
+
+    ``pad`` is ``((top, bottom), (left, right))``. ``dtype`` is the accumulation
+    dtype the algorithm computes in, ``out_dtype`` the dtype returned. ``x_ndim`` is
+    the rank the caller gave (2, 3 or 4), so the result can be given back in kind.
+    """
+
+    batch: int
+    in_channels: int
+    out_channels: int
+    groups: int
+    in_hw: Pair
+    kernel_hw: Pair
+    stride: Pair
+    dilation: Pair
+    pad: Pads
+    padding_mode: str = "zeros"
+    flip: bool = False
+    data_format: str = "NHWC"
+    x_ndim: int = 4
+    dtype: np.dtype = np.dtype(np.float64)
+    out_dtype: np.dtype = np.dtype(np.float64)
+
+    @property
+    def effective_kernel_hw(self) -> Pair:
+        """The dilated kernel's extent ``dilation * (k - 1) + 1`` per axis."""
+        (kh, kw), (dh, dw) = self.kernel_hw, self.dilation
+        return _shapes.effective_size(kh, dh), _shapes.effective_size(kw, dw)
+
+    @property
+    def padded_hw(self) -> Pair:
+        """Input size after padding."""
+        (h, w), ((t, b), (lf, r)) = self.in_hw, self.pad
+        return h + t + b, w + lf + r
+
+    @property
+    def out_hw(self) -> Pair:
+        """Output spatial size."""
+        return (
+            _shapes.conv_out_size(
+                self.in_hw[0], self.kernel_hw[0], self.stride[0], self.dilation[0], *self.pad[0]
+            ),
+            _shapes.conv_out_size(
+                self.in_hw[1], self.kernel_hw[1], self.stride[1], self.dilation[1], *self.pad[1]
+            ),
+        )
+
+    @property
+    def in_per_group(self) -> int:
+        """Input channels each group reads."""
+        return self.in_channels // self.groups
+
+    @property
+    def out_per_group(self) -> int:
+        """Output channels each group writes."""
+        return self.out_channels // self.groups
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the convolution (zero taps included)."""
+        ho, wo = self.out_hw
+        kh, kw = self.kernel_hw
+        return self.batch * ho * wo * self.out_channels * self.in_per_group * kh * kw
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """The shape returned to the caller, in the caller's layout and rank."""
+        ho, wo = self.out_hw
+        if self.x_ndim == 2:
+            return (ho, wo)
+        if self.data_format == "NCHW":
+            full: tuple[int, ...] = (self.batch, self.out_channels, ho, wo)
+        else:
+            full = (self.batch, ho, wo, self.out_channels)
+        return full if self.x_ndim == 4 else full[1:]
+
+    def lowered(self) -> ConvSpec:
+        """The problem an algorithm solves: zero padding, correlation, canonical layout.
+
+        A non-zero ``padding_mode`` is applied by the caller before the algorithm
+        runs, so the lowered spec then has no padding and the padded input size.
+        """
+        if self.padding_mode == "zeros":
+            in_hw, pad = self.in_hw, self.pad
+        else:
+            in_hw, pad = self.padded_hw, ((0, 0), (0, 0))
+        return dataclasses.replace(
+            self,
+            in_hw=in_hw,
+            pad=pad,
+            padding_mode="zeros",
+            flip=False,
+            data_format="NHWC",
+            x_ndim=4,
+        )
+
+
+# --- scalar and tuple options ---------------------------------------------------------
+
+
+def as_int(name: str, value: Any, *, minimum: int) -> int:
+    """An integer option (bools refused) that is at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
+    value = operator.index(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def as_pair(name: str, value: Any, *, minimum: int) -> Pair:
+    """An int or a pair of ints, each at least ``minimum``, as ``(h, w)``."""
+    if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str):
+        items = list(value)
+        if len(items) != 2:
+            raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
+        h = as_int(f"{name}[0]", items[0], minimum=minimum)
+        w = as_int(f"{name}[1]", items[1], minimum=minimum)
+        return h, w
+    v = as_int(name, value, minimum=minimum)
+    return v, v
+
+
+def as_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """A string option from a fixed list."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, one of {list(choices)}, got {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def parse_padding(padding: Any) -> str | Pads:
+    """``padding`` as a lower-case keyword or ``((top, bottom), (left, right))``."""
+    if isinstance(padding, str):
+        key = padding.lower()
+        if key not in PADDING_STRINGS:
+            raise ValueError(
+                f"padding must be an int, a pair, a pair of pairs or one of "
+                f"{list(PADDING_STRINGS)}, got {padding!r}"
+            )
+        return key
+    if isinstance(padding, (Sequence, np.ndarray)):
+        items = list(padding)
+        if len(items) != 2:
+            raise ValueError(
+                f"padding must be an int, (ph, pw) or ((top, bottom), (left, right)), "
+                f"got {padding!r}"
+            )
+        axes = []
+        for axis, item in zip("hw", items, strict=True):
+            if isinstance(item, (Sequence, np.ndarray)) and not isinstance(item, str):
+                axes.append(as_pair(f"padding[{'hw'.index(axis)}]", item, minimum=0))
+            else:
+                p = as_int(f"padding[{'hw'.index(axis)}]", item, minimum=0)
+                axes.append((p, p))
+        return axes[0], axes[1]
+    p = as_int("padding", padding, minimum=0)
+    return (p, p), (p, p)
+
+
+def resolve_pads(
+    padding: str | Pads, in_hw: Pair, kernel_hw: Pair, stride: Pair, dilation: Pair
+) -> Pads:
+    """Turn a padding keyword into explicit pads for these sizes."""
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding == "same":
+        return (
+            _shapes.same_pads(in_hw[0], kernel_hw[0], stride[0], dilation[0]),
+            _shapes.same_pads(in_hw[1], kernel_hw[1], stride[1], dilation[1]),
+        )
+    if padding == "full":
+        return _shapes.full_pads(kernel_hw[0], dilation[0]), _shapes.full_pads(
+            kernel_hw[1], dilation[1]
+        )
+    if isinstance(padding, str):
+        raise ValueError(f"padding must be one of {list(PADDING_STRINGS)}, got {padding!r}")
+    return padding
+
+
+# --- arrays -----------------------------------------------------------------------------
+
+
+def as_array(name: str, value: Any) -> np.ndarray:
+    """An array of real numbers: floats (16, 32, 64 bit) or integers (exact, int64)."""
+    if value is None:
+        raise TypeError(f"{name} must be an array, got None")
+    arr = np.asarray(value)
+    kind = arr.dtype.kind
+    if kind == "f":
+        if arr.dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"{name} has dtype {arr.dtype}; expected float16, float32, float64 or an integer"
+            )
+        return arr
+    if kind in "iu":
+        if arr.dtype == np.uint64:
+            raise TypeError(
+                f"{name} has dtype uint64, which int64 accumulation cannot hold exactly; "
+                "cast to int64 or a float type"
+            )
+        return arr
+    if kind == "b":
+        raise TypeError(f"{name} has dtype bool; cast it to an integer or float type first")
+    if kind == "c":
+        raise TypeError(f"{name} has complex dtype {arr.dtype}; only real input is supported")
+    raise TypeError(f"{name} has dtype {arr.dtype}; expected an array of real numbers")
+
+
+def compute_dtypes(*dtypes: np.dtype) -> tuple[np.dtype, np.dtype]:
+    """``(accumulate, result)`` dtypes: numpy's ``result_type``, float16 summed in float32.
+
+    Integer input is exact: it is accumulated and returned as int64.
+    """
+    result = np.result_type(*dtypes)
+    if result.kind in "iu":
+        return np.dtype(np.int64), np.dtype(np.int64)
+    if result == np.float16:
+        return np.dtype(np.float32), result
+    return result, result
+
+
+def split_layout(name: str, shape: tuple[int, ...], data_format: str) -> tuple[int, int, Pair]:
+    """``(batch, channels, (h, w))`` of an input shape in a layout; ranks 2, 3, 4."""
+    if len(shape) == 2:
+        return 1, 1, (shape[0], shape[1])
+    if len(shape) == 3:
+        shape = (1, *shape)
+    if len(shape) != 4:
+        raise ValueError(
+            f"{name} must be 2-D (H, W), 3-D or 4-D ({data_format}), "
+            f"got {len(shape)}-D shape {shape}"
+        )
+    if data_format == "NCHW":
+        n, c, h, w = shape
+    else:
+        n, h, w, c = shape
+    return n, c, (h, w)
+
+
+def split_weight(shape: tuple[int, ...], x_ndim: int, data_format: str) -> tuple[int, int, Pair]:
+    """``(out_channels, in_per_group, (kh, kw))`` of a weight shape in a layout."""
+    if x_ndim == 2:
+        if len(shape) != 2:
+            raise ValueError(f"w must be 2-D (kh, kw) when x is 2-D, got shape {shape}")
+        return 1, 1, (shape[0], shape[1])
+    if len(shape) != 4:
+        expected = "(O, C/groups, kh, kw)" if data_format == "NCHW" else "(kh, kw, C/groups, O)"
+        raise ValueError(f"w must be 4-D {expected} for {data_format} input, got shape {shape}")
+    if data_format == "NCHW":
+        o, cg, kh, kw = shape
+    else:
+        kh, kw, cg, o = shape
+    return o, cg, (kh, kw)
+
+
+def check_padding_mode_fits(mode: str, pad: Pads, in_hw: Pair) -> None:
+    """Refuse pads that ``mode`` cannot fill from this input (PyTorch's rules)."""
+    limits = {"reflect": 1, "circular": 0, "symmetric": 0}
+    if mode not in limits:
+        return
+    for axis, ((lo, hi), size) in enumerate(zip(pad, in_hw, strict=True)):
+        most = size - limits[mode]
+        if max(lo, hi) > most:
+            raise ValueError(
+                f"padding {pad} is too wide for padding_mode={mode!r} on an input of "
+                f"{'HW'[axis]}={size}: each side must be at most {most}"
+            )
+
+
+def make_spec(
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    *,
+    bias_shape: tuple[int, ...] | None = None,
+    dtypes: Sequence[np.dtype] = (np.dtype(np.float64),),
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: Any = 1,
+    padding_mode: Any = "zeros",
+    data_format: Any = "NCHW",
+    flip: Any = False,
+) -> ConvSpec:
+    """Validate every ``conv2d`` option against the shapes; return the spec."""
+    data_format = as_choice("data_format", data_format, DATA_FORMATS)
+    padding_mode = as_choice("padding_mode", padding_mode, PADDING_MODES)
+    if not isinstance(flip, (bool, np.bool_)):
+        raise TypeError(f"flip must be a bool, got {flip!r}")
+    stride_hw = as_pair("stride", stride, minimum=1)
+    dilation_hw = as_pair("dilation", dilation, minimum=1)
+    n_groups = as_int("groups", groups, minimum=1)
+    parsed_padding = parse_padding(padding)
+
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    batch, channels, in_hw = split_layout("x", x_shape, data_format)
+    out_ch, in_per_group, kernel_hw = split_weight(w_shape, len(x_shape), data_format)
+    if 0 in x_shape:
+        raise ValueError(f"x must have no zero-size dimension, got shape {x_shape}")
+    if 0 in w_shape:
+        raise ValueError(f"w must have no zero-size dimension, got shape {w_shape}")
+    if len(x_shape) == 2 and n_groups != 1:
+        raise ValueError(f"groups must be 1 for 2-D input, got {n_groups}")
+    if channels % n_groups:
+        raise ValueError(
+            f"groups={n_groups} must divide the input channels, got {channels} channels"
+        )
+    if out_ch % n_groups:
+        raise ValueError(
+            f"groups={n_groups} must divide the output channels of w, "
+            f"got {out_ch} (w shape {w_shape})"
+        )
+    if in_per_group != channels // n_groups:
+        raise ValueError(
+            f"w shape {w_shape} has {in_per_group} input channels per group; x has "
+            f"{channels} channels and groups={n_groups}, so expected {channels // n_groups}"
+        )
+    if bias_shape is not None and tuple(bias_shape) != (out_ch,):
+        raise ValueError(f"bias must have shape ({out_ch},), got {tuple(bias_shape)}")
+
+    pad = resolve_pads(parsed_padding, in_hw, kernel_hw, stride_hw, dilation_hw)
+    check_padding_mode_fits(padding_mode, pad, in_hw)
+    accumulate, result = compute_dtypes(*dtypes)
+    spec = ConvSpec(
+        batch=batch,
+        in_channels=channels,
+        out_channels=out_ch,
+        groups=n_groups,
+        in_hw=in_hw,
+        kernel_hw=kernel_hw,
+        stride=stride_hw,
+        dilation=dilation_hw,
+        pad=pad,
+        padding_mode=padding_mode,
+        flip=bool(flip),
+        data_format=data_format,
+        x_ndim=len(x_shape),
+        dtype=accumulate,
+        out_dtype=result,
+    )
+    ho, wo = spec.out_hw
+    if ho < 1 or wo < 1:
+        (eh, ew), (ph, pw) = spec.effective_kernel_hw, spec.padded_hw
+        raise ValueError(
+            f"the dilated kernel ({eh}x{ew}: kernel {kernel_hw}, dilation {dilation_hw}) is "
+            f"larger than the padded input ({ph}x{pw}); pad more, or use a smaller "
+            "kernel or dilation"
+        )
+    check_memory(spec)
+    return spec
+
+
+def check_memory(spec: ConvSpec) -> None:
+    """Refuse a call whose output alone would not fit in this machine's memory."""
+    out_bytes = int(np.prod(spec.out_shape, dtype=np.float64)) * spec.dtype.itemsize
+    padded = spec.batch * spec.in_channels * spec.padded_hw[0] * spec.padded_hw[1]
+    pad_bytes = padded * spec.dtype.itemsize if spec.padding_mode != "zeros" else 0
+    total = physical_memory_bytes()
+    if out_bytes + pad_bytes > total:
+        raise ValueError(
+            f"this call needs {(out_bytes + pad_bytes) / 2**30:.1f} GiB for its output "
+            f"{spec.out_shape} (padding {spec.pad}), more than this machine's "
+            f"{total / 2**30:.1f} GiB; use dilconv.dask for arrays larger than memory"
+        )

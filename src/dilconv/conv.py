@@ -1,0 +1,287 @@
+"""The public forward operation and its shape helpers: arguments -> spec -> method -> result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dilconv import _select, _shapes
+from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
+from dilconv._methods import METHODS
+from dilconv._padding import pad_spatial
+from dilconv._spec import ConvSpec, as_array, as_choice, as_int, as_pair, make_spec
+
+
+def _array_spec(
+    x: Any, w: Any, bias: Any, **options: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, ConvSpec]:
+    xa, wa = as_array("x", x), as_array("w", w)
+    ba = None if bias is None else as_array("bias", bias)
+    dtypes = [xa.dtype, wa.dtype] + ([] if ba is None else [ba.dtype])
+    spec = make_spec(
+        xa.shape, wa.shape, bias_shape=None if ba is None else ba.shape, dtypes=dtypes, **options
+    )
+    return xa, wa, ba, spec
+
+
+def run_conv(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: ConvSpec, method: str
+) -> np.ndarray:
+    """Run a resolved method on validated arrays; the shared path of every forward call."""
+    xc = to_canonical(x, spec)
+    if spec.padding_mode != "zeros":
+        xc = pad_spatial(xc, spec.pad, spec.padding_mode)
+    y = METHODS[method].conv(xc, weight_to_canonical(w, spec), spec.lowered())
+    if bias is not None:
+        y += bias.astype(spec.dtype)
+    return from_canonical(y, spec)
+
+
+def conv2d(
+    x: Any,
+    w: Any,
+    bias: Any = None,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    data_format: str = "NCHW",
+    flip: bool = False,
+    method: str = "auto",
+) -> np.ndarray:
+    """Dilated 2-D convolution (cross-correlation unless ``flip=True``).
+
+    Parameters
+    ----------
+    x : array_like
+        Input: ``(N, C, H, W)`` or ``(C, H, W)`` for ``data_format="NCHW"``;
+        ``(N, H, W, C)`` or ``(H, W, C)`` for ``"NHWC"``; or a plain ``(H, W)``
+        image with a ``(kh, kw)`` kernel.
+    w : array_like
+        Weights: PyTorch's ``(O, C/groups, kh, kw)`` for NCHW, TensorFlow's
+        ``(kh, kw, C/groups, O)`` for NHWC, ``(kh, kw)`` for a 2-D image.
+    bias : array_like, optional
+        ``(O,)``, added to every output pixel.
+    stride, dilation : int or (int, int)
+        Step between output pixels, and between kernel taps; each >= 1.
+        ``dilation=1`` is ordinary convolution.
+    padding : int, (int, int), ((int, int), (int, int)) or str
+        Explicit ``((top, bottom), (left, right))`` or symmetric pads, or
+        ``"valid"`` (none), ``"same"`` (TensorFlow's SAME: output
+        ``ceil(in / stride)``, the odd pixel at the bottom/right) or ``"full"``
+        (every partial overlap).
+    groups : int
+        Channel groups; ``groups == C == O`` is depthwise.
+    padding_mode : {"zeros", "reflect", "replicate", "circular", "symmetric"}
+        How padded pixels are filled.
+    data_format : {"NCHW", "NHWC"}
+        Layout of ``x``, ``w`` and the result.
+    flip : bool
+        False: cross-correlation (PyTorch, TensorFlow). True: true convolution,
+        the kernel reversed (``scipy.signal.convolve2d``).
+    method : str
+        ``"auto"`` (the cost model of :func:`choose_method`) or one of
+        ``"direct"``, ``"dilated_kernel"``, ``"shift_add"``, ``"im2col"``,
+        ``"space_to_batch"``, ``"fft"``; all give the same answer.
+
+    Returns
+    -------
+    numpy.ndarray
+        The result in the input's layout and rank. Its dtype is
+        ``numpy.result_type`` of the inputs; float16 is accumulated in float32;
+        integer input is exact, accumulated and returned as int64.
+
+    Notes
+    -----
+    Along each axis, with input size ``i``, pads ``lo`` and ``hi``, ``k`` taps,
+    dilation ``d`` and stride ``s``, the output size is
+    ``floor((i + lo + hi - d * (k - 1) - 1) / s) + 1`` and output ``o`` reads
+    padded input ``o * s + t * d`` for tap ``t``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(25).reshape(5, 5)
+    >>> conv2d(x, np.ones((2, 2), dtype=int), dilation=2)
+    array([[24, 28, 32],
+           [44, 48, 52],
+           [64, 68, 72]])
+    >>> conv2d(np.ones((1, 3, 8, 8)), np.ones((4, 3, 3, 3)), padding="same", dilation=2).shape
+    (1, 4, 8, 8)
+    """
+    xa, wa, ba, spec = _array_spec(
+        x,
+        w,
+        bias,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        data_format=data_format,
+        flip=flip,
+    )
+    return run_conv(xa, wa, ba, spec, _select.resolve_method(method, spec))
+
+
+def choose_method(
+    x: Any,
+    w: Any,
+    bias: Any = None,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    data_format: str = "NCHW",
+    flip: bool = False,
+    measure: bool = False,
+) -> str | tuple[str, dict[str, float]]:
+    """The algorithm ``conv2d(method="auto")`` uses for these arguments.
+
+    Algorithms that refuse the call (``"fft"`` on integers) or whose workspace
+    exceeds :func:`get_workspace_limit` are left out; the oracle ``"direct"`` is
+    never chosen. The rest are ranked by a cost model (seconds estimated from the
+    sizes, with rates fitted by ``benchmarks/fit_cost_model.py``).
+
+    Parameters
+    ----------
+    x, w, bias, stride, padding, dilation, groups, padding_mode, data_format, flip
+        As for :func:`conv2d`.
+    measure : bool
+        If True, time every candidate on these very arrays and return the fastest
+        with the times, as :func:`scipy.signal.choose_conv_method` does.
+
+    Returns
+    -------
+    str or (str, dict)
+        The method name; with ``measure=True``, the name and ``{name: seconds}``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> choose_method(np.ones((64, 64), np.float32), np.ones((3, 3), np.float32), dilation=4)
+    'shift_add'
+    """
+    options = {
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "groups": groups,
+        "padding_mode": padding_mode,
+        "data_format": data_format,
+        "flip": flip,
+    }
+    xa, wa, ba, spec = _array_spec(x, w, bias, **options)
+    if not isinstance(measure, (bool, np.bool_)):
+        raise TypeError(f"measure must be a bool, got {measure!r}")
+    best = _select.resolve_method("auto", spec)
+    if not measure:
+        return best
+    times = _select.measure(
+        lambda name: run_conv(xa, wa, ba, spec, name), _select.candidates(spec.lowered())
+    )
+    return min(times, key=times.__getitem__), times
+
+
+def output_shape(
+    x_shape: Any,
+    w_shape: Any,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    data_format: str = "NCHW",
+) -> tuple[int, ...]:
+    """The shape :func:`conv2d` returns for inputs of these shapes.
+
+    Raises the same ValueError or TypeError that :func:`conv2d` would.
+
+    Examples
+    --------
+    >>> output_shape((1, 3, 32, 32), (8, 3, 3, 3), dilation=4)
+    (1, 8, 24, 24)
+    >>> output_shape((32, 32, 3), (3, 3, 3, 8), stride=2, padding="same", data_format="NHWC")
+    (16, 16, 8)
+    """
+    shapes = []
+    for name, shape in (("x_shape", x_shape), ("w_shape", w_shape)):
+        if not isinstance(shape, (tuple, list)):
+            raise TypeError(f"{name} must be a tuple of ints, got {shape!r}")
+        shapes.append(tuple(as_int(f"{name}[{i}]", v, minimum=0) for i, v in enumerate(shape)))
+    spec = make_spec(
+        shapes[0],
+        shapes[1],
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        data_format=data_format,
+    )
+    return spec.out_shape
+
+
+def same_padding(
+    in_hw: Any, kernel_hw: Any, *, stride: Any = 1, dilation: Any = 1
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The ``((top, bottom), (left, right))`` pads that ``padding="same"`` uses.
+
+    TensorFlow's rule: the output has ``ceil(in / stride)`` pixels and the odd
+    pixel of padding goes to the bottom/right.
+
+    Examples
+    --------
+    >>> same_padding(10, 3, dilation=4)
+    ((4, 4), (4, 4))
+    >>> same_padding((11, 9), (2, 3), stride=2)
+    ((0, 1), (1, 1))
+    """
+    (h, w), (kh, kw) = (
+        as_pair("in_hw", in_hw, minimum=1),
+        as_pair("kernel_hw", kernel_hw, minimum=1),
+    )
+    (sh, sw), (dh, dw) = (
+        as_pair("stride", stride, minimum=1),
+        as_pair("dilation", dilation, minimum=1),
+    )
+    return _shapes.same_pads(h, kh, sh, dh), _shapes.same_pads(w, kw, sw, dw)
+
+
+def atrous_conv2d(value: Any, filters: Any, rate: int, padding: str) -> np.ndarray:
+    """A drop-in for ``tf.nn.atrous_conv2d``: NHWC input, HWIO filters, cross-correlation.
+
+    Parameters
+    ----------
+    value : array_like
+        ``(N, H, W, C)``.
+    filters : array_like
+        ``(kh, kw, C, O)``.
+    rate : int
+        The dilation, >= 1.
+    padding : {"SAME", "VALID"}
+        TensorFlow's padding keyword.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(atrous_conv2d(np.ones((1, 9, 9, 2)), np.ones((3, 3, 2, 1)), 2, "SAME")[0, 4, 4, 0])
+    18.0
+    """
+    rate = as_int("rate", rate, minimum=1)
+    if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
+        raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+    value_arr = as_array("value", value)
+    if value_arr.ndim != 4:
+        raise ValueError(f"value must be 4-D (N, H, W, C), got shape {value_arr.shape}")
+    return conv2d(
+        value_arr,
+        filters,
+        dilation=rate,
+        padding=as_choice("padding", padding.lower(), ("same", "valid")),
+        data_format="NHWC",
+    )

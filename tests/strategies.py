@@ -1,0 +1,91 @@
+"""Hypothesis strategies over the whole ``conv2d`` argument space."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from hypothesis import assume
+from hypothesis import strategies as st
+
+from dilconv._spec import PADDING_MODES, make_spec
+
+
+@dataclasses.dataclass
+class Case:
+    """One drawn call: arrays in the caller's layout and the keyword options."""
+
+    x: np.ndarray
+    w: np.ndarray
+    bias: np.ndarray | None
+    options: dict[str, Any]
+
+    def __repr__(self) -> str:
+        b = None if self.bias is None else self.bias.shape
+        return f"Case(x={self.x.shape} {self.x.dtype}, w={self.w.shape}, bias={b}, {self.options})"
+
+
+pairs = st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3)))
+dilations = st.one_of(st.integers(1, 4), st.tuples(st.integers(1, 4), st.integers(1, 4)))
+paddings = st.one_of(
+    st.sampled_from(["valid", "same", "full"]),
+    st.integers(0, 3),
+    st.tuples(st.integers(0, 3), st.integers(0, 3)),
+    st.tuples(
+        st.tuples(st.integers(0, 3), st.integers(0, 3)),
+        st.tuples(st.integers(0, 3), st.integers(0, 3)),
+    ),
+)
+
+
+@st.composite
+def conv_cases(
+    draw: st.DrawFn,
+    *,
+    dtypes: tuple[Any, ...] = (np.float64,),
+    modes: tuple[str, ...] = PADDING_MODES,
+    max_hw: int = 12,
+    bias: bool | None = None,
+) -> Case:
+    """A valid ``conv2d`` call with small random arrays."""
+    rank = draw(st.sampled_from([2, 3, 4]))
+    data_format = draw(st.sampled_from(["NCHW", "NHWC"]))
+    groups = 1 if rank == 2 else draw(st.integers(1, 3))
+    cg = 1 if rank == 2 else draw(st.integers(1, 3))
+    og = 1 if rank == 2 else draw(st.integers(1, 3))
+    n = draw(st.integers(1, 2))
+    h, w = draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    c, o = groups * cg, groups * og
+    if rank == 2:
+        x_shape, w_shape = (h, w), (kh, kw)
+    elif data_format == "NCHW":
+        x_shape, w_shape = (n, c, h, w)[4 - rank :], (o, cg, kh, kw)
+    else:
+        x_shape, w_shape = (n, h, w, c)[4 - rank :], (kh, kw, cg, o)
+    options = {
+        "stride": draw(pairs),
+        "padding": draw(paddings),
+        "dilation": draw(dilations),
+        "groups": groups,
+        "padding_mode": draw(st.sampled_from(modes)),
+        "data_format": data_format,
+        "flip": draw(st.booleans()),
+    }
+    try:
+        make_spec(x_shape, w_shape, **options)
+    except ValueError:
+        assume(False)
+    dtype = np.dtype(draw(st.sampled_from(dtypes)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+
+    def draw_array(shape: tuple[int, ...]) -> np.ndarray:
+        if dtype.kind in "iu":
+            return rng.integers(-5, 6, size=shape).astype(dtype)
+        return rng.standard_normal(shape).astype(dtype)
+
+    with_bias = draw(st.booleans()) if bias is None else bias
+    b = draw_array((o,)) if with_bias else None
+    return Case(draw_array(x_shape), draw_array(w_shape), b, options)
