@@ -84,6 +84,15 @@ def tap_output_range(i: int, k_index: int, s: int, d: int, lo: int, out: int) ->
     return first, min(out, last + 1)
 
 
+def read_positions(out: int, k: int, s: int, d: int) -> list[list[int]]:
+    """Padded input position each output reads through each tap: ``[o][t] = o * s + t * d``.
+
+    >>> read_positions(2, 3, 2, 2)
+    [[0, 2, 4], [2, 4, 6]]
+    """
+    return [[o * s + t * d for t in range(k)] for o in range(out)]
+
+
 def receptive_field_sizes(layers: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
     """Receptive field and jump after each ``(kernel, stride, dilation)`` layer."""
     rf, jump, rows = 1, 1, []
