@@ -1,0 +1,180 @@
+"""The error table: every rule on bad input, one row each, with the message it must give."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import dilconv
+
+X = np.ones((1, 4, 8, 8))
+W = np.ones((6, 2, 3, 3))  # groups=2
+
+# (id, x, w, options, exception, message pattern)
+ROWS: list[tuple[str, Any, Any, dict[str, Any], type[Exception], str]] = [
+    ("x 1-D", np.ones(5), np.ones(3), {}, ValueError, r"x must be 2-D .* got 1-D"),
+    ("x 5-D", np.ones((1, 1, 1, 4, 4)), W, {}, ValueError, r"x must be 2-D .* got 5-D"),
+    ("w 3-D", X, np.ones((6, 2, 3)), {"groups": 2}, ValueError, r"w must be 4-D \(O, C/groups"),
+    ("w 4-D for 2-D x", np.ones((5, 5)), W, {}, ValueError, r"w must be 2-D \(kh, kw\)"),
+    ("channels", X, np.ones((6, 3, 3, 3)), {}, ValueError, r"w shape \(6, 3, 3, 3\) .* expected 4"),
+    ("channels/groups", X, W, {}, ValueError, r"expected 4"),
+    ("groups vs C", X, W, {"groups": 3}, ValueError, r"groups=3 must divide the input channels"),
+    ("groups vs O", X, np.ones((5, 2, 3, 3)), {"groups": 2}, ValueError, r"output channels"),
+    (
+        "groups 2-D",
+        np.ones((5, 5)),
+        np.ones((3, 3)),
+        {"groups": 2},
+        ValueError,
+        r"groups must be 1",
+    ),
+    ("stride 0", X, W, {"groups": 2, "stride": 0}, ValueError, r"stride must be >= 1, got 0"),
+    ("stride float", X, W, {"groups": 2, "stride": 1.5}, TypeError, r"stride must be an int"),
+    ("stride bool", X, W, {"groups": 2, "stride": True}, TypeError, r"stride must be an int"),
+    ("stride triple", X, W, {"groups": 2, "stride": (1, 1, 1)}, ValueError, r"stride must be"),
+    ("stride pair", X, W, {"groups": 2, "stride": (1, 0)}, ValueError, r"stride\[1\] must be >= 1"),
+    ("dilation 0", X, W, {"groups": 2, "dilation": 0}, ValueError, r"dilation must be >= 1"),
+    ("dilation neg", X, W, {"groups": 2, "dilation": -2}, ValueError, r"dilation must be >= 1"),
+    (
+        "dilation bool",
+        X,
+        W,
+        {"groups": 2, "dilation": False},
+        TypeError,
+        r"dilation must be an int",
+    ),
+    ("dilation str", X, W, {"groups": 2, "dilation": "2"}, TypeError, r"dilation must be an int"),
+    ("groups 0", X, W, {"groups": 0}, ValueError, r"groups must be >= 1, got 0"),
+    ("groups float", X, W, {"groups": 2.0}, TypeError, r"groups must be an int"),
+    ("groups bool", X, W, {"groups": True}, TypeError, r"groups must be an int"),
+    ("padding neg", X, W, {"groups": 2, "padding": -1}, ValueError, r"padding must be >= 0"),
+    ("padding pair", X, W, {"groups": 2, "padding": (1, -1)}, ValueError, r"padding\[1\]"),
+    ("padding 2x2", X, W, {"groups": 2, "padding": ((0, -1), (0, 0))}, ValueError, r"padding\[0\]"),
+    ("padding str", X, W, {"groups": 2, "padding": "samee"}, ValueError, r"one of \['valid'"),
+    ("padding len", X, W, {"groups": 2, "padding": (1, 2, 3)}, ValueError, r"padding must be"),
+    ("padding bool", X, W, {"groups": 2, "padding": True}, TypeError, r"padding must be an int"),
+    (
+        "kernel too big",
+        np.ones((4, 4)),
+        np.ones((3, 3)),
+        {"dilation": 2},
+        ValueError,
+        r"dilated kernel \(5x5.* larger than the padded input \(4x4\)",
+    ),
+    ("kernel too big", np.ones((4, 4)), np.ones((5, 1)), {}, ValueError, r"larger than the padded"),
+    ("zero-size x", np.ones((1, 4, 0, 8)), W, {"groups": 2}, ValueError, r"x must have no zero"),
+    ("zero-size w", X, np.ones((0, 2, 3, 3)), {"groups": 2}, ValueError, r"w must have no zero"),
+    ("zero batch", np.ones((0, 4, 8, 8)), W, {"groups": 2}, ValueError, r"x must have no zero"),
+    (
+        "padding_mode",
+        X,
+        W,
+        {"groups": 2, "padding_mode": "mirror"},
+        ValueError,
+        r"padding_mode must be one of .* got 'mirror'",
+    ),
+    ("padding_mode type", X, W, {"groups": 2, "padding_mode": 0}, TypeError, r"padding_mode"),
+    (
+        "method",
+        X,
+        W,
+        {"groups": 2, "method": "winograd"},
+        ValueError,
+        r"method must be 'auto' or one of \['dilated_kernel'",
+    ),
+    ("method type", X, W, {"groups": 2, "method": None}, TypeError, r"method must be a str"),
+    ("data_format", X, W, {"groups": 2, "data_format": "NWHC"}, ValueError, r"data_format"),
+    ("flip", X, W, {"groups": 2, "flip": "yes"}, TypeError, r"flip must be a bool"),
+    (
+        "reflect too wide",
+        np.ones((3, 3)),
+        np.ones((2, 2)),
+        {"padding": 3, "padding_mode": "reflect"},
+        ValueError,
+        r"too wide for padding_mode='reflect' .* at most 2",
+    ),
+    (
+        "circular too wide",
+        np.ones((3, 5)),
+        np.ones((2, 2)),
+        {"padding": ((4, 0), (0, 0)), "padding_mode": "circular"},
+        ValueError,
+        r"at most 3",
+    ),
+    ("object", np.array([[1, None]], dtype=object), np.ones((1, 1)), {}, TypeError, r"x has dtype"),
+    ("strings", np.array([["a", "b"]]), np.ones((1, 1)), {}, TypeError, r"x has dtype <U1"),
+    ("complex", np.ones((3, 3), complex), np.ones((1, 1)), {}, TypeError, r"complex"),
+    ("bool", np.ones((3, 3), bool), np.ones((1, 1)), {}, TypeError, r"x has dtype bool"),
+    ("uint64", np.ones((3, 3)), np.ones((1, 1), np.uint64), {}, TypeError, r"w has dtype uint64"),
+    ("float128", np.ones((3, 3), np.longdouble), np.ones((1, 1)), {}, TypeError, r"x has dtype"),
+    ("None", None, np.ones((1, 1)), {}, TypeError, r"x must be an array, got None"),
+]
+
+
+@pytest.mark.parametrize(
+    ("x", "w", "options", "error", "pattern"),
+    [row[1:] for row in ROWS],
+    ids=[row[0] for row in ROWS],
+)
+def test_conv2d_refuses(x: Any, w: Any, options: dict[str, Any], error: type, pattern: str) -> None:
+    if x is not None and np.dtype(getattr(x, "dtype", float)) == np.longdouble == np.float64:
+        pytest.skip("longdouble is float64 on this platform")
+    with pytest.raises(error, match=pattern):
+        dilconv.conv2d(x, w, **options)
+
+
+SHAPE_ROWS = [
+    row
+    for row in ROWS
+    if isinstance(row[1], np.ndarray)
+    and row[1].dtype == float
+    and row[2].dtype == float
+    and "method" not in row[3]
+    and "padding_mode" not in row[3]
+    and "flip" not in row[3]
+]
+
+
+@pytest.mark.parametrize(
+    ("x", "w", "options", "error", "pattern"),
+    [row[1:] for row in SHAPE_ROWS],
+    ids=[row[0] for row in SHAPE_ROWS],
+)
+def test_output_shape_raises_what_conv2d_raises(
+    x: np.ndarray, w: np.ndarray, options: dict[str, Any], error: type, pattern: str
+) -> None:
+    with pytest.raises(error, match=pattern) as from_conv:
+        dilconv.conv2d(x, w, **options)
+    with pytest.raises(error, match=pattern) as from_shape:
+        dilconv.output_shape(x.shape, w.shape, **options)
+    assert str(from_shape.value) == str(from_conv.value)
+
+
+def test_bias_shape() -> None:
+    with pytest.raises(ValueError, match=r"bias must have shape \(6,\), got \(3,\)"):
+        dilconv.conv2d(X, W, np.ones(3), groups=2)
+
+
+def test_workspace_bound_refuses_a_named_method_but_auto_fits() -> None:
+    x, w = np.ones((1, 8, 256, 256)), np.ones((8, 8, 3, 3))
+    with dilconv.workspace_limit(2**20):
+        with pytest.raises(ValueError, match=r"method='fft' needs .* MiB of workspace, more than"):
+            dilconv.conv2d(x, w, method="fft")
+        y = dilconv.conv2d(x, w, padding="same")  # auto picks a chunked algorithm
+    assert y.shape == (1, 8, 256, 256)
+
+
+def test_output_larger_than_memory_is_refused_before_allocating() -> None:
+    with pytest.raises(ValueError, match=r"GiB for its output .* use dilconv.dask"):
+        dilconv.output_shape((1, 1, 10, 10), (1, 1, 1, 1), padding=10**6)
+    with pytest.raises(ValueError, match=r"GiB for its output .* use dilconv.dask"):
+        dilconv.conv2d(np.ones((1, 1, 10, 10)), np.ones((1, 1, 1, 1)), padding=10**6)
+
+
+def test_set_workspace_limit_validates() -> None:
+    with pytest.raises(TypeError, match="nbytes must be an int"):
+        dilconv.set_workspace_limit(1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 1 MiB"):
+        dilconv.set_workspace_limit(10)

@@ -1,0 +1,79 @@
+"""Every algorithm equals the loop oracle over the whole argument space."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import dilconv
+from dilconv._methods import METHODS
+from tests.strategies import Case, conv_cases
+from tests.tolerance import assert_close
+
+FAST_METHODS = [name for name in METHODS if name != "direct"]
+
+
+def magnitude(case: Case) -> np.ndarray:
+    """The same call on absolute values: the scale that rounding errors are measured at."""
+    bias = None if case.bias is None else np.abs(case.bias)
+    return dilconv.conv2d(
+        np.abs(case.x).astype(np.float64),
+        np.abs(case.w).astype(np.float64),
+        bias,
+        method="direct",
+        **case.options,
+    )
+
+
+def check_against_oracle(case: Case, method: str) -> None:
+    expected = dilconv.conv2d(case.x, case.w, case.bias, method="direct", **case.options)
+    actual = dilconv.conv2d(case.x, case.w, case.bias, method=method, **case.options)
+    dtype = (
+        np.result_type(case.x, case.w)
+        if case.bias is None
+        else np.result_type(case.x, case.w, case.bias)
+    )
+    assert_close(
+        actual,
+        expected,
+        dtype=np.int64 if dtype.kind in "iu" else dtype,
+        magnitude=magnitude(case),
+        context=f"method={method} {case!r}",
+    )
+
+
+@pytest.mark.parametrize("method", FAST_METHODS)
+@settings(max_examples=200)
+@given(case=conv_cases(dtypes=(np.float64,)))
+def test_method_equals_oracle_float64(method: str, case: Case) -> None:
+    check_against_oracle(case, method)
+
+
+@pytest.mark.parametrize("method", FAST_METHODS)
+@given(case=conv_cases(dtypes=(np.float32, np.float16), max_hw=9))
+def test_method_equals_oracle_low_precision(method: str, case: Case) -> None:
+    check_against_oracle(case, method)
+
+
+@pytest.mark.parametrize("method", [m for m in FAST_METHODS if m != "fft"])
+@given(case=conv_cases(dtypes=(np.int64, np.int32, np.int8), max_hw=9))
+def test_integer_methods_are_exact(method: str, case: Case) -> None:
+    check_against_oracle(case, method)
+
+
+@given(case=conv_cases(dtypes=(np.float32, np.float64)))
+def test_auto_equals_oracle(case: Case) -> None:
+    check_against_oracle(case, "auto")
+
+
+def test_oracle_by_hand() -> None:
+    """The oracle itself, on a case small enough to check on paper."""
+    x = np.arange(16).reshape(4, 4)
+    w = np.array([[1, 0], [0, -1]])
+    # dilation 2: output (i, j) = x[i, j] - x[i + 2, j + 2]
+    y = dilconv.conv2d(x, w, dilation=2, method="direct")
+    np.testing.assert_array_equal(y, [[-10, -10], [-10, -10]])
+    # stride 2, padding 1: output (i, j) = xp[2i, 2j] - xp[2i + 1, 2j + 1]
+    y = dilconv.conv2d(x, w, stride=2, padding=1, method="direct")
+    np.testing.assert_array_equal(y, [[0, -2, 0], [-8, -5, 7], [0, 13, 15]])
