@@ -8,11 +8,13 @@ reflected or wrapped pixel's gradient adds up into the pixel it was copied from.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from dilconv._spec import Pads
 
-_NUMPY_MODES = {
+_NUMPY_MODES: dict[str, Literal["reflect", "edge", "wrap", "symmetric"]] = {
     "reflect": "reflect",
     "replicate": "edge",
     "circular": "wrap",
@@ -42,7 +44,7 @@ def pad_spatial(x: np.ndarray, pad: Pads, mode: str, axes: tuple[int, int] = (1,
     widths[axes[0]], widths[axes[1]] = pad
     if mode == "zeros":
         return np.pad(x, widths)
-    return np.pad(x, widths, mode=_NUMPY_MODES[mode])  # type: ignore[call-overload]
+    return np.pad(x, widths, mode=_NUMPY_MODES[mode])
 
 
 def pad_spatial_adjoint(

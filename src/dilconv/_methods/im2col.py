@@ -65,6 +65,8 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
                 y[b0:b1, r0:r1, :, g * og : (g + 1) * og] = (cols @ w_groups[g]).reshape(
                     b1 - b0, r1 - r0, wo, og
                 )
+                del cols  # free before the next gather: one chunk alive at a time
+            del slab, windows
     return y
 
 
