@@ -11,7 +11,9 @@ from dilconv.conv import (
     output_shape,
     same_padding,
 )
+from dilconv.grad import conv2d_grad_bias, conv2d_grad_input, conv2d_grad_weight
 from dilconv.receptive import ReceptiveField, coverage, receptive_field
+from dilconv.transpose import atrous_conv2d_transpose, conv2d_transpose
 
 #: Names of the algorithms ``conv2d(method=...)`` accepts besides ``"auto"``.
 METHODS: tuple[str, ...] = tuple(_METHODS)
@@ -21,8 +23,13 @@ __all__ = [
     "ReceptiveField",
     "__version__",
     "atrous_conv2d",
+    "atrous_conv2d_transpose",
     "choose_method",
     "conv2d",
+    "conv2d_grad_bias",
+    "conv2d_grad_input",
+    "conv2d_grad_weight",
+    "conv2d_transpose",
     "coverage",
     "dilate_kernel",
     "effective_kernel_size",

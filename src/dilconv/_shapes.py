@@ -64,6 +64,28 @@ def transpose_valid_size(i: int, k: int, s: int, d: int) -> int:
     return (i - 1) * s + effective_size(k, d) + max(s - effective_size(k, d), 0)
 
 
+def output_padding_limit(s: int, d: int) -> int:
+    """``output_padding`` must be below this (PyTorch's rule): ``max(s, d)``."""
+    return max(s, d)
+
+
+def transpose_size_range(i: int, k: int, s: int, d: int, lo: int, hi: int) -> tuple[int, int]:
+    """Smallest and largest transposed output size over every allowed ``output_padding``."""
+    base = transpose_out_size(i, k, s, d, lo, hi, 0)
+    return base, base + output_padding_limit(s, d) - 1
+
+
+def transpose_same_range(i: int, s: int) -> tuple[int, int]:
+    """Sizes ``o`` whose ``SAME`` forward convolution has ``i`` outputs: ``ceil(o / s) == i``."""
+    return (i - 1) * s + 1, i * s
+
+
+def transpose_valid_range(i: int, k: int, s: int, d: int) -> tuple[int, int]:
+    """Sizes ``o`` whose ``VALID`` forward convolution has ``i`` outputs."""
+    low = (i - 1) * s + effective_size(k, d)
+    return low, low + s - 1
+
+
 def unreached_tail(i: int, k: int, s: int, d: int, lo: int, hi: int) -> int:
     """Rows at the end of the padded input that no output pixel reads (0 <= r < s)."""
     out = conv_out_size(i, k, s, d, lo, hi)

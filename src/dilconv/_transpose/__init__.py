@@ -1,0 +1,93 @@
+"""Transposed-convolution algorithms: one module each, one signature, one registry.
+
+Every algorithm is ``conv_transpose(g, w, spec) -> x``: the exact adjoint of the
+zero-padded cross-correlation that the lowered forward
+:class:`~dilconv._spec.ConvSpec` describes. ``g`` has the forward output's shape
+``(N, Ho, Wo, O)``, ``w`` is the forward weight ``(kh, kw, C/groups, O)``, and the
+result has the forward input's shape ``(N, H, W, C)``, in ``spec.dtype``.
+
+``"direct"`` is the loop oracle (never optimised, never chosen by ``"auto"``);
+``"scatter"`` is the fast per-tap scatter-add.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
+from dilconv._padding import pad_spatial_adjoint
+from dilconv._spec import ConvSpec
+from dilconv._transpose import direct, scatter
+
+
+@dataclasses.dataclass(frozen=True)
+class TransposeMethod:
+    """A registered transposed-convolution algorithm."""
+
+    name: str
+    conv_transpose: Callable[[np.ndarray, np.ndarray, ConvSpec], np.ndarray]
+    summary: str
+
+
+def _register(name: str, module: ModuleType) -> TransposeMethod:
+    doc = (module.__doc__ or name).strip().splitlines()[0]
+    return TransposeMethod(name, module.conv_transpose, doc)
+
+
+TRANSPOSE_METHODS: dict[str, TransposeMethod] = {
+    m.name: m for m in (_register("direct", direct), _register("scatter", scatter))
+}
+
+
+def resolve_transpose_method(method: Any) -> str:
+    """Check ``method`` against the registry; ``"auto"`` is the per-tap scatter-add.
+
+    The scatter-add does the least arithmetic of any exact method for every spec
+    (one product per tap, on the region that tap reaches), so there is no model to ask.
+    """
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a str, got {method!r}")
+    if method == "auto":
+        return "scatter"
+    if method not in TRANSPOSE_METHODS:
+        raise ValueError(
+            f"method must be 'auto' or one of {sorted(TRANSPOSE_METHODS)}, got {method!r}"
+        )
+    return method
+
+
+def adjoint_canonical(g: Any, w: np.ndarray, spec: ConvSpec, method: str) -> np.ndarray:
+    """The adjoint of ``conv2d`` under ``spec`` applied to ``g``, as canonical NHWC.
+
+    ``g`` is in the caller's layout with the forward output's shape, or fewer
+    rows/columns at the end (a transposed convolution whose ``output_padding`` is at
+    least the stride): the missing sources are zeros. A non-zero ``padding_mode``
+    is undone by :func:`~dilconv._padding.pad_spatial_adjoint`, so the gradient of
+    every reflected or wrapped pixel adds up into the pixel it was copied from.
+    """
+    gc = to_canonical(g, spec)
+    (ho, wo), (gh, gw) = spec.out_hw, gc.shape[1:3]
+    if (gh, gw) != (ho, wo):
+        gc = np.pad(gc, ((0, 0), (0, ho - gh), (0, wo - gw), (0, 0)))
+    x = TRANSPOSE_METHODS[method].conv_transpose(gc, weight_to_canonical(w, spec), spec.lowered())
+    if spec.padding_mode != "zeros":
+        x = pad_spatial_adjoint(x, spec.pad, spec.padding_mode, spec.in_hw)
+    return x
+
+
+def run_conv_transpose(
+    g: Any, w: np.ndarray, bias: np.ndarray | None, spec: ConvSpec, method: str
+) -> np.ndarray:
+    """The shared path of ``conv2d_transpose`` and ``conv2d_grad_input``.
+
+    Returns the result in the caller's layout and rank, in ``spec.out_dtype``.
+    """
+    x = adjoint_canonical(g, w, spec, method)
+    if bias is not None:
+        x += bias.astype(spec.dtype)
+    return from_canonical(x, spec)

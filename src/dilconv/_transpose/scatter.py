@@ -1,0 +1,79 @@
+"""Per-tap scatter-add: the exact adjoint of shift and add, no zero ever inserted.
+
+Tap ``(i, j)`` of the forward convolution read the input at offset
+``(i * dh - top, j * dw - left)`` with step ``stride``; its adjoint adds
+``g @ w[i, j].T`` back into that strided slice of the result, only over the output
+pixels whose tap read real input (:func:`dilconv._methods.shift_add.tap_ranges`).
+So the cost is one matrix product per tap on the region that tap reaches, whatever
+the stride and the dilation: nothing is spent on the ``stride - 1`` zeros that the
+textbook transposed convolution inserts between source pixels. The result is built
+in row strips so that all the taps add into a strip while it is still in cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dilconv import _shapes
+from dilconv._config import get_workspace_limit
+from dilconv._methods import shift_add
+from dilconv._spec import ConvSpec
+
+#: Target bytes of one result strip (with its per-tap temporary): about an L2 cache.
+STRIP_BYTES = 2 * 2**20
+
+
+def strip_rows(spec: ConvSpec) -> int:
+    """Result rows per strip, bounded by the cache target and the workspace limit."""
+    h, w = spec.in_hw
+    row = spec.batch * w * max(spec.in_channels, spec.out_per_group) * spec.dtype.itemsize
+    budget = min(STRIP_BYTES, get_workspace_limit() // 2)
+    return int(min(h, max(1, budget // max(row, 1))))
+
+
+def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Adjoint of the zero-padded cross-correlation of ``spec``, by per-tap scatter-adds.
+
+    ``g`` is ``(N, Ho, Wo, O)``, ``w`` HWIO ``(kh, kw, C/groups, O)``; returns
+    ``(N, H, W, C)`` in ``spec.dtype``.
+    """
+    n = g.shape[0]
+    h = spec.in_hw[0]
+    sh, dh, top = spec.stride[0], spec.dilation[0], spec.pad[0][0]
+    ho = spec.out_hw[0]
+    cg, og = spec.in_per_group, spec.out_per_group
+    x = np.zeros((n, *spec.in_hw, spec.in_channels), dtype=spec.dtype)
+    taps = shift_add.tap_ranges(spec)
+    elementwise = cg == 1 and og == 1
+    w_t = {
+        (i, j): [
+            np.ascontiguousarray(w[i, j, :, k * og : (k + 1) * og].T) for k in range(spec.groups)
+        ]
+        for i, j, *_ in taps
+    }
+    step = strip_rows(spec)
+    for a0 in range(0, h, step):
+        a1 = min(h, a0 + step)
+        for i, j, _, cols, _, (c0, c1) in taps:
+            # sources whose tap (i, j) lands in result rows [a0, a1)
+            o0, o1 = _shapes.tap_output_range(a1 - a0, i, sh, dh, top + a0, ho)
+            if o0 >= o1:
+                continue
+            t0 = o0 * sh + i * dh - top
+            target = x[:, t0 : t0 + (o1 - o0 - 1) * sh + 1 : sh, cols]
+            src = g[:, o0:o1, c0:c1]
+            if elementwise:
+                target += src * w[i, j, 0]
+                continue
+            for k in range(spec.groups):
+                g_k = src[..., k * og : (k + 1) * og].reshape(-1, og)
+                target[..., k * cg : (k + 1) * cg] += (g_k @ w_t[i, j][k]).reshape(
+                    n, o1 - o0, c1 - c0, cg
+                )
+    return x
+
+
+def workspace_bytes(spec: ConvSpec) -> int:
+    """One strip's per-tap product."""
+    rows = strip_rows(spec)
+    return spec.batch * rows * spec.in_hw[1] * spec.in_channels * spec.dtype.itemsize

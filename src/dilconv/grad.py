@@ -1,0 +1,256 @@
+"""Gradients of ``conv2d``: each one is itself a convolution.
+
+* ``conv2d_grad_input`` is the transposed convolution: it runs the very code of
+  :func:`dilconv.conv2d_transpose` (:func:`dilconv._transpose.run_conv_transpose`),
+  then folds the gradient of padded pixels back into their sources for non-zero
+  padding modes.
+* ``conv2d_grad_weight`` is a correlation of the input with the output gradient,
+  stride and dilation swapped, run by the forward engine (:func:`dilconv.conv.run_conv`).
+* ``conv2d_grad_bias`` is a sum over every axis but the channels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dilconv import _select, _shapes
+from dilconv._layout import to_canonical, weight_from_canonical
+from dilconv._padding import pad_spatial
+from dilconv._spec import DATA_FORMATS, ConvSpec, as_array, as_choice, compute_dtypes, make_spec
+from dilconv._transpose import resolve_transpose_method, run_conv_transpose
+from dilconv._transpose.spec import as_shape
+from dilconv.conv import run_conv
+
+
+def _check_grad_out(grad_out: np.ndarray, spec: ConvSpec, names: str) -> None:
+    if grad_out.shape != spec.out_shape:
+        raise ValueError(
+            f"grad_out must have the shape conv2d returns for {names}, {spec.out_shape}, "
+            f"got {grad_out.shape}"
+        )
+
+
+def conv2d_grad_input(
+    grad_out: Any,
+    w: Any,
+    input_shape: Any,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    data_format: str = "NCHW",
+    flip: bool = False,
+    method: str = "auto",
+) -> np.ndarray:
+    """Gradient of ``conv2d(x, w, ...)`` with respect to ``x``.
+
+    Like ``torch.nn.grad.conv2d_input``, for every :func:`dilconv.conv2d` option.
+    It is computed as the transposed convolution of ``grad_out`` with ``w``: the
+    same code as :func:`dilconv.conv2d_transpose`, with the ``output_padding`` that
+    restores ``input_shape`` (the rows the forward stride never reached get zero).
+    For a non-zero ``padding_mode`` the gradient of each padded pixel is then added
+    into the pixel it was copied from (reflected, replicated or wrapped).
+
+    Parameters
+    ----------
+    grad_out : array_like
+        Gradient of the loss with respect to ``conv2d``'s result; its shape.
+    w : array_like
+        The weights given to ``conv2d``.
+    input_shape : tuple of int
+        Shape of ``x``.
+    stride, padding, dilation, groups, padding_mode, data_format, flip
+        As for :func:`dilconv.conv2d`.
+    method : str
+        ``"auto"`` or a transposed-convolution algorithm: ``"scatter"`` (per-tap
+        scatter-add, the fast one) or ``"direct"`` (the loop oracle).
+
+    Returns
+    -------
+    numpy.ndarray
+        Of shape ``input_shape``, dtype ``numpy.result_type(grad_out, w)``
+        (float16 accumulated in float32, integers exact as int64).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = np.ones((1, 1, 2, 2))
+    >>> conv2d_grad_input(g, np.ones((1, 1, 2, 2)), (1, 1, 4, 4), dilation=2)[0, 0]
+    array([[1., 1., 1., 1.],
+           [1., 1., 1., 1.],
+           [1., 1., 1., 1.],
+           [1., 1., 1., 1.]])
+    >>> conv2d_grad_input(np.ones((2, 2)), np.ones((1, 1)), (3, 3), stride=2)
+    array([[1., 0., 1.],
+           [0., 0., 0.],
+           [1., 0., 1.]])
+    """
+    ga, wa = as_array("grad_out", grad_out), as_array("w", w)
+    spec = make_spec(
+        as_shape("input_shape", input_shape),
+        wa.shape,
+        dtypes=[ga.dtype, wa.dtype],
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        data_format=data_format,
+        flip=flip,
+    )
+    _check_grad_out(ga, spec, f"input_shape {tuple(input_shape)} and w {wa.shape}")
+    return run_conv_transpose(ga, wa, None, spec, resolve_transpose_method(method))
+
+
+def _swapped(
+    x: np.ndarray, g: np.ndarray, spec: ConvSpec
+) -> tuple[np.ndarray, np.ndarray, ConvSpec]:
+    """The weight gradient as a forward problem: arrays and spec.
+
+    ``x`` (canonical, padded when the mode is not zeros) becomes an input whose batch
+    is the channel within a group and whose channels are ``(group, image)``; ``g``
+    becomes a kernel ``(Ho, Wo, N, O)`` with dilation = stride, run with stride =
+    dilation and ``groups`` groups. Rows past the last one the forward stride reads
+    are cut off, so the result is exactly ``(C/groups, kh, kw, O)``.
+    """
+    n, h, w, c = x.shape
+    groups, cg = spec.groups, spec.in_per_group
+    pads, keep = [], []
+    for axis, size in enumerate((h, w)):
+        lo, hi = spec.pad[axis]
+        k, s, d = spec.kernel_hw[axis], spec.stride[axis], spec.dilation[axis]
+        tail = _shapes.unreached_tail(size, k, s, d, lo, hi)
+        pads.append((lo, hi - min(hi, tail)))
+        keep.append(size - max(tail - hi, 0))
+    if min(keep) < 1:  # the padding alone covers every read: x gets no gradient
+        return x[:0], g[:0], spec
+    x = x[:, : keep[0], : keep[1]]
+    xs = x.reshape(n, keep[0], keep[1], groups, cg).transpose(4, 1, 2, 3, 0)
+    xs = np.ascontiguousarray(xs).reshape(cg, keep[0], keep[1], groups * n)
+    ks = g.transpose(1, 2, 0, 3)
+    swapped = make_spec(
+        xs.shape,
+        ks.shape,
+        dtypes=[spec.dtype],
+        stride=spec.dilation,
+        padding=(pads[0], pads[1]),
+        dilation=spec.stride,
+        groups=groups,
+        data_format="NHWC",
+    )
+    return xs, ks, swapped
+
+
+def conv2d_grad_weight(
+    x: Any,
+    grad_out: Any,
+    weight_shape: Any,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    data_format: str = "NCHW",
+    flip: bool = False,
+    method: str = "auto",
+) -> np.ndarray:
+    """Gradient of ``conv2d(x, w, ...)`` with respect to ``w``.
+
+    Like ``torch.nn.grad.conv2d_weight``, for every :func:`dilconv.conv2d` option.
+    It is computed as a correlation of the (padded) input with the output gradient,
+    stride and dilation swapped: the input, its batch and channel axes exchanged,
+    is correlated with ``grad_out`` used as a ``(Ho, Wo)`` kernel of
+    ``dilation=stride`` at ``stride=dilation``, one channel group per weight
+    group, by the forward engine (``method`` picks its algorithm). With
+    ``flip=True`` the gradient of the reversed kernel is reversed back.
+
+    Parameters
+    ----------
+    x : array_like
+        The input given to ``conv2d``.
+    grad_out : array_like
+        Gradient of the loss with respect to ``conv2d``'s result.
+    weight_shape : tuple of int
+        Shape of ``w``.
+    stride, padding, dilation, groups, padding_mode, data_format, flip
+        As for :func:`dilconv.conv2d`.
+    method : str
+        ``"auto"`` or a forward algorithm (:data:`dilconv.METHODS`) for the correlation.
+
+    Returns
+    -------
+    numpy.ndarray
+        Of shape ``weight_shape``, dtype ``numpy.result_type(x, grad_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(16.0).reshape(4, 4)
+    >>> conv2d_grad_weight(x, np.ones((2, 2)), (2, 2), dilation=2)  # sums of 2x2 blocks
+    array([[10., 18.],
+           [42., 50.]])
+    """
+    xa, ga = as_array("x", x), as_array("grad_out", grad_out)
+    spec = make_spec(
+        xa.shape,
+        as_shape("weight_shape", weight_shape),
+        dtypes=[xa.dtype, ga.dtype],
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        data_format=data_format,
+        flip=flip,
+    )
+    _check_grad_out(ga, spec, f"x {xa.shape} and weight_shape {tuple(weight_shape)}")
+    xc = to_canonical(xa, spec)
+    if spec.padding_mode != "zeros":
+        xc = pad_spatial(xc, spec.pad, spec.padding_mode)
+    lowered = spec.lowered()
+    xs, ks, swapped = _swapped(xc, to_canonical(ga, spec), lowered)
+    kh, kw = spec.kernel_hw
+    if xs.size == 0:
+        dw = np.zeros((kh, kw, spec.in_per_group, spec.out_channels), dtype=spec.dtype)
+    else:
+        name = _select.resolve_method(method, swapped)
+        dw = run_conv(xs, ks, None, swapped, name).transpose(1, 2, 0, 3)
+    return weight_from_canonical(dw, spec)
+
+
+def conv2d_grad_bias(grad_out: Any, *, data_format: str = "NCHW") -> np.ndarray:
+    """Gradient of ``conv2d(x, w, bias, ...)`` with respect to ``bias``.
+
+    The sum of ``grad_out`` over every axis but the channels (a 2-D image has one
+    channel, so the result has shape ``(1,)``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> conv2d_grad_bias(np.ones((2, 3, 4, 5)))
+    array([40., 40., 40.])
+    >>> conv2d_grad_bias(np.ones((4, 5, 3), dtype=np.int32), data_format="NHWC")
+    array([20, 20, 20])
+    """
+    ga = as_array("grad_out", grad_out)
+    data_format = as_choice("data_format", data_format, DATA_FORMATS)
+    axes = {
+        (2, "NCHW"): (0, 1),
+        (2, "NHWC"): (0, 1),
+        (3, "NCHW"): (1, 2),
+        (3, "NHWC"): (0, 1),
+        (4, "NCHW"): (0, 2, 3),
+        (4, "NHWC"): (0, 1, 2),
+    }.get((ga.ndim, data_format))
+    if axes is None:
+        raise ValueError(
+            f"grad_out must be 2-D, 3-D or 4-D ({data_format}), got {ga.ndim}-D shape {ga.shape}"
+        )
+    accumulate, result = compute_dtypes(ga.dtype)
+    total = ga.sum(axis=axes, dtype=accumulate).astype(result)
+    return total.reshape(1) if ga.ndim == 2 else total
