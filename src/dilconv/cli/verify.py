@@ -1,0 +1,72 @@
+"""``dilconv verify``: a randomized parity sweep against PyTorch, TensorFlow, JAX and SciPy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _names(choices: tuple[str, ...], what: str):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> list[str]:
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        unknown = [n for n in names if n not in choices]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be a comma-separated list from {', '.join(choices)}; got {text!r}"
+            )
+        return names
+
+    return parse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from dilconv.peers import OPS, PEERS
+
+    p = sub.add_parser(
+        "verify",
+        help="randomized parity sweep against PyTorch, TensorFlow, JAX and SciPy",
+        description=(
+            "Run random calls of conv2d, conv2d_transpose, conv2d_grad_input and "
+            "conv2d_grad_weight on dilconv and on every installed peer, print one table "
+            "and exit 1 on any mismatch. A case a peer refuses is counted as refused by "
+            "peer, with its message."
+        ),
+    )
+    p.add_argument("--count", type=int, default=200, help="number of cases (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the case generator")
+    p.add_argument(
+        "--ops", type=_names(OPS, "--ops"), default=list(OPS), help=f"from {','.join(OPS)}"
+    )
+    p.add_argument(
+        "--peers",
+        type=_names(PEERS, "--peers"),
+        default=None,
+        help=f"from {','.join(PEERS)} (default: all)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dilconv.peers import PEERS
+    from dilconv.verify import as_json, format_table, generate_cases, run_sweep
+
+    if args.count < 1:
+        raise ValueError(f"--count must be >= 1, got {args.count}")
+    peers = args.peers or list(PEERS)
+    cases = generate_cases(args.count, args.seed, args.ops)
+    rows, missing = run_sweep(cases, peers, progress=False if args.no_progress else None)
+    if args.json:
+        print(json.dumps(as_json(rows, missing, count=args.count, seed=args.seed), indent=1))
+    else:
+        print(f"dilconv verify: {len(cases)} cases, seed {args.seed}, ops {', '.join(args.ops)}")
+        print(format_table(rows, missing))
+    if any(r.failures for r in rows):
+        return 1
+    if args.peers and missing:  # a peer asked for by name must be there
+        return 2
+    if not rows:
+        print("dilconv verify: no peer is installed; nothing was compared", flush=True)
+        return 2
+    return 0
