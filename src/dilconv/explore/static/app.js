@@ -275,7 +275,8 @@ function highlightOutput(r, c) {
       mark(pr, pc, tap);
       const sr = ah.source[pr], sc = aw.source[pc];
       const xv = sr < 0 || sc < 0 ? 0 : d.x[sr][sc];
-      terms.push(`${fmt(d.w[ta][tb])}·${fmt(xv)}`);
+      const wv = d.w[ta][tb];
+      terms.push(`${wv < 0 ? `(${fmt(wv)})` : fmt(wv)}·${xv < 0 ? `(${fmt(xv)})` : fmt(xv)}`);
       for (const g of ["kernel-grid"]) $(g).children[tap].classList.add("active");
     }
   }
