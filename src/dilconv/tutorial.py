@@ -50,6 +50,81 @@ NUMPY_ROUTES = (
 )
 
 
+def _nhwc(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)[None, :, :, None]
+
+
+def _hwio(kernel: np.ndarray) -> np.ndarray:
+    return np.asarray(kernel, dtype=np.float64)[:, :, None, None]
+
+
+def tf_conv2d_route(x: np.ndarray, kernel: np.ndarray, dilation: int, padding: str) -> np.ndarray:
+    """``tf.nn.conv2d(dilations=d)`` with the kernel flipped by hand (the tutorial's point 6)."""
+    from dilconv.peers.tensorflow import framework
+
+    tf = framework()
+    y = tf.nn.conv2d(
+        _nhwc(x), _hwio(kernel[::-1, ::-1]), strides=1, padding=padding.upper(), dilations=dilation
+    )
+    return np.asarray(y)[0, :, :, 0]
+
+
+def tf_atrous_route(x: np.ndarray, kernel: np.ndarray, dilation: int, padding: str) -> np.ndarray:
+    """``tf.nn.atrous_conv2d(rate=d)`` with the kernel flipped by hand."""
+    from dilconv.peers.tensorflow import framework
+
+    tf = framework()
+    y = tf.nn.atrous_conv2d(
+        _nhwc(x), _hwio(kernel[::-1, ::-1]), rate=dilation, padding=padding.upper()
+    )
+    return np.asarray(y)[0, :, :, 0]
+
+
+def torch_conv2d_route(
+    x: np.ndarray, kernel: np.ndarray, dilation: int, padding: str
+) -> np.ndarray:
+    """PyTorch ``F.conv2d(dilation=d)`` with the kernel flipped by hand."""
+    from dilconv.peers.torch import framework
+
+    torch = framework()
+    xt = torch.tensor(np.asarray(x, dtype=np.float64))[None, None]
+    kt = torch.tensor(np.ascontiguousarray(kernel[::-1, ::-1], dtype=np.float64))[None, None]
+    return torch.nn.functional.conv2d(xt, kt, padding=padding, dilation=dilation)[0, 0].numpy()
+
+
+def tf_unflipped_route(
+    x: np.ndarray, kernel: np.ndarray, dilation: int, padding: str
+) -> np.ndarray:
+    """``tf.nn.conv2d(dilations=d)`` with the kernel as given: cross-correlation."""
+    return tf_conv2d_route(x, kernel[::-1, ::-1], dilation, padding)
+
+
+PEER_ROUTES = (
+    Route("tf.nn.conv2d(dilations=d, flipped)", tf_conv2d_route),
+    Route("tf.nn.atrous_conv2d(rate=d, flipped)", tf_atrous_route),
+    Route("torch F.conv2d(dilation=d, flipped)", torch_conv2d_route),
+)
+
+
+def flip_check(
+    x: np.ndarray, kernel: np.ndarray, dilations: Sequence[int], padding: str = "valid"
+) -> dict[int, float]:
+    """``max |tf.nn.conv2d(unflipped kernel) - convolve2d(dilate_kernel)|`` per dilation.
+
+    Non-zero for an asymmetric kernel: TensorFlow computes cross-correlation, so
+    the kernel must be flipped by hand to get the tutorial's true convolution.
+    Raises :class:`RouteUnavailable` when TensorFlow is not installed.
+    """
+    return {
+        d: float(
+            np.abs(
+                tf_unflipped_route(x, kernel, d, padding) - tutorial_route(x, kernel, d, padding)
+            ).max()
+        )
+        for d in dilations
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class DilationResult:
     """Everything the experiment found at one dilation."""

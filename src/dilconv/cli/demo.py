@@ -39,10 +39,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def routes() -> list[Any]:
-    """The routes the demo compares: the NumPy ones, then the peers when present."""
-    from dilconv.tutorial import NUMPY_ROUTES
+    """The routes the demo compares: the NumPy ones, then TensorFlow's and PyTorch's.
 
-    return list(NUMPY_ROUTES)
+    A peer that is not installed is reported by the experiment with its install command.
+    """
+    from dilconv.tutorial import NUMPY_ROUTES, PEER_ROUTES
+
+    return [*NUMPY_ROUTES, *PEER_ROUTES]
+
+
+def flip_line(x: np.ndarray, kernel: np.ndarray, dilations: list[int], padding: str) -> str:
+    """The tutorial's point 6 in one line: without the flip TensorFlow disagrees."""
+    from dilconv.tutorial import RouteUnavailable, flip_check
+
+    try:
+        found = flip_check(x, kernel, dilations, padding)
+    except RouteUnavailable as missing:
+        return f"Flip check skipped: {missing}"
+    diffs = ", ".join(f"{v:g} at d={d}" for d, v in found.items())
+    verdict = "disagrees" if all(v > AGREE_TOLERANCE for v in found.values()) else "AGREES (?)"
+    return (
+        f"Without the flip, tf.nn.conv2d {verdict} with convolve2d on this asymmetric kernel "
+        f"(it computes cross-correlation): largest difference {diffs}"
+    )
 
 
 def _grid(a: np.ndarray) -> str:
@@ -58,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     x, kernel = inputs(size, args.seed)
     found = run_experiment(x, kernel, args.dilations, args.padding, routes())
     agree = all(r.max_difference <= AGREE_TOLERANCE for r in found)
+    flip = flip_line(x, kernel, args.dilations, args.padding)
     if args.json:
         print(
             json.dumps(
@@ -78,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
                         }
                         for r in found
                     ],
+                    "flip_check": flip,
                     "agree": agree,
                 },
                 indent=1,
@@ -98,5 +119,6 @@ def run(args: argparse.Namespace) -> int:
         ok = r.max_difference <= AGREE_TOLERANCE
         verdict = "agree" if ok else "DISAGREE"
         print(f"  verdict: {verdict} (largest difference {r.max_difference:.3g})")
+    print(f"\n{flip}")
     print(f"\nOverall: {'every route agrees at every dilation' if agree else 'routes DISAGREE'}")
     return 0 if agree else 1

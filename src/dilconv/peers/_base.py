@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import importlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -129,9 +130,16 @@ def peer_errors() -> Iterator[None]:
     except IndexError:
         raise
     except Exception as err:  # the peer's own exception types vary by framework
-        text = str(err).strip().splitlines()
-        first = next((line for line in text if line.strip()), "")
-        raise PeerRefused(f"{type(err).__name__}: {first[:300]}") from err
+        raise PeerRefused(f"{type(err).__name__}: {first_sentence(str(err))}") from err
+
+
+def first_sentence(message: str) -> str:
+    """The first sentence of a peer's error message, without TensorFlow's node prefix,
+    so that one refusal reads the same for every shape it happens at."""
+    text = re.sub(r"^\{\{[^}]*\}\}\s*", "", message.strip())
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    end = line.find(". ")
+    return (line if end < 0 else line[: end + 1])[:300]
 
 
 # --- options -------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """JAX: ``lax.conv_general_dilated`` with ``rhs_dilation`` (and ``lhs_dilation`` for the
-transposed convolution), gradients by ``jax.vjp``. float64 needs x64, enabled on import."""
+transposed convolution), gradients by JAX's transpose rule. float64 needs x64, enabled on import."""
 
 from __future__ import annotations
 
@@ -105,28 +105,38 @@ def conv2d(case: Case) -> np.ndarray:
     return x_from(np.asarray(y), g, fmt)
 
 
+def _transposed(f: Any, shape: tuple[int, ...], dtype: np.dtype, cotangent: np.ndarray) -> Any:
+    """JAX's own transpose rule of the linear map ``f`` applied to ``cotangent`` (jitted: one
+    compilation per case instead of one per primitive)."""
+    jax = framework()
+    transpose = jax.linear_transpose(f, jax.ShapeDtypeStruct(shape, dtype))
+    (grad,) = jax.jit(transpose)(jax.numpy.asarray(cotangent))
+    return np.asarray(grad)
+
+
 def conv2d_grad_input(case: Case) -> np.ndarray:
-    """``jax.vjp`` of the forward convolution with respect to its input."""
+    """The transpose (vector-Jacobian product) of the forward convolution in its input."""
     jax, g = framework(), geometry(case)
     fmt, _ = _layouts(g)
     w = jax.numpy.asarray(_weight(case, g))
-    x0 = jax.numpy.asarray(x_to(np.zeros(case.x_shape, case.dtype), g, fmt))
+    x_shape = x_to(np.zeros(case.x_shape, case.dtype), g, fmt).shape
     with peer_errors():
-        _, vjp = jax.vjp(lambda x: forward(x, w, g), x0)
-        (grad,) = vjp(jax.numpy.asarray(x_to(part(case, "grad_out"), g, fmt)))
-    return x_from(np.asarray(grad), g, fmt)
+        grad = _transposed(
+            lambda x: forward(x, w, g), x_shape, case.dtype, x_to(part(case, "grad_out"), g, fmt)
+        )
+    return x_from(grad, g, fmt)
 
 
 def conv2d_grad_weight(case: Case) -> np.ndarray:
-    """``jax.vjp`` of the forward convolution with respect to its weights."""
+    """The transpose (vector-Jacobian product) of the forward convolution in its weights."""
     jax, g = framework(), geometry(case)
     fmt, wfmt = _layouts(g)
     x = jax.numpy.asarray(x_to(part(case, "x"), g, fmt))
-    w0 = jax.numpy.asarray(_weight(case, g, np.zeros(case.w_shape, case.dtype)))
+    w_shape = _weight(case, g, np.zeros(case.w_shape, case.dtype)).shape
     with peer_errors():
-        _, vjp = jax.vjp(lambda w: forward(x, w, g), w0)
-        (grad,) = vjp(jax.numpy.asarray(x_to(part(case, "grad_out"), g, fmt)))
-    grad = np.asarray(grad)
+        grad = _transposed(
+            lambda w: forward(x, w, g), w_shape, case.dtype, x_to(part(case, "grad_out"), g, fmt)
+        )
     if g.flip:
         grad = flip_oihw(grad) if wfmt == "OIHW" else flip_hwio(grad)
     return w_from(grad, g, wfmt)
@@ -189,6 +199,13 @@ def conv2d_transpose(case: Case) -> np.ndarray:
 ROUTES = (
     Route("jax", "conv2d", "lax.conv_general_dilated", conv2d),
     Route("jax", "conv2d_transpose", "lax.conv_general_dilated(lhs_dilation)", conv2d_transpose),
-    Route("jax", "conv2d_grad_input", "jax.vjp(conv_general_dilated)", conv2d_grad_input),
-    Route("jax", "conv2d_grad_weight", "jax.vjp(conv_general_dilated)", conv2d_grad_weight),
+    Route(
+        "jax", "conv2d_grad_input", "jax.linear_transpose(conv_general_dilated)", conv2d_grad_input
+    ),
+    Route(
+        "jax",
+        "conv2d_grad_weight",
+        "jax.linear_transpose(conv_general_dilated)",
+        conv2d_grad_weight,
+    ),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from types import ModuleType
 from typing import Any
 
@@ -54,9 +55,11 @@ def forward(x: Any, w: Any, b: Any, g: Geometry) -> Any:
         mode = PAD_MODES.get(g.padding_mode, "constant")
         x = functional.pad(x, (left, r, t, bottom), mode=mode)
         pad = 0
-    return functional.conv2d(
-        x, w, b, stride=g.stride, padding=pad, dilation=g.dilation, groups=g.groups
-    )
+    with warnings.catch_warnings():  # PyTorch's note that "same" may copy the input
+        warnings.filterwarnings("ignore", "Using padding='same'", UserWarning)
+        return functional.conv2d(
+            x, w, b, stride=g.stride, padding=pad, dilation=g.dilation, groups=g.groups
+        )
 
 
 def conv2d(case: Case) -> np.ndarray:
