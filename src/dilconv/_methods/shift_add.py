@@ -3,9 +3,17 @@
 No zero is ever inserted: tap ``(i, j)`` reads the input at offset
 ``(i * dh - top, j * dw - left)`` with step ``stride``, so the cost is the same at
 every dilation. Each tap only touches the output pixels where it reads real input
-(taps that would read only padding are skipped), and the output is built in row
-strips small enough to stay in cache. A single channel is a scalar multiply-add; a
-depthwise layer an elementwise one; otherwise one matrix product per tap and group.
+(taps that would read only padding are skipped).
+
+* One input channel per output channel (a single channel, or depthwise): the
+  output is built in row strips small enough to stay in cache, each tap a scalar
+  (or per-channel) multiply into a reused buffer and an add, with the strips
+  shared among threads (NumPy releases the GIL in its loops).
+* Otherwise: one matrix product per tap and group on the region that tap reads.
+  Where that region is whole rows (no horizontal offset, stride 1) the product is
+  accumulated straight into the output by BLAS (``gemm`` with ``beta = 1``);
+  elsewhere the slice is gathered into a reused buffer, multiplied, and added.
+  Output rows are taken in bands that keep the buffers under the workspace limit.
 """
 
 from __future__ import annotations
@@ -14,23 +22,40 @@ import numpy as np
 
 from dilconv import _shapes
 from dilconv._config import get_workspace_limit
+from dilconv._methods import _kernels
 from dilconv._spec import ConvSpec
 
-#: Target bytes of one output strip (with its per-tap temporary): about an L2 cache.
-STRIP_BYTES = 512 * 2**10
+#: Target bytes of one output strip of the elementwise path (its temporary is as
+#: large): two of them and the input rows they read fit a 1 MiB L2 cache. Fitted by
+#: ``benchmarks/fit_cost_model.py --strips`` on the ``seed`` case (see RESULTS.md).
+STRIP_BYTES = 128 * 2**10
+
+#: Below this many output elements the elementwise path runs on one thread.
+PARALLEL_MIN = 2**16
+
+Tap = tuple[int, int, slice, slice, tuple[int, int], tuple[int, int]]
+
+
+def elementwise(spec: ConvSpec) -> bool:
+    """True when each output channel reads one input channel (single channel, depthwise)."""
+    return spec.in_per_group == 1 and spec.out_per_group == 1
 
 
 def strip_rows(spec: ConvSpec) -> int:
-    """Output rows per strip, bounded by the cache target and the workspace limit."""
+    """Output rows per strip (elementwise) or per band (matrix products)."""
     ho, wo = spec.out_hw
-    row = spec.batch * wo * max(spec.out_channels, spec.in_per_group) * spec.dtype.itemsize
-    budget = min(STRIP_BYTES, get_workspace_limit() // 2)
+    item = spec.dtype.itemsize
+    limit = get_workspace_limit()
+    if elementwise(spec):
+        row = wo * spec.out_channels * item
+        budget = min(STRIP_BYTES, limit // (2 * _kernels.num_threads()))
+    else:
+        row = spec.batch * wo * (spec.in_per_group + spec.out_per_group) * item
+        budget = limit
     return int(min(ho, max(1, budget // max(row, 1))))
 
 
-def tap_ranges(
-    spec: ConvSpec,
-) -> list[tuple[int, int, slice, slice, tuple[int, int], tuple[int, int]]]:
+def tap_ranges(spec: ConvSpec) -> list[Tap]:
     """For each tap that reads real input: ``(i, j, rows, cols, out_rows, out_cols)``.
 
     ``rows``/``cols`` slice the unpadded input; ``out_rows``/``out_cols`` are the
@@ -55,42 +80,129 @@ def tap_ranges(
     return taps
 
 
-def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """Zero-padded cross-correlation of NHWC ``x`` with HWIO ``w`` by shifted slices."""
-    n = x.shape[0]
+def _band_rows(tap: Tap, sh: int, s0: int, s1: int) -> tuple[int, int, slice]:
+    """Output rows ``[a, b)`` of band ``[s0, s1)`` fed by ``tap``, and the input rows."""
+    _, _, rows, _, (r0, r1), _ = tap
+    a, b = max(r0, s0), min(r1, s1)
+    first = rows.start + (a - r0) * sh
+    return a, b, slice(first, first + (b - a - 1) * sh + 1, sh)
+
+
+def _covers(tap: Tap, spec: ConvSpec) -> bool:
+    return tap[4] == (0, spec.out_hw[0]) and tap[5] == (0, spec.out_hw[1])
+
+
+def _flat_rows(a: np.ndarray) -> np.ndarray:
+    """``(rows, cols, C)`` -> ``(rows, cols * C)`` where that is a view (contiguous rows)."""
+    if a.shape[1] * a.shape[2] == 0 or a.strides[1] != a.shape[2] * a.itemsize:
+        return a
+    if a.shape[2] != 1 and a.strides[2] != a.itemsize:
+        return a
+    return a.reshape(a.shape[0], a.shape[1] * a.shape[2])
+
+
+def _elementwise(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) -> None:
     ho, wo = spec.out_hw
-    sh = spec.stride[0]
-    cg, og = spec.in_per_group, spec.out_per_group
-    y = np.zeros((n, ho, wo, spec.out_channels), dtype=spec.dtype)
+    sh, channels = spec.stride[0], spec.out_channels
     taps = tap_ranges(spec)
+    # a tap reading real input for every output pixel writes the strip first: no zeroing
+    full = [t for t in taps if _covers(t, spec)][:1]
+    taps = full + [t for t in taps if t not in full]
     step = strip_rows(spec)
-    scalar = spec.in_channels == 1 and spec.out_channels == 1
-    depthwise = cg == 1 and og == 1
+    strips = [(b, s0) for b in range(spec.batch) for s0 in range(0, ho, step)]
+    threads = 1 if y.size < PARALLEL_MIN else min(_kernels.num_threads(), len(strips))
+    chunks = [c for c in np.array_split(np.arange(len(strips)), threads) if c.size]
+    # the weights of a tap tiled along a row, so every loop runs over whole rows
+    weights = {(i, j): np.tile(w[i, j, 0], c1 - c0) for i, j, _, _, _, (c0, c1) in taps}
+
+    def run(chunk: np.ndarray) -> None:
+        tmp = np.empty((step, wo, channels), dtype=spec.dtype)
+        for k in chunk:
+            b, s0 = strips[k]
+            s1 = min(ho, s0 + step)
+            if not full:
+                y[b, s0:s1].fill(0)
+            for n_tap, tap in enumerate(taps):
+                i, j, _, cols, _, (c0, c1) = tap
+                a, e, rows = _band_rows(tap, sh, s0, s1)
+                if a >= e:
+                    continue
+                src, out = x[b, rows, cols], y[b, a:e, c0:c1]
+                flat_src, flat_out = _flat_rows(src), _flat_rows(out)
+                wt = w[i, j, 0]
+                if flat_src.ndim == 2 and flat_out.ndim == 2:
+                    src, out, wt = flat_src, flat_out, weights[i, j]
+                if full and n_tap == 0:
+                    np.multiply(src, wt, out=out)
+                    continue
+                t = tmp[: e - a, : c1 - c0]
+                t = t.reshape(out.shape) if out.ndim == 2 else t
+                np.multiply(src, wt, out=t)
+                np.add(out, t, out=out)
+
+    _kernels.parallel_map(run, chunks)
+
+
+def _products(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) -> None:
+    n = spec.batch
+    ho = spec.out_hw[0]
+    wd, sh, wo = spec.in_hw[1], spec.stride[0], spec.out_hw[1]
+    cg, og, groups = spec.in_per_group, spec.out_per_group, spec.groups
+    step = strip_rows(spec)
+    gathered = np.empty(n * step * spec.out_hw[1] * cg, dtype=spec.dtype)
+    product = np.empty(n * step * spec.out_hw[1] * og, dtype=spec.dtype)
+    w_taps = {
+        (i, j): [np.ascontiguousarray(w[i, j, :, g * og : (g + 1) * og]) for g in range(groups)]
+        for i, j, *_ in tap_ranges(spec)
+    }
+    y.fill(0)
     for s0 in range(0, ho, step):
         s1 = min(ho, s0 + step)
-        for i, j, rows, cols, (r0, r1), (c0, c1) in taps:
-            a, b = max(r0, s0), min(r1, s1)
-            if a >= b:
+        for tap in tap_ranges(spec):
+            i, j, _, cols, _, (c0, c1) = tap
+            a, e, rows = _band_rows(tap, sh, s0, s1)
+            if a >= e:
                 continue
-            first = rows.start + (a - r0) * sh
-            xs = x[:, first : first + (b - a - 1) * sh + 1 : sh, cols]
-            out = y[:, a:b, c0:c1]
-            if scalar or depthwise:
-                out += xs * w[i, j, 0]
+            whole_rows = sh == 1 and groups == 1 and cols == slice(0, wd, 1)
+            whole_rows = whole_rows and (c0, c1) == (0, wd) == (0, wo)
+            if whole_rows:  # contiguous in x and in y: accumulate in place, no copy
+                for b in range(n):
+                    _kernels.accumulate_product(
+                        y[b, a:e].reshape(-1, og),
+                        x[b, rows].reshape(-1, cg),
+                        w_taps[i, j][0],
+                    )
                 continue
-            for g in range(spec.groups):
-                x_g = xs[..., g * cg : (g + 1) * cg].reshape(-1, cg)
-                out[..., g * og : (g + 1) * og] += (
-                    x_g @ w[i, j, :, g * og : (g + 1) * og]
-                ).reshape(n, b - a, c1 - c0, og)
+            shape = (n, e - a, c1 - c0)
+            m = n * (e - a) * (c1 - c0)
+            for g in range(groups):
+                buf = gathered[: m * cg].reshape(*shape, cg)
+                buf[...] = x[:, rows, cols, g * cg : (g + 1) * cg]
+                prod = product[: m * og].reshape(m, og)
+                np.matmul(buf.reshape(m, cg), w_taps[i, j][g], out=prod)
+                out = y[:, a:e, c0:c1, g * og : (g + 1) * og]
+                np.add(out, prod.reshape(*shape, og), out=out)
+
+
+def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Zero-padded cross-correlation of NHWC ``x`` with HWIO ``w`` by shifted slices."""
+    y = np.empty((spec.batch, *spec.out_hw, spec.out_channels), dtype=spec.dtype)
+    if y.size == 0:
+        return y
+    if elementwise(spec):
+        _elementwise(x, w, spec, y)
+    else:
+        _products(x, w, spec, y)
     return y
 
 
 def workspace_bytes(spec: ConvSpec) -> int:
-    """One strip's gathered slice and product."""
-    ho, wo = spec.out_hw
-    rows = strip_rows(spec)
-    per = spec.batch * rows * wo * (spec.in_per_group + spec.out_per_group)
+    """Elementwise: one strip buffer per thread; products: one band's gather and product."""
+    rows, wo = strip_rows(spec), spec.out_hw[1]
+    if elementwise(spec):
+        per = rows * wo * spec.out_channels * _kernels.num_threads()
+    else:
+        per = spec.batch * rows * wo * (spec.in_per_group + spec.out_per_group)
     return per * spec.dtype.itemsize
 
 

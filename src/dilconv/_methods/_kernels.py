@@ -1,0 +1,79 @@
+"""Shared inner loops of the fast algorithms: in-place accumulating products and threads.
+
+Nothing here knows about convolution: these are the two primitives the per-tap
+algorithms are built from, an accumulating matrix product ``out += a @ b`` that
+writes straight into ``out`` (BLAS ``gemm`` with ``beta = 1``) and a small pool of
+threads for NumPy loops, which release the GIL.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from scipy.linalg import blas
+
+_GEMM: dict[np.dtype, Callable[..., np.ndarray]] = {
+    np.dtype(np.float32): blas.sgemm,
+    np.dtype(np.float64): blas.dgemm,
+}
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def num_threads() -> int:
+    """Threads the NumPy loops use: the CPUs this process may run on (``DILCONV_THREADS``)."""
+    env = os.environ.get("DILCONV_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def parallel_map(fn: Callable[[Any], None], items: Iterable[Any]) -> None:
+    """Run ``fn`` on every item, on :func:`num_threads` threads (in order when one)."""
+    global _pool, _pool_size
+    work = list(items)
+    threads = min(num_threads(), len(work))
+    if threads <= 1:
+        for item in work:
+            fn(item)
+        return
+    if _pool is None or _pool_size < threads:
+        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dilconv")
+        _pool_size = threads
+    for future in [_pool.submit(fn, item) for item in work]:
+        future.result()
+
+
+def accumulate_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """``out += a @ b`` for 2-D arrays, in place, without a temporary where BLAS allows.
+
+    With float32/float64 C-contiguous ``out`` and ``a`` (and ``b`` of the same
+    dtype) this is one ``gemm`` call with ``beta = 1`` on the transposed problem
+    (``out.T += b.T @ a.T``, all Fortran-ordered views); otherwise the product is
+    formed and added.
+    """
+    gemm = _GEMM.get(out.dtype)
+    if (
+        gemm is not None
+        and a.dtype == out.dtype
+        and b.dtype == out.dtype
+        and out.flags.c_contiguous
+        and a.flags.c_contiguous
+        and b.flags.c_contiguous
+        and out.shape[0] > 0
+        and out.shape[1] > 0
+        and a.shape[1] > 0
+    ):
+        result = gemm(1.0, b.T, a.T, beta=1.0, c=out.T, overwrite_c=1)
+        if not np.shares_memory(result, out):  # pragma: no cover - f2py copied after all
+            out[...] = result.T
+        return
+    out += a @ b

@@ -1,0 +1,185 @@
+"""Timing: every contender of a row side by side, alternating, warm-up first, medians.
+
+Each row's contenders run once to warm up (and to check they agree with dilconv),
+then ``repeats`` rounds in which every contender runs once, the order rotated each
+round so no contender always follows the same one. A contender whose warm-up
+takes longer than :data:`SLOW_SECONDS` is timed :data:`SLOW_REPEATS` times only
+(the table shows how many). dilconv's contenders are then run once more under
+``tracemalloc`` for the peak memory they allocate beyond their result.
+"""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from typing import Any
+
+import numpy as np
+
+from dilconv import get_workspace_limit
+from dilconv.bench import cases as C
+from dilconv.bench import machine
+from dilconv.bench import peers as P
+
+#: Warm-up seconds above which a contender is timed only SLOW_REPEATS times.
+SLOW_SECONDS = 1.5
+SLOW_REPEATS = 3
+
+#: Agreement check: largest difference over the largest magnitude of the reference.
+AGREE_RTOL = 1e-3
+
+DEFAULT_PEERS = ("torch", "tensorflow", "scipy")
+
+
+def _nbytes(result: Any) -> int:
+    if isinstance(result, (list, tuple)):
+        return sum(_nbytes(r) for r in result)
+    return int(getattr(result, "nbytes", 0))
+
+
+def _agreement(reference: Any, other: Any, label: str) -> float | None:
+    ref, got = P.to_nhwc(reference, "dilconv"), P.to_nhwc(other, label)
+    if ref is None or got is None or ref.shape != got.shape:
+        return None
+    scale = float(np.max(np.abs(ref))) or 1.0
+    return float(np.max(np.abs(ref.astype(np.float64) - got))) / scale
+
+
+def extra_memory(fn: Any) -> int:
+    """Peak bytes ``fn()`` allocates (traced by tracemalloc) beyond the result it returns."""
+    tracemalloc.start()
+    try:
+        result = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return max(0, peak - _nbytes(result))
+
+
+def time_row(built: C.Built, repeats: int, bar: Any) -> dict[str, Any]:
+    """Warm up, check agreement, then alternate the contenders ``repeats`` rounds."""
+    names = list(built.contenders)
+    warm, agree = {}, {}
+    reference = None
+    for name in names:
+        start = time.perf_counter()
+        out = built.contenders[name]()
+        warm[name] = time.perf_counter() - start
+        if name == built.reference:
+            reference = out
+        elif reference is not None and name not in built.no_check:
+            agree[name] = _agreement(reference, out, name)
+        del out
+        bar.update(1)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            if warm[name] > SLOW_SECONDS and len(times[name]) >= SLOW_REPEATS:
+                bar.update(1)
+                continue
+            fn = built.contenders[name]
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+            bar.update(1)
+    memory = {n: extra_memory(built.contenders[n]) for n in names if n.startswith("dilconv")}
+    return {"times": times, "agree": agree, "memory": memory}
+
+
+def summarise(row: C.Row, built: C.Built, timed: dict[str, Any], peak: float) -> dict[str, Any]:
+    """Medians, GFLOP/s, share of the matmul peak, and dilconv's ratios to every peer."""
+    med = {n: float(np.median(t)) for n, t in timed["times"].items() if t}
+    contenders = {
+        n: {
+            "median_s": med[n],
+            "repeats": len(timed["times"][n]),
+            "gflops": built.flops / med[n] / 1e9,
+            "peak_share": built.flops / med[n] / 1e9 / peak,
+            "extra_mib": timed["memory"].get(n, 0) / 2**20 if n in timed["memory"] else None,
+            "agree_rel_diff": timed["agree"].get(n),
+        }
+        for n in med
+    }
+    auto = med.get("dilconv auto")
+    methods = {n: t for n, t in med.items() if n.startswith("dilconv ") and n != "dilconv auto"}
+    best = min(methods, key=methods.__getitem__) if methods else None
+    peers = {n: t for n, t in med.items() if not n.startswith("dilconv")}
+    groups = {
+        "torch": [t for n, t in peers.items() if n.startswith("torch")],
+        "tensorflow": [t for n, t in peers.items() if n.startswith("tf")],
+        "ndimage": [t for n, t in peers.items() if n == "ndimage correlate"],
+        "convolve2d": [t for n, t in peers.items() if n == "scipy convolve2d"],
+    }
+    return {
+        "case": row.case,
+        "row": row.label,
+        "gflop": built.flops / 1e9,
+        "contenders": contenders,
+        "skipped": built.skipped,
+        "best_method": best,
+        "auto_over_best_method": auto / methods[best] if auto and best else None,
+        "ratios": {n: auto / t for n, t in peers.items()} if auto else {},
+        "ratio_best": {g: auto / min(ts) for g, ts in groups.items() if ts and auto},
+    }
+
+
+def run(
+    case_names: list[str] | None = None,
+    *,
+    methods: tuple[str, ...] | None = None,
+    peers: tuple[str, ...] = DEFAULT_PEERS,
+    quick: bool = False,
+    repeats: int = 7,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the named cases (all when None) and return the full result record."""
+    from tqdm import tqdm
+
+    from dilconv._methods import METHODS
+
+    catalogue = C.all_cases(quick)
+    names = list(catalogue) if case_names is None else case_names
+    unknown = [n for n in names if n not in catalogue]
+    if unknown:
+        raise ValueError(f"cases must be among {sorted(catalogue)}, got {unknown}")
+    if methods is None:
+        methods = tuple(m for m in METHODS if m != "direct")
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"methods must be among {sorted(METHODS)}, got {bad}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    info = machine.describe(512 if quick else 2048)
+    rows = [row for name in names for row in catalogue[name]]
+    results = []
+    with tqdm(total=0, desc="dilconv bench", unit="run", disable=not progress) as bar:
+        for row in rows:
+            bar.set_postfix_str(f"{row.case} {row.label}")
+            built = row.build(methods, peers)
+            bar.total += len(built.contenders) * (repeats + 1)
+            bar.refresh()
+            timed = time_row(built, repeats, bar)
+            results.append(summarise(row, built, timed, info["matmul_peak_gflops"]))
+            del built
+    info["matmul_peak_gflops_after"] = machine.matmul_peak(512 if quick else 2048)
+    try:
+        import os
+
+        info["load_average_after"] = list(os.getloadavg())
+    except OSError:  # pragma: no cover
+        pass
+    return {
+        "machine": info,
+        "settings": {
+            "cases": names,
+            "methods": list(methods),
+            "peers": list(peers),
+            "quick": quick,
+            "repeats": repeats,
+            "slow_seconds": SLOW_SECONDS,
+            "slow_repeats": SLOW_REPEATS,
+            "workspace_limit_mib": get_workspace_limit() / 2**20,
+        },
+        "missing_peers": dict(P.MISSING),
+        "rows": results,
+    }

@@ -1,0 +1,67 @@
+"""``dilconv bench``: time dilconv against PyTorch, TensorFlow and SciPy on named cases."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time dilconv against the peers",
+        description="Time every case side by side (alternating, warm-up first, medians) "
+        "and print a table; --json writes the full record.",
+    )
+    p.add_argument(
+        "--cases",
+        type=_names,
+        default=None,
+        help="comma-separated: seed,context,aspp,wave,backward,transpose (default: all)",
+    )
+    p.add_argument(
+        "--methods",
+        type=_names,
+        default=None,
+        help="comma-separated dilconv algorithms to time besides auto (default: all but direct)",
+    )
+    p.add_argument(
+        "--peers",
+        type=_names,
+        default=["torch", "tensorflow", "scipy"],
+        help="comma-separated peers (default: torch,tensorflow,scipy)",
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a result")
+    p.add_argument("--repeats", type=int, default=7, help="timed runs per contender (default 7)")
+    p.add_argument("--json", type=Path, default=None, help="write the full record here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dilconv.bench import render
+    from dilconv.bench import run as run_bench
+
+    peers = tuple(args.peers)
+    unknown = [p for p in peers if p not in ("torch", "tensorflow", "scipy")]
+    if unknown:
+        raise ValueError(f"--peers must be among torch, tensorflow, scipy; got {unknown}")
+    result = run_bench(
+        args.cases,
+        methods=None if args.methods is None else tuple(args.methods),
+        peers=peers,
+        quick=args.quick,
+        repeats=args.repeats,
+        progress=not args.no_progress,
+    )
+    print(render(result))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
