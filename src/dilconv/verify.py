@@ -174,16 +174,24 @@ def generate_cases(count: int, seed: int = 0, ops: Sequence[str] = OPS) -> list[
     for op in ops:
         if op not in OPS:
             raise ValueError(f"ops must be among {list(OPS)}, got {op!r}")
-    cases: list[Case] = []
-    for index in range(count):
-        op = ops[index % len(ops)]
-        case_seed = seed * 1_000_003 + index
-        rng = np.random.default_rng(case_seed)
-        case = None
-        while case is None:
-            case = _draw_case(rng, op, case_seed)
-        cases.append(case)
-    return cases
+    return [draw_case(ops[i % len(ops)], seed * 1_000_003 + i) for i in range(count)]
+
+
+def draw_case(op: str, seed: int) -> Case:
+    """One valid case of ``op``, reproducible from ``seed`` (invalid draws are redrawn).
+
+    Examples
+    --------
+    >>> case = draw_case("conv2d", 7)
+    >>> case.op, case.seed
+    ('conv2d', 7)
+    """
+    if op not in OPS:
+        raise ValueError(f"op must be one of {list(OPS)}, got {op!r}")
+    rng = np.random.default_rng(seed)
+    while (case := _draw_case(rng, op, seed)) is None:
+        pass
+    return case
 
 
 # --- running and comparing -------------------------------------------------------------------

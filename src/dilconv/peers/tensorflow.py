@@ -61,7 +61,16 @@ def _padded(x: Any, w: Any, g: Geometry) -> tuple[Any, Any]:
 
 
 def forward_conv2d(x: Any, w: Any, g: Geometry) -> Any:
-    """``tf.nn.conv2d`` on NHWC ``x`` and HWIO ``w`` (already flipped)."""
+    """``tf.nn.conv2d`` on NHWC ``x`` and HWIO ``w`` (already flipped).
+
+    TensorFlow has no ``groups`` argument: it infers the groups from the shapes,
+    so a call whose shapes imply other groups than the case's is not this case.
+    """
+    if int(w.shape[2]) * g.groups != int(x.shape[3]):
+        raise NotApplicable(
+            f"tf.nn.conv2d infers groups from the shapes ({x.shape[3]} channels, filter depth "
+            f"{w.shape[2]}), so it cannot be told groups={g.groups}"
+        )
     x, padding = _padded(x, w, g)
     return framework().nn.conv2d(
         x, w, strides=[1, *g.stride, 1], padding=padding, dilations=[1, *g.dilation, 1]
