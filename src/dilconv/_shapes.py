@@ -156,3 +156,43 @@ def dilation_phases(out: int, s: int, d: int) -> list[Phase]:
         count = (out - first + step - 1) // step
         phases.append(Phase(r, first, step, (first * s - r) // d, s // g, count))
     return phases
+
+
+def input_span(out: int, k: int, s: int, d: int) -> int:
+    """Padded-input rows that ``out`` consecutive outputs read: ``(out - 1) * s + k_eff``."""
+    return (out - 1) * s + effective_size(k, d)
+
+
+def halo_after(k: int, s: int, d: int) -> int:
+    """Rows past a block of ``b * s`` padded rows that its ``b`` outputs still read."""
+    return max(effective_size(k, d) - s, 0)
+
+
+def block_plan(
+    out: int, block: int, k: int, s: int, d: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Output chunks and the stride-aligned padded-input chunks that produce them.
+
+    Outputs are cut into blocks of ``block`` (the last one shorter). Input chunk
+    ``j`` starts at padded row ``j * block * s``, so block ``j`` reads its own chunk
+    plus the first :func:`halo_after` rows of the next; the last chunk ends at
+    :func:`input_span` of all outputs, so it holds its halo itself.
+    ``block`` must be at least ``ceil(halo_after / s)`` for that halo to fit in one
+    neighbouring chunk.
+    """
+    full, rest = divmod(out, block)
+    out_chunks = (block,) * full + ((rest,) if rest else ())
+    in_chunks = tuple(c * s for c in out_chunks[:-1]) + (
+        input_span(out_chunks[-1], k, s, d),
+    )
+    return out_chunks, in_chunks
+
+
+def output_block(in_chunk: int, out: int, k: int, s: int, d: int) -> int:
+    """Outputs per block for input chunks of about ``in_chunk`` rows.
+
+    ``ceil(in_chunk / s)``, raised so that :func:`halo_after` fits in one chunk of
+    ``block * s`` rows, and at most ``out``.
+    """
+    fits_halo = -(-halo_after(k, s, d) // s)
+    return max(1, min(out, max(-(-in_chunk // s), fits_halo)))

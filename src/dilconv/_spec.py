@@ -314,8 +314,13 @@ def make_spec(
     padding_mode: Any = "zeros",
     data_format: Any = "NCHW",
     flip: Any = False,
+    memory_check: bool = True,
 ) -> ConvSpec:
-    """Validate every ``conv2d`` option against the shapes; return the spec."""
+    """Validate every ``conv2d`` option against the shapes; return the spec.
+
+    ``memory_check=False`` skips :func:`check_memory`, for callers (``dilconv.dask``)
+    that never hold the whole output in memory.
+    """
     data_format = as_choice("data_format", data_format, DATA_FORMATS)
     padding_mode = as_choice("padding_mode", padding_mode, PADDING_MODES)
     if not isinstance(flip, (bool, np.bool_)):
@@ -379,7 +384,8 @@ def make_spec(
             f"larger than the padded input ({ph}x{pw}); pad more, or use a smaller "
             "kernel or dilation"
         )
-    check_memory(spec)
+    if memory_check:
+        check_memory(spec)
     return spec
 
 

@@ -1,0 +1,277 @@
+"""``dilconv apply IN OUT --kernel K.npy``: convolve an array larger than memory on Dask.
+
+The input is read lazily (a Zarr array, or a small ``.npy``), convolved chunk by
+chunk by :func:`dilconv.dask.conv2d`, and written chunk by chunk to a hidden
+sibling of OUT (``.OUT.partial-XXXXXXXX``) that is renamed to OUT only when every
+chunk is written: a failed run leaves no OUT, and the partial one is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dilconv.cli._options import add_conv_options, conv_options, pair
+
+LOCAL_SCHEDULERS = ("threads", "processes")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "apply",
+        help="convolve a Zarr (or .npy) array larger than memory, chunk by chunk on Dask",
+        description=(
+            "Convolve IN with --kernel on Dask and write OUT (Zarr unless OUT ends in .npy). "
+            "By default a distributed.LocalCluster on 127.0.0.1 (no dashboard) runs it."
+        ),
+    )
+    p.add_argument("input", type=Path, help="input: a Zarr array (directory) or a .npy file")
+    p.add_argument("output", type=Path, help="output: a Zarr array (directory) or a .npy file")
+    p.add_argument("--kernel", type=Path, required=True, help="weights (.npy)")
+    p.add_argument("--bias", type=Path, help="bias vector (.npy)")
+    add_conv_options(p)
+    p.add_argument(
+        "--chunks",
+        type=pair,
+        help="output chunk rows,cols (default: the input's chunks divided by the stride)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="threads, processes, or the ADDRESS of a running distributed scheduler "
+        "(default: start a LocalCluster on 127.0.0.1)",
+    )
+    p.add_argument("--workers", type=int, help="LocalCluster workers (default 2)")
+    p.add_argument(
+        "--memory-limit", help="memory limit of each LocalCluster worker (default 512MiB)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(run=run)
+
+
+# --- input and output --------------------------------------------------------------------
+
+
+def open_input(path: Path) -> Any:
+    """A lazy Dask array over a Zarr array or a ``.npy`` file."""
+    import dask.array as da
+    import zarr
+
+    if not path.exists():
+        raise FileNotFoundError(f"input {str(path)!r} does not exist")
+    if path.suffix == ".npy":
+        return da.from_array(np.load(path, mmap_mode="r", allow_pickle=False))
+    try:
+        node = zarr.open(store=str(path), mode="r")
+    except Exception as err:  # zarr raises several kinds for "not a Zarr store"
+        raise ValueError(f"input {str(path)!r} is not a Zarr array or a .npy file: {err}") from err
+    if not isinstance(node, zarr.Array):
+        raise ValueError(f"input {str(path)!r} is a Zarr group; expected a Zarr array")
+    return da.from_zarr(node)
+
+
+def _partial_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.partial-{uuid.uuid4().hex[:8]}")
+
+
+def create_output(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: Any) -> str:
+    """Create an empty output at ``path``; return its kind, ``"zarr"`` or ``"npy"``."""
+    if path.name.endswith(".npy") or ".npy.partial-" in path.name:
+        np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+        return "npy"
+    import zarr
+
+    zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=dtype)
+    return "zarr"
+
+
+def write_block(
+    block: np.ndarray, *, target: str, kind: str, block_info: dict[Any, Any] | None = None
+) -> np.ndarray:
+    """Write one output chunk where it belongs in ``target``; return a one-element marker."""
+    if block_info is None:
+        raise TypeError("write_block runs under dask's map_blocks, which passes block_info")
+    region = tuple(slice(start, stop) for start, stop in block_info[0]["array-location"])
+    if kind == "zarr":
+        import zarr
+
+        zarr.open_array(store=target, mode="r+")[region] = block
+    else:
+        out = np.load(target, mmap_mode="r+")
+        out[region] = block
+        out.flush()
+        del out
+    return np.ones((1,) * block.ndim, dtype=np.int8)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+# --- schedulers and progress -------------------------------------------------------------
+
+
+@contextmanager
+def _client(args: argparse.Namespace) -> Iterator[Any]:
+    """A distributed client: a new LocalCluster on 127.0.0.1, or a running scheduler."""
+    from dask.utils import parse_bytes
+    from distributed import Client, LocalCluster
+
+    if args.scheduler is not None:
+        if args.workers is not None or args.memory_limit is not None:
+            raise ValueError(
+                f"--workers and --memory-limit start a LocalCluster; they cannot be used with "
+                f"--scheduler {args.scheduler!r}"
+            )
+        with Client(args.scheduler) as client:
+            yield client
+        return
+    workers = 2 if args.workers is None else args.workers
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    limit = parse_bytes(args.memory_limit or "512MiB")
+    # Each chunk's algorithm keeps its scratch memory to an eighth of the worker's.
+    env = {"DILCONV_WORKSPACE_BYTES": str(max(2**20, limit // 8))}
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            memory_limit=limit,
+            env=env,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _run_local(marks: Any, scheduler: str, workers: int | None) -> float:
+    from dask.callbacks import Callback
+    from tqdm import tqdm
+
+    with tqdm(desc="dilconv apply", unit="task", file=sys.stderr) as bar:
+
+        class Progress(Callback):  # type: ignore[misc]
+            def _start_state(self, dsk: Any, state: Any) -> None:
+                bar.total = len(dsk)
+                bar.refresh()
+
+            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, wid: Any) -> None:
+                bar.update(1)
+
+        start = time.perf_counter()
+        with Progress():
+            marks.compute(scheduler=scheduler, num_workers=workers)
+        return time.perf_counter() - start
+
+
+def _run_distributed(marks: Any, client: Any) -> float:
+    from distributed import as_completed, futures_of
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    futures = futures_of(client.persist(marks))
+    with tqdm(total=len(futures), desc="dilconv apply", unit="chunk", file=sys.stderr) as bar:
+        for _ in as_completed(futures):
+            bar.update(1)
+    client.gather(futures)  # raises the first error of a failed chunk
+    return time.perf_counter() - start
+
+
+def _describe(client: Any) -> str:
+    workers = client.scheduler_info()["workers"].values()
+    limits = sorted({w.get("memory_limit", 0) for w in workers})
+    threads = sum(w.get("nthreads", 0) for w in workers)
+    return f"{len(workers)} workers, {threads} threads, memory limit {limits} bytes each"
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def plan(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """``(x, y, spec)``: the lazy input and result of the arguments, validated, not computed."""
+    import dilconv.dask
+    from dilconv._spec import make_spec
+
+    for name, path in (("kernel", args.kernel), ("bias", args.bias)):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"{name} {str(path)!r} does not exist")
+    x = open_input(args.input)
+    w = np.load(args.kernel, allow_pickle=False)
+    bias = None if args.bias is None else np.load(args.bias, allow_pickle=False)
+    options = conv_options(args)
+    try:
+        y = dilconv.dask.conv2d(x, w, bias, **options)
+        spec = make_spec(x.shape, w.shape, memory_check=False, **conv_options(args, methods=False))
+        if args.chunks is not None:
+            h_axis, w_axis, _ = dilconv.dask.spatial_axes(spec)
+            rows, cols = (args.chunks, args.chunks) if isinstance(args.chunks, int) else args.chunks
+            if rows < 1 or cols < 1:
+                raise ValueError(f"--chunks must be positive, got {args.chunks}")
+            x = x.rechunk({h_axis: rows * spec.stride[0], w_axis: cols * spec.stride[1]})
+            y = dilconv.dask.conv2d(x, w, bias, **options)
+    except ValueError as err:
+        raise ValueError(f"{args.input}: {err}") from err
+    # Zarr needs regular chunks: all equal but the last (only a batch axis can differ).
+    if any(c[:-1] != (c[0],) * (len(c) - 1) or c[-1] > c[0] for c in y.chunks):
+        y = y.rechunk(tuple(c[0] for c in y.chunks))
+    return x, y, spec
+
+
+def run(args: argparse.Namespace) -> int:
+    output: Path = args.output
+    if output.exists() and not args.overwrite:
+        raise ValueError(f"output {str(output)!r} exists; pass --overwrite to replace it")
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"output directory {str(output.parent)!r} does not exist")
+    if args.scheduler in LOCAL_SCHEDULERS and args.memory_limit is not None:
+        raise ValueError(
+            f"--memory-limit applies to a LocalCluster, not --scheduler {args.scheduler}"
+        )
+    x, y, spec = plan(args)
+    chunks = tuple(c[0] for c in y.chunks)
+    print(f"input  {args.input}: {x.dtype} {x.shape}, chunks {tuple(c[0] for c in x.chunks)}")
+    print(f"output {output}: {y.dtype} {y.shape}, chunks {chunks} (regular; the last smaller)")
+    sys.stdout.flush()
+    partial = _partial_path(output)
+    start = time.perf_counter()
+    try:
+        kind = create_output(partial, y.shape, chunks, y.dtype)
+        marks = y.map_blocks(
+            write_block, target=str(partial), kind=kind, dtype=np.int8, chunks=(1,) * y.ndim
+        )
+        if args.scheduler in LOCAL_SCHEDULERS:
+            seconds = _run_local(marks, args.scheduler, args.workers)
+        else:
+            with _client(args) as client:
+                print(f"scheduler {client.scheduler.address}: {_describe(client)}")
+                sys.stdout.flush()
+                seconds = _run_distributed(marks, client)
+        if output.exists():
+            _remove(output)
+        os.replace(partial, output)
+    finally:
+        if partial.exists():
+            _remove(partial)
+    total = time.perf_counter() - start
+    pixels = spec.batch * spec.in_hw[0] * spec.in_hw[1]
+    print(
+        f"wrote {output}: computed and written in {seconds:.2f} s "
+        f"({pixels / seconds / 1e6:.2f} Mpx/s of input), {total:.2f} s in all"
+    )
+    return 0
