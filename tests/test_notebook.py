@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
+import re
 from pathlib import Path
 
 import pytest
@@ -70,5 +70,4 @@ def test_notebook_executes_top_to_bottom() -> None:
     assert "equals NumPy's convolution: False" in text  # the flip matters
     assert text.count(": True") == 8, text
     assert text.count(": False") == 1, text
-    assert text.count("equals NumPy") == 4
-    assert sys.executable  # the kernel ran with this interpreter's packages
+    assert len(re.findall(r"dilconv\.conv2d \(\d+, \d+\) int64 equals NumPy", text)) == 4
