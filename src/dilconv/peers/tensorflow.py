@@ -66,7 +66,8 @@ def forward_conv2d(x: Any, w: Any, g: Geometry) -> Any:
     TensorFlow has no ``groups`` argument: it infers the groups from the shapes,
     so a call whose shapes imply other groups than the case's is not this case.
     """
-    if int(w.shape[2]) * g.groups != int(x.shape[3]):
+    channels, depth = int(x.shape[3]), int(w.shape[2])
+    if depth and channels % depth == 0 and channels // depth != g.groups:
         raise NotApplicable(
             f"tf.nn.conv2d infers groups from the shapes ({x.shape[3]} channels, filter depth "
             f"{w.shape[2]}), so it cannot be told groups={g.groups}"
