@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import signal
 
-from dilconv._kernel import dilate_kernel, effective_kernel_size
+from dilconv import _shapes
+from dilconv._kernel import dilate_kernel
 from dilconv.conv import conv2d
 
 #: A route computes the true (flipped-kernel) convolution of 2-D ``x`` with 2-D
@@ -153,7 +154,7 @@ def inputs(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def default_size(dilations: Sequence[int]) -> int:
     """A matrix size that every dilation fits in with ``valid`` padding."""
-    return max(8, int(effective_kernel_size(3, max(dilations))) + 2)
+    return max(8, _shapes.effective_size(3, max(dilations)) + 2)
 
 
 def run_experiment(

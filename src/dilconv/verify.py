@@ -132,7 +132,7 @@ def _draw_case(rng: np.random.Generator, op: str, seed: int) -> Case | None:
     x_shape, w_shape, groups = _shapes_for(rng, op, rank, options)
     if rank > 2:
         options["groups"] = groups
-    dtype = np.dtype(rng.choice([np.float32, np.float64]))
+    dtype = np.dtype(np.float32 if rng.random() < 0.5 else np.float64)
     with_bias = rank > 2 and op in ("conv2d", "conv2d_transpose") and rng.random() < 0.5
     n_out = w_shape[0] if options["data_format"] == "NCHW" else w_shape[-1]
     if op == "conv2d_transpose":

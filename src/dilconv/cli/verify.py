@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 
 
-def _names(choices: tuple[str, ...], what: str):  # type: ignore[no-untyped-def]
+def _names(choices: tuple[str, ...], what: str) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         names = [part.strip() for part in text.split(",") if part.strip()]
         unknown = [n for n in names if n not in choices]

@@ -8,6 +8,7 @@ stride taken by slicing the stride-1 result.
 from __future__ import annotations
 
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from dilconv.peers._base import (
 )
 
 #: dilconv's padding_mode -> ``numpy.pad``'s mode.
-PAD_MODES = {
+PAD_MODES: dict[str, Any] = {
     "zeros": "constant",
     "reflect": "reflect",
     "replicate": "edge",
