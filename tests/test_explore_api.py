@@ -118,7 +118,19 @@ def test_only_packaged_assets_are_served(server: ExplorerServer, path: str) -> N
 
 
 @pytest.mark.parametrize(
-    "host", ["evil.example", "evil.example:{port}", "127.0.0.1:1", "127.0.0.1", "", None]
+    "host",
+    [
+        "evil.example",
+        "evil.example:{port}",
+        "127.0.0.1:1",
+        "127.0.0.1",
+        "10.0.0.1:{port}",
+        "127.0.0.1:{port}@evil.example",
+        "127.0.0.1:{port}/x",
+        "127.0.0.1:abc",
+        "",
+        None,
+    ],
 )
 def test_host_must_name_this_server(server: ExplorerServer, host: str | None) -> None:
     port = server.server_address[1]
@@ -128,8 +140,47 @@ def test_host_must_name_this_server(server: ExplorerServer, host: str | None) ->
                                body, host=value)  # fmt: skip
         assert status == 421, (method, value)
         assert "Host" in json.loads(data)["error"]["message"]
-    for good in (f"localhost:{port}", f"127.0.0.1:{port}"):
+    for good in (f"localhost:{port}", f"127.0.0.1:{port}", f"LOCALHOST:{port}", f"[::1]:{port}"):
         assert call(server, "GET", "/", host=good)[0] == 200
+
+
+def test_wider_interface_answers_ip_literals_only() -> None:
+    srv = make_server("0.0.0.0", 0, quiet=True)
+    try:
+        port = srv.port
+        assert srv.host_allowed(f"192.168.1.20:{port}")
+        assert srv.host_allowed(f"[fe80::1]:{port}")
+        assert srv.host_allowed(f"0.0.0.0:{port}")
+        assert not srv.host_allowed(f"evil.example:{port}")
+        assert not srv.host_allowed(f"192.168.1.20:{port + 1}")
+    finally:
+        srv.server_close()
+
+
+def test_cli_serves_and_prints_the_url() -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "dilconv", "explore", "--port", "0", "--quiet"]
+    command += ["--host", "0.0.0.0"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            match = re.search(r"http://0\.0\.0\.0:(\d+)/", line)
+            assert match, line
+            conn = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=30)
+            conn.request("GET", "/", headers={"Host": f"127.0.0.1:{match.group(1)}"})
+            res = conn.getresponse()
+            assert res.status == 200
+            assert b"dilconv explorer" in res.read()
+            conn.close()
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+    assert "warning: listening on 0.0.0.0" in err
 
 
 # --- request validation -------------------------------------------------------------

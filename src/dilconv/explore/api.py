@@ -134,7 +134,7 @@ def parse_conv(obj: dict[str, Any]) -> Params:
 def arrays(p: Params) -> tuple[np.ndarray, np.ndarray]:
     """The input and kernel: seeded random integers, ones, or the typed values."""
     rng = np.random.default_rng(p.seed)
-    made = []
+    made: list[np.ndarray] = []
     for value, shape, low, high in ((p.x, (p.in_h, p.in_w), 0, 10), (p.w, (p.k_h, p.k_w), -3, 4)):
         if value == "random":
             made.append(rng.integers(low, high, size=shape))

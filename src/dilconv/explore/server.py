@@ -11,7 +11,9 @@ page cannot talk to it).
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -45,11 +47,15 @@ ROUTES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "/api/receptive": api.receptive_view,
 }
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: ``name:port`` or ``[ipv6]:port``, nothing else (no user info, no path).
+_HOST_HEADER = re.compile(
+    r"(?:(?P<name>[A-Za-z0-9.-]+)|\[(?P<ipv6>[0-9A-Fa-f:.]+)\]):(?P<port>\d{1,5})"
+)
 
 
 def asset(name: str) -> bytes:
     """The bytes of one packaged asset (``name`` must be a key of :data:`ASSETS`)."""
-    return resources.files("dilconv.explore").joinpath("static", name).read_bytes()
+    return resources.files("dilconv.explore").joinpath("static").joinpath(name).read_bytes()
 
 
 def limits() -> dict[str, Any]:
@@ -93,7 +99,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _host_ok(self) -> bool:
         host = self.headers.get("Host")
-        if host is None or host not in self.server.allowed_hosts:
+        if not self.server.host_allowed(host):
             self._error(ApiError(421, f"Host {host!r} does not name this server"))
             return False
         return True
@@ -156,12 +162,31 @@ class ExplorerServer(ThreadingHTTPServer):
     def __init__(self, host: str, port: int, *, quiet: bool = False) -> None:
         super().__init__((host, port), Handler)
         self.quiet = quiet
-        bound = self.server_address[1]
-        names = {host, *LOOPBACK} if host in LOOPBACK else {host}
-        self.allowed_hosts = {f"{n}:{bound}" for n in names} | {
-            f"[{n}]:{bound}" for n in names if ":" in n
-        }
-        self.url = f"http://{host}:{bound}/"
+        self.host = host
+        self.port = int(self.server_address[1])
+        self.names = {host, *LOOPBACK} if host in LOOPBACK else {host}
+        self.url = f"http://{host}:{self.port}/"
+
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a ``Host`` header names this server (the DNS-rebinding defence).
+
+        Its port must be ours and its name one we listen as (on loopback: 127.0.0.1,
+        localhost, ::1). A server listening beyond this machine also answers to any IP
+        address literal, which no DNS record can rebind.
+        """
+        match = _HOST_HEADER.fullmatch(header or "")
+        if match is None or int(match["port"]) != self.port:
+            return False
+        name = (match["name"] or match["ipv6"]).lower()
+        if name in self.names:
+            return True
+        if self.host in LOOPBACK:
+            return False
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
 
 def make_server(host: str = "127.0.0.1", port: int = 0, *, quiet: bool = False) -> ExplorerServer:

@@ -17,7 +17,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 #: rcParams that make every saved file identical from run to run.
-REPRODUCIBLE = {
+REPRODUCIBLE: dict[Any, Any] = {
     "svg.hashsalt": "dilconv",
     "svg.fonttype": "path",
     "font.family": "DejaVu Sans",

@@ -74,15 +74,16 @@ def receptive_growth(dilations: tuple[int, ...] = (1, 2, 4, 8)) -> Figure:
     size = fields[-1].size
     fig = new_figure(2.6 * len(layers) + 0.8, 3.3)
     axes = fig.subplots(1, len(layers))
-    image = None
+    vmax = int(coverage(layers).max())  # one colour scale for every panel
+    images = []
     for n, ax in enumerate(np.atleast_1d(axes)):
         cover = coverage(layers[: n + 1])
-        image = heat(ax, cover, size=size)
+        images.append(heat(ax, cover, size=size, vmax=vmax))
         f = fields[n].size
         ax.set_title(f"+ layer d={dilations[n]}: {f}x{f}")
         most = int(cover.max())
         ax.set_xlabel(f"{most} path{'s' if most != 1 else ''} at most", fontsize=8)
-    fig.colorbar(image, ax=axes, shrink=0.8, label="paths from one output pixel")
+    fig.colorbar(images[-1], ax=axes, shrink=0.8, label="paths from one output pixel")
     grown = ", ".join(str(f.size) for f in fields)
     fig.suptitle(f"3x3 layers with dilations {', '.join(map(str, dilations))}: "
                  f"receptive field {grown} (exponential), parameters linear")  # fmt: skip
