@@ -7,7 +7,10 @@ pixels whose tap read real input (:func:`dilconv._methods.shift_add.tap_ranges`)
 So the cost is one matrix product per tap on the region that tap reaches, whatever
 the stride and the dilation: nothing is spent on the ``stride - 1`` zeros that the
 textbook transposed convolution inserts between source pixels. The result is built
-in row strips so that all the taps add into a strip while it is still in cache.
+in row strips: for a single channel or a depthwise layer (elementwise products)
+small enough that every tap adds into a strip while it is still in cache; with
+matrix products, as large as the workspace allows, since a few large products run
+far closer to the machine's peak than many small ones.
 """
 
 from __future__ import annotations
@@ -19,15 +22,19 @@ from dilconv._config import get_workspace_limit
 from dilconv._methods import shift_add
 from dilconv._spec import ConvSpec
 
-#: Target bytes of one result strip (with its per-tap temporary): about an L2 cache.
-STRIP_BYTES = 2 * 2**20
+#: Target bytes of one result strip when the taps are elementwise: about an L2 cache.
+STRIP_BYTES = 512 * 2**10
 
 
 def strip_rows(spec: ConvSpec) -> int:
-    """Result rows per strip, bounded by the cache target and the workspace limit."""
+    """Result rows per strip: a cache-sized strip for elementwise taps, else a quarter
+    of the workspace limit for one tap's product."""
     h, w = spec.in_hw
-    row = spec.batch * w * max(spec.in_channels, spec.out_per_group) * spec.dtype.itemsize
-    budget = min(STRIP_BYTES, get_workspace_limit() // 2)
+    row = spec.batch * w * spec.in_channels * spec.dtype.itemsize
+    if spec.in_per_group == 1 and spec.out_per_group == 1:
+        budget = min(STRIP_BYTES, get_workspace_limit() // 2)
+    else:
+        budget = get_workspace_limit() // 4
     return int(min(h, max(1, budget // max(row, 1))))
 
 
