@@ -151,6 +151,8 @@ def test_dilation_hover_and_formula(page: Any) -> None:
 
 
 def test_stride_transposed_and_invalid(page: Any) -> None:
+    from playwright.sync_api import expect
+
     pg = page
     pg.fill("#stride_h", "2")
     spec = make_spec((7, 7), (3, 3), stride=(2, 1), dilation=2)
@@ -168,13 +170,17 @@ def test_stride_transposed_and_invalid(page: Any) -> None:
     pg.fill("#k_h", "7")
     message = pg.locator("#message")
     # the largest kernel whose dilated extent 2·(k − 1) + 1 fits the 7 rows is 4
-    _expect_text(pg, "#message .nearest", " The nearest valid value: kernel H = 4. ")
+    expect(pg.locator("#message .nearest")).to_contain_text(
+        "The nearest valid value: kernel H = 4.", timeout=10_000
+    )
+    expect(pg.locator("#k_h")).to_have_class("bad")
     assert "larger than the padded input" in message.inner_text()
     assert pg.locator("#output-grid .cell").count() > 0  # the last valid view stays
     ARTIFACTS.mkdir(exist_ok=True)
     pg.screenshot(path=str(ARTIFACTS / "explorer-invalid.png"), full_page=False)
     pg.click("#apply-fix")
     _expect_text(pg, "#message", "")
+    assert pg.locator("#controls .bad").count() == 0
     assert pg.locator("#k_h").input_value() == "4"
     pg.fill("#k_h", "3")
 
@@ -215,3 +221,20 @@ def test_receptive_panel_and_code(page: Any) -> None:
         assert needle in pg.locator("#code").inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
     pg.screenshot(path=str(ARTIFACTS / "explorer-receptive.png"), full_page=True)
+
+
+def test_typed_kernel_values(page: Any) -> None:
+    pg = page
+    pg.select_option("#w_fill", "typed")
+    assert pg.locator("#w_text").is_visible()
+    assert len(pg.locator("#w_text").input_value().split("\n")) == 3  # prefilled with the kernel
+    pg.fill("#w_text", "0 0 0\n0 1 0\n0 0 0")
+    # dilation 2, valid padding: the centre tap reads input (i + 2, j + 2)
+    _expect_text(pg, "#kernel-grid .cell[data-tap='4']", "1")
+    _expect_text(pg, "#output-caption", "Output 3×3 (int64) hover or click a cell")
+    cells = pg.eval_on_selector_all("#input-grid .cell", "cs => cs.map(c => +c.textContent)")
+    shown = pg.eval_on_selector_all("#output-grid .cell", "cs => cs.map(c => +c.textContent)")
+    x = [cells[r * 7 : r * 7 + 7] for r in range(7)]
+    assert shown == [x[i + 2][j + 2] for i in range(3) for j in range(3)]
+    pg.fill("#w_text", "0 0 0\n0 x 0\n0 0 0")
+    _expect_text(pg, "#message .why", "w[1][1] must be a number, got null")

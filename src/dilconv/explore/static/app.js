@@ -129,19 +129,23 @@ function showMessage(error) {
   const box = $("message");
   box.replaceChildren();
   document.body.classList.toggle("invalid", Boolean(error));
+  for (const bad of document.querySelectorAll("#controls .bad")) bad.classList.remove("bad");
   if (!error) return;
-  box.appendChild(el("strong", null, "This combination does not work: "));
-  box.appendChild(el("span", "why", error.message));
+  box.appendChild(el("strong", null, "This combination does not work."));
+  box.appendChild(el("p", "why", error.message));
+  const control = error.field && document.getElementById(error.field);
+  if (control) control.classList.add("bad");
   if (error.field && error.nearest !== null && error.nearest !== undefined) {
     const label = LABELS[error.field] || error.field;
+    const line = el("p", "nearest", `The nearest valid value: ${label} = ${error.nearest}. `);
     const fix = el("button", "fix", `use ${label} = ${error.nearest}`);
     fix.type = "button";
     fix.id = "apply-fix";
     fix.addEventListener("click", () => applyFix(error.field, error.nearest));
-    box.appendChild(el("span", "nearest", ` The nearest valid value: ${label} = ${error.nearest}. `));
-    box.appendChild(fix);
+    line.appendChild(fix);
+    box.appendChild(line);
   }
-  box.appendChild(el("p", "stale", state.data ? "The views below show the last valid setting." : ""));
+  if (state.data) box.appendChild(el("p", "stale", "The views below show the last valid setting."));
 }
 
 function applyFix(field, value) {
@@ -281,10 +285,17 @@ function highlightOutput(r, c) {
     }
   }
   const shown = terms.length > 12 ? `${terms.slice(0, 12).join(" + ")} + …` : terms.join(" + ");
+  const rows = ah.reads[r].map(([, p]) => p).join(", ");
+  const cols = aw.reads[c].map(([, p]) => p).join(", ");
   $("explain").textContent = terms.length
-    ? `y[${r}, ${c}] = ${shown} = ${fmt(d.y[r][c])}  (${terms.length} products, each input ` +
-      "cell coloured by the kernel tap that multiplies it)"
+    ? `y[${r}, ${c}] = ${shown} = ${fmt(d.y[r][c])}. It reads rows ${rows} and columns ` +
+      `${cols} of the ${transposedView() ? "input" : "padded input"}, each cell coloured by ` +
+      "the kernel tap that multiplies it."
     : `y[${r}, ${c}] = 0: no input pixel reaches this output`;
+}
+
+function transposedView() {
+  return state.data && state.data.mode === "transposed";
 }
 
 function highlightTap(tap) {
