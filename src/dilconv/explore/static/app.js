@@ -442,4 +442,6 @@ async function init() {
   document.body.dataset.ready = "true";
 }
 
-document.addEventListener("DOMContentLoaded", init);
+document.addEventListener("DOMContentLoaded", () => {
+  init().catch((err) => showMessage({ message: `the page could not start: ${err}` }));
+});
