@@ -19,26 +19,75 @@ from typing import Any
 import numpy as np
 
 from dilconv._config import get_workspace_limit
-from dilconv._methods import METHODS, shift_add
+from dilconv._methods import METHODS, im2col, shift_add, space_to_batch, tap_gemm
 from dilconv._spec import ConvSpec
 
-#: Rates and fixed costs of the model (seconds, bytes, operations per second).
+#: Rates and fixed costs of the model (seconds, bytes, operations per second), fitted
+#: by ``benchmarks/fit_cost_model.py`` on this 2-core machine (see benchmarks/RESULTS.md).
 COST: dict[str, float] = {
     "call": 2e-5,  # fixed cost of one algorithm call (layout, allocation)
     "tap": 4e-6,  # Python and NumPy overhead per tap, strip or chunk step
-    "elementwise": 1.2e9,  # fused multiply-adds per second, in-cache elementwise
+    "elementwise": 3.0e9,  # in-cache multiply or add, elements per second per thread
+    "threads": 1.8,  # speed-up of the elementwise strips on all threads
     "copy": 2.0e9,  # bytes per second, strided gather into a contiguous buffer
-    "gemm": 6.0e10,  # flop/s of a large float32 matrix product (float64: half)
-    "small_gemm": 1.0e10,  # flop/s of a matrix product with an inner size below 16
+    "gemm": 1.5e11,  # flop/s of a large float32 matrix product (float64: half)
+    "gemm_k": 64.0,  # inner size at which a product runs at half its large-size rate
+    "gemm_n": 16.0,  # output width at which a product runs at half rate
+    "gemm_m": 256.0,  # rows at which a product runs at half rate
     "fft": 1.5e9,  # flop/s of a real 2-D FFT (5 n log2 n flop)
     "einsum": 2.0e9,  # complex multiply-adds per second in the spectral contraction
     "scipy_direct": 6.0e8,  # multiply-adds per second of scipy.signal.correlate2d
 }
 
 
-def _gemm_rate(spec: ConvSpec, inner: int) -> float:
-    rate = COST["gemm"] if inner >= 16 else COST["small_gemm"]
-    return rate / 2 if spec.dtype.itemsize >= 8 else rate
+def _gemm_seconds(spec: ConvSpec, m: float, k: float, n: float) -> float:
+    """Modelled time of an ``(m, k) @ (k, n)`` product."""
+    if min(m, k, n) <= 0:
+        return COST["tap"]
+    rate = COST["gemm"] / (1 + COST["gemm_k"] / k + COST["gemm_n"] / n + COST["gemm_m"] / m)
+    rate = rate / 2 if spec.dtype.itemsize >= 8 else rate
+    return 2 * m * k * n / rate + COST["tap"]
+
+
+def _tap_area(spec: ConvSpec) -> tuple[int, int]:
+    """Output pixels summed over the taps that read real input, and the count of such taps."""
+    area = 0
+    taps = shift_add.tap_ranges(spec)
+    for _, _, _, _, (r0, r1), (c0, c1) in taps:
+        area += (r1 - r0) * (c1 - c0)
+    return spec.batch * area, len(taps)
+
+
+def _shift_add(spec: ConvSpec) -> float:
+    item = spec.dtype.itemsize
+    cg, og, groups = spec.in_per_group, spec.out_per_group, spec.groups
+    area, taps = _tap_area(spec)
+    if shift_add.elementwise(spec):
+        strips = spec.batch * math.ceil(spec.out_hw[0] / shift_add.strip_rows(spec))
+        rate = COST["elementwise"] * (COST["threads"] if area > shift_add.PARALLEL_MIN else 1)
+        return COST["call"] + strips * taps * 2 * COST["tap"] + 2 * area * spec.out_channels / rate
+    bands = math.ceil(spec.out_hw[0] / shift_add.strip_rows(spec))
+    per_tap = area / max(taps, 1)
+    gemm = taps * bands * groups * _gemm_seconds(spec, per_tap / bands, cg, og)
+    moved = area * groups * (cg + 2 * og) * item / COST["copy"]
+    return COST["call"] + gemm + moved
+
+
+def _tap_gemm(spec: ConvSpec) -> float:
+    if not tap_gemm.applies(spec):
+        return _shift_add(spec)
+    item, c, o = spec.dtype.itemsize, spec.in_channels, spec.out_channels
+    ho, wd = spec.out_hw[0], spec.in_hw[1]
+    band, p = tap_gemm.band_rows(spec), tap_gemm.pitch(spec)
+    halo = spec.effective_kernel_hw[0] - 1
+    bands = spec.batch * math.ceil(ho / band)
+    taps = tap_gemm.live_taps(spec)
+    rows = spec.batch * sum(r1 - r0 for _, _, r0, r1 in taps)
+    m = min(band, ho) * p
+    per_block = _gemm_seconds(spec, m, c, o) - COST["tap"]
+    seconds = rows * p / m * per_block + bands * len(taps) * COST["tap"]
+    moved = bands * (band + halo) * wd * c + 2 * spec.batch * ho * p * o
+    return COST["call"] + seconds + moved * item / COST["copy"]
 
 
 def estimate_seconds(name: str, spec: ConvSpec) -> float:
@@ -53,29 +102,22 @@ def estimate_seconds(name: str, spec: ConvSpec) -> float:
         (ph, pw), (eh, ew) = spec.padded_hw, spec.effective_kernel_hw
         plane = (ph - eh + 1) * (pw - ew + 1) * eh * ew
         return COST["call"] + n * spec.out_channels * cg * plane / COST["scipy_direct"]
-    if name in ("shift_add", "space_to_batch"):
-        taps = len(shift_add.tap_ranges(spec)) if name == "shift_add" else kh * kw
-        strips = math.ceil(ho / shift_add.strip_rows(spec))
-        if cg == 1 and og == 1:
-            work = pixels * spec.out_channels / COST["elementwise"]
-        else:
-            work = pixels * cg * groups * item / COST["copy"]
-            work += 2 * pixels * cg * og * groups / _gemm_rate(spec, cg)
-        extra = 0.0
-        if name == "space_to_batch":  # pad, stack the phases, interleave back
-            extra = 2 * n * spec.in_channels * spec.padded_hw[0] * spec.padded_hw[1] * item
-            extra = extra / COST["copy"] + pixels * spec.out_channels * item / COST["copy"]
-        return COST["call"] + taps * strips * groups * COST["tap"] + kh * kw * work + extra
+    if name == "shift_add":
+        return _shift_add(spec)
+    if name == "tap_gemm":
+        return _tap_gemm(spec)
+    if name == "space_to_batch":
+        inner = space_to_batch.inner_spec(spec)
+        moved = 2 * n * spec.in_channels * spec.padded_hw[0] * spec.padded_hw[1] * item
+        moved += pixels * spec.out_channels * item
+        return _shift_add(inner) + moved / COST["copy"]
     if name == "im2col":
         gathered = pixels * kh * kw * spec.in_channels * item
-        flops = 2 * pixels * kh * kw * cg * og * groups
-        chunks = math.ceil(gathered / max(get_workspace_limit(), 1)) + groups
-        return (
-            COST["call"]
-            + chunks * COST["tap"]
-            + gathered / COST["copy"]
-            + flops / _gemm_rate(spec, kh * kw * cg)
-        )
+        images, rows = im2col.chunking(spec)
+        chunks = math.ceil(n / images) * math.ceil(ho / rows)
+        m = pixels / chunks
+        gemm = chunks * groups * _gemm_seconds(spec, m, kh * kw * cg, og)
+        return COST["call"] + chunks * COST["tap"] + gathered / COST["copy"] + gemm
     if name == "fft":
         fh, fw = spec.padded_hw
         size = fh * fw

@@ -15,7 +15,15 @@ from types import ModuleType
 
 import numpy as np
 
-from dilconv._methods import dilated_kernel, direct, fft, im2col, shift_add, space_to_batch
+from dilconv._methods import (
+    dilated_kernel,
+    direct,
+    fft,
+    im2col,
+    shift_add,
+    space_to_batch,
+    tap_gemm,
+)
 from dilconv._spec import ConvSpec
 
 
@@ -41,6 +49,7 @@ METHODS: dict[str, Method] = {
         _register("direct", direct),
         _register("dilated_kernel", dilated_kernel),
         _register("shift_add", shift_add),
+        _register("tap_gemm", tap_gemm),
         _register("im2col", im2col),
         _register("space_to_batch", space_to_batch),
         _register("fft", fft),

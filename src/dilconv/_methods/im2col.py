@@ -26,9 +26,15 @@ def row_bytes(spec: ConvSpec) -> int:
     return (cols + slab + wo * spec.out_per_group) * spec.dtype.itemsize
 
 
+#: Target bytes of one chunk (columns, slab and product): small enough that the
+#: product reads its columns from cache, large enough for an efficient product.
+#: Fitted by ``benchmarks/fit_cost_model.py`` on the ``context`` case.
+CHUNK_BYTES = 4 * 2**20
+
+
 def chunking(spec: ConvSpec) -> tuple[int, int]:
-    """``(images, rows)`` per chunk under the workspace limit (at least one row)."""
-    limit, per_row = get_workspace_limit(), row_bytes(spec)
+    """``(images, rows)`` per chunk: the cache target, under the workspace limit."""
+    limit, per_row = min(get_workspace_limit(), CHUNK_BYTES), row_bytes(spec)
     ho = spec.out_hw[0]
     rows = int(min(ho, max(1, limit // per_row)))
     images = int(min(spec.batch, max(1, limit // (per_row * ho)))) if rows == ho else 1

@@ -31,6 +31,20 @@ def _axis_plan(spec: ConvSpec, axis: int) -> tuple[list[_shapes.Phase], int, int
     return phases, length, count
 
 
+def inner_spec(spec: ConvSpec) -> ConvSpec:
+    """The ordinary (1-dilated) convolution of the stacked phase sub-images."""
+    rows, len_h, _ = _axis_plan(spec, 0)
+    cols, len_w, _ = _axis_plan(spec, 1)
+    return dataclasses.replace(
+        spec,
+        batch=len(rows) * len(cols) * spec.batch,
+        in_hw=(len_h, len_w),
+        stride=(rows[0].inner_stride, cols[0].inner_stride),
+        dilation=(1, 1),
+        pad=((0, 0), (0, 0)),
+    )
+
+
 def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Zero-padded cross-correlation of NHWC ``x`` with HWIO ``w`` by phase sub-images."""
     n = x.shape[0]
@@ -45,15 +59,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
             sub = sub[:, :len_h, :len_w]
             k = (a * len(cols) + b) * n
             batch[k : k + n, : sub.shape[1], : sub.shape[2]] = sub
-    inner = dataclasses.replace(
-        spec,
-        batch=batch.shape[0],
-        in_hw=(len_h, len_w),
-        stride=(rows[0].inner_stride, cols[0].inner_stride),
-        dilation=(1, 1),
-        pad=((0, 0), (0, 0)),
-    )
-    out = shift_add.conv(batch, w, inner)
+    out = shift_add.conv(batch, w, inner_spec(spec))
     y = np.empty((n, *spec.out_hw, spec.out_channels), dtype=spec.dtype)
     for a, ph in enumerate(rows):
         for b, pw in enumerate(cols):

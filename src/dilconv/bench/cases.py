@@ -25,10 +25,12 @@ Thunk = Callable[[], Any]
 #: The context module of Yu & Koltun (2016): seven 3x3 layers and their dilations.
 CONTEXT_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
 
-#: A method whose modelled time exceeds both this and SKIP_FACTOR x the fastest
-#: modelled method is not run (its row says so): the loop oracle, or the tutorial's
-#: dilated kernel on thousands of channels, would take hours.
+#: A method whose modelled time exceeds both this (seconds; with ``--quick``
+#: QUICK_SKIP_SECONDS) and SKIP_FACTOR x the fastest modelled method is not run
+#: (its row says so): the loop oracle, or the tutorial's dilated kernel on
+#: thousands of channels, would take hours.
 SKIP_SECONDS = 2.0
+QUICK_SKIP_SECONDS = 0.05
 SKIP_FACTOR = 30.0
 
 
@@ -49,7 +51,7 @@ class Row:
 
     case: str
     label: str
-    build: Callable[[tuple[str, ...], tuple[str, ...]], Built]
+    build: Callable[[tuple[str, ...], tuple[str, ...], float], Built]
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -63,7 +65,7 @@ def _arrays(n: int, c: int, hw: int, o: int, seed: int = 0) -> tuple[np.ndarray,
     return x, w
 
 
-def _methods(spec: Any, methods: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+def _methods(spec: Any, methods: tuple[str, ...], skip: float) -> tuple[list[str], dict[str, str]]:
     """The forward algorithms to run on a lowered spec, and why the others are not run."""
     lowered = spec.lowered()
     names = [m for m in METHODS if m in methods]
@@ -74,7 +76,7 @@ def _methods(spec: Any, methods: tuple[str, ...]) -> tuple[list[str], dict[str, 
     for m in names:
         if m not in allowed:
             skipped[m] = "over the workspace limit or refused"
-        elif estimates[m] > max(SKIP_SECONDS, SKIP_FACTOR * best):
+        elif estimates[m] > max(skip, SKIP_FACTOR * best):
             skipped[m] = f"modelled at {estimates[m]:.0f} s"
         else:
             run.append(m)
@@ -86,7 +88,7 @@ def forward_row(
 ) -> Row:
     """One forward convolution, NHWC float32, 3x3, dilation ``d``, padding "same"."""
 
-    def build(methods: tuple[str, ...], peers: tuple[str, ...]) -> Built:
+    def build(methods: tuple[str, ...], peers: tuple[str, ...], skip: float) -> Built:
         x, w = _arrays(n, c, hw, o)
         if single:
             x2, w2 = x[0, :, :, 0].copy(), w[:, :, 0, 0].copy()
@@ -102,7 +104,7 @@ def forward_row(
                     x, w, padding="same", dilation=d, data_format="NHWC", method=m
                 )
 
-        run, skipped = _methods(spec, methods)
+        run, skipped = _methods(spec, methods, skip)
         contenders = {"dilconv auto": call("auto")}
         contenders.update({f"dilconv {m}": call(m) for m in run})
         contenders.update(P.torch_conv2d(x, w, spec.pad, d, peers))
@@ -117,11 +119,11 @@ def forward_row(
 def chain_row(case: str, label: str, c: int, hw: int) -> Row:
     """The seven context layers in sequence (convolutions only, no nonlinearity)."""
 
-    def build(methods: tuple[str, ...], peers: tuple[str, ...]) -> Built:
+    def build(methods: tuple[str, ...], peers: tuple[str, ...], skip: float) -> Built:
         x, _ = _arrays(1, c, hw, c)
         ws = [_arrays(1, c, 3, c, seed=k + 1)[1] for k in range(len(CONTEXT_DILATIONS))]
         spec = make_spec(x.shape, ws[0].shape, padding="same", data_format="NHWC")
-        run, skipped = _methods(spec, methods)
+        run, skipped = _methods(spec, methods, skip)
 
         def call(m: str) -> Thunk:
             def chain() -> np.ndarray:
@@ -191,7 +193,7 @@ def _peer_chain(label: str, x: np.ndarray, ws: list[np.ndarray], peers: tuple[st
 def backward_row(case: str, label: str, n: int, c: int, hw: int, o: int, d: int) -> Row:
     """grad_input plus grad_weight of one layer, NHWC."""
 
-    def build(methods: tuple[str, ...], peers: tuple[str, ...]) -> Built:
+    def build(methods: tuple[str, ...], peers: tuple[str, ...], skip: float) -> Built:
         x, w = _arrays(n, c, hw, o)
         g = _rng(7).standard_normal((n, hw, hw, o), dtype=np.float32)
         spec = make_spec(x.shape, w.shape, padding="same", dilation=d, data_format="NHWC")
@@ -214,7 +216,7 @@ def backward_row(case: str, label: str, n: int, c: int, hw: int, o: int, d: int)
 def transpose_row(case: str, label: str, n: int, c: int, hw: int, o: int, s: int, d: int) -> Row:
     """conv2d_transpose with TensorFlow's SAME size ``H * stride``, NHWC."""
 
-    def build(methods: tuple[str, ...], peers: tuple[str, ...]) -> Built:
+    def build(methods: tuple[str, ...], peers: tuple[str, ...], skip: float) -> Built:
         rng = _rng(3)
         x = rng.standard_normal((n, hw, hw, c), dtype=np.float32)
         w = (rng.standard_normal((3, 3, o, c), dtype=np.float32) / np.sqrt(9 * c)).astype(

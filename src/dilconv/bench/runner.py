@@ -155,7 +155,7 @@ def run(
     with tqdm(total=0, desc="dilconv bench", unit="run", disable=not progress) as bar:
         for row in rows:
             bar.set_postfix_str(f"{row.case} {row.label}")
-            built = row.build(methods, peers)
+            built = row.build(methods, peers, C.QUICK_SKIP_SECONDS if quick else C.SKIP_SECONDS)
             bar.total += len(built.contenders) * (repeats + 1)
             bar.refresh()
             timed = time_row(built, repeats, bar)

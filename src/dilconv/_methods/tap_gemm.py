@@ -1,0 +1,123 @@
+"""Tap GEMM: one in-place matrix product per tap on a row-pitched padded slab, no gathering.
+
+Output rows are taken in bands. For each band the input rows it reads are copied
+once into a zero-padded slab of width ``W + left + right`` (the *pitch*), stored
+flat as ``(rows * pitch, C)``. Output pixel ``(r, c)`` of the band, stored at flat
+row ``r * pitch + c`` of an output slab with the same pitch, reads slab row
+``(r + i * dh) * pitch + c + j * dw`` through tap ``(i, j)``: a constant offset. So
+every tap is one matrix product of a contiguous block of the slab with
+``w[i, j]``, accumulated in place into the output slab by BLAS (``beta = 1``),
+with no copy of strided slices. The ``pitch - Wo`` columns at the end of each
+output row are computed and dropped; rows where a tap reads only padding are
+skipped. Strided or grouped calls are handed to :mod:`shift_add`, which has no
+such layout constraint.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dilconv import _shapes
+from dilconv._config import get_workspace_limit
+from dilconv._methods import _kernels, shift_add
+from dilconv._spec import ConvSpec
+
+#: Target bytes of one band's input and output slabs; larger bands mean larger
+#: matrix products, smaller ones keep the output slab in cache across the taps.
+#: Fitted by ``benchmarks/fit_cost_model.py`` on the ``context`` and ``wave`` cases.
+BAND_BYTES = 4 * 2**20
+
+
+def applies(spec: ConvSpec) -> bool:
+    """True when the pitched layout applies: stride 1 and one group."""
+    return spec.stride == (1, 1) and spec.groups == 1
+
+
+def pitch(spec: ConvSpec) -> int:
+    """Width of the padded slab rows."""
+    return spec.padded_hw[1]
+
+
+def band_rows(spec: ConvSpec) -> int:
+    """Output rows per band: the cache target, at least 4x the halo, under the workspace."""
+    ho = spec.out_hw[0]
+    halo = spec.effective_kernel_hw[0] - 1
+    row = pitch(spec) * (spec.in_channels + spec.out_channels) * spec.dtype.itemsize
+    rows = max(BAND_BYTES // row, 4 * halo, 1)
+    fit = get_workspace_limit() // row - halo - 1
+    return int(max(1, min(ho, rows, fit)))
+
+
+def live_taps(spec: ConvSpec) -> list[tuple[int, int, int, int]]:
+    """``(i, j, first, stop)``: the taps that read real input, and the output rows they do."""
+    (h, wd), (ho, wo) = spec.in_hw, spec.out_hw
+    (kh, kw), (dh, dw) = spec.kernel_hw, spec.dilation
+    top, left = spec.pad[0][0], spec.pad[1][0]
+    cols = [_shapes.tap_output_range(wd, j, 1, dw, left, wo) for j in range(kw)]
+    taps = []
+    for i in range(kh):
+        r0, r1 = _shapes.tap_output_range(h, i, 1, dh, top, ho)
+        taps.extend((i, j, r0, r1) for j in range(kw) if r0 < r1 and cols[j][0] < cols[j][1])
+    return taps
+
+
+def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Zero-padded cross-correlation of NHWC ``x`` with HWIO ``w`` by pitched tap products."""
+    if not applies(spec):
+        return shift_add.conv(x, w, spec)
+    n, c, o = spec.batch, spec.in_channels, spec.out_channels
+    (h, wd), (ho, wo) = spec.in_hw, spec.out_hw
+    (kh, kw), (dh, dw) = spec.kernel_hw, spec.dilation
+    top, left = spec.pad[0][0], spec.pad[1][0]
+    p = pitch(spec)
+    y = np.empty((n, ho, wo, o), dtype=spec.dtype)
+    if y.size == 0:
+        return y
+    band = band_rows(spec)
+    halo = (kh - 1) * dh
+    slack = (kw - 1) * dw  # the last output row's dropped columns read past its slab row
+    slab = np.zeros(((band + halo) * p + slack, c), dtype=spec.dtype)
+    rows3 = slab[: (band + halo) * p].reshape(band + halo, p, c)
+    out = np.empty((band * p, o), dtype=spec.dtype)
+    taps = live_taps(spec)
+    weights = {(i, j): np.ascontiguousarray(w[i, j]) for i, j, _, _ in taps}
+    for b in range(n):
+        for s0 in range(0, ho, band):
+            s1 = min(ho, s0 + band)
+            need = s1 - s0 + halo
+            # slab row k is padded row s0 + k, input row s0 + k - top
+            k0, k1 = max(0, top - s0), min(need, h + top - s0)
+            body = rows3[:need, left : left + wd]
+            if k1 > k0:
+                body[k0:k1] = x[b, s0 + k0 - top : s0 + k1 - top]
+            body[: max(k0, 0)] = 0
+            body[max(k1, k0) :] = 0
+            band_out = out[: (s1 - s0) * p]
+            band_out.fill(0)
+            for i, j, r0, r1 in taps:
+                a, e = max(r0, s0), min(r1, s1)
+                if a >= e:
+                    continue
+                start = (a - s0 + i * dh) * p + j * dw
+                _kernels.accumulate_product(
+                    band_out[(a - s0) * p : (e - s0) * p],
+                    slab[start : start + (e - a) * p],
+                    weights[i, j],
+                )
+            y[b, s0:s1] = band_out.reshape(s1 - s0, p, o)[:, :wo]
+    return y
+
+
+def workspace_bytes(spec: ConvSpec) -> int:
+    """The input and output slabs of one band (or :mod:`shift_add`'s, when handed over)."""
+    if not applies(spec):
+        return shift_add.workspace_bytes(spec)
+    band, halo = band_rows(spec), spec.effective_kernel_hw[0] - 1
+    p = pitch(spec)
+    items = ((band + halo) * p + spec.effective_kernel_hw[1]) * spec.in_channels
+    return (items + band * p * spec.out_channels) * spec.dtype.itemsize
+
+
+def refusal(spec: ConvSpec) -> str | None:
+    """Any valid spec works."""
+    return None

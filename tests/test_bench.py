@@ -1,0 +1,83 @@
+"""``dilconv bench --quick``: a smoke run of the harness (no test asserts a time)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dilconv.bench import cases, report
+from dilconv.cli import main
+
+
+@pytest.fixture(scope="module")
+def quick_record(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    status = main(["bench", "--quick", "--repeats", "1", "--no-progress", "--json", str(out)])
+    assert status == 0
+    return json.loads(Path(out).read_text(encoding="utf-8"))
+
+
+def test_quick_run_covers_every_case_and_row(quick_record: dict) -> None:
+    expected = {(name, row.label) for name, rows in cases.all_cases(True).items() for row in rows}
+    got = {(r["case"], r["row"]) for r in quick_record["rows"]}
+    assert got == expected
+
+
+def test_every_row_reports_auto_with_rates_memory_and_ratios(quick_record: dict) -> None:
+    for r in quick_record["rows"]:
+        auto = r["contenders"]["dilconv auto"]
+        assert auto["median_s"] > 0
+        assert auto["gflops"] > 0
+        assert auto["peak_share"] > 0
+        assert auto["extra_mib"] is not None
+        assert auto["extra_mib"] >= 0
+        assert auto["repeats"] == 1
+        peers = [n for n in r["contenders"] if not n.startswith("dilconv")]
+        assert set(r["ratios"]) == set(peers)
+
+
+def test_peers_that_ran_agree_with_dilconv(quick_record: dict) -> None:
+    for r in quick_record["rows"]:
+        for name, c in r["contenders"].items():
+            if c["agree_rel_diff"] is not None:
+                assert c["agree_rel_diff"] < 1e-3, (r["case"], r["row"], name)
+
+
+def test_machine_record_names_blas_threads_and_peak(quick_record: dict) -> None:
+    m = quick_record["machine"]
+    assert m["matmul_peak_gflops"] > 0
+    assert m["blas"]
+    assert any(p.get("user_api") == "blas" for p in m["thread_pools"])
+    assert "numpy" in m["versions"]
+
+
+def test_forward_rows_time_the_methods_that_apply(quick_record: dict) -> None:
+    seed = next(r for r in quick_record["rows"] if r["case"] == "seed")
+    assert "dilconv shift_add" in seed["contenders"]
+    assert seed["best_method"] is not None
+    assert seed["auto_over_best_method"] > 0
+
+
+def test_report_renders_every_row(quick_record: dict) -> None:
+    text = report.render(quick_record)
+    for r in quick_record["rows"]:
+        assert f"{r['case']} {r['row']}" in text
+    assert "BLAS:" in text
+
+
+def test_options_are_checked(tmp_path: Path) -> None:
+    assert main(["bench", "--quick", "--cases", "nope", "--no-progress"]) == 2
+    assert main(["bench", "--quick", "--methods", "nope", "--no-progress"]) == 2
+    assert main(["bench", "--quick", "--peers", "matlab", "--no-progress"]) == 2
+
+
+def test_cases_and_methods_select(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.json"
+    argv = ["bench", "--quick", "--cases", "wave", "--methods", "im2col", "--peers", "scipy"]
+    assert main([*argv, "--repeats", "1", "--no-progress", "--json", str(out)]) == 0
+    record = json.loads(out.read_text(encoding="utf-8"))
+    assert [r["case"] for r in record["rows"]] == ["wave"]
+    assert set(record["rows"][0]["contenders"]) == {"dilconv auto", "dilconv im2col"}
+    assert "wave d=2" in capsys.readouterr().out

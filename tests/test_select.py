@@ -1,0 +1,115 @@
+"""The cost model and ``method="auto"``: guards, the registry, the model, the stopwatch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+import dilconv
+from dilconv import _select
+from dilconv._methods import METHODS
+from dilconv._spec import make_spec
+from tests.strategies import Case, conv_cases
+
+
+def lowered(x_shape: tuple[int, ...], w_shape: tuple[int, ...], **options: object) -> object:
+    return make_spec(x_shape, w_shape, dtypes=[np.dtype(np.float32)], **options).lowered()
+
+
+def test_every_method_has_a_model_and_a_positive_estimate() -> None:
+    spec = lowered((1, 8, 20, 20), (8, 8, 3, 3), padding="same", dilation=2)
+    for name in METHODS:
+        assert _select.estimate_seconds(name, spec) > 0, name
+    with pytest.raises(ValueError, match="no cost model"):
+        _select.estimate_seconds("nonexistent", spec)
+
+
+def test_cost_table_holds_positive_rates() -> None:
+    assert all(v > 0 for v in _select.COST.values())
+
+
+@given(case=conv_cases(dtypes=(np.float32, np.float64, np.int64), max_hw=9))
+def test_auto_picks_an_accepted_candidate_within_the_workspace(case: Case) -> None:
+    dtypes = [case.x.dtype, case.w.dtype]
+    spec = make_spec(case.x.shape, case.w.shape, dtypes=dtypes, **case.options)
+    name = _select.resolve_method("auto", spec)
+    low = spec.lowered()
+    assert name in _select.candidates(low)
+    assert name != "direct"
+    assert METHODS[name].refusal(low) is None
+    assert METHODS[name].workspace_bytes(low) <= dilconv.get_workspace_limit()
+
+
+def test_integers_never_get_fft() -> None:
+    spec = lowered((1, 1, 64, 64), (1, 1, 3, 3), dilation=8)
+    int_spec = make_spec((1, 1, 64, 64), (1, 1, 3, 3), dtypes=[np.dtype(np.int64)]).lowered()
+    assert "fft" in _select.candidates(spec)
+    assert "fft" not in _select.candidates(int_spec)
+
+
+def test_unknown_method_lists_the_registry() -> None:
+    spec = make_spec((1, 1, 8, 8), (1, 1, 3, 3))
+    with pytest.raises(ValueError, match="tap_gemm") as err:
+        _select.resolve_method("fastest", spec)
+    assert "'fastest'" in str(err.value)
+    with pytest.raises(TypeError, match="method must be a str"):
+        _select.resolve_method(3, spec)
+
+
+def test_a_method_over_the_workspace_is_refused_by_name_and_skipped_by_auto() -> None:
+    x_shape, w_shape = (1, 64, 256, 256), (64, 64, 3, 3)
+    spec = make_spec(x_shape, w_shape, padding="same", dilation=4, dtypes=[np.dtype(np.float32)])
+    with dilconv.workspace_limit(2**20):
+        assert METHODS["fft"].workspace_bytes(spec.lowered()) > 2**20
+        with pytest.raises(ValueError, match="set_workspace_limit"):
+            _select.resolve_method("fft", spec)
+        assert "fft" not in _select.candidates(spec.lowered())
+        assert _select.resolve_method("auto", spec) in _select.candidates(spec.lowered())
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "dilation", "expected"),
+    [
+        # one channel: the in-cache shifted multiply-adds, whatever the dilation
+        ((512, 512), (3, 3), 1, {"shift_add"}),
+        ((512, 512), (3, 3), 16, {"shift_add"}),
+        # thousands of channels: one matrix product per tap, never the dilated kernel
+        ((1, 2048, 65, 65), (256, 2048, 3, 3), 12, {"shift_add", "tap_gemm", "im2col"}),
+    ],
+)
+def test_model_choices_on_the_benchmark_shapes(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], dilation: int, expected: set[str]
+) -> None:
+    spec = make_spec(
+        x_shape, w_shape, padding="same", dilation=dilation, dtypes=[np.dtype(np.float32)]
+    )
+    assert _select.cheapest(spec.lowered()) in expected
+
+
+def test_tutorial_method_cost_grows_with_dilation_and_shift_add_does_not() -> None:
+    small = lowered((1, 1, 256, 256), (1, 1, 3, 3), padding="same", dilation=1)
+    wide = lowered((1, 1, 256, 256), (1, 1, 3, 3), padding="same", dilation=16)
+    grow = _select.estimate_seconds("dilated_kernel", wide) / _select.estimate_seconds(
+        "dilated_kernel", small
+    )
+    flat = _select.estimate_seconds("shift_add", wide) / _select.estimate_seconds(
+        "shift_add", small
+    )
+    assert grow > 50
+    assert flat < 1.3
+
+
+def test_measure_returns_the_fastest_name_and_every_candidate_time() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, 24, 24)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    best, times = dilconv.choose_method(x, w, padding="same", dilation=3, measure=True)
+    spec = make_spec(x.shape, w.shape, padding="same", dilation=3, dtypes=[x.dtype])
+    assert set(times) == set(_select.candidates(spec.lowered()))
+    assert best == min(times, key=times.__getitem__)
+    assert all(t > 0 for t in times.values())
+    plain = dilconv.choose_method(x, w, padding="same", dilation=3)
+    assert plain in times
+    with pytest.raises(TypeError, match="measure must be a bool"):
+        dilconv.choose_method(x, w, measure="yes")
