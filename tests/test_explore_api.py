@@ -473,3 +473,54 @@ def test_limits_describe_the_controls(server: ExplorerServer) -> None:
     assert info["limits"]["in_h"] == list(api.LIMITS["in_h"])
     assert "reflect" in info["padding_modes"]
     assert info["defaults"]["dilation_h"] == api.Params().dilation_h
+
+
+# --- any request within the caps: an answer that adds up, or a 422 that explains -----
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        name: draw(st.integers(lo, min(hi, 9)))
+        for name, (lo, hi) in api.LIMITS.items()
+        if name not in ("pad", "seed")
+    }
+    body["padding"] = draw(
+        st.one_of(
+            st.sampled_from(["valid", "same", "full"]),
+            st.lists(st.lists(st.integers(0, 6), min_size=2, max_size=2), min_size=2, max_size=2),
+        )
+    )
+    body["padding_mode"] = draw(st.sampled_from(["zeros", "reflect", "replicate", "circular",
+                                                 "symmetric"]))  # fmt: skip
+    body["flip"] = draw(st.booleans())
+    body["transposed"] = draw(st.booleans())
+    body["seed"] = draw(st.integers(0, 2**31 - 1))
+    return body
+
+
+@given(requests())
+def test_every_request_adds_up_or_is_explained(body: dict[str, Any]) -> None:
+    refusal: api.ApiError | None = None
+    try:
+        answer = api.conv_view(body)
+    except api.ApiError as err:
+        refusal = err
+    if refusal is None:
+        assert_close(_rebuild(answer), np.array(answer["y"], dtype=float))
+        return
+    assert refusal.status == 422, refusal.message
+    assert refusal.message
+    if refusal.field is None:
+        return
+    # the suggested value makes the request valid, or mends this problem at least
+    fixed = dict(body, **{refusal.field: refusal.nearest})
+    if refusal.field in ("in_h", "in_w") and isinstance(body.get("x"), list):
+        fixed["x"] = "random"
+    try:
+        api.conv_view(fixed)
+    except api.ApiError as err:
+        assert err.message != refusal.message, (fixed, err.message)  # noqa: PT017

@@ -284,12 +284,16 @@ def conv_view(obj: dict[str, Any]) -> dict[str, Any]:
     p = parse_conv(obj)
     try:
         return compute(p)
-    except ApiError:
-        raise
-    except (ValueError, TypeError) as err:
-        found = nearest_valid(p)
-        field, value = found if found else (None, None)
-        raise ApiError(422, str(err), field=field, nearest=value) from None
+    except (ValueError, TypeError, ApiError) as err:
+        problem = err
+    # One change that makes the whole request valid; failing that (two things wrong at
+    # once), the change that mends this problem, so the next answer names the other.
+    found = nearest_valid(p)
+    if found is None and isinstance(problem, ApiError) and problem.field is not None:
+        found = problem.field, problem.nearest
+    field, value = found if found else (None, None)
+    message = problem.message if isinstance(problem, ApiError) else str(problem)
+    raise ApiError(422, message, field=field, nearest=value)
 
 
 def parse_stack(spec: str) -> list[tuple[int, int, int]]:
