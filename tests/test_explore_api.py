@@ -402,6 +402,8 @@ CODE_CASES = [
     {"dilation_h": 3, "dilation_w": 2, "stride_h": 2, "padding": "same", "in_w": 9},
     {"padding": "same", "padding_mode": "reflect", "flip": True, "stride_w": 2},
     {"padding": [[1, 2], [2, 0]], "padding_mode": "symmetric"},
+    {"padding": "full", "padding_mode": "replicate", "stride_h": 2, "flip": True},
+    {"padding": [[3, 1], [2, 2]], "padding_mode": "circular", "dilation_w": 3, "stride_w": 2},
     {"transposed": True, "stride_h": 2, "stride_w": 3, "in_h": 4, "in_w": 3, "padding": "same"},
     {"transposed": True, "stride_h": 2, "padding": [[1, 2], [0, 1]], "dilation_w": 1},
     {"transposed": True, "padding": [[4, 3], [0, 0]], "dilation_h": 1, "in_h": 7},
