@@ -29,7 +29,7 @@ function el(tag, cls, text) {
 
 function makeGrid(node, rows, cols, fill) {
   node.replaceChildren();
-  const size = Math.max(18, Math.min(38, Math.floor(420 / Math.max(rows, cols, 1))));
+  const size = Math.max(18, Math.min(34, Math.floor(360 / Math.max(rows, cols, 1))));
   node.style.setProperty("--cols", cols);
   node.style.setProperty("--cell", `${size}px`);
   node.style.setProperty("--font", `${Math.max(9, Math.min(14, size * 0.4))}px`);
