@@ -21,8 +21,11 @@ from dilconv._padding import source_index
 from dilconv._spec import PADDING_MODES, PADDING_STRINGS, ConvSpec, make_spec
 from dilconv.conv import conv2d
 from dilconv.explore import _code, _schema
+from dilconv.explore._receptive import parse_stack, receptive_view
 from dilconv.explore._schema import ApiError
-from dilconv.receptive import coverage, receptive_field
+
+__all__ = ["LIMITS", "Params", "compute", "conv_view", "parse_conv", "parse_stack",
+           "receptive_view"]  # fmt: skip
 
 #: Caps on every size the explorer accepts: (smallest, largest).
 LIMITS = {
@@ -42,8 +45,6 @@ CONV_KEYS = (
     "in_h", "in_w", "k_h", "k_w", "stride_h", "stride_w", "dilation_h", "dilation_w",
     "padding", "padding_mode", "flip", "transposed", "x", "w", "seed", "focus",
 )  # fmt: skip
-#: Receptive-field panel caps.
-MAX_LAYERS, MAX_FIELD = 10, 255
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,60 +295,3 @@ def conv_view(obj: dict[str, Any]) -> dict[str, Any]:
     field, value = found if found else (None, None)
     message = problem.message if isinstance(problem, ApiError) else str(problem)
     raise ApiError(422, message, field=field, nearest=value)
-
-
-def parse_stack(spec: str) -> list[tuple[int, int, int]]:
-    """``"3:1,3:2,3:4"`` -> ``[(3, 1, 1), (3, 1, 2), (3, 1, 4)]``; ``k:d`` or ``k:d:s``.
-
-    Examples
-    --------
-    >>> parse_stack("3:1, 3:2:2")
-    [(3, 1, 1), (3, 2, 2)]
-    """
-    layers = []
-    parts = [part.strip() for part in spec.split(",")]
-    if len(parts) > MAX_LAYERS:
-        raise ApiError(422, f"stack has {len(parts)} layers; at most {MAX_LAYERS}", field="stack")
-    for n, part in enumerate(parts):
-        pieces = part.split(":")
-        if not 2 <= len(pieces) <= 3 or not all(s.strip().isdigit() for s in pieces):
-            raise ApiError(
-                422,
-                f"layer {n + 1} is {part!r}; write kernel:dilation or kernel:dilation:stride, "
-                "for example 3:2",
-                field="stack",
-            )
-        k, d, s = (int(v) for v in (*pieces, "1")[:3])
-        for name, v, hi in (("kernel", k, 9), ("dilation", d, 64), ("stride", s, 4)):
-            if not 1 <= v <= hi:
-                raise ApiError(
-                    422,
-                    f"layer {n + 1}: {name} {v} must be between 1 and {hi}",
-                    field="stack",
-                    nearest=min(max(v, 1), hi),
-                )
-        layers.append((k, s, d))
-    return layers
-
-
-def receptive_view(obj: dict[str, Any]) -> dict[str, Any]:
-    """Answer ``POST /api/receptive``: per-layer field sizes and the coverage map."""
-    _schema.check_keys(obj, ("stack",))
-    layers = parse_stack(_schema.text(obj, "stack", "3:1,3:2,3:4", 200))
-    rows = receptive_field(layers)
-    if rows[-1].size > MAX_FIELD:
-        raise ApiError(
-            422,
-            f"the receptive field is {rows[-1].size} pixels wide; the panel draws at most "
-            f"{MAX_FIELD}; use fewer or less dilated layers",
-            field="stack",
-        )
-    cover = coverage(layers)
-    return {
-        "layers": [
-            {"kernel": k, "stride": s, "dilation": d, "size": r.size, "jump": r.jump}
-            for (k, s, d), r in zip(layers, rows, strict=True)
-        ],
-        "coverage": cover.tolist(),
-        "holes": int((cover == 0).sum()),
-    }
