@@ -1,8 +1,11 @@
 """JAX: ``lax.conv_general_dilated`` with ``rhs_dilation`` (and ``lhs_dilation`` for the
-transposed convolution), gradients by JAX's transpose rule. float64 needs x64, enabled on import."""
+transposed convolution), gradients by JAX's transpose rule. float64 needs JAX's x64 mode,
+switched on for each call only."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -37,11 +40,24 @@ PAD_MODES = {
 
 
 def framework() -> ModuleType:
-    """The ``jax`` module with x64 enabled (RouteUnavailable when missing)."""
-    jax = require("jax", "jax")
-    if not jax.config.read("jax_enable_x64"):
-        jax.config.update("jax_enable_x64", True)
-    return jax
+    """The ``jax`` module (RouteUnavailable when missing)."""
+    return require("jax", "jax")
+
+
+def x64(route: Callable[[Case], np.ndarray]) -> Callable[[Case], np.ndarray]:
+    """Run a route with JAX's 64-bit mode on (float64 stays float64), for that call only,
+    so that other users of JAX in the same process keep their default."""
+
+    @functools.wraps(route)
+    def wrapped(case: Case) -> np.ndarray:
+        jax = framework()
+        if hasattr(jax, "enable_x64"):
+            with jax.enable_x64(True):
+                return route(case)
+        jax.config.update("jax_enable_x64", True)  # older JAX: no scoped switch
+        return route(case)
+
+    return wrapped
 
 
 def _layouts(g: Geometry) -> tuple[str, str]:
@@ -95,6 +111,7 @@ def _bias(y: Any, bias: np.ndarray | None, fmt: str) -> Any:
     return y + (b[None, :, None, None] if fmt == "NCHW" else b)
 
 
+@x64
 def conv2d(case: Case) -> np.ndarray:
     """``lax.conv_general_dilated(rhs_dilation=d)``."""
     jnp, g = framework().numpy, geometry(case)
@@ -115,6 +132,7 @@ def _transposed(f: Any, shape: tuple[int, ...], dtype: np.dtype, cotangent: np.n
     return np.asarray(grad)
 
 
+@x64
 def conv2d_grad_input(case: Case) -> np.ndarray:
     """The transpose (vector-Jacobian product) of the forward convolution in its input."""
     jax, g = framework(), geometry(case)
@@ -128,6 +146,7 @@ def conv2d_grad_input(case: Case) -> np.ndarray:
     return x_from(grad, g, fmt)
 
 
+@x64
 def conv2d_grad_weight(case: Case) -> np.ndarray:
     """The transpose (vector-Jacobian product) of the forward convolution in its weights."""
     jax, g = framework(), geometry(case)
@@ -143,6 +162,7 @@ def conv2d_grad_weight(case: Case) -> np.ndarray:
     return w_from(grad, g, wfmt)
 
 
+@x64
 def conv2d_transpose(case: Case) -> np.ndarray:
     """Explicit padding: ``conv_general_dilated(lhs_dilation=stride)`` over the zero-inserted
     input with the reversed, channel-swapped kernel. SAME/VALID: ``lax.conv_transpose``
