@@ -69,7 +69,7 @@ def page(browser_context: Any, server: ExplorerServer) -> Iterator[Any]:
         "console",
         lambda msg: (
             problems.append(f"console: {msg.text}")
-            if "Content Security Policy" in msg.text or msg.type == "warning"
+            if "Content Security Policy" in msg.text  # a blocked script or style
             else None
         ),
     )
