@@ -415,9 +415,12 @@ CODE_CASES = [
 def test_copy_as_code_runs_and_agrees(server: ExplorerServer, body: dict, lang: str) -> None:
     status, answer = post(server, body)
     assert status == 200, answer
+    x64 = pytest.importorskip("jax").config.jax_enable_x64 if lang == "jax" else None
     namespace: dict[str, Any] = {}
     exec(answer["code"][lang], namespace)  # noqa: S102 (our own generated snippet)
     assert_close(np.asarray(namespace["y"], dtype=float), np.array(answer["y"], dtype=float))
+    if lang == "jax":  # float64 for this call only: the process's setting is untouched
+        assert pytest.importorskip("jax").config.jax_enable_x64 == x64
 
 
 @pytest.mark.peers

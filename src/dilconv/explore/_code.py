@@ -17,6 +17,8 @@ from dilconv._padding import _NUMPY_MODES
 if TYPE_CHECKING:
     from dilconv.explore.api import Params
 
+#: JAX computes in float32 unless asked; ask only for this call, not the whole process.
+_X64 = "with jax.enable_x64(True):  # float64, like NumPy\n"
 _PAD_NAMES = {"H": ("top", "bottom"), "W": ("left", "right")}
 
 
@@ -117,10 +119,10 @@ def _forward_code(p: Params, pads: Any) -> dict[str, str]:
         f"[0, :, :, 0].numpy(){sub}"
     )
     jax = (
-        'import jax\njax.config.update("jax_enable_x64", True)\nfrom jax import lax\n'
-        f"{pre}y = np.asarray(lax.conv_general_dilated(x[None, None], w[None, None], "
+        f"import jax\nfrom jax import lax\n{pre}{_X64}"
+        "    y = np.asarray(lax.conv_general_dilated(x[None, None], w[None, None], "
         f"window_strides={s},\n"
-        f"    padding=[({t}, {b}), ({lf}, {r})], rhs_dilation={d})[0, 0])"
+        f"        padding=[({t}, {b}), ({lf}, {r})], rhs_dilation={d})[0, 0])"
     )
     return {"dilconv": dil, "pytorch": torch, "tensorflow": tf, "jax": jax}
 
@@ -167,9 +169,10 @@ def _transposed_code(
     # (lhs_dilation) and correlate with the reversed kernel.
     jpad = _jax_pads(eff, pads, extra)
     jax = (
-        'import jax\njax.config.update("jax_enable_x64", True)\nfrom jax import lax\n'
-        "y = np.asarray(lax.conv_general_dilated(x[None, None], w[None, None, ::-1, ::-1], "
-        f"window_strides=(1, 1),\n    padding={jpad}, lhs_dilation={s}, rhs_dilation={d})[0, 0])"
+        f"import jax\nfrom jax import lax\n{_X64}"
+        "    y = np.asarray(lax.conv_general_dilated(x[None, None], w[None, None, ::-1, ::-1], "
+        f"window_strides=(1, 1),\n        padding={jpad}, lhs_dilation={s}, "
+        f"rhs_dilation={d})[0, 0])"
     )
     return {"dilconv": dil, "pytorch": torch, "tensorflow": tf, "jax": jax}
 
