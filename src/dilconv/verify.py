@@ -127,16 +127,18 @@ def _shapes_for(
 
 def _draw_case(rng: np.random.Generator, op: str, seed: int) -> Case | None:
     """One case, or None when the drawn arguments are not a valid call."""
-    rank = 4 if op == "conv2d_transpose" else int(rng.choice([2, 3, 4, 4, 4, 4]))
+    rank = int(rng.choice([2, 3, 4, 4, 4, 4]))
     options = _draw_options(rng, op, rank)
     x_shape, w_shape, groups = _shapes_for(rng, op, rank, options)
     if rank > 2:
         options["groups"] = groups
     dtype = np.dtype(np.float32 if rng.random() < 0.5 else np.float64)
     with_bias = rank > 2 and op in ("conv2d", "conv2d_transpose") and rng.random() < 0.5
-    n_out = w_shape[0] if options["data_format"] == "NCHW" else w_shape[-1]
-    if op == "conv2d_transpose":
+    n_out = 1
+    if rank > 2 and op == "conv2d_transpose":
         n_out = (w_shape[1] if options["data_format"] == "NCHW" else w_shape[2]) * groups
+    elif rank > 2:
+        n_out = w_shape[0] if options["data_format"] == "NCHW" else w_shape[-1]
 
     def array(shape: Sequence[int]) -> np.ndarray:
         return rng.standard_normal(tuple(shape)).astype(dtype)
@@ -149,9 +151,8 @@ def _draw_case(rng: np.random.Generator, op: str, seed: int) -> Case | None:
         except ValueError:
             return None
         return dataclasses.replace(case, seed=seed) if out.size else None
-    conv_options = {k: v for k, v in options.items()}
     try:
-        spec = make_spec(x_shape, w_shape, dtypes=[dtype], **conv_options)
+        spec = make_spec(x_shape, w_shape, dtypes=[dtype], **options)
     except ValueError:
         return None
     x, w = array(x_shape), array(w_shape)
