@@ -55,15 +55,20 @@ def test_grad_weight_is_the_adjoint(case: Case) -> None:
 
 @given(case=conv_cases(dtypes=(np.float64,), bias=False, max_hw=8))
 def test_grad_input_methods_agree(case: Case) -> None:
-    """The fast scatter-add equals the loop oracle."""
+    """The fast methods equal the loop oracle; correlate refuses strides above 1."""
     y = dilconv.conv2d(case.x, case.w, **case.options)
     r = np.random.default_rng(2).standard_normal(y.shape)
-    fast = dilconv.conv2d_grad_input(r, case.w, case.x.shape, method="scatter", **case.options)
     slow = dilconv.conv2d_grad_input(r, case.w, case.x.shape, method="direct", **case.options)
     mag = dilconv.conv2d_grad_input(
         np.abs(r), np.abs(case.w), case.x.shape, method="direct", **case.options
     )
-    assert_close(fast, slow, magnitude=mag, context=repr(case))
+    for method in ("scatter", "correlate", "auto"):
+        if method == "correlate" and case.options["stride"] not in (1, (1, 1)):
+            with pytest.raises(ValueError, match="method='correlate' needs stride 1"):
+                dilconv.conv2d_grad_input(r, case.w, case.x.shape, method=method, **case.options)
+            continue
+        fast = dilconv.conv2d_grad_input(r, case.w, case.x.shape, method=method, **case.options)
+        assert_close(fast, slow, magnitude=mag, context=f"method={method} {case!r}")
 
 
 # --- float64 central finite differences, every option, mode and layout -----------------
@@ -386,7 +391,7 @@ def test_matches_torch_autograd(opts: dict[str, Any], mode: str) -> None:
                 np.ones((1, 2, 5, 5)), np.ones((2, 1, 3, 3)), (1, 1, 7, 7), method="fft"
             ),
             ValueError,
-            r"method must be 'auto' or one of \['direct', 'scatter'\], got 'fft'",
+            r"method must be 'auto' or one of \['correlate', 'direct', 'scatter'\], got 'fft'",
         ),
         (
             lambda: dilconv.conv2d_grad_weight(

@@ -67,7 +67,8 @@ def conv2d_grad_input(
         As for :func:`dilconv.conv2d`.
     method : str
         ``"auto"`` or a transposed-convolution algorithm: ``"scatter"`` (per-tap
-        scatter-add, the fast one) or ``"direct"`` (the loop oracle).
+        scatter-add, any stride), ``"correlate"`` (stride 1: the correlation with
+        the reversed kernel on the forward engine) or ``"direct"`` (the loop oracle).
 
     Returns
     -------
@@ -103,7 +104,7 @@ def conv2d_grad_input(
         flip=flip,
     )
     _check_grad_out(ga, spec, f"input_shape {tuple(input_shape)} and w {wa.shape}")
-    return run_conv_transpose(ga, wa, None, spec, resolve_transpose_method(method))
+    return run_conv_transpose(ga, wa, None, spec, resolve_transpose_method(method, spec))
 
 
 def _swapped(
@@ -180,7 +181,8 @@ def conv2d_grad_weight(
     stride, padding, dilation, groups, padding_mode, data_format, flip
         As for :func:`dilconv.conv2d`.
     method : str
-        ``"auto"`` or a forward algorithm (:data:`dilconv.METHODS`) for the correlation.
+        A forward algorithm (:data:`dilconv.METHODS`) for the correlation;
+        ``"auto"`` is ``"im2col"``, one matrix product per kernel tap.
 
     Returns
     -------
@@ -218,7 +220,11 @@ def conv2d_grad_weight(
     if xs.size == 0:
         dw = np.zeros((kh, kw, spec.in_per_group, spec.out_channels), dtype=spec.dtype)
     else:
-        name = _select.resolve_method(method, swapped)
+        # The swapped problem has a (Ho, Wo) kernel and a (kh, kw) output: im2col
+        # gathers each output tap's window once and makes it one matrix product
+        # with the whole output gradient. The cost model agrees, but its per-tap
+        # estimates take time proportional to Ho * Wo, more than the product itself.
+        name = _select.resolve_method("im2col" if method == "auto" else method, swapped)
         dw = run_conv(xs, ks, None, swapped, name).transpose(1, 2, 0, 3)
     return weight_from_canonical(dw, spec)
 

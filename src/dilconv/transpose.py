@@ -30,7 +30,8 @@ def conv2d_transpose(
     ``<conv2d(z, w), x> == <z, conv2d_transpose(x, w)>`` for the same stride,
     padding, dilation, groups and layout, where ``z`` has this function's output shape.
     No zeros are inserted between the input pixels: each kernel tap adds one matrix
-    product into a strided slice of the result (``method="scatter"``).
+    product into a strided slice of the result (``method="scatter"``); at stride 1
+    it is the forward correlation with the reversed kernel (``"correlate"``).
 
     Parameters
     ----------
@@ -66,7 +67,8 @@ def conv2d_transpose(
         range (PyTorch's ``output_size`` reaches only ``stride - 1`` past the
         smallest; this reaches every ``output_padding``).
     method : str
-        ``"auto"`` (``"scatter"``), ``"scatter"`` or ``"direct"`` (the loop oracle).
+        ``"auto"`` (``"correlate"`` at stride 1, else ``"scatter"``), ``"scatter"``,
+        ``"correlate"`` or ``"direct"`` (the loop oracle).
 
     Returns
     -------
@@ -111,7 +113,7 @@ def conv2d_transpose(
         data_format=data_format,
         output_size=output_size,
     )
-    return run_conv_transpose(xa, wa, ba, spec, resolve_transpose_method(method))
+    return run_conv_transpose(xa, wa, ba, spec, resolve_transpose_method(method, spec))
 
 
 def atrous_conv2d_transpose(

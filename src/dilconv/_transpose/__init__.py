@@ -7,7 +7,9 @@ zero-padded cross-correlation that the lowered forward
 result has the forward input's shape ``(N, H, W, C)``, in ``spec.dtype``.
 
 ``"direct"`` is the loop oracle (never optimised, never chosen by ``"auto"``);
-``"scatter"`` is the fast per-tap scatter-add.
+``"scatter"`` is the per-tap scatter-add (any stride, no zero ever inserted);
+``"correlate"`` runs a stride-1 transposed convolution as the forward correlation
+with the reversed kernel, on the forward engine.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
 from dilconv._padding import pad_spatial_adjoint
 from dilconv._spec import ConvSpec
-from dilconv._transpose import direct, scatter
+from dilconv._transpose import correlate, direct, scatter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,23 +42,33 @@ def _register(name: str, module: ModuleType) -> TransposeMethod:
 
 
 TRANSPOSE_METHODS: dict[str, TransposeMethod] = {
-    m.name: m for m in (_register("direct", direct), _register("scatter", scatter))
+    m.name: m
+    for m in (
+        _register("direct", direct),
+        _register("scatter", scatter),
+        _register("correlate", correlate),
+    )
 }
 
 
-def resolve_transpose_method(method: Any) -> str:
-    """Check ``method`` against the registry; ``"auto"`` is the per-tap scatter-add.
+def resolve_transpose_method(method: Any, spec: ConvSpec) -> str:
+    """Check ``method`` against the registry and the spec.
 
-    The scatter-add does the least arithmetic of any exact method for every spec
-    (one product per tap, on the region that tap reaches), so there is no model to ask.
+    ``"auto"``: at stride 1, ``"correlate"`` (the forward engine's fastest method for
+    the equivalent correlation); otherwise ``"scatter"``, which does one product per
+    tap on the region that tap reaches and nothing for the zeros between sources.
     """
     if not isinstance(method, str):
         raise TypeError(f"method must be a str, got {method!r}")
     if method == "auto":
-        return "scatter"
+        return "correlate" if spec.stride == (1, 1) else "scatter"
     if method not in TRANSPOSE_METHODS:
         raise ValueError(
             f"method must be 'auto' or one of {sorted(TRANSPOSE_METHODS)}, got {method!r}"
+        )
+    if method == "correlate" and spec.stride != (1, 1):
+        raise ValueError(
+            f"method='correlate' needs stride 1, got stride {spec.stride}; use 'scatter'"
         )
     return method
 

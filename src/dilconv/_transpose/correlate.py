@@ -1,0 +1,62 @@
+"""Stride 1: the transposed convolution is a correlation with the reversed, transposed kernel.
+
+Source pixel ``o`` reached result pixel ``p = o - lo + t * d`` through tap ``t``; so
+``p`` reads source ``p - (k_eff - 1 - lo) + t' * d`` through the reversed tap
+``t' = k - 1 - t``: an ordinary dilated correlation of the sources with pads
+``k_eff - 1 - lo`` and ``k_eff - 1 - hi`` (sources are cropped where a pad would be
+negative), whose weights are each tap's ``w[t].T``, group by group. It runs on the
+forward engine (:data:`dilconv._methods.METHODS`, chosen by its cost model), so it is
+as fast as ``conv2d`` itself. Other strides are refused: they would need zeros
+between the sources, which :mod:`scatter` never inserts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dilconv import _select, _shapes
+from dilconv._methods import METHODS
+from dilconv._spec import ConvSpec
+
+
+def adjoint_spec(spec: ConvSpec) -> tuple[ConvSpec, tuple[slice, slice]]:
+    """The forward spec of the correlation, and the crop of the sources it reads."""
+    crops, pads = [], []
+    for axis in range(2):
+        k_eff = _shapes.effective_size(spec.kernel_hw[axis], spec.dilation[axis])
+        lo, hi = spec.pad[axis]
+        n_src = spec.out_hw[axis]
+        top, bottom = k_eff - 1 - lo, k_eff - 1 - hi
+        crops.append(slice(max(-top, 0), n_src - max(-bottom, 0)))
+        pads.append((max(top, 0), max(bottom, 0)))
+    n_h, n_w = (c.stop - c.start for c in crops)
+    inner = dataclasses.replace(
+        spec,
+        in_channels=spec.out_channels,
+        out_channels=spec.in_channels,
+        in_hw=(n_h, n_w),
+        pad=(pads[0], pads[1]),
+    )
+    return inner, (crops[0], crops[1])
+
+
+def transposed_weight(w: np.ndarray, groups: int) -> np.ndarray:
+    """HWIO ``(kh, kw, C/groups, O)`` -> reversed taps, ``(kh, kw, O/groups, C)``."""
+    kh, kw, cg, out = w.shape
+    og = out // groups
+    wt = w[::-1, ::-1].reshape(kh, kw, cg, groups, og).transpose(0, 1, 4, 3, 2)
+    return np.ascontiguousarray(wt.reshape(kh, kw, og, groups * cg))
+
+
+def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Adjoint of the stride-1 zero-padded cross-correlation of ``spec``, on the forward engine."""
+    if spec.stride != (1, 1):
+        raise ValueError(f"the correlate method needs stride 1, got stride {spec.stride}")
+    inner, (rows, cols) = adjoint_spec(spec)
+    if min(inner.in_hw) < 1:  # every source lands in the padding
+        return np.zeros((spec.batch, *spec.in_hw, spec.in_channels), dtype=spec.dtype)
+    name = _select.resolve_method("auto", inner)
+    src = np.ascontiguousarray(g[:, rows, cols])
+    return METHODS[name].conv(src, transposed_weight(w, spec.groups), inner)
