@@ -268,23 +268,6 @@ def transposed_as_forward_oihw(w_oihw: np.ndarray, groups: int) -> np.ndarray:
     return flip_oihw(v)
 
 
-def zeros_like_shape(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """A zero array (the point a linear operation's gradient is taken at)."""
-    return np.zeros(shape, dtype=dtype)
-
-
-def spatial_hw(shape: tuple[int, ...], g: Geometry) -> tuple[int, int]:
-    """``(H, W)`` of an activation shape in the case's layout."""
-    four = x_to(np.empty(shape, dtype=np.int8), g, "NCHW").shape
-    return four[2], four[3]
-
-
-def kernel_hw(w_shape: tuple[int, ...], g: Geometry) -> tuple[int, int]:
-    """``(kh, kw)`` of a weight shape in the case's layout."""
-    o = w_to(np.empty(w_shape, dtype=np.int8), g, "OIHW").shape
-    return o[2], o[3]
-
-
 def part(case: Case, name: str) -> np.ndarray:
     """The array ``name`` ("x", "w" or "grad_out") of a case; ValueError if the case lacks it."""
     value = getattr(case, name)
