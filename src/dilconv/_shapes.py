@@ -168,24 +168,61 @@ def halo_after(k: int, s: int, d: int) -> int:
     return max(effective_size(k, d) - s, 0)
 
 
-def block_plan(
-    out: int, block: int, k: int, s: int, d: int
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Output chunks and the stride-aligned padded-input chunks that produce them.
+BlockPlan = tuple[tuple[int, ...], tuple[int, ...], tuple[int, int]]
 
-    Outputs are cut into blocks of ``block`` (the last one shorter). Input chunk
-    ``j`` starts at padded row ``j * block * s``, so block ``j`` reads its own chunk
-    plus the first :func:`halo_after` rows of the next; the last chunk ends at
-    :func:`input_span` of all outputs, so it holds its halo itself.
-    ``block`` must be at least ``ceil(halo_after / s)`` for that halo to fit in one
-    neighbouring chunk.
+
+def block_plan(out: int, block: int, k: int, s: int, d: int, shift: int = 0) -> BlockPlan | None:
+    """Output chunks, the padded-input chunks that produce them, and the halo.
+
+    Outputs are cut into blocks of ``block`` (the last one shorter); block ``j``
+    reads padded rows from ``j * block * s`` on, :func:`input_span` of them. The
+    padded input is cut at ``shift + j * block * s`` (``shift`` is the top pad when
+    that keeps the input's own chunk boundaries), so block ``j`` reads its chunk,
+    ``shift`` rows before it and ``k_eff - s - shift`` rows after it (when
+    positive): the returned halo ``(before, after)``. Returns ``None`` in place of a
+    plan whose chunks would be smaller than that halo (then use ``shift=0`` and
+    ``block >= ceil((k_eff - s) / s)``).
+
+    Examples
+    --------
+    >>> block_plan(10, 4, 3, 1, 2, shift=2)
+    ((4, 4, 2), (6, 4, 4), (2, 2))
     """
     full, rest = divmod(out, block)
     out_chunks = (block,) * full + ((rest,) if rest else ())
-    in_chunks = tuple(c * s for c in out_chunks[:-1]) + (
-        input_span(out_chunks[-1], k, s, d),
-    )
-    return out_chunks, in_chunks
+    before, after = shift, max(effective_size(k, d) - s - shift, 0)
+    step = block * s
+    last = input_span(out_chunks[-1], k, s, d) - shift
+    if len(out_chunks) == 1:
+        return out_chunks, (input_span(out, k, s, d),), (0, 0)
+    if min(step, last) < max(before, after):
+        return None
+    return out_chunks, (shift + step,) + (step,) * (len(out_chunks) - 2) + (last,), (before, after)
+
+
+def choose_block_plan(in_chunk: int, out: int, lo: int, k: int, s: int, d: int) -> BlockPlan:
+    """The :func:`block_plan` for input chunks of ``in_chunk`` rows and a top pad ``lo``.
+
+    Blocks of ``ceil(in_chunk / s)`` outputs cut at ``lo + j * in_chunk`` keep the
+    input's chunk boundaries when the stride divides ``in_chunk``; where their
+    chunks would be smaller than the halo, blocks of :func:`output_block` cut at
+    ``j * block * s`` are used instead.
+
+    Examples
+    --------
+    >>> choose_block_plan(4, 10, 2, 3, 1, 2)
+    ((4, 4, 2), (6, 4, 4), (2, 2))
+    >>> choose_block_plan(1, 10, 2, 3, 1, 2)
+    ((4, 4, 2), (4, 4, 6), (0, 4))
+    """
+    if in_chunk % s == 0:
+        plan = block_plan(out, max(1, min(out, in_chunk // s)), k, s, d, shift=lo)
+        if plan is not None:
+            return plan
+    plan = block_plan(out, output_block(in_chunk, out, k, s, d), k, s, d)
+    if plan is None:  # output_block makes the halo fit; kept as a clear error all the same
+        raise ValueError(f"no block plan for chunks of {in_chunk} and a halo of {k, s, d}")
+    return plan
 
 
 def output_block(in_chunk: int, out: int, k: int, s: int, d: int) -> int:

@@ -41,9 +41,27 @@ def spatial_axes(spec: ConvSpec) -> tuple[int, int, int | None]:
     return lead, lead + 1, lead + 2
 
 
-def _block_conv(block: np.ndarray, w: np.ndarray, bias: Any, options: dict[str, Any]) -> Any:
-    """One output chunk: the in-memory call, unpadded, on a chunk and its halo."""
-    return _conv2d(block, w, bias, padding=0, padding_mode="zeros", **options)
+def _block_conv(
+    block: np.ndarray,
+    w: np.ndarray,
+    bias: Any,
+    options: dict[str, Any],
+    axes: tuple[int, int],
+    taps: tuple[tuple[int, int, int], tuple[int, int, int]],
+    block_info: dict[Any, Any] | None = None,
+) -> Any:
+    """One output chunk: the in-memory call, unpadded, on a chunk and its halo.
+
+    The block starts at the first padded row its outputs read; rows past the
+    last one they read (a halo of zero on that side) are cut off first.
+    """
+    if block_info is None:
+        raise TypeError("_block_conv runs under dask's map_overlap, which passes block_info")
+    out_shape = block_info[None]["chunk-shape"]
+    where: list[slice] = [slice(None)] * block.ndim
+    for axis, (k, s, d) in zip(axes, taps, strict=True):
+        where[axis] = slice(0, _shapes.input_span(out_shape[axis], k, s, d))
+    return _conv2d(block[tuple(where)], w, bias, padding=0, padding_mode="zeros", **options)
 
 
 def _small(name: str, value: Any) -> np.ndarray:
@@ -155,12 +173,11 @@ def conv2d(
     for i, axis in enumerate((h_axis, w_axis)):
         k, s, d = spec.kernel_hw[i], spec.stride[i], spec.dilation[i]
         out, (lo, hi) = spec.out_hw[i], spec.pad[i]
-        block = _shapes.output_block(xd.chunks[axis][0], out, k, s, d)
-        out_chunks[axis], in_chunks[axis] = _shapes.block_plan(out, block, k, s, d)
-        depth[axis] = (0, _shapes.halo_after(k, s, d))  # type: ignore[assignment]
+        out_chunks[axis], in_chunks[axis], depth[axis] = _shapes.choose_block_plan(
+            xd.chunks[axis][0], out, lo, k, s, d
+        )
         first_block[axis] = _shapes.input_span(out_chunks[axis][0], k, s, d)
-        keep = _shapes.input_span(out, k, s, d)
-        xd = pad_axis(xd, axis, lo, hi, spec.padding_mode, keep)
+        xd = pad_axis(xd, axis, lo, hi, spec.padding_mode, _shapes.input_span(out, k, s, d))
     if c_axis is not None:
         first_block[c_axis] = spec.in_channels
     # The method must accept a chunk (the same error as conv2d's if it cannot).
@@ -169,7 +186,14 @@ def conv2d(
     xd = xd.rechunk(in_chunks)
     options["method"] = method
     return da.map_overlap(
-        functools.partial(_block_conv, w=wa, bias=ba, options=options),
+        functools.partial(
+            _block_conv,
+            w=wa,
+            bias=ba,
+            options=options,
+            axes=(h_axis, w_axis),
+            taps=tuple(zip(spec.kernel_hw, spec.stride, spec.dilation, strict=True)),
+        ),
         xd,
         depth=depth,
         boundary="none",

@@ -151,7 +151,8 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=None,  # no dashboard; the health endpoint on 127.0.0.1 only
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             memory_limit=limit,
             env=env,
         ) as cluster,

@@ -1,0 +1,137 @@
+"""``dilconv apply`` end to end: Zarr larger than the workers' memory, a killed worker, bad input.
+
+Every cluster binds 127.0.0.1 and is closed by the test that starts it. Results
+are checked without loading a whole image: slab by slab against the in-memory
+:func:`dilconv.conv2d` on the input rows each slab reads. Inputs are small
+integers in float32 and kernels small integers, so every sum is exact in any
+order and every comparison is exact equality, whatever algorithm a chunk uses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+from dask.utils import parse_bytes
+from distributed import Client, LocalCluster
+
+import dilconv
+from dilconv.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def write_image(path: Path, shape: tuple[int, int], chunks: tuple[int, int], seed: int) -> Any:
+    """A float32 Zarr image of integers in [-8, 8], written one row of chunks at a time."""
+    z = zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype="float32")
+    rng = np.random.default_rng(seed)
+    for r in range(0, shape[0], chunks[0]):
+        rows = min(chunks[0], shape[0] - r)
+        z[r : r + rows] = rng.integers(-8, 9, size=(rows, shape[1]), dtype=np.int8)
+    return z
+
+
+def check_by_slabs(
+    x_path: Path, y_path: Path, w: np.ndarray, dilation: int, slab: int = 2048
+) -> None:
+    """``y == conv2d(x, w, dilation, padding="same")``, one slab of output rows at a time."""
+    x, y = (
+        zarr.open_array(store=str(x_path), mode="r"),
+        zarr.open_array(store=str(y_path), mode="r"),
+    )
+    h, width = x.shape
+    assert y.shape == x.shape
+    (top, _), (left, right) = dilconv.same_padding((h, width), w.shape, dilation=dilation)
+    extent = dilconv.effective_kernel_size(w.shape[0], dilation)
+    for o0 in range(0, h, slab):
+        o1 = min(o0 + slab, h)
+        i0, i1 = o0 - top, o1 - 1 - top + extent  # the input rows these outputs read
+        rows = x[max(i0, 0) : min(i1, h)]
+        pads = ((max(-i0, 0), max(i1 - h, 0)), (left, right))
+        expected = dilconv.conv2d(rows, w, dilation=dilation, padding=pads)
+        actual = y[o0:o1]
+        if not np.array_equal(actual, expected):
+            np.testing.assert_array_equal(actual, expected, err_msg=f"output rows {o0}:{o1}")
+
+
+def kernel_file(tmp_path: Path, shape: tuple[int, ...] = (3, 3)) -> Path:
+    w = np.random.default_rng(1).integers(-2, 3, size=shape).astype(np.float32)
+    path = tmp_path / "k.npy"
+    np.save(path, w)
+    return path
+
+
+def leftovers(tmp_path: Path, name: str) -> list[str]:
+    """What a run left under the output's name: OUT itself or a partial sibling."""
+    return sorted(p.name for p in tmp_path.iterdir() if p.name.lstrip(".").startswith(name))
+
+
+def test_image_larger_than_the_workers_memory(tmp_path: Path) -> None:
+    """A 1 GiB float32 image on 2 workers of 256 MiB each: completes, exactly.
+
+    Twice the workers' total memory limit (a worker process alone takes about
+    150 MiB of it); 1 GiB rather than 2 keeps the test near a minute on 2 cores.
+    """
+    shape, chunks, workers, limit = (16384, 16384), (1024, 1024), 2, "256MiB"
+    x = write_image(tmp_path / "in.zarr", shape, chunks, seed=0)
+    assert x.nbytes == 2**30 >= 2 * workers * parse_bytes(limit)
+    k = kernel_file(tmp_path)
+    argv = [str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "--kernel", str(k)]
+    argv += ["--dilation", "6", "--padding", "same", "--workers", str(workers)]
+    assert main(["apply", *argv, "--memory-limit", limit]) == 0
+    assert zarr.open_array(store=str(tmp_path / "out.zarr"), mode="r").chunks == chunks
+    check_by_slabs(tmp_path / "in.zarr", tmp_path / "out.zarr", np.load(k), dilation=6)
+    assert leftovers(tmp_path, "out.zarr") == ["out.zarr"]
+
+
+def _chunks_written(tmp_path: Path) -> int:
+    return sum(
+        len(files) for p in tmp_path.glob(".out.zarr.partial-*") for _, _, files in os.walk(p / "c")
+    )
+
+
+def test_worker_killed_mid_run(tmp_path: Path) -> None:
+    """SIGKILL one of two workers after the first chunks are written: the run completes."""
+    shape, chunks = (4096, 8192), (256, 512)
+    write_image(tmp_path / "in.zarr", shape, chunks, seed=2)
+    total = (shape[0] // chunks[0]) * (shape[1] // chunks[1])
+    k = kernel_file(tmp_path)
+    status: dict[str, int] = {}
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            memory_limit="512MiB",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        argv = ["apply", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "--kernel", str(k)]
+        argv += ["--dilation", "5", "--padding", "same", "--scheduler", cluster.scheduler_address]
+        run = threading.Thread(target=lambda: status.update(rc=main(argv)))
+        run.start()
+        deadline = time.monotonic() + 120
+        while _chunks_written(tmp_path) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pids = client.run(os.getpid)
+        victim = min(pids)
+        os.kill(pids[victim], signal.SIGKILL)
+        written_at_kill = _chunks_written(tmp_path)
+        run.join(timeout=300)
+        assert not run.is_alive()
+        survivors = client.run(os.getpid)
+    assert 2 <= written_at_kill < total, "the worker was not killed in the middle of the run"
+    assert pids[victim] not in survivors.values()
+    assert status.get("rc") == 0
+    assert leftovers(tmp_path, "out.zarr") == ["out.zarr"]
+    check_by_slabs(tmp_path / "in.zarr", tmp_path / "out.zarr", np.load(k), dilation=5)
