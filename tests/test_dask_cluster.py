@@ -135,3 +135,90 @@ def test_worker_killed_mid_run(tmp_path: Path) -> None:
     assert status.get("rc") == 0
     assert leftovers(tmp_path, "out.zarr") == ["out.zarr"]
     check_by_slabs(tmp_path / "in.zarr", tmp_path / "out.zarr", np.load(k), dilation=5)
+
+
+# --- bad input: a clear error and no output that looks complete ---------------------------
+
+
+def _apply(tmp_path: Path, x_name: str, *options: str, out: str = "out.zarr") -> int:
+    argv = ["apply", str(tmp_path / x_name), str(tmp_path / out), "--kernel"]
+    return main([*argv, str(tmp_path / "k.npy"), "--scheduler", "threads", *options])
+
+
+def test_kernel_larger_than_the_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_image(tmp_path / "in.zarr", (16, 16), (8, 8), seed=3)
+    kernel_file(tmp_path, (5, 5))
+    assert _apply(tmp_path, "in.zarr", "--dilation", "5") == 2
+    err = capsys.readouterr().err
+    assert "in.zarr" in err
+    assert "dilated kernel (21x21" in err
+    assert "larger than the padded input (16x16)" in err
+    assert leftovers(tmp_path, "out.zarr") == []
+
+
+def test_missing_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kernel_file(tmp_path)
+    assert _apply(tmp_path, "nothing.zarr", "--dilation", "2") == 2
+    assert "nothing.zarr' does not exist" in capsys.readouterr().err
+    assert leftovers(tmp_path, "out.zarr") == []
+
+
+@pytest.mark.parametrize("shape", [(64,), (2, 2, 2, 8, 8)])
+def test_zarr_of_the_wrong_ndim(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], shape: tuple[int, ...]
+) -> None:
+    z = zarr.create_array(store=str(tmp_path / "in.zarr"), shape=shape, dtype="float32")
+    z[...] = 1.0
+    kernel_file(tmp_path)
+    assert _apply(tmp_path, "in.zarr", "--dilation", "2") == 2
+    err = capsys.readouterr().err
+    assert f"got {len(shape)}-D shape {shape}" in err
+    assert "x must be 2-D (H, W), 3-D or 4-D" in err
+    assert leftovers(tmp_path, "out.zarr") == []
+
+
+def test_stride_that_does_not_divide_the_chunks_is_realigned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Input chunks of 5 and a stride of 3: rechunked, output chunks of 2, exact."""
+    x = write_image(tmp_path / "in.zarr", (37, 41), (5, 5), seed=4)
+    k = kernel_file(tmp_path)
+    options = ("--stride", "3", "--dilation", "2", "--padding", "same")
+    assert _apply(tmp_path, "in.zarr", *options, "--padding-mode", "reflect") == 0
+    assert "float32 (13, 14), chunks (2, 2)" in capsys.readouterr().out
+    y = zarr.open_array(store=str(tmp_path / "out.zarr"), mode="r")
+    assert y.chunks == (2, 2)
+    options_ = dict(stride=3, dilation=2, padding="same", padding_mode="reflect")
+    np.testing.assert_array_equal(y[:], dilconv.conv2d(x[:], np.load(k), **options_))
+
+
+def test_failure_mid_run_leaves_no_output(tmp_path: Path) -> None:
+    """A corrupt input chunk: the run fails and its partial output is removed."""
+    write_image(tmp_path / "in.zarr", (64, 64), (16, 16), seed=5)
+    (tmp_path / "in.zarr" / "c" / "2" / "1").write_bytes(b"not a zstd frame")
+    kernel_file(tmp_path)
+    try:
+        status: object = _apply(tmp_path, "in.zarr", "--dilation", "2")
+    except Exception as err:  # the codec's own error, raised from a chunk
+        status = err
+    assert status != 0
+    assert leftovers(tmp_path, "out.zarr") == []
+
+
+def test_existing_output_needs_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x = np.random.default_rng(6).integers(-8, 9, size=(3, 20, 24)).astype(np.float64)
+    np.save(tmp_path / "in.npy", x)
+    w = np.random.default_rng(7).integers(-2, 3, size=(4, 3, 3, 3)).astype(np.float64)
+    np.save(tmp_path / "k.npy", w)
+    (tmp_path / "out.npy").write_bytes(b"old")
+    assert _apply(tmp_path, "in.npy", "--dilation", "2", out="out.npy") == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "out.npy").read_bytes() == b"old"
+    argv = ["apply", str(tmp_path / "in.npy"), str(tmp_path / "out.npy"), "--kernel"]
+    argv += [str(tmp_path / "k.npy"), "--dilation", "2", "--padding", "full", "--overwrite"]
+    assert main([*argv, "--scheduler", "processes", "--workers", "2"]) == 0
+    expected = dilconv.conv2d(x, w, dilation=2, padding="full")
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+    assert leftovers(tmp_path, "out.npy") == ["out.npy"]

@@ -109,25 +109,28 @@ def conv2d(
 
     Notes
     -----
-    The scheme, per spatial axis with input size ``i``, pads ``lo`` and ``hi``,
-    ``k`` taps, dilation ``d``, stride ``s`` and ``k_eff = d * (k - 1) + 1``:
+    Built on ``dask.array.map_overlap`` with asymmetric halos and
+    ``boundary="none"``. Per spatial axis, with input size ``i``, pads ``lo`` and
+    ``hi``, ``k`` taps, dilation ``d``, stride ``s`` and ``k_eff = d * (k - 1) + 1``:
 
     1. The outer border is added lazily in ``padding_mode`` with the index map
        that :func:`dilconv.conv2d` pads with (so every mode fills it as the
        in-memory call does), and the rows no output reads are dropped: the axis
        keeps ``(o - 1) * s + k_eff`` rows for ``o`` outputs.
-    2. The padded axis is rechunked so chunk ``j`` starts at row ``j * b * s``
-       for output blocks of ``b`` pixels: every chunk is aligned to the stride,
-       whatever the input's chunks were (a chunking the stride does not divide is
-       realigned, never refused).
-    3. ``dask.array.map_overlap`` gives each chunk the asymmetric halo
-       ``depth=(0, max(k_eff - s, 0))`` (nothing before: the border is already in
-       place; ``k_eff - s`` rows of the next chunk after), with
-       ``boundary="none"``, and each chunk is convolved unpadded by
-       :func:`dilconv.conv2d`. ``b`` is at least ``ceil((k_eff - s) / s)``, so a
-       halo longer than the input's chunks is still taken from one neighbour:
-       small chunks are rechunked, never left to fail; a halo longer than the
-       axis is all border and works the same way.
+    2. Output block ``j`` (``b`` outputs) reads padded rows from ``j * b * s``.
+       When the stride divides the input's chunks ``c``, ``b = c / s`` and the
+       padded axis is cut at ``lo + j * c``: the input's own chunk boundaries,
+       so only the first and last chunks change (they take in the border).
+       Each chunk then gets the halo ``(lo, k_eff - s - lo)``: asymmetric where
+       the padding is, none after when that is negative (the unread rows are cut
+       off). Otherwise (a stride that does not divide the chunks, or chunks
+       smaller than that halo) the axis is rechunked at ``j * b * s`` with
+       ``b >= ceil((k_eff - s) / s)`` and the halo is ``(0, k_eff - s)``: the
+       chunks are realigned to the stride, never refused, and a halo longer
+       than the input's chunks or than the whole axis still comes from one
+       neighbouring chunk.
+    3. Each output chunk is :func:`dilconv.conv2d`, unpadded, of its chunk and
+       halo; output chunks are regular, ``b`` along each axis, the last smaller.
 
     Output ``o`` reads padded row ``o * s + t * d`` for tap ``t``, as in
     :func:`dilconv.conv2d`. With ``method="auto"`` each chunk picks its own

@@ -116,9 +116,25 @@ def write_block(
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def _discard(partial: Path) -> None:
+    """Remove a failed run's partial output, even with chunk writes still in flight.
+
+    The Zarr metadata goes first, so a chunk task that has not opened the array
+    yet fails instead of writing; one that already has is given a moment to
+    finish, and anything it wrote is removed with the rest.
+    """
+    if partial.is_dir():
+        (partial / "zarr.json").unlink(missing_ok=True)
+    for _ in range(20):
+        _remove(partial)
+        time.sleep(0.1)
+        if not partial.exists():
+            return
 
 
 # --- schedulers and progress -------------------------------------------------------------
@@ -268,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
         os.replace(partial, output)
     finally:
         if partial.exists():
-            _remove(partial)
+            _discard(partial)
     total = time.perf_counter() - start
     pixels = spec.batch * spec.in_hw[0] * spec.in_hw[1]
     print(
