@@ -66,6 +66,18 @@ def _shift_add(spec: ConvSpec) -> float:
         strips = spec.batch * math.ceil(spec.out_hw[0] / shift_add.strip_rows(spec))
         rate = COST["elementwise"] * (COST["threads"] if area > shift_add.PARALLEL_MIN else 1)
         return COST["call"] + strips * taps * 2 * COST["tap"] + 2 * area * spec.out_channels / rate
+    windows = shift_add.column_window_bytes(spec)
+    if spec.stride == (1, 1) and groups == 1 and windows <= get_workspace_limit():
+        gemm = sum(
+            _gemm_seconds(spec, (r1 - r0) * (c1 - c0), cg, og) * spec.batch
+            for _, _, _, _, (r0, r1), (c0, c1) in shift_add.tap_ranges(spec)
+        )
+        copied = sum(
+            spec.batch * (c1 - c0) * (spec.in_hw[0] * cg + 3 * spec.out_hw[0] * og)
+            for c0, c1 in {t[5] for t in shift_add.tap_ranges(spec)}
+            if (c0, c1) != (0, spec.in_hw[1]) or spec.out_hw[1] != spec.in_hw[1]
+        )
+        return COST["call"] + gemm + copied * item / COST["copy"]
     bands = math.ceil(spec.out_hw[0] / shift_add.strip_rows(spec))
     per_tap = area / max(taps, 1)
     gemm = taps * bands * groups * _gemm_seconds(spec, per_tap / bands, cg, og)

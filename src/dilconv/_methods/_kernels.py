@@ -8,8 +8,9 @@ threads for NumPy loops, which release the GIL.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,6 +24,7 @@ _GEMM: dict[np.dtype, Callable[..., np.ndarray]] = {
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_controller: Any = None
 
 
 def num_threads() -> int:
@@ -50,6 +52,51 @@ def parallel_map(fn: Callable[[Any], None], items: Iterable[Any]) -> None:
         _pool_size = threads
     for future in [_pool.submit(fn, item) for item in work]:
         future.result()
+
+
+#: Bytes below which a copy or an add runs on one thread.
+PARALLEL_BYTES = 2**21
+
+
+def split_along(a: np.ndarray, axis: int) -> list[tuple[slice, ...]]:
+    """Index tuples cutting ``a`` into :func:`num_threads` pieces along ``axis``."""
+    parts = 1 if a.nbytes < PARALLEL_BYTES else min(num_threads(), a.shape[axis])
+    bounds = np.linspace(0, a.shape[axis], parts + 1).astype(int)
+    lead = (slice(None),) * axis
+    return [lead + (slice(b0, b1),) for b0, b1 in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def copy(dst: np.ndarray, src: np.ndarray, axis: int = 1) -> None:
+    """``dst[...] = src``, the pieces along ``axis`` on separate threads."""
+    _each(lambda k: np.copyto(dst[k], src[k]), split_along(dst, axis))
+
+
+def add(dst: np.ndarray, src: np.ndarray, axis: int = 1) -> None:
+    """``dst += src``, the pieces along ``axis`` on separate threads."""
+    _each(lambda k: np.add(dst[k], src[k], out=dst[k]), split_along(dst, axis))
+
+
+def _each(fn: Callable[[Any], Any], pieces: list[Any]) -> None:
+    if len(pieces) == 1:
+        fn(pieces[0])
+    else:
+        parallel_map(fn, pieces)
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS on one thread while our own threads share the work (no oversubscription).
+
+    The limit is process-wide for its duration (threadpoolctl); the controller that
+    sets it is built once.
+    """
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    with _controller.limit(limits=1, user_api="blas"):
+        yield
 
 
 def accumulate_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:

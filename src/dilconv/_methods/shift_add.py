@@ -143,10 +143,71 @@ def _elementwise(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) ->
     _kernels.parallel_map(run, chunks)
 
 
+def _whole_rows(tap: Tap, spec: ConvSpec) -> bool:
+    """The tap reads whole input rows into whole output rows (contiguous in both)."""
+    wd, wo = spec.in_hw[1], spec.out_hw[1]
+    return tap[3] == slice(0, wd, 1) and tap[5] == (0, wd) == (0, wo)
+
+
+def column_window_bytes(spec: ConvSpec) -> int:
+    """Workspace of :func:`_column_windows`: the widest column window and its sums."""
+    widths = [t[5][1] - t[5][0] for t in tap_ranges(spec) if not _whole_rows(t, spec)]
+    width = max(widths, default=0)
+    (h, _), (ho, _) = spec.in_hw, spec.out_hw
+    items = spec.batch * width * (h * spec.in_channels + ho * spec.out_channels)
+    return items * spec.dtype.itemsize
+
+
+def _column_windows(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) -> bool:
+    """Stride 1, one group: the taps of one kernel column share one input column window.
+
+    That window (every input row, the columns the column's taps read) is copied
+    once; each tap of the column then reads a contiguous block of it (its rows)
+    and accumulates in place into a contiguous block of the column's sum, which
+    is added into the output once. A column whose window is whole rows needs no
+    copy and accumulates straight into the output. False when it does not apply.
+    """
+    if spec.stride != (1, 1) or spec.groups != 1:
+        return False
+    if column_window_bytes(spec) > get_workspace_limit():
+        return False
+    n, c, o = spec.batch, spec.in_channels, spec.out_channels
+    (h, _), ho = spec.in_hw, spec.out_hw[0]
+    columns: dict[int, list[Tap]] = {}
+    for tap in tap_ranges(spec):
+        columns.setdefault(tap[1], []).append(tap)
+    partial = [t[5][1] - t[5][0] for t in tap_ranges(spec) if not _whole_rows(t, spec)]
+    width = max(partial, default=0)
+    window = np.empty(n * h * width * c, dtype=spec.dtype)
+    sums = np.empty(n * ho * width * o, dtype=spec.dtype)
+    y.fill(0)
+    for taps in columns.values():
+        _, _, _, cols, _, (c0, c1) = taps[0]
+        whole = _whole_rows(taps[0], spec)
+        if whole:
+            source, target = x, y
+        else:
+            source = window[: n * h * (c1 - c0) * c].reshape(n, h, c1 - c0, c)
+            _kernels.copy(source, x[:, :, cols])
+            target = sums[: n * ho * (c1 - c0) * o].reshape(n, ho, c1 - c0, o)
+            target.fill(0)
+        for i, j, rows, _, (r0, r1), _ in taps:
+            weight = np.ascontiguousarray(w[i, j])
+            for b in range(n):
+                _kernels.accumulate_product(
+                    target[b, r0:r1].reshape(-1, o), source[b, rows].reshape(-1, c), weight
+                )
+        if not whole:
+            _kernels.add(y[:, :, c0:c1], target)
+    return True
+
+
 def _products(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) -> None:
+    if _column_windows(x, w, spec, y):
+        return
     n = spec.batch
     ho = spec.out_hw[0]
-    wd, sh, wo = spec.in_hw[1], spec.stride[0], spec.out_hw[1]
+    sh = spec.stride[0]
     cg, og, groups = spec.in_per_group, spec.out_per_group, spec.groups
     step = strip_rows(spec)
     gathered = np.empty(n * step * spec.out_hw[1] * cg, dtype=spec.dtype)
@@ -163,9 +224,7 @@ def _products(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) -> No
             a, e, rows = _band_rows(tap, sh, s0, s1)
             if a >= e:
                 continue
-            whole_rows = sh == 1 and groups == 1 and cols == slice(0, wd, 1)
-            whole_rows = whole_rows and (c0, c1) == (0, wd) == (0, wo)
-            if whole_rows:  # contiguous in x and in y: accumulate in place, no copy
+            if sh == 1 and groups == 1 and _whole_rows(tap, spec):  # in place, no copy
                 for b in range(n):
                     _kernels.accumulate_product(
                         y[b, a:e].reshape(-1, og),
@@ -177,11 +236,11 @@ def _products(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) -> No
             m = n * (e - a) * (c1 - c0)
             for g in range(groups):
                 buf = gathered[: m * cg].reshape(*shape, cg)
-                buf[...] = x[:, rows, cols, g * cg : (g + 1) * cg]
+                _kernels.copy(buf, x[:, rows, cols, g * cg : (g + 1) * cg])
                 prod = product[: m * og].reshape(m, og)
                 np.matmul(buf.reshape(m, cg), w_taps[i, j][g], out=prod)
                 out = y[:, a:e, c0:c1, g * og : (g + 1) * og]
-                np.add(out, prod.reshape(*shape, og), out=out)
+                _kernels.add(out, prod.reshape(*shape, og))
 
 
 def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -197,10 +256,13 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 
 def workspace_bytes(spec: ConvSpec) -> int:
-    """Elementwise: one strip buffer per thread; products: one band's gather and product."""
+    """Elementwise: one strip buffer per thread; products: the column windows or a band's."""
     rows, wo = strip_rows(spec), spec.out_hw[1]
+    windows = column_window_bytes(spec)
     if elementwise(spec):
         per = rows * wo * spec.out_channels * _kernels.num_threads()
+    elif spec.stride == (1, 1) and spec.groups == 1 and windows <= get_workspace_limit():
+        return windows
     else:
         per = spec.batch * rows * wo * (spec.in_per_group + spec.out_per_group)
     return per * spec.dtype.itemsize

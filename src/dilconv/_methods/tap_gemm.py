@@ -22,10 +22,15 @@ from dilconv._config import get_workspace_limit
 from dilconv._methods import _kernels, shift_add
 from dilconv._spec import ConvSpec
 
-#: Target bytes of one band's input and output slabs; larger bands mean larger
-#: matrix products, smaller ones keep the output slab in cache across the taps.
-#: Fitted by ``benchmarks/fit_cost_model.py`` on the ``context`` and ``wave`` cases.
-BAND_BYTES = 4 * 2**20
+#: Target bytes of one band's slabs. Large products (many channels) run one band
+#: at a time on BLAS's threads: bands of LARGE_BAND_BYTES. Small products run in
+#: cache-sized bands of SMALL_BAND_BYTES shared among our own threads, BLAS on one
+#: thread each. Fitted by ``benchmarks/fit_cost_model.py`` (context, wave, aspp).
+LARGE_BAND_BYTES = 64 * 2**20
+SMALL_BAND_BYTES = 768 * 2**10
+
+#: Flops of one tap's product below which the bands are shared among our threads.
+THREAD_FLOPS = 1e8
 
 
 def applies(spec: ConvSpec) -> bool:
@@ -38,13 +43,25 @@ def pitch(spec: ConvSpec) -> int:
     return spec.padded_hw[1]
 
 
+def _row_bytes(spec: ConvSpec) -> int:
+    return pitch(spec) * (spec.in_channels + 2 * spec.out_channels) * spec.dtype.itemsize
+
+
+def threaded(spec: ConvSpec) -> bool:
+    """True when bands are small and shared among threads (small matrix products)."""
+    rows = max(1, min(spec.out_hw[0], SMALL_BAND_BYTES // _row_bytes(spec)))
+    flops = 2 * rows * pitch(spec) * spec.in_channels * spec.out_channels
+    return flops < THREAD_FLOPS and _kernels.num_threads() > 1
+
+
 def band_rows(spec: ConvSpec) -> int:
-    """Output rows per band: the cache target, at least 4x the halo, under the workspace."""
-    ho = spec.out_hw[0]
+    """Output rows per band: the target size, at least the halo, under the workspace."""
+    ho, row = spec.out_hw[0], _row_bytes(spec)
     halo = spec.effective_kernel_hw[0] - 1
-    row = pitch(spec) * (spec.in_channels + spec.out_channels) * spec.dtype.itemsize
-    rows = max(BAND_BYTES // row, 4 * halo, 1)
-    fit = get_workspace_limit() // row - halo - 1
+    many = _kernels.num_threads() if threaded(spec) else 1
+    target = SMALL_BAND_BYTES if threaded(spec) else LARGE_BAND_BYTES
+    rows = max(target // row, halo, 1)
+    fit = get_workspace_limit() // (row * many) - halo - 1
     return int(max(1, min(ho, rows, fit)))
 
 
@@ -67,7 +84,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         return shift_add.conv(x, w, spec)
     n, c, o = spec.batch, spec.in_channels, spec.out_channels
     (h, wd), (ho, wo) = spec.in_hw, spec.out_hw
-    (kh, kw), (dh, dw) = spec.kernel_hw, spec.dilation
+    kh, (dh, dw) = spec.kernel_hw[0], spec.dilation
     top, left = spec.pad[0][0], spec.pad[1][0]
     p = pitch(spec)
     y = np.empty((n, ho, wo, o), dtype=spec.dtype)
@@ -75,22 +92,28 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         return y
     band = band_rows(spec)
     halo = (kh - 1) * dh
-    slack = (kw - 1) * dw  # the last output row's dropped columns read past its slab row
-    slab = np.zeros(((band + halo) * p + slack, c), dtype=spec.dtype)
-    rows3 = slab[: (band + halo) * p].reshape(band + halo, p, c)
-    out = np.empty((band * p, o), dtype=spec.dtype)
+    slack = (spec.kernel_hw[1] - 1) * dw  # dropped columns of a band's last row read past it
     taps = live_taps(spec)
     weights = {(i, j): np.ascontiguousarray(w[i, j]) for i, j, _, _ in taps}
-    for b in range(n):
-        for s0 in range(0, ho, band):
+    jobs = [(b, s0) for b in range(n) for s0 in range(0, ho, band)]
+    shared = threaded(spec) and len(jobs) > 1
+    parts = min(_kernels.num_threads(), len(jobs)) if shared else 1
+
+    def run(chunk: np.ndarray) -> None:
+        slab = np.zeros(((band + halo) * p + slack, c), dtype=spec.dtype)
+        rows3 = slab[: (band + halo) * p].reshape(band + halo, p, c)
+        out = np.empty((band * p, o), dtype=spec.dtype)
+        tmp = np.empty((band * p, o), dtype=spec.dtype) if shared else out
+        for k in chunk:
+            b, s0 = jobs[k]
             s1 = min(ho, s0 + band)
             need = s1 - s0 + halo
-            # slab row k is padded row s0 + k, input row s0 + k - top
+            # slab row k is padded row s0 + k, that is input row s0 + k - top
             k0, k1 = max(0, top - s0), min(need, h + top - s0)
             body = rows3[:need, left : left + wd]
             if k1 > k0:
                 body[k0:k1] = x[b, s0 + k0 - top : s0 + k1 - top]
-            body[: max(k0, 0)] = 0
+            body[:k0] = 0
             body[max(k1, k0) :] = 0
             band_out = out[: (s1 - s0) * p]
             band_out.fill(0)
@@ -99,12 +122,22 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
                 if a >= e:
                     continue
                 start = (a - s0 + i * dh) * p + j * dw
-                _kernels.accumulate_product(
-                    band_out[(a - s0) * p : (e - s0) * p],
-                    slab[start : start + (e - a) * p],
-                    weights[i, j],
-                )
+                src = slab[start : start + (e - a) * p]
+                dst = band_out[(a - s0) * p : (e - s0) * p]
+                if shared:  # NumPy's product releases the GIL; BLAS's in-place one does not
+                    prod = tmp[: (e - a) * p]
+                    np.matmul(src, weights[i, j], out=prod)
+                    np.add(dst, prod, out=dst)
+                else:
+                    _kernels.accumulate_product(dst, src, weights[i, j])
             y[b, s0:s1] = band_out.reshape(s1 - s0, p, o)[:, :wo]
+
+    chunks = [ch for ch in np.array_split(np.arange(len(jobs)), parts) if ch.size]
+    if parts > 1:
+        with _kernels.single_threaded_blas():
+            _kernels.parallel_map(run, chunks)
+    else:
+        run(chunks[0])
     return y
 
 
@@ -115,7 +148,8 @@ def workspace_bytes(spec: ConvSpec) -> int:
     band, halo = band_rows(spec), spec.effective_kernel_hw[0] - 1
     p = pitch(spec)
     items = ((band + halo) * p + spec.effective_kernel_hw[1]) * spec.in_channels
-    return (items + band * p * spec.out_channels) * spec.dtype.itemsize
+    items += band * p * spec.out_channels * (2 if threaded(spec) else 1)
+    return items * spec.dtype.itemsize * (_kernels.num_threads() if threaded(spec) else 1)
 
 
 def refusal(spec: ConvSpec) -> str | None:

@@ -1,0 +1,172 @@
+"""Fit the constants of dilconv's cost model (``dilconv._select.COST``) on this machine.
+
+Each constant is measured by the micro-benchmark that defines it (best of several
+runs), printed as the table to paste into ``src/dilconv/_select.py``, and the
+model's choices are then checked against a stopwatch on the benchmark cases::
+
+    .venv/bin/python benchmarks/fit_cost_model.py            # fit and check
+    .venv/bin/python benchmarks/fit_cost_model.py --no-check # fit only
+    .venv/bin/python benchmarks/fit_cost_model.py --json fit.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import fft as sfft
+from scipy import signal
+
+import dilconv
+from dilconv import _select
+from dilconv._spec import make_spec
+
+
+def best(fn: Callable[[], Any], repeats: int = 5) -> float:
+    """Best wall time of ``fn()`` after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def gemm_rate(m: int, k: int, n: int) -> float:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    return 2 * m * k * n / best(lambda: a @ b)
+
+
+def fit() -> dict[str, float]:
+    """Measure every constant of the model."""
+    rng = np.random.default_rng(0)
+    cost: dict[str, float] = {}
+    tiny = np.ones((4, 4), np.float32)
+    cost["call"] = best(lambda: dilconv.conv2d(tiny, tiny[:1, :1], method="shift_add"), 50)
+    small = np.ones(16, np.float32)
+    cost["tap"] = best(lambda: np.multiply(small, small, out=small), 2000)
+    strip = rng.standard_normal((16, 2048), dtype=np.float32)
+    out = np.empty_like(strip)
+    loops = 200
+    t = best(lambda: [np.multiply(strip, 0.5, out=out) for _ in range(loops)])
+    cost["elementwise"] = strip.size * loops / t
+    image = rng.standard_normal((1024, 1024), dtype=np.float32)
+    kernel = rng.standard_normal((3, 3), dtype=np.float32)
+    os.environ["DILCONV_THREADS"] = "1"
+    one = best(lambda: dilconv.conv2d(image, kernel, padding="same", method="shift_add"))
+    del os.environ["DILCONV_THREADS"]
+    every = best(lambda: dilconv.conv2d(image, kernel, padding="same", method="shift_add"))
+    cost["threads"] = max(1.0, one / every)
+    block = rng.standard_normal((64, 258, 64), dtype=np.float32)
+    buf = np.empty((64, 256, 64), np.float32)
+    t = best(lambda: np.copyto(buf, block[:, 1:-1]))
+    cost["copy"] = buf.nbytes / t
+    peak = gemm_rate(2048, 2048, 2048)
+    cost["gemm"] = peak
+    # rate = peak / (1 + k0/K + n0/N + m0/M): one small dimension at a time
+    cost["gemm_k"] = 16 * max(peak / gemm_rate(8192, 16, 256) - 1, 0.01)
+    cost["gemm_n"] = 16 * max(peak / gemm_rate(8192, 256, 16) - 1, 0.01)
+    cost["gemm_m"] = 64 * max(peak / gemm_rate(64, 2048, 256) - 1, 0.01)
+    plane = rng.standard_normal((1024, 1024))
+    size = plane.size
+    cost["fft"] = 5 * size * np.log2(size) / 2 / best(lambda: sfft.rfft2(plane))
+    xf = (rng.standard_normal((1, 256, 129, 32)) + 1j).astype(np.complex128)
+    kf = (rng.standard_normal((256, 129, 32, 32)) + 1j).astype(np.complex128)
+    t = best(lambda: np.einsum("nhwc,hwco->nhwo", xf, kf), 3)
+    cost["einsum"] = 256 * 129 * 32 * 32 / t
+    img = rng.standard_normal((256, 256))
+    k5 = rng.standard_normal((5, 5))
+    cost["scipy_direct"] = 252 * 252 * 25 / best(lambda: signal.correlate2d(img, k5, mode="valid"))
+    return cost
+
+
+#: (label, x shape NHWC, w shape HWIO, dilation): the benchmark cases' shapes.
+CHECKS = [
+    ("seed d=1", (1, 2048, 2048, 1), (3, 3, 1, 1), 1),
+    ("seed d=16", (1, 2048, 2048, 1), (3, 3, 1, 1), 16),
+    ("context C=21 d=1", (1, 256, 256, 21), (3, 3, 21, 21), 1),
+    ("context C=21 d=16", (1, 256, 256, 21), (3, 3, 21, 21), 16),
+    ("context C=64 d=4", (1, 256, 256, 64), (3, 3, 64, 64), 4),
+    ("aspp d=6", (1, 65, 65, 2048), (3, 3, 2048, 256), 6),
+    ("aspp d=18", (1, 65, 65, 2048), (3, 3, 2048, 256), 18),
+    ("wave d=2", (8, 128, 128, 64), (3, 3, 64, 64), 2),
+]
+
+
+def check(repeats: int) -> list[dict[str, Any]]:
+    """The model's choice against the measured fastest candidate on each case."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for label, x_shape, w_shape, d in CHECKS:
+        x = rng.standard_normal(x_shape, dtype=np.float32)
+        w = rng.standard_normal(w_shape, dtype=np.float32)
+        spec = make_spec(
+            x.shape, w.shape, padding="same", dilation=d, data_format="NHWC", dtypes=[x.dtype]
+        ).lowered()
+        names = [
+            m
+            for m in _select.candidates(spec)
+            if _select.estimate_seconds(m, spec)
+            < 20 * min(_select.estimate_seconds(n, spec) for n in _select.candidates(spec))
+        ]
+        times = {
+            m: best(
+                lambda m=m, x=x, w=w, d=d: dilconv.conv2d(
+                    x, w, padding="same", dilation=d, data_format="NHWC", method=m
+                ),
+                repeats,
+            )
+            for m in names
+        }
+        chosen = _select.cheapest(spec)
+        fastest = min(times, key=times.__getitem__)
+        rows.append(
+            {
+                "case": label,
+                "chosen": chosen,
+                "fastest": fastest,
+                "chosen_over_fastest": times.get(chosen, float("nan")) / times[fastest],
+                "measured_ms": {m: round(t * 1e3, 2) for m, t in times.items()},
+                "modelled_ms": {
+                    m: round(_select.estimate_seconds(m, spec) * 1e3, 2) for m in names
+                },
+            }
+        )
+        r = rows[-1]
+        print(
+            f"{label:<20} chose {chosen:<14} fastest {fastest:<14} "
+            f"ratio {r['chosen_over_fastest']:.2f}  measured {r['measured_ms']}",
+            flush=True,
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-check", action="store_true", help="fit only")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    cost = fit()
+    print("COST: dict[str, float] = {")
+    for key, value in cost.items():
+        print(f'    "{key}": {value:.3g},')
+    print("}")
+    record: dict[str, Any] = {"cost": cost, "load_average": list(os.getloadavg())}
+    if not args.no_check:
+        record["check"] = check(args.repeats)
+    if args.json is not None:
+        args.json.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
