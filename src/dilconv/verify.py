@@ -235,7 +235,7 @@ class Row:
     agreed: int = 0
     refused: dict[str, int] = dataclasses.field(default_factory=dict)
     not_applicable: int = 0
-    max_error: float = 0.0
+    max_error: dict[str, float] = dataclasses.field(default_factory=dict)
     failures: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -317,7 +317,8 @@ def run_sweep(
             verdict, detail = compare(case, ours, scale, route)
             if verdict == "agree":
                 row.agreed += 1
-                row.max_error = max(row.max_error, detail)
+                key = np.dtype(ours.dtype).name
+                row.max_error[key] = max(row.max_error.get(key, 0.0), detail)
             elif verdict == "refused":
                 row.refused[detail] = row.refused.get(detail, 0) + 1
             elif verdict == "n/a":
@@ -327,17 +328,26 @@ def run_sweep(
     return table, missing
 
 
+def _err(row: Row, dtype: str) -> str:
+    return f"{row.max_error[dtype]:>9.1e}" if dtype in row.max_error else f"{'-':>9}"
+
+
 def format_table(rows: Sequence[Row], missing: dict[str, str]) -> str:
-    """The sweep's table (peer by operation), then the refusals and the failures."""
+    """The sweep's table (peer by operation), then the refusals and the failures.
+
+    The error columns are the largest relative error among the cases that agree,
+    per dtype (``-``: no such case).
+    """
     head = (
         f"{'peer':<11} {'operation':<19} {'route':<44} {'cases':>5} {'agree':>5} "
-        f"{'refused':>7} {'n/a':>4} {'largest error':>13} {'failures':>8}"
+        f"{'refused':>7} {'n/a':>4} {'error f32':>9} {'error f64':>9} {'failures':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r.peer:<11} {r.op:<19} {r.label:<44} {r.cases:>5} {r.agreed:>5} "
-            f"{r.n_refused:>7} {r.not_applicable:>4} {r.max_error:>13.2e} {len(r.failures):>8}"
+            f"{r.n_refused:>7} {r.not_applicable:>4} {_err(r, 'float32')} {_err(r, 'float64')} "
+            f"{len(r.failures):>8}"
         )
     for peer, why in missing.items():
         lines.append(f"{peer:<11} not installed: {why}")
