@@ -173,3 +173,14 @@ def test_bad_arguments_are_refused(
 def test_count_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["verify", "--count", "0"]) == 2
     assert "--count must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_progress_goes_to_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fake(monkeypatch, lambda c: OURS[c.op](c))
+    run_sweep(generate_cases(3, ops=["conv2d"]), ["fake"], progress=True)
+    captured = capsys.readouterr()
+    assert "dilconv verify" in captured.err
+    assert "3/3" in captured.err
+    assert captured.out == ""
