@@ -49,7 +49,7 @@ def index_runs(index: np.ndarray) -> list[Run]:
     return runs
 
 
-def _take(x: da.Array, axis: int, start: int, stop: int, step: int = 1) -> da.Array:
+def _take(x: da.Array, axis: int, start: int, stop: int | None, step: int = 1) -> da.Array:
     where: list[Any] = [slice(None)] * x.ndim
     where[axis] = slice(start, stop, step)
     return x[tuple(where)]

@@ -47,7 +47,7 @@ def _block_conv(
     bias: Any,
     options: dict[str, Any],
     axes: tuple[int, int],
-    taps: tuple[tuple[int, int, int], tuple[int, int, int]],
+    taps: tuple[tuple[int, int, int], ...],
     block_info: dict[Any, Any] | None = None,
 ) -> Any:
     """One output chunk: the in-memory call, unpadded, on a chunk and its halo.
@@ -171,7 +171,7 @@ def conv2d(
     out_chunks = list(xd.chunks)
     if c_axis is not None:
         out_chunks[c_axis] = (spec.out_channels,)
-    depth = dict.fromkeys(range(xd.ndim), 0)
+    depth: dict[int, int | tuple[int, int]] = dict.fromkeys(range(xd.ndim), 0)
     first_block = list(xd.shape)
     for i, axis in enumerate((h_axis, w_axis)):
         k, s, d = spec.kernel_hw[i], spec.stride[i], spec.dilation[i]

@@ -183,7 +183,7 @@ def _run_local(marks: Any, scheduler: str, workers: int | None) -> float:
 
     with tqdm(desc="dilconv apply", unit="task", file=sys.stderr) as bar:
 
-        class Progress(Callback):  # type: ignore[misc]
+        class Progress(Callback):
             def _start_state(self, dsk: Any, state: Any) -> None:
                 bar.total = len(dsk)
                 bar.refresh()
