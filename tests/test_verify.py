@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -184,3 +186,39 @@ def test_progress_goes_to_stderr(
     assert "dilconv verify" in captured.err
     assert "3/3" in captured.err
     assert captured.out == ""
+
+
+@pytest.mark.peers
+def test_verify_runs_xla_without_the_pass_that_aborts_on_a_small_transpose() -> None:
+    """JAX 0.10's XLA aborts the process on this transposed convolution unless the
+    algebraic simplifier is off, as ``dilconv verify`` arranges; then JAX agrees."""
+    code = """
+import numpy as np
+from dilconv.cli.verify import _avoid_xla_abort
+_avoid_xla_abort()
+from dilconv.peers import Case, available
+from dilconv.peers import jax as peer
+from dilconv.verify import OURS
+if available("jax") is None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, 2, 3)).astype(np.float32)
+    w = rng.standard_normal((2, 4, 1, 3)).astype(np.float32)
+    options = {"stride": 2, "padding": 1, "data_format": "NHWC"}
+    case = Case("conv2d_transpose", options, x.shape, w.shape, x=x, w=w)
+    print(float(np.abs(peer.conv2d_transpose(case) - OURS[case.op](case)).max()))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "XLA_FLAGS": ""})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    if done.stdout.strip():
+        assert float(done.stdout) < 1e-5
+
+
+def test_xla_workaround_keeps_other_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dilconv.cli import verify as cli_verify
+
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    cli_verify._avoid_xla_abort()
+    assert cli_verify.XLA_WORKAROUND in os.environ["XLA_FLAGS"]
+    assert "--xla_force_host_platform_device_count=2" in os.environ["XLA_FLAGS"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from collections.abc import Callable
 
 
@@ -49,8 +51,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+#: XLA's algebraic simplifier aborts the whole process (``Check failed: ... Window
+#: dimensions do not match RHS shape``) on some small transposed convolutions with
+#: ``lhs_dilation`` (for example input 3x2, kernel 2x4, stride 2, padding 1, in JAX
+#: 0.10). A crash cannot be reported as a refusal, so this command, whose process is
+#: its own, runs XLA without that pass; JAX then computes those cases correctly.
+XLA_WORKAROUND = "--xla_disable_hlo_passes=algsimp"
+
+
+def _avoid_xla_abort() -> None:
+    if "jax" in sys.modules:  # too late: XLA reads its flags once
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_disable_hlo_passes" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {XLA_WORKAROUND}".strip()
+
+
 def run(args: argparse.Namespace) -> int:
     from dilconv.peers import PEERS
+
+    if "jax" in (args.peers or PEERS):
+        _avoid_xla_abort()
     from dilconv.verify import as_json, format_table, generate_cases, run_sweep
 
     if args.count < 1:
