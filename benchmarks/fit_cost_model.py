@@ -76,6 +76,23 @@ def fit() -> dict[str, float]:
     cost["gemm_k"] = 16 * max(peak / gemm_rate(8192, 16, 256) - 1, 0.01)
     cost["gemm_n"] = 16 * max(peak / gemm_rate(8192, 256, 16) - 1, 0.01)
     cost["gemm_m"] = 64 * max(peak / gemm_rate(64, 2048, 256) - 1, 0.01)
+    # BLAS threading a small product itself, against two threads sharing bands of it
+    from dilconv._methods import _kernels
+
+    a = rng.standard_normal((65536, 21), dtype=np.float32)
+    b = rng.standard_normal((21, 21), dtype=np.float32)
+    c = np.empty((65536, 21), np.float32)
+    blas_threads = best(lambda: np.matmul(a, b, out=c))
+    halves = [slice(0, 32768), slice(32768, 65536)]
+    with _kernels.single_threaded_blas():
+        ours = best(lambda: _kernels.parallel_map(lambda h: np.matmul(a[h], b, out=c[h]), halves))
+    cost["small_kn"] = 8192.0
+    cost["small_penalty"] = max(1.0, blas_threads / ours)
+    # a gather of 84-byte runs (21 float32 channels) against the plain copy rate
+    narrow = rng.standard_normal((256, 258, 21), dtype=np.float32)
+    dst = np.empty((256, 256, 21), np.float32)
+    rate = dst.nbytes / best(lambda: np.copyto(dst, narrow[:, 1:-1]))
+    cost["run"] = 84 * max(cost["copy"] / rate - 1, 0.01)
     plane = rng.standard_normal((1024, 1024))
     size = plane.size
     cost["fft"] = 5 * size * np.log2(size) / 2 / best(lambda: sfft.rfft2(plane))

@@ -25,28 +25,43 @@ from dilconv._spec import ConvSpec
 #: Rates and fixed costs of the model (seconds, bytes, operations per second), fitted
 #: by ``benchmarks/fit_cost_model.py`` on this 2-core machine (see benchmarks/RESULTS.md).
 COST: dict[str, float] = {
-    "call": 2e-5,  # fixed cost of one algorithm call (layout, allocation)
-    "tap": 4e-6,  # Python and NumPy overhead per tap, strip or chunk step
-    "elementwise": 3.0e9,  # in-cache multiply or add, elements per second per thread
-    "threads": 1.8,  # speed-up of the elementwise strips on all threads
-    "copy": 2.0e9,  # bytes per second, strided gather into a contiguous buffer
-    "gemm": 1.5e11,  # flop/s of a large float32 matrix product (float64: half)
+    "call": 5e-5,  # fixed cost of one algorithm call (spec, layout, allocation)
+    "tap": 2e-6,  # Python and NumPy overhead per tap, strip, band or chunk step
+    "elementwise": 4.5e9,  # in-cache multiply or add, elements per second per thread
+    "threads": 1.8,  # speed-up of the elementwise strips on all (2) threads
+    "copy": 8e9,  # bytes per second, strided gather into a contiguous buffer
+    "gemm": 1.88e11,  # flop/s of a large float32 matrix product (float64: half)
     "gemm_k": 64.0,  # inner size at which a product runs at half its large-size rate
     "gemm_n": 16.0,  # output width at which a product runs at half rate
     "gemm_m": 256.0,  # rows at which a product runs at half rate
-    "fft": 1.5e9,  # flop/s of a real 2-D FFT (5 n log2 n flop)
-    "einsum": 2.0e9,  # complex multiply-adds per second in the spectral contraction
-    "scipy_direct": 6.0e8,  # multiply-adds per second of scipy.signal.correlate2d
+    "small_kn": 8192.0,  # inner size x output width below which BLAS's own threads...
+    "small_penalty": 4.0,  # ...run a product this many times slower than threads over bands
+    "run": 1024.0,  # bytes of contiguous run at which a gather reaches half its copy rate
+    "fft": 3e9,  # flop/s of a real 2-D FFT (5 n log2 n flop)
+    "einsum": 3e8,  # complex multiply-adds per second in the spectral contraction
+    "scipy_direct": 5e8,  # multiply-adds per second of scipy.signal.correlate2d
 }
 
 
-def _gemm_seconds(spec: ConvSpec, m: float, k: float, n: float) -> float:
-    """Modelled time of an ``(m, k) @ (k, n)`` product."""
+def _gemm_seconds(spec: ConvSpec, m: float, k: float, n: float, shared: bool = False) -> float:
+    """Modelled time of an ``(m, k) @ (k, n)`` product.
+
+    ``shared``: one of many small products spread over our own threads (BLAS on one
+    thread each); otherwise BLAS threads the product itself, which is slow for a
+    small ``k * n`` (measured on the ``context`` case).
+    """
     if min(m, k, n) <= 0:
         return COST["tap"]
     rate = COST["gemm"] / (1 + COST["gemm_k"] / k + COST["gemm_n"] / n + COST["gemm_m"] / m)
     rate = rate / 2 if spec.dtype.itemsize >= 8 else rate
+    if not shared and k * n < COST["small_kn"]:
+        rate /= COST["small_penalty"]
     return 2 * m * k * n / rate + COST["tap"]
+
+
+def _gather_rate(run_bytes: float) -> float:
+    """Bytes per second of a gather whose contiguous runs are ``run_bytes`` long."""
+    return COST["copy"] * run_bytes / (run_bytes + COST["run"])
 
 
 def _tap_area(spec: ConvSpec) -> tuple[int, int]:
@@ -96,7 +111,7 @@ def _tap_gemm(spec: ConvSpec) -> float:
     taps = tap_gemm.live_taps(spec)
     rows = spec.batch * sum(r1 - r0 for _, _, r0, r1 in taps)
     m = min(band, ho) * p
-    per_block = _gemm_seconds(spec, m, c, o) - COST["tap"]
+    per_block = _gemm_seconds(spec, m, c, o, shared=tap_gemm.threaded(spec)) - COST["tap"]
     seconds = rows * p / m * per_block + bands * len(taps) * COST["tap"]
     moved = bands * (band + halo) * wd * c + 2 * spec.batch * ho * p * o
     return COST["call"] + seconds + moved * item / COST["copy"]
@@ -125,11 +140,12 @@ def estimate_seconds(name: str, spec: ConvSpec) -> float:
         return _shift_add(inner) + moved / COST["copy"]
     if name == "im2col":
         gathered = pixels * kh * kw * spec.in_channels * item
+        run = spec.in_channels * item * (kw if spec.dilation[1] == 1 else 1)
         images, rows = im2col.chunking(spec)
         chunks = math.ceil(n / images) * math.ceil(ho / rows)
         m = pixels / chunks
         gemm = chunks * groups * _gemm_seconds(spec, m, kh * kw * cg, og)
-        return COST["call"] + chunks * COST["tap"] + gathered / COST["copy"] + gemm
+        return COST["call"] + chunks * COST["tap"] + gathered / _gather_rate(run) + gemm
     if name == "fft":
         fh, fw = spec.padded_hw
         size = fh * fw
