@@ -12,6 +12,7 @@ The loop oracle ``"direct"`` is never chosen automatically.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dilconv._config import get_workspace_limit
-from dilconv._methods import METHODS, im2col, shift_add, space_to_batch, tap_gemm
+from dilconv._methods import METHODS, _kernels, im2col, shift_add, space_to_batch, tap_gemm
 from dilconv._spec import ConvSpec
 
 #: Rates and fixed costs of the model (seconds, bytes, operations per second), fitted
@@ -167,7 +168,12 @@ def candidates(spec: ConvSpec) -> list[str]:
 
 
 def cheapest(spec: ConvSpec) -> str:
-    """The candidate with the lowest estimated time."""
+    """The candidate with the lowest estimated time (remembered per spec and setting)."""
+    return _cheapest(spec, get_workspace_limit(), _kernels.num_threads())
+
+
+@functools.lru_cache(maxsize=512)
+def _cheapest(spec: ConvSpec, limit: int, threads: int) -> str:
     names = candidates(spec)
     if not names:  # im2col and shift_add always fit; kept as a clear error all the same
         raise ValueError(f"no algorithm fits the workspace limit {get_workspace_limit()} bytes")

@@ -1,0 +1,213 @@
+"""Turn the record of ``benchmarks/run.sh`` into the measured part of RESULTS.md.
+
+Reads ``benchmarks/results.json`` and writes ``benchmarks/RESULTS.md``: the machine,
+the command, one table per case, and every target of the performance issue checked
+against the numbers (met or not, with the ratio)::
+
+    .venv/bin/python benchmarks/write_results.py [--command "..."] [--notes notes.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def case_table(rows: list[dict[str, Any]]) -> list[str]:
+    """One markdown table for the rows of a case: every contender's median in ms."""
+    names: list[str] = []
+    for r in rows:
+        for n in r["contenders"]:
+            if n not in names:
+                names.append(n)
+    head = "| row | " + " | ".join(names) + " | auto/best method |"
+    lines = [head, "|" + "---|" * (len(names) + 2)]
+    for r in rows:
+        cells = []
+        for n in names:
+            c = r["contenders"].get(n)
+            cells.append("-" if c is None else f"{c['median_s'] * 1e3:.1f}")
+        lines.append(
+            f"| {r['row']} | " + " | ".join(cells) + f" | {fmt(r['auto_over_best_method'])} |"
+        )
+    return lines
+
+
+def rate_table(rows: list[dict[str, Any]]) -> list[str]:
+    """dilconv auto's rate, share of the matmul peak, memory and ratios to the peers."""
+    lines = [
+        "| case | row | auto ms | GFLOP/s | % of peak | extra MiB | /torch best | /tf best "
+        "| /ndimage | /convolve2d | best method |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a = r["contenders"]["dilconv auto"]
+        b = r["ratio_best"]
+        lines.append(
+            f"| {r['case']} | {r['row']} | {a['median_s'] * 1e3:.1f} | {a['gflops']:.1f} | "
+            f"{100 * a['peak_share']:.1f} | {fmt(a['extra_mib'], 1)} | {fmt(b.get('torch'))} | "
+            f"{fmt(b.get('tensorflow'))} | {fmt(b.get('ndimage'))} | "
+            f"{fmt(b.get('convolve2d'))} | {r['best_method'] or '-'} |"
+        )
+    return lines
+
+
+def targets(rows: list[dict[str, Any]]) -> list[str]:
+    """Each target of the issue, checked row by row."""
+    out = []
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    seed = [r for r in rows if r["case"] == "seed"]
+    if seed:
+        nd = [r["ratio_best"].get("ndimage") for r in seed]
+        tor = [r["ratio_best"].get("torch") for r in seed]
+        if all(v is not None for v in nd):
+            out.append(
+                f"- seed, <= 0.4x ndimage.correlate at every dilation: {verdict(max(nd) <= 0.4)}"
+                f" (ratios {', '.join(fmt(v) for v in nd)})"
+            )
+        if all(v is not None for v in tor):
+            out.append(
+                f"- seed, <= 0.35x PyTorch at every dilation: {verdict(max(tor) <= 0.35)}"
+                f" (ratios {', '.join(fmt(v) for v in tor)})"
+            )
+        by = {r["row"]: r["contenders"]["dilconv auto"]["median_s"] for r in seed}
+        if "d=1" in by and "d=16" in by:
+            growth = by["d=16"] / by["d=1"]
+            out.append(
+                f"- seed, time at d=16 within 1.3x of d=1: {verdict(growth <= 1.3)} ({growth:.2f}x)"
+            )
+    for case in ("context", "aspp", "wave", "transpose"):
+        sel = [r for r in rows if r["case"] == case]
+        if not sel:
+            continue
+        tor = [(r["row"], r["ratio_best"].get("torch")) for r in sel]
+        tf = [(r["row"], r["ratio_best"].get("tensorflow")) for r in sel]
+        bad = [f"{row} {fmt(v)}" for row, v in tor if v is not None and v > 1.0]
+        worst = max((v for _, v in tor if v is not None), default=None)
+        out.append(
+            f"- {case}, <= 1.0x the better PyTorch layout: {verdict(not bad)}"
+            f" (worst {fmt(worst)}{'; over: ' + ', '.join(bad) if bad else ''})"
+        )
+        bad_tf = [f"{row} {fmt(v)}" for row, v in tf if v is not None and v >= 1.0]
+        worst_tf = max((v for _, v in tf if v is not None), default=None)
+        out.append(
+            f"- {case}, ahead of TensorFlow: {verdict(not bad_tf)}"
+            f" (worst {fmt(worst_tf)}{'; behind: ' + ', '.join(bad_tf) if bad_tf else ''})"
+        )
+    back = [r for r in rows if r["case"] == "backward"]
+    for r in back:
+        v = r["ratio_best"].get("torch")
+        if v is not None:
+            out.append(
+                f"- backward {r['row']}, <= 1.0x PyTorch autograd: {verdict(v <= 1.0)} ({fmt(v)})"
+            )
+    extra = [
+        (r["case"], r["row"], n, c["extra_mib"])
+        for r in rows
+        for n, c in r["contenders"].items()
+        if c["extra_mib"] is not None
+    ]
+    over = [f"{c} {row} {n} {m:.0f} MiB" for c, row, n, m in extra if m > 256]
+    worst_auto = max((m for _, _, n, m in extra if n == "dilconv auto"), default=0.0)
+    out.append(
+        f"- peak extra memory <= 256 MiB: {verdict(not over)} (dilconv auto at most "
+        f"{worst_auto:.1f} MiB{'; over: ' + ', '.join(over) if over else ''})"
+    )
+    auto = [
+        (r["case"], r["row"], r["auto_over_best_method"])
+        for r in rows
+        if r["auto_over_best_method"] is not None
+    ]
+    slow = [f"{c} {row} {v:.2f}" for c, row, v in auto if v > 1.1]
+    out.append(
+        f"- method='auto' within 10% of the best dilconv method on every case: "
+        f"{verdict(not slow)}{' (over: ' + ', '.join(slow) + ')' if slow else ''}"
+    )
+    return out
+
+
+def render(record: dict[str, Any], command: str, notes: str) -> str:
+    m = record["machine"]
+    rows = record["rows"]
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `benchmarks/write_results.py` from `benchmarks/results.json`, the record of",
+        "one run of the command below (every row's contenders timed side by side in that one",
+        "process, alternating, warm-up first, medians; times in milliseconds; ratios are",
+        'dilconv `method="auto"` time over the peer\'s time, below 1 means dilconv is faster).',
+        "",
+        "## Machine and command",
+        "",
+        f"- CPU: {m['cpu']}, {m['cpus']} CPUs; dilconv's own threads: {m['dilconv_threads']}",
+        f"- BLAS (threadpoolctl): {m['blas']}",
+        "- thread pools: "
+        + "; ".join(
+            f"{p.get('internal_api')} {p.get('prefix')} x{p.get('num_threads')}"
+            for p in m["thread_pools"]
+        ),
+        f"- float32 matmul peak (n={m['matmul_peak_n']}), measured in the run: "
+        f"{m['matmul_peak_gflops']:.1f} GFLOP/s before, "
+        f"{m.get('matmul_peak_gflops_after', float('nan')):.1f} after",
+        f"- load average: {m['load_average']} before, {m.get('load_average_after')} after",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())};"
+        f" Python {m['python']}; {m['platform']}",
+        f"- environment: {m['environment'] or 'no OPENBLAS_/OMP_ variables set'}",
+        f"- settings: repeats {record['settings']['repeats']} (contenders slower than "
+        f"{record['settings']['slow_seconds']} s: {record['settings']['slow_repeats']}), "
+        f"workspace limit {record['settings']['workspace_limit_mib']:.0f} MiB",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "## Targets",
+        "",
+        *targets(rows),
+        "",
+    ]
+    if notes:
+        lines += [notes.rstrip(), ""]
+    lines += ["## dilconv auto against the peers", "", *rate_table(rows), ""]
+    lines += ["## Every contender (median ms)", ""]
+    for case in dict.fromkeys(r["case"] for r in rows):
+        lines += [f"### {case}", "", *case_table([r for r in rows if r["case"] == case]), ""]
+        skipped = {
+            f"{r['row']}: {k} ({v})"
+            for r in rows
+            if r["case"] == case
+            for k, v in r["skipped"].items()
+        }
+        if skipped:
+            lines += ["Not run: " + "; ".join(sorted(skipped)) + ".", ""]
+    for peer, why in record["missing_peers"].items():
+        lines.append(f"Peer {peer} not run: {why}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=HERE / "results.json")
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--command", default="benchmarks/run.sh")
+    parser.add_argument("--notes", type=Path, default=None, help="markdown added after targets")
+    args = parser.parse_args()
+    record = json.loads(args.json.read_text(encoding="utf-8"))
+    notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
+    args.out.write_text(render(record, args.command, notes), encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
