@@ -10,10 +10,15 @@ textbook transposed convolution inserts between source pixels. The result is bui
 in row strips: for a single channel or a depthwise layer (elementwise products)
 small enough that every tap adds into a strip while it is still in cache; with
 matrix products, as large as the workspace allows, since a few large products run
-far closer to the machine's peak than many small ones.
+far closer to the machine's peak than many small ones. When each tap's product
+would be narrow (few result channels per group), all the taps share one product
+with their weights side by side, ``g @ [w[0, 0].T | w[0, 1].T | ...]``, and each
+tap's block of columns is added where that tap reaches.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +29,11 @@ from dilconv._spec import ConvSpec
 
 #: Target bytes of one result strip when the taps are elementwise: about an L2 cache.
 STRIP_BYTES = 512 * 2**10
+
+
+#: Taps share one matrix product when the result has at most this many channels per
+#: group (a product only that wide runs well below the machine's peak).
+COMBINE_MAX_CHANNELS = 128
 
 
 def strip_rows(spec: ConvSpec) -> int:
@@ -52,6 +62,9 @@ def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     x = np.zeros((n, *spec.in_hw, spec.in_channels), dtype=spec.dtype)
     taps = shift_add.tap_ranges(spec)
     elementwise = cg == 1 and og == 1
+    if not elementwise and cg <= COMBINE_MAX_CHANNELS and taps:
+        _combined(g, w, spec, taps, x)
+        return x
     w_t = {
         (i, j): [
             np.ascontiguousarray(w[i, j, :, k * og : (k + 1) * og].T) for k in range(spec.groups)
@@ -78,6 +91,33 @@ def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
                     n, o1 - o0, c1 - c0, cg
                 )
     return x
+
+
+def _combined(g: np.ndarray, w: np.ndarray, spec: ConvSpec, taps: list[Any], x: np.ndarray) -> None:
+    """All taps in one product per group and chunk of source rows, scattered per tap."""
+    n, ho, wo, _ = g.shape
+    cg, og, t = spec.in_per_group, spec.out_per_group, len(taps)
+    sh, dh, top = spec.stride[0], spec.dilation[0], spec.pad[0][0]
+    per_row = n * wo * t * cg * spec.dtype.itemsize
+    rows = int(max(1, min(ho, (get_workspace_limit() // 4) // per_row)))
+    w_all = [
+        np.ascontiguousarray(
+            np.stack([w[i, j, :, k * og : (k + 1) * og].T for i, j, *_ in taps], axis=1)
+        ).reshape(og, t * cg)
+        for k in range(spec.groups)
+    ]
+    for o_a in range(0, ho, rows):
+        o_b = min(ho, o_a + rows)
+        for k in range(spec.groups):
+            src = g[:, o_a:o_b, :, k * og : (k + 1) * og].reshape(-1, og)
+            prod = (src @ w_all[k]).reshape(n, o_b - o_a, wo, t, cg)
+            for tap, (i, _, _, cols, (r0, r1), (c0, c1)) in enumerate(taps):
+                a, b = max(r0, o_a), min(r1, o_b)
+                if a >= b:
+                    continue
+                t0 = a * sh + i * dh - top
+                target = x[:, t0 : t0 + (b - a - 1) * sh + 1 : sh, cols, k * cg : (k + 1) * cg]
+                target += prod[:, a - o_a : b - o_a, c0:c1, tap]
 
 
 def workspace_bytes(spec: ConvSpec) -> int:
