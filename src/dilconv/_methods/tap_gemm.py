@@ -71,7 +71,7 @@ def live_taps(spec: ConvSpec) -> list[tuple[int, int, int, int]]:
     (kh, kw), (dh, dw) = spec.kernel_hw, spec.dilation
     top, left = spec.pad[0][0], spec.pad[1][0]
     cols = [_shapes.tap_output_range(wd, j, 1, dw, left, wo) for j in range(kw)]
-    taps = []
+    taps: list[tuple[int, int, int, int]] = []
     for i in range(kh):
         r0, r1 = _shapes.tap_output_range(h, i, 1, dh, top, ho)
         taps.extend((i, j, r0, r1) for j in range(kw) if r0 < r1 and cols[j][0] < cols[j][1])
