@@ -6,6 +6,13 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+# XLA's algebraic simplifier aborts the process on some small lhs-dilated
+# convolutions (see dilconv.cli.verify.XLA_WORKAROUND); set before JAX is imported.
+if "xla_disable_hlo_passes" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_disable_hlo_passes=algsimp"
+    ).strip()
+
 settings.register_profile(
     "ci",
     derandomize=True,
