@@ -73,7 +73,9 @@ def leftovers(tmp_path: Path, name: str) -> list[str]:
     return sorted(p.name for p in tmp_path.iterdir() if p.name.lstrip(".").startswith(name))
 
 
-def test_image_larger_than_the_workers_memory(tmp_path: Path) -> None:
+def test_image_larger_than_the_workers_memory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A 1 GiB float32 image on 2 workers of 256 MiB each: completes, exactly.
 
     Twice the workers' total memory limit (a worker process alone takes about
@@ -87,6 +89,10 @@ def test_image_larger_than_the_workers_memory(tmp_path: Path) -> None:
     argv = [str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "--kernel", str(k)]
     argv += ["--dilation", "6", "--padding", "same", "--workers", str(workers)]
     assert main(["apply", *argv, "--memory-limit", limit]) == 0
+    out = capsys.readouterr().out
+    assert "scheduler tcp://127.0.0.1:" in out
+    assert "2 workers, 2 threads, memory limit [268435456] bytes each" in out
+    assert "chunks (1024, 1024) (regular" in out
     assert zarr.open_array(store=str(tmp_path / "out.zarr"), mode="r").chunks == chunks
     check_by_slabs(tmp_path / "in.zarr", tmp_path / "out.zarr", np.load(k), dilation=6)
     assert leftovers(tmp_path, "out.zarr") == ["out.zarr"]
@@ -119,6 +125,8 @@ def test_worker_killed_mid_run(tmp_path: Path) -> None:
     ):
         argv = ["apply", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "--kernel", str(k)]
         argv += ["--dilation", "5", "--padding", "same", "--scheduler", cluster.scheduler_address]
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert all(a.startswith("tcp://127.0.0.1:") for a in client.scheduler_info()["workers"])
         run = threading.Thread(target=lambda: status.update(rc=main(argv)))
         run.start()
         deadline = time.monotonic() + 120
