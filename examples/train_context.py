@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels", type=int, default=12)
     parser.add_argument("--markers", type=int, default=3)
     parser.add_argument("--radius", type=float, default=20.0)
-    parser.add_argument("--lr", type=float, default=0.2)
+    parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--every", type=int, default=25, help="evaluate every this many steps")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
