@@ -231,3 +231,15 @@ def test_existing_output_needs_overwrite(
     expected = dilconv.conv2d(x, w, dilation=2, padding="full")
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
     assert leftovers(tmp_path, "out.npy") == ["out.npy"]
+
+
+def test_workers_with_a_scheduler_address_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_image(tmp_path / "in.zarr", (32, 32), (16, 16), seed=8)
+    kernel_file(tmp_path)
+    argv = ["apply", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "--kernel"]
+    argv += [str(tmp_path / "k.npy"), "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"]
+    assert main(argv) == 2
+    assert "--workers and --memory-limit start a LocalCluster" in capsys.readouterr().err
+    assert leftovers(tmp_path, "out.zarr") == []

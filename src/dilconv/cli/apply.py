@@ -152,7 +152,11 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
                 f"--workers and --memory-limit start a LocalCluster; they cannot be used with "
                 f"--scheduler {args.scheduler!r}"
             )
-        with Client(args.scheduler) as client:
+        try:
+            client = Client(args.scheduler, timeout="20s")
+        except OSError as err:
+            raise ValueError(f"cannot reach the scheduler at {args.scheduler!r}: {err}") from err
+        with client:
             yield client
         return
     workers = 2 if args.workers is None else args.workers
