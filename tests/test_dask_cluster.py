@@ -4,7 +4,8 @@ Every cluster binds 127.0.0.1 and is closed by the test that starts it. Results
 are checked without loading a whole image: slab by slab against the in-memory
 :func:`dilconv.conv2d` on the input rows each slab reads. Inputs are small
 integers in float32 and kernels small integers, so every sum is exact in any
-order and every comparison is exact equality, whatever algorithm a chunk uses.
+order by every algorithm but the FFT (which rounds): the runs and the references name
+``shift_add`` (``METHOD``), and every comparison is exact equality.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ import dilconv
 from dilconv.cli import main
 
 pytestmark = pytest.mark.slow
+
+#: An algorithm that sums small integers exactly (any but "fft"), so results compare equal.
+METHOD = "shift_add"
 
 
 def write_image(path: Path, shape: tuple[int, int], chunks: tuple[int, int], seed: int) -> Any:
@@ -55,7 +59,7 @@ def check_by_slabs(
         i0, i1 = o0 - top, o1 - 1 - top + extent  # the input rows these outputs read
         rows = x[max(i0, 0) : min(i1, h)]
         pads = ((max(-i0, 0), max(i1 - h, 0)), (left, right))
-        expected = dilconv.conv2d(rows, w, dilation=dilation, padding=pads)
+        expected = dilconv.conv2d(rows, w, dilation=dilation, padding=pads, method=METHOD)
         actual = y[o0:o1]
         if not np.array_equal(actual, expected):
             np.testing.assert_array_equal(actual, expected, err_msg=f"output rows {o0}:{o1}")
@@ -87,7 +91,7 @@ def test_image_larger_than_the_workers_memory(
     assert x.nbytes == 2**30 >= 2 * workers * parse_bytes(limit)
     k = kernel_file(tmp_path)
     argv = [str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "--kernel", str(k)]
-    argv += ["--dilation", "6", "--padding", "same", "--workers", str(workers)]
+    argv += ["--dilation", "6", "--padding", "same", "--workers", str(workers), "--method", METHOD]
     assert main(["apply", *argv, "--memory-limit", limit]) == 0
     out = capsys.readouterr().out
     assert "scheduler tcp://127.0.0.1:" in out
@@ -124,7 +128,8 @@ def test_worker_killed_mid_run(tmp_path: Path) -> None:
         Client(cluster) as client,
     ):
         argv = ["apply", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "--kernel", str(k)]
-        argv += ["--dilation", "5", "--padding", "same", "--scheduler", cluster.scheduler_address]
+        argv += ["--dilation", "5", "--padding", "same", "--method", METHOD]
+        argv += ["--scheduler", cluster.scheduler_address]
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         assert all(a.startswith("tcp://127.0.0.1:") for a in client.scheduler_info()["workers"])
         run = threading.Thread(target=lambda: status.update(rc=main(argv)))
@@ -151,7 +156,8 @@ def test_worker_killed_mid_run(tmp_path: Path) -> None:
 
 def _apply(tmp_path: Path, x_name: str, *options: str, out: str = "out.zarr") -> int:
     argv = ["apply", str(tmp_path / x_name), str(tmp_path / out), "--kernel"]
-    return main([*argv, str(tmp_path / "k.npy"), "--scheduler", "threads", *options])
+    argv += [str(tmp_path / "k.npy"), "--scheduler", "threads", "--method", METHOD]
+    return main([*argv, *options])
 
 
 def test_kernel_larger_than_the_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -198,7 +204,8 @@ def test_stride_that_does_not_divide_the_chunks_is_realigned(
     y = zarr.open_array(store=str(tmp_path / "out.zarr"), mode="r")
     assert y.chunks == (2, 2)
     options_ = dict(stride=3, dilation=2, padding="same", padding_mode="reflect")
-    np.testing.assert_array_equal(y[:], dilconv.conv2d(x[:], np.load(k), **options_))
+    expected = dilconv.conv2d(x[:], np.load(k), method=METHOD, **options_)
+    np.testing.assert_array_equal(y[:], expected)
 
 
 def test_failure_mid_run_leaves_no_output(tmp_path: Path) -> None:
@@ -227,8 +234,9 @@ def test_existing_output_needs_overwrite(
     assert (tmp_path / "out.npy").read_bytes() == b"old"
     argv = ["apply", str(tmp_path / "in.npy"), str(tmp_path / "out.npy"), "--kernel"]
     argv += [str(tmp_path / "k.npy"), "--dilation", "2", "--padding", "full", "--overwrite"]
+    argv += ["--method", METHOD]
     assert main([*argv, "--scheduler", "processes", "--workers", "2"]) == 0
-    expected = dilconv.conv2d(x, w, dilation=2, padding="full")
+    expected = dilconv.conv2d(x, w, dilation=2, padding="full", method=METHOD)
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
     assert leftovers(tmp_path, "out.npy") == ["out.npy"]
 
@@ -243,3 +251,18 @@ def test_workers_with_a_scheduler_address_is_refused(
     assert main(argv) == 2
     assert "--workers and --memory-limit start a LocalCluster" in capsys.readouterr().err
     assert leftovers(tmp_path, "out.zarr") == []
+
+
+def test_chunks_option_sets_the_output_chunking(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x = write_image(tmp_path / "in.zarr", (40, 50), (16, 16), seed=9)
+    k = kernel_file(tmp_path)
+    options = ("--stride", "2", "--dilation", "3", "--padding", "1,2,0,3", "--chunks", "4,6")
+    assert _apply(tmp_path, "in.zarr", *options) == 0
+    assert "chunks (4, 6) (regular" in capsys.readouterr().out
+    y = zarr.open_array(store=str(tmp_path / "out.zarr"), mode="r")
+    assert y.chunks == (4, 6)
+    options_ = dict(stride=2, dilation=3, padding=((1, 2), (0, 3)), method=METHOD)
+    expected = dilconv.conv2d(x[:], np.load(k), **options_)
+    np.testing.assert_array_equal(y[:], expected)

@@ -141,8 +141,8 @@ def conv2d(
     Examples
     --------
     >>> import numpy as np, dask.array as da, dilconv
-    >>> x = np.arange(100.0).reshape(10, 10)
-    >>> w = np.ones((2, 2))
+    >>> x = np.arange(100).reshape(10, 10)
+    >>> w = np.ones((2, 2), dtype=int)
     >>> options = dict(dilation=3, padding="same", stride=2)
     >>> y = conv2d(da.from_array(x, chunks=3), w, **options)
     >>> y.chunks
