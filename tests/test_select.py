@@ -113,3 +113,26 @@ def test_measure_returns_the_fastest_name_and_every_candidate_time() -> None:
     assert plain in times
     with pytest.raises(TypeError, match="measure must be a bool"):
         dilconv.choose_method(x, w, measure="yes")
+
+
+def test_concurrent_threaded_calls_agree_and_restore_blas_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 96, 96, 8)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    opts = {"padding": "same", "dilation": 2, "data_format": "NHWC"}
+    expected = dilconv.conv2d(x, w, method="im2col", **opts)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(
+            pool.map(lambda _: dilconv.conv2d(x, w, method="tap_gemm", **opts), range(6))
+        )
+    for y in results:
+        np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    assert blas_threads() == before

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,6 +26,7 @@ _GEMM: dict[np.dtype, Callable[..., np.ndarray]] = {
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _controller: Any = None
+_blas_lock = threading.Lock()
 
 
 def num_threads() -> int:
@@ -87,16 +89,18 @@ def _each(fn: Callable[[Any], Any], pieces: list[Any]) -> None:
 def single_threaded_blas() -> Iterator[None]:
     """BLAS on one thread while our own threads share the work (no oversubscription).
 
-    The limit is process-wide for its duration (threadpoolctl); the controller that
-    sets it is built once.
+    The limit is process-wide (threadpoolctl) and must be restored by the thread
+    that set it, so such regions run one at a time: a second caller waits (the
+    cores are busy anyway).
     """
     global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
+    with _blas_lock:
+        if _controller is None:
+            from threadpoolctl import ThreadpoolController
 
-        _controller = ThreadpoolController()
-    with _controller.limit(limits=1, user_api="blas"):
-        yield
+            _controller = ThreadpoolController()
+        with _controller.limit(limits=1, user_api="blas"):
+            yield
 
 
 def accumulate_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
