@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dilconv._spec import as_choice, as_int, as_pair
+from dilconv._spec import PADDING_MODES, as_choice, as_int, as_pair
 from dilconv.conv import conv2d
 from dilconv.grad import conv2d_grad_bias, conv2d_grad_input, conv2d_grad_weight
 from dilconv.receptive import receptive_field
@@ -125,11 +125,7 @@ class Conv2d(Module):
             "padding": padding,
             "dilation": dilation,
             "groups": self.groups,
-            "padding_mode": as_choice(
-                "padding_mode",
-                padding_mode,
-                ("zeros", "reflect", "replicate", "circular", "symmetric"),
-            ),
+            "padding_mode": as_choice("padding_mode", padding_mode, PADDING_MODES),
         }
         generator = np.random.default_rng(rng)
         kh, kw = self.kernel_size

@@ -40,8 +40,3 @@ def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
                         w_g = w[i, j, :, grp * og : (grp + 1) * og]
                         x[:, ih, iw, grp * cg : (grp + 1) * cg] += g_g @ w_g.T
     return x
-
-
-def workspace_bytes(spec: ConvSpec) -> int:
-    """No scratch memory beyond the result."""
-    return 0

@@ -118,9 +118,3 @@ def _combined(g: np.ndarray, w: np.ndarray, spec: ConvSpec, taps: list[Any], x: 
                 t0 = a * sh + i * dh - top
                 target = x[:, t0 : t0 + (b - a - 1) * sh + 1 : sh, cols, k * cg : (k + 1) * cg]
                 target += prod[:, a - o_a : b - o_a, c0:c1, tap]
-
-
-def workspace_bytes(spec: ConvSpec) -> int:
-    """One strip's per-tap product."""
-    rows = strip_rows(spec)
-    return spec.batch * rows * spec.in_hw[1] * spec.in_channels * spec.dtype.itemsize
