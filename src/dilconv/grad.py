@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from dilconv import _select, _shapes
-from dilconv._layout import to_canonical, weight_from_canonical
+from dilconv._layout import weight_from_canonical
 from dilconv._padding import pad_spatial
 from dilconv._spec import DATA_FORMATS, ConvSpec, as_array, as_choice, compute_dtypes, make_spec
 from dilconv._transpose import resolve_transpose_method, run_conv_transpose
@@ -107,32 +107,49 @@ def conv2d_grad_input(
     return run_conv_transpose(ga, wa, None, spec, resolve_transpose_method(method, spec))
 
 
+def _grouped(a: np.ndarray, spec: ConvSpec, channels: int) -> np.ndarray:
+    """Activations in the caller's layout and rank as a view ``(N, groups, C/groups, H, W)``."""
+    if spec.x_ndim == 2:
+        return a[None, None, None]
+    if spec.x_ndim == 3:
+        a = a[None]
+    n, per = a.shape[0], channels // spec.groups
+    if spec.data_format == "NCHW":
+        return a.reshape(n, spec.groups, per, *a.shape[2:])
+    return a.reshape(*a.shape[:3], spec.groups, per).transpose(0, 3, 4, 1, 2)
+
+
 def _swapped(
     x: np.ndarray, g: np.ndarray, spec: ConvSpec
 ) -> tuple[np.ndarray, np.ndarray, ConvSpec]:
     """The weight gradient as a forward problem: arrays and spec.
 
-    ``x`` (canonical, padded when the mode is not zeros) becomes an input whose batch
-    is the channel within a group and whose channels are ``(group, image)``; ``g``
-    becomes a kernel ``(Ho, Wo, N, O)`` with dilation = stride, run with stride =
-    dilation and ``groups`` groups. Rows past the last one the forward stride reads
-    are cut off, so the result is exactly ``(C/groups, kh, kw, O)``.
+    ``x`` (in the caller's layout) becomes an input ``(C/groups, H, W, groups * N)``
+    whose batch is the channel within a group and whose channels are ``(group,
+    image)``, padded by ``padding_mode`` when that is not zeros; ``g`` becomes a
+    kernel ``(Ho, Wo, N, O)`` with dilation = stride, run with stride = dilation and
+    ``groups`` groups. Rows past the last one the forward stride reads are cut off,
+    so the result is exactly ``(C/groups, kh, kw, O)``. For NCHW with one image no
+    copy of ``x`` is made.
     """
-    n, h, w, c = x.shape
-    groups, cg = spec.groups, spec.in_per_group
+    xs = _grouped(x, spec, spec.in_channels).transpose(2, 3, 4, 1, 0)  # (cg, H, W, G, N)
+    if spec.padding_mode != "zeros":
+        xs = pad_spatial(xs.astype(spec.dtype, copy=False), spec.pad, spec.padding_mode)
+    lowered = spec.lowered()
     pads, keep = [], []
-    for axis, size in enumerate((h, w)):
-        lo, hi = spec.pad[axis]
+    for axis in range(2):
+        size, (lo, hi) = lowered.in_hw[axis], lowered.pad[axis]
         k, s, d = spec.kernel_hw[axis], spec.stride[axis], spec.dilation[axis]
         tail = _shapes.unreached_tail(size, k, s, d, lo, hi)
         pads.append((lo, hi - min(hi, tail)))
         keep.append(size - max(tail - hi, 0))
     if min(keep) < 1:  # the padding alone covers every read: x gets no gradient
-        return x[:0], g[:0], spec
-    x = x[:, : keep[0], : keep[1]]
-    xs = x.reshape(n, keep[0], keep[1], groups, cg).transpose(4, 1, 2, 3, 0)
-    xs = np.ascontiguousarray(xs).reshape(cg, keep[0], keep[1], groups * n)
-    ks = g.transpose(1, 2, 0, 3)
+        return xs[:0], g[:0], spec
+    cg, rows = spec.in_per_group, xs.shape[3] * xs.shape[4]
+    xs = np.ascontiguousarray(xs[:, : keep[0], : keep[1]], dtype=spec.dtype)
+    xs = xs.reshape(cg, keep[0], keep[1], rows)
+    ks = _grouped(g, spec, spec.out_channels).transpose(3, 4, 0, 1, 2)  # (Ho, Wo, N, G, og)
+    ks = np.ascontiguousarray(ks, dtype=spec.dtype).reshape(*ks.shape[:3], spec.out_channels)
     swapped = make_spec(
         xs.shape,
         ks.shape,
@@ -140,7 +157,7 @@ def _swapped(
         stride=spec.dilation,
         padding=(pads[0], pads[1]),
         dilation=spec.stride,
-        groups=groups,
+        groups=spec.groups,
         data_format="NHWC",
     )
     return xs, ks, swapped
@@ -211,11 +228,7 @@ def conv2d_grad_weight(
         flip=flip,
     )
     _check_grad_out(ga, spec, f"x {xa.shape} and weight_shape {tuple(weight_shape)}")
-    xc = to_canonical(xa, spec)
-    if spec.padding_mode != "zeros":
-        xc = pad_spatial(xc, spec.pad, spec.padding_mode)
-    lowered = spec.lowered()
-    xs, ks, swapped = _swapped(xc, to_canonical(ga, spec), lowered)
+    xs, ks, swapped = _swapped(xa, ga, spec)
     kh, kw = spec.kernel_hw
     if xs.size == 0:
         dw = np.zeros((kh, kw, spec.in_per_group, spec.out_channels), dtype=spec.dtype)
