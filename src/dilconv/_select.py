@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dilconv._config import get_workspace_limit
-from dilconv._methods import METHODS, _kernels, im2col, shift_add, space_to_batch, tap_gemm
+from dilconv._methods import METHODS, _kernels, _single, im2col, shift_add, space_to_batch, tap_gemm
 from dilconv._spec import ConvSpec
 
 #: Rates and fixed costs of the model (seconds, bytes, operations per second), fitted
@@ -81,7 +81,11 @@ def _shift_add(spec: ConvSpec) -> float:
     if shift_add.elementwise(spec):
         strips = spec.batch * math.ceil(spec.out_hw[0] / shift_add.strip_rows(spec))
         rate = COST["elementwise"] * (COST["threads"] if area > shift_add.PARALLEL_MIN else 1)
-        return COST["call"] + strips * taps * 2 * COST["tap"] + 2 * area * spec.out_channels / rate
+        passes, calls = 2.0, strips * taps * 2
+        if _single.applies(spec):  # one fused pass per tap (two when split by kernel column)
+            passes = 1.0 if spec.dilation[1] != spec.stride[1] else 5 / 3
+            calls = strips * (1 if passes == 1 else 2 * spec.kernel_hw[1])
+        return COST["call"] + calls * COST["tap"] + passes * area * spec.out_channels / rate
     windows = shift_add.column_window_bytes(spec)
     if spec.stride == (1, 1) and groups == 1 and windows <= get_workspace_limit():
         gemm = sum(

@@ -22,7 +22,7 @@ import numpy as np
 
 from dilconv import _shapes
 from dilconv._config import get_workspace_limit
-from dilconv._methods import _kernels
+from dilconv._methods import _kernels, _single
 from dilconv._spec import ConvSpec
 
 #: Target bytes of one output strip of the elementwise path (its temporary is as
@@ -248,7 +248,9 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     y = np.empty((spec.batch, *spec.out_hw, spec.out_channels), dtype=spec.dtype)
     if y.size == 0:
         return y
-    if elementwise(spec):
+    if _single.applies(spec):
+        _single.conv(x, w, spec, y)
+    elif elementwise(spec):
         _elementwise(x, w, spec, y)
     else:
         _products(x, w, spec, y)
@@ -259,6 +261,8 @@ def workspace_bytes(spec: ConvSpec) -> int:
     """Elementwise: one strip buffer per thread; products: the column windows or a band's."""
     rows, wo = strip_rows(spec), spec.out_hw[1]
     windows = column_window_bytes(spec)
+    if _single.applies(spec):
+        return _single.slab_bytes(spec) * _kernels.num_threads()
     if elementwise(spec):
         per = rows * wo * spec.out_channels * _kernels.num_threads()
     elif spec.stride == (1, 1) and spec.groups == 1 and windows <= get_workspace_limit():
