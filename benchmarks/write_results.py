@@ -1,8 +1,9 @@
 """Turn the record of ``benchmarks/run.sh`` into the measured part of RESULTS.md.
 
-Reads ``benchmarks/results.json`` and writes ``benchmarks/RESULTS.md``: the machine,
-the command, one table per case, and every target of the performance issue checked
-against the numbers (met or not, with the ratio)::
+Reads ``benchmarks/results.json`` and writes its section of ``benchmarks/RESULTS.md``
+(between ``<!-- bench:start -->`` and ``<!-- bench:end -->``; the rest of the file is
+kept): the machine, the command, one table per case, and every target of the
+performance issue checked against the numbers (met or not, with the ratio)::
 
     .venv/bin/python benchmarks/write_results.py [--command "..."] [--notes notes.md]
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -141,14 +143,17 @@ def render(record: dict[str, Any], command: str, notes: str) -> str:
     m = record["machine"]
     rows = record["rows"]
     lines = [
+        START,
         "# Benchmark results",
+        "",
+        "## `dilconv bench`: dilconv against PyTorch, TensorFlow and SciPy",
         "",
         "Written by `benchmarks/write_results.py` from `benchmarks/results.json`, the record of",
         "one run of the command below (every row's contenders timed side by side in that one",
         "process, alternating, warm-up first, medians; times in milliseconds; ratios are",
         'dilconv `method="auto"` time over the peer\'s time, below 1 means dilconv is faster).',
         "",
-        "## Machine and command",
+        "### Machine and command",
         "",
         f"- CPU: {m['cpu']}, {m['cpus']} CPUs; dilconv's own threads: {m['dilconv_threads']}",
         f"- BLAS (threadpoolctl): {m['blas']}",
@@ -172,17 +177,17 @@ def render(record: dict[str, Any], command: str, notes: str) -> str:
         command,
         "```",
         "",
-        "## Targets",
+        "### Targets",
         "",
         *targets(rows),
         "",
     ]
     if notes:
         lines += [notes.rstrip(), ""]
-    lines += ["## dilconv auto against the peers", "", *rate_table(rows), ""]
-    lines += ["## Every contender (median ms)", ""]
+    lines += ["### dilconv auto against the peers", "", *rate_table(rows), ""]
+    lines += ["### Every contender (median ms)", ""]
     for case in dict.fromkeys(r["case"] for r in rows):
-        lines += [f"### {case}", "", *case_table([r for r in rows if r["case"] == case]), ""]
+        lines += [f"#### {case}", "", *case_table([r for r in rows if r["case"] == case]), ""]
         skipped = {
             f"{r['row']}: {k} ({v})"
             for r in rows
@@ -193,7 +198,17 @@ def render(record: dict[str, Any], command: str, notes: str) -> str:
             lines += ["Not run: " + "; ".join(sorted(skipped)) + ".", ""]
     for peer, why in record["missing_peers"].items():
         lines.append(f"Peer {peer} not run: {why}")
+    lines.append(END)
     return "\n".join(lines) + "\n"
+
+
+def merge(existing: str, section: str) -> str:
+    """``existing`` with its bench section replaced by ``section`` (put first if absent)."""
+    if START in existing and END in existing:
+        head, rest = existing.split(START, 1)
+        tail = rest.split(END, 1)[1].lstrip("\n")
+        return head + section + ("\n" + tail if tail else "")
+    return section + ("\n" + existing if existing.strip() else "")
 
 
 def main() -> None:
@@ -205,7 +220,8 @@ def main() -> None:
     args = parser.parse_args()
     record = json.loads(args.json.read_text(encoding="utf-8"))
     notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
-    args.out.write_text(render(record, args.command, notes), encoding="utf-8")
+    existing = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+    args.out.write_text(merge(existing, render(record, args.command, notes)), encoding="utf-8")
     print(f"wrote {args.out}")
 
 
