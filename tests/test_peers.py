@@ -87,7 +87,7 @@ def helper_test_op(peer: str, case: Case) -> int:
         assert_close(
             ours,
             theirs,
-            magnitude=scale,
+            magnitude=scale + scale.max(initial=0.0),  # FFT methods round at the global scale
             kind=kind,
             context=f"dilconv vs {route.label}: {case.describe()}",
         )
