@@ -1,5 +1,8 @@
 """Throughput of ``dilconv apply`` on 1 and 2 Dask workers against in-memory ``conv2d``.
 
+Also ``--scheduler threads`` (Dask's thread pool in the command's own process):
+the difference is the cost of the cluster's processes and transfers.
+
 Writes a float32 Zarr image, runs the command as a user would (a subprocess,
 a fresh ``LocalCluster`` on 127.0.0.1 each time), checks the result against the
 in-memory call, and prints a Markdown table of megapixels (of input) per second.
@@ -91,6 +94,16 @@ def main() -> int:
                 f"{mpx / wall:.1f} (compute and write: {mpx / compute:.1f}) |"
             )
             shutil.rmtree(out)
+        out = tmp / "out-threads.zarr"
+        argv = [exe, "apply", str(image), str(out), "--kernel", str(kernel), *options]
+        wall, compute, _ = run_apply([*argv, "--scheduler", "threads"])
+        np.testing.assert_allclose(
+            zarr.open_array(store=str(out), mode="r")[:], expected, rtol=2e-5, atol=2e-5
+        )
+        rows.append(
+            f"| `dilconv apply --scheduler threads` (no cluster) | {wall:.2f} s | "
+            f"{compute:.2f} s | {mpx / wall:.1f} (compute and write: {mpx / compute:.1f}) |"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
