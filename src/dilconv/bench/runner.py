@@ -1,8 +1,8 @@
 """Timing: every contender of a row side by side, alternating, warm-up first, medians.
 
 Each row's contenders run once to warm up (and to check they agree with dilconv),
-then ``repeats`` rounds in which every contender runs once, the order rotated each
-round so no contender always follows the same one. A contender whose warm-up
+then ``repeats`` rounds in which every contender runs once, in a fresh (seeded)
+random order each round, so no contender always follows the same one. A contender whose warm-up
 takes longer than :data:`SLOW_SECONDS` is timed :data:`SLOW_REPEATS` times only
 (the table shows how many). dilconv's contenders are then run once more under
 ``tracemalloc`` for the peak memory they allocate beyond their result.
@@ -72,8 +72,11 @@ def time_row(built: C.Built, repeats: int, bar: Any) -> dict[str, Any]:
         del out
         bar.update(1)
     times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+    order = np.random.default_rng(0)
+    for _ in range(repeats):
+        # a fresh order each round: no contender always follows the same one (what the
+        # previous call freed or left in cache would otherwise favour some contenders)
+        for name in [names[k] for k in order.permutation(len(names))]:
             if warm[name] > SLOW_SECONDS and len(times[name]) >= SLOW_REPEATS:
                 bar.update(1)
                 continue
