@@ -42,7 +42,9 @@ def chunking(spec: ConvSpec) -> tuple[int, int]:
     per_row = row_bytes(spec)
     ho, wo = spec.out_hw
     target = max(CHUNK_BYTES, -(-MIN_PIXELS // max(wo, 1)) * per_row)
-    limit = min(get_workspace_limit(), target)
+    kh, kw = spec.kernel_hw
+    weights = kh * kw * spec.in_per_group * spec.out_channels * spec.dtype.itemsize
+    limit = min(get_workspace_limit() - weights, target)  # the weights' contiguous copy
     rows = int(min(ho, max(1, limit // per_row)))
     images = int(min(spec.batch, max(1, limit // (per_row * ho)))) if rows == ho else 1
     return images, rows
@@ -86,9 +88,11 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 
 def workspace_bytes(spec: ConvSpec) -> int:
-    """One chunk's slab, columns and product."""
+    """One chunk's slab, columns and product, and the weights' contiguous copy."""
     images, rows = chunking(spec)
-    return images * rows * row_bytes(spec)
+    kh, kw = spec.kernel_hw
+    weights = kh * kw * spec.in_per_group * spec.out_channels * spec.dtype.itemsize
+    return images * rows * row_bytes(spec) + weights
 
 
 def refusal(spec: ConvSpec) -> str | None:
