@@ -23,8 +23,14 @@ from dilconv._config import get_workspace_limit
 from dilconv._methods import METHODS, _kernels, _single, im2col, shift_add, space_to_batch, tap_gemm
 from dilconv._spec import ConvSpec
 
-#: Rates and fixed costs of the model (seconds, bytes, operations per second), fitted
-#: by ``benchmarks/fit_cost_model.py`` on this 2-core machine (see benchmarks/RESULTS.md).
+#: Rates and fixed costs of the model (seconds, bytes, operations per second) on this
+#: 2-core machine. ``benchmarks/fit_cost_model.py`` measures each one with its own
+#: micro-benchmark, prints a fresh table and checks the model's choices against a
+#: stopwatch on the benchmark shapes. These values: "gemm", "elementwise" and "tap"
+#: from its measurements on a quiet machine; "small_penalty", "run" and the "gemm_*"
+#: half-rate sizes set so the model ranks the algorithms as measured on the
+#: ``context``, ``wave`` and ``aspp`` cases (benchmarks/RESULTS.md: on its quieter run
+#: ``im2col`` beat ``tap_gemm`` on 64 channels, so "auto" is up to 1.3x there).
 COST: dict[str, float] = {
     "call": 5e-5,  # fixed cost of one algorithm call (spec, layout, allocation)
     "tap": 2e-6,  # Python and NumPy overhead per tap, strip, band or chunk step
