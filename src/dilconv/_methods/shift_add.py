@@ -26,8 +26,8 @@ from dilconv._methods import _kernels, _single
 from dilconv._spec import ConvSpec
 
 #: Target bytes of one output strip of the elementwise path (its temporary is as
-#: large): two of them and the input rows they read fit a 1 MiB L2 cache. Fitted by
-#: ``benchmarks/fit_cost_model.py --strips`` on the ``seed`` case (see RESULTS.md).
+#: large): two of them and the input rows they read fit a 1 MiB L2 cache (32-512 KiB
+#: timed alike on the ``seed`` case under load).
 STRIP_BYTES = 128 * 2**10
 
 #: Below this many output elements the elementwise path runs on one thread.
