@@ -84,8 +84,9 @@ def conv2d(
         the kernel reversed (``scipy.signal.convolve2d``).
     method : str
         ``"auto"`` (the cost model of :func:`choose_method`) or one of
-        ``"direct"``, ``"dilated_kernel"``, ``"shift_add"``, ``"im2col"``,
-        ``"space_to_batch"``, ``"fft"``; all give the same answer.
+        ``"direct"``, ``"dilated_kernel"``, ``"shift_add"``, ``"tap_gemm"``,
+        ``"im2col"``, ``"space_to_batch"``, ``"fft"`` (:data:`dilconv.METHODS`);
+        all give the same answer.
 
     Returns
     -------
