@@ -47,13 +47,18 @@ def conv_cases(
     modes: tuple[str, ...] = PADDING_MODES,
     max_hw: int = 12,
     bias: bool | None = None,
+    one_per_group: bool = False,
 ) -> Case:
-    """A valid ``conv2d`` call with small random arrays."""
+    """A valid ``conv2d`` call with small random arrays.
+
+    ``one_per_group``: one input and one output channel per group (a single channel,
+    or depthwise), the calls the elementwise algorithms take.
+    """
     rank = draw(st.sampled_from([2, 3, 4]))
     data_format = draw(st.sampled_from(["NCHW", "NHWC"]))
     groups = 1 if rank == 2 else draw(st.integers(1, 3))
-    cg = 1 if rank == 2 else draw(st.integers(1, 3))
-    og = 1 if rank == 2 else draw(st.integers(1, 3))
+    cg = 1 if rank == 2 or one_per_group else draw(st.integers(1, 3))
+    og = 1 if rank == 2 or one_per_group else draw(st.integers(1, 3))
     n = draw(st.integers(1, 2))
     h, w = draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw))
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))

@@ -12,6 +12,8 @@ from tests.strategies import Case, conv_cases
 from tests.tolerance import assert_close
 
 FAST_METHODS = [name for name in METHODS if name != "direct"]
+#: Algorithms that take every spec; the others are tested on the specs they take.
+GENERAL_METHODS = [name for name in FAST_METHODS if name != "compiled"]
 
 
 def magnitude(case: Case) -> np.ndarray:
@@ -43,23 +45,58 @@ def check_against_oracle(case: Case, method: str) -> None:
     )
 
 
-@pytest.mark.parametrize("method", FAST_METHODS)
+@pytest.mark.parametrize("method", GENERAL_METHODS)
 @settings(max_examples=200)
 @given(case=conv_cases(dtypes=(np.float64,)))
 def test_method_equals_oracle_float64(method: str, case: Case) -> None:
     check_against_oracle(case, method)
 
 
-@pytest.mark.parametrize("method", FAST_METHODS)
+@pytest.mark.parametrize("method", GENERAL_METHODS)
 @given(case=conv_cases(dtypes=(np.float32, np.float16), max_hw=9))
 def test_method_equals_oracle_low_precision(method: str, case: Case) -> None:
     check_against_oracle(case, method)
 
 
-@pytest.mark.parametrize("method", [m for m in FAST_METHODS if m != "fft"])
+@pytest.mark.parametrize("method", [m for m in GENERAL_METHODS if m != "fft"])
 @given(case=conv_cases(dtypes=(np.int64, np.int32, np.int8), max_hw=9))
 def test_integer_methods_are_exact(method: str, case: Case) -> None:
     check_against_oracle(case, method)
+
+
+@settings(max_examples=200)
+@given(case=conv_cases(dtypes=(np.float64,), one_per_group=True))
+def test_compiled_equals_oracle_float64(case: Case) -> None:
+    check_against_oracle(case, "compiled")
+
+
+@given(case=conv_cases(dtypes=(np.float32, np.float16), max_hw=9, one_per_group=True))
+def test_compiled_equals_oracle_low_precision(case: Case) -> None:
+    check_against_oracle(case, "compiled")
+
+
+@given(case=conv_cases(dtypes=(np.int64, np.int32, np.int8), max_hw=9, one_per_group=True))
+def test_compiled_is_exact_on_integers(case: Case) -> None:
+    check_against_oracle(case, "compiled")
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 5, 40])
+@pytest.mark.parametrize("stride", [1, 3])
+def test_compiled_on_wide_rows(dilation: int, stride: int) -> None:
+    """Rows long enough for the vector loops and their remainders, taps past both edges."""
+    rng = np.random.default_rng(dilation * stride)
+    x = rng.standard_normal((2, 1, 19, 131))
+    w = rng.standard_normal((1, 1, 3, 5))
+    for padding in ("same", "full", 0, ((7, 0), (0, 60))):
+        if padding == "same" and stride > 1:
+            continue
+        options = {"stride": stride, "dilation": dilation, "padding": padding}
+        try:
+            expected = dilconv.conv2d(x, w, method="direct", **options)
+        except ValueError:  # the dilated kernel is wider than the padded input
+            continue
+        actual = dilconv.conv2d(x, w, method="compiled", **options)
+        assert_close(actual, expected, dtype=np.float64, context=f"{options}")
 
 
 @given(case=conv_cases(dtypes=(np.float32, np.float64)))

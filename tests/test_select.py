@@ -71,9 +71,9 @@ def test_a_method_over_the_workspace_is_refused_by_name_and_skipped_by_auto() ->
 @pytest.mark.parametrize(
     ("x_shape", "w_shape", "dilation", "expected"),
     [
-        # one channel: the in-cache shifted multiply-adds, whatever the dilation
-        ((512, 512), (3, 3), 1, {"shift_add"}),
-        ((512, 512), (3, 3), 16, {"shift_add"}),
+        # one channel, or depthwise: the compiled multiply-adds, whatever the dilation
+        ((512, 512), (3, 3), 1, {"compiled"}),
+        ((512, 512), (3, 3), 16, {"compiled"}),
         # thousands of channels: one matrix product per tap, never the dilated kernel
         ((1, 2048, 65, 65), (256, 2048, 3, 3), 12, {"shift_add", "tap_gemm", "im2col"}),
     ],
@@ -87,6 +87,11 @@ def test_model_choices_on_the_benchmark_shapes(
     assert _select.cheapest(spec.lowered()) in expected
 
 
+def test_model_sends_depthwise_to_the_compiled_loops() -> None:
+    spec = lowered((1, 16, 128, 128), (16, 1, 3, 3), padding="same", dilation=4, groups=16)
+    assert _select.cheapest(spec) == "compiled"
+
+
 def test_tutorial_method_cost_grows_with_dilation_and_shift_add_does_not() -> None:
     small = lowered((1, 1, 256, 256), (1, 1, 3, 3), padding="same", dilation=1)
     wide = lowered((1, 1, 256, 256), (1, 1, 3, 3), padding="same", dilation=16)
@@ -98,6 +103,50 @@ def test_tutorial_method_cost_grows_with_dilation_and_shift_add_does_not() -> No
     )
     assert grow > 50
     assert flat < 1.3
+    compiled = _select.estimate_seconds("compiled", wide) / _select.estimate_seconds(
+        "compiled", small
+    )
+    assert compiled < 1.3
+
+
+def test_without_numba_compiled_declines_and_auto_falls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dilconv._methods import compiled
+
+    spec = make_spec((256, 256), (3, 3), padding="same", dilation=4, dtypes=[np.dtype("float32")])
+    assert _select.resolve_method("auto", spec) == "compiled"
+    monkeypatch.setattr(compiled, "numba_available", lambda: False)
+    _select._cheapest.cache_clear()
+    try:
+        assert "compiled" not in _select.candidates(spec.lowered())
+        assert _select.resolve_method("auto", spec) == "shift_add"
+        with pytest.raises(ValueError, match="Numba is not installed"):
+            _select.resolve_method("compiled", spec)
+    finally:
+        _select._cheapest.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("w_shape", "groups", "dtype", "reason"),
+    [
+        ((4, 2, 3, 3), 1, "float32", "one input channel per output channel"),
+        ((4, 1, 3, 3), 2, "float32", "one input channel per output channel"),
+        ((2, 1, 3, 3), 2, "float16", None),  # float16 is summed in float32
+    ],
+)
+def test_compiled_refusals_name_the_reason(
+    w_shape: tuple[int, ...], groups: int, dtype: str, reason: str | None
+) -> None:
+    spec = make_spec((1, 2, 9, 9), w_shape, groups=groups, dtypes=[np.dtype(dtype)])
+    got = METHODS["compiled"].refusal(spec.lowered())
+    if reason is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert reason in got
+        with pytest.raises(ValueError, match=reason):
+            _select.resolve_method("compiled", spec)
 
 
 def test_measure_returns_the_fastest_name_and_every_candidate_time() -> None:

@@ -20,7 +20,16 @@ from typing import Any
 import numpy as np
 
 from dilconv._config import get_workspace_limit
-from dilconv._methods import METHODS, _kernels, _single, im2col, shift_add, space_to_batch, tap_gemm
+from dilconv._methods import (
+    METHODS,
+    _kernels,
+    _single,
+    compiled,
+    im2col,
+    shift_add,
+    space_to_batch,
+    tap_gemm,
+)
 from dilconv._spec import ConvSpec
 
 #: Rates and fixed costs of the model (seconds, bytes, operations per second) on this
@@ -52,6 +61,12 @@ COST: dict[str, float] = {
     # "auto" sent tiny calls to the FFT, which also rounds exact zeros to 1e-16.
     "fft_call": 1.2e-4,  # padding, the dilated kernel and three transforms
     "scipy_call": 4e-6,  # one correlate2d call per (image, output, input channel)
+    # The compiled loops (method "compiled"), per thread: tap multiply-adds per second
+    # with one channel (three taps fused per pass), per channel element when depthwise,
+    # and the cost of one output row's pass over one kernel row.
+    "compiled": 8e9,
+    "compiled_depthwise": 6e9,
+    "compiled_row": 5e-8,
 }
 
 
@@ -93,9 +108,12 @@ def _shift_add(spec: ConvSpec) -> float:
         strips = spec.batch * math.ceil(spec.out_hw[0] / shift_add.strip_rows(spec))
         rate = COST["elementwise"] * (COST["threads"] if area > shift_add.PARALLEL_MIN else 1)
         passes, calls = 2.0, strips * taps * 2
-        if _single.applies(spec):  # one fused pass per tap (two when split by kernel column)
-            passes = 1.0 if spec.dilation[1] != spec.stride[1] else 5 / 3
-            calls = strips * (1 if passes == 1 else 2 * spec.kernel_hw[1])
+        if _single.applies(spec):  # one einsum pass per strip (per kernel column when tied)
+            # effective passes, timed against the compiled loops on 128-2048 pixel
+            # squares: einsum's strided loop runs at about half the in-cache rate
+            tied = spec.dilation[1] == spec.stride[1]
+            passes = 5.0 if tied else 2.0
+            calls = strips * (2 * spec.kernel_hw[1] if tied else 1)
         return COST["call"] + calls * COST["tap"] + passes * area * spec.out_channels / rate
     windows = shift_add.column_window_bytes(spec)
     if spec.stride == (1, 1) and groups == 1 and windows <= get_workspace_limit():
@@ -150,6 +168,13 @@ def estimate_seconds(name: str, spec: ConvSpec) -> float:
         return _shift_add(spec)
     if name == "tap_gemm":
         return _tap_gemm(spec)
+    if name == "compiled":
+        area, _ = _tap_area(spec)
+        single = spec.out_channels == 1
+        rate = COST["compiled"] if single else COST["compiled_depthwise"]
+        rate *= COST["threads"] if compiled.threaded(spec) and _kernels.num_threads() > 1 else 1
+        rows = n * ho * kh * COST["compiled_row"]
+        return COST["call"] + rows + area * spec.out_channels / rate
     if name == "space_to_batch":
         inner = space_to_batch.inner_spec(spec)
         moved = 2 * n * spec.in_channels * spec.padded_hw[0] * spec.padded_hw[1] * item

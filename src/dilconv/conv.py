@@ -84,8 +84,9 @@ def conv2d(
         the kernel reversed (``scipy.signal.convolve2d``).
     method : str
         ``"auto"`` (the cost model of :func:`choose_method`) or one of
-        ``"direct"``, ``"dilated_kernel"``, ``"shift_add"``, ``"tap_gemm"``,
-        ``"im2col"``, ``"space_to_batch"``, ``"fft"`` (:data:`dilconv.METHODS`);
+        ``"direct"``, ``"dilated_kernel"``, ``"shift_add"``, ``"compiled"``,
+        ``"tap_gemm"``, ``"im2col"``, ``"space_to_batch"``, ``"fft"``
+        (:data:`dilconv.METHODS`);
         all give the same answer.
 
     Returns
@@ -166,7 +167,7 @@ def choose_method(
     --------
     >>> import numpy as np
     >>> choose_method(np.ones((64, 64), np.float32), np.ones((3, 3), np.float32), dilation=4)
-    'shift_add'
+    'compiled'
     """
     options = {
         "stride": stride,
