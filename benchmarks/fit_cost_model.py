@@ -103,6 +103,46 @@ def fit() -> dict[str, float]:
     img = rng.standard_normal((256, 256))
     k5 = rng.standard_normal((5, 5))
     cost["scipy_direct"] = 252 * 252 * 25 / best(lambda: signal.correlate2d(img, k5, mode="valid"))
+    # fixed costs of the many-call paths, on a call too small for anything else to count
+    x8 = rng.standard_normal((1, 3, 8, 8))
+    w8 = rng.standard_normal((4, 3, 3, 3))
+    cost["fft_call"] = best(lambda: dilconv.conv2d(x8, w8, method="fft"), 50) - cost["call"]
+    cost["scipy_call"] = best(lambda: signal.correlate2d(img[:2, :2], k5[:1, :1]), 200)
+    cost.update(fit_compiled(rng, cost["call"]))
+    return cost
+
+
+def fit_compiled(rng: np.random.Generator, call: float) -> dict[str, float]:
+    """The compiled loops on one thread: rate per multiply-add and cost per row pass.
+
+    Two single-channel images with the same rows and different widths separate the
+    per-row cost from the rate; a depthwise call then gives the per-channel rate.
+    """
+    cost: dict[str, float] = {}
+    kernel = rng.standard_normal((3, 3), dtype=np.float32)
+    wide = rng.standard_normal((1024, 1024), dtype=np.float32)
+    narrow = np.ascontiguousarray(wide[:, :64])
+    depthwise_x = rng.standard_normal((1, 256, 256, 16), dtype=np.float32)
+    depthwise_w = rng.standard_normal((3, 3, 1, 16), dtype=np.float32)
+    os.environ["DILCONV_THREADS"] = "1"
+    try:
+        options = {"padding": "same", "dilation": 2, "method": "compiled"}
+        t_wide = best(lambda: dilconv.conv2d(wide, kernel, **options), 9) - call
+        t_narrow = best(lambda: dilconv.conv2d(narrow, kernel, **options), 9) - call
+        t_depth = best(
+            lambda: dilconv.conv2d(
+                depthwise_x, depthwise_w, groups=16, data_format="NHWC", **options
+            ),
+            9,
+        )
+    finally:
+        del os.environ["DILCONV_THREADS"]
+    passes = 1024 * 3  # output rows times kernel rows
+    work_wide, work_narrow = 1024 * 1024 * 9, 1024 * 64 * 9
+    cost["compiled"] = (work_wide - work_narrow) / max(t_wide - t_narrow, 1e-9)
+    cost["compiled_row"] = max((t_narrow - work_narrow / cost["compiled"]) / passes, 1e-9)
+    depth_time = t_depth - call - 256 * 3 * cost["compiled_row"]
+    cost["compiled_depthwise"] = 16 * 256 * 256 * 9 / max(depth_time, 1e-9)
     return cost
 
 
@@ -110,6 +150,7 @@ def fit() -> dict[str, float]:
 CHECKS = [
     ("seed d=1", (1, 2048, 2048, 1), (3, 3, 1, 1), 1),
     ("seed d=16", (1, 2048, 2048, 1), (3, 3, 1, 1), 16),
+    ("tutorial 256 d=4", (1, 256, 256, 1), (3, 3, 1, 1), 4),
     ("context C=21 d=1", (1, 256, 256, 21), (3, 3, 21, 21), 1),
     ("context C=21 d=16", (1, 256, 256, 21), (3, 3, 21, 21), 16),
     ("context C=64 d=4", (1, 256, 256, 64), (3, 3, 64, 64), 4),
