@@ -61,12 +61,13 @@ COST: dict[str, float] = {
     # "auto" sent tiny calls to the FFT, which also rounds exact zeros to 1e-16.
     "fft_call": 1.2e-4,  # padding, the dilated kernel and three transforms
     "scipy_call": 4e-6,  # one correlate2d call per (image, output, input channel)
-    # The compiled loops (method "compiled"), per thread: tap multiply-adds per second
-    # with one channel (three taps fused per pass), per channel element when depthwise,
+    # The compiled loops (method "compiled"), per thread, from fit_cost_model.py's
+    # fit_compiled on a quiet machine: multiply-adds per second with one channel
+    # (three taps fused per pass), per channel element when depthwise (16 channels),
     # and the cost of one output row's pass over one kernel row.
-    "compiled": 8e9,
-    "compiled_depthwise": 6e9,
-    "compiled_row": 5e-8,
+    "compiled": 1.1e10,
+    "compiled_depthwise": 2.5e9,
+    "compiled_row": 6e-8,
 }
 
 
@@ -107,7 +108,9 @@ def _shift_add(spec: ConvSpec) -> float:
     if shift_add.elementwise(spec):
         strips = spec.batch * math.ceil(spec.out_hw[0] / shift_add.strip_rows(spec))
         rate = COST["elementwise"] * (COST["threads"] if area > shift_add.PARALLEL_MIN else 1)
-        passes, calls = 2.0, strips * taps * 2
+        # a multiply and an add per tap over strided slices; effective passes timed
+        # against the compiled loops on depthwise 16-64 channels, 64-256 pixels
+        passes, calls = 5.0, strips * taps * 2
         if _single.applies(spec):  # one einsum pass per strip (per kernel column when tied)
             # effective passes, timed against the compiled loops on 128-2048 pixel
             # squares: einsum's strided loop runs at about half the in-cache rate
