@@ -26,6 +26,12 @@ def row_bytes(spec: ConvSpec) -> int:
     return (cols + slab + wo * spec.out_per_group) * spec.dtype.itemsize
 
 
+def halo_bytes(spec: ConvSpec) -> int:
+    """The slab rows of one image beyond ``stride`` per output row: the kernel's reach."""
+    extra = max(0, spec.effective_kernel_hw[0] - spec.stride[0])
+    return extra * spec.padded_hw[1] * spec.in_channels * spec.dtype.itemsize
+
+
 #: Target bytes of one chunk (columns, slab and product): small enough that the
 #: product reads its columns from cache, large enough for an efficient product.
 #: Chosen from interleaved timings of 0.5, 2, 8 and 256 MiB on the ``context`` shapes.
@@ -44,9 +50,11 @@ def chunking(spec: ConvSpec) -> tuple[int, int]:
     target = max(CHUNK_BYTES, -(-MIN_PIXELS // max(wo, 1)) * per_row)
     kh, kw = spec.kernel_hw
     weights = kh * kw * spec.in_per_group * spec.out_channels * spec.dtype.itemsize
-    limit = min(get_workspace_limit() - weights, target)  # the weights' contiguous copy
+    # the weights' contiguous copy and the slab's halo are there whatever the chunk
+    limit = min(get_workspace_limit() - weights, target) - halo_bytes(spec)
     rows = int(min(ho, max(1, limit // per_row)))
-    images = int(min(spec.batch, max(1, limit // (per_row * ho)))) if rows == ho else 1
+    whole = per_row * ho + halo_bytes(spec)
+    images = int(min(spec.batch, max(1, (limit + halo_bytes(spec)) // whole))) if rows == ho else 1
     return images, rows
 
 
@@ -88,11 +96,11 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 
 def workspace_bytes(spec: ConvSpec) -> int:
-    """One chunk's slab, columns and product, and the weights' contiguous copy."""
+    """One chunk's slab (halo included), columns and product, and the weights' copy."""
     images, rows = chunking(spec)
     kh, kw = spec.kernel_hw
     weights = kh * kw * spec.in_per_group * spec.out_channels * spec.dtype.itemsize
-    return images * rows * row_bytes(spec) + weights
+    return images * (rows * row_bytes(spec) + halo_bytes(spec)) + weights
 
 
 def refusal(spec: ConvSpec) -> str | None:
