@@ -5,7 +5,9 @@
   then folds the gradient of padded pixels back into their sources for non-zero
   padding modes.
 * ``conv2d_grad_weight`` is a correlation of the input with the output gradient,
-  stride and dilation swapped, run by the forward engine (:func:`dilconv.conv.run_conv`).
+  stride and dilation swapped, run by the forward engine (:func:`dilconv.conv.run_conv`);
+  with stride 1 and a narrow padding, ``"auto"`` computes that correlation as one
+  long matrix product per kernel tap on pitched slabs (:mod:`dilconv._grad_weight`).
 * ``conv2d_grad_bias`` is a sum over every axis but the channels.
 """
 
@@ -15,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from dilconv import _select, _shapes
-from dilconv._layout import weight_from_canonical
+from dilconv import _grad_weight, _select, _shapes
+from dilconv._config import get_workspace_limit
+from dilconv._layout import to_canonical, weight_from_canonical
 from dilconv._padding import pad_spatial
 from dilconv._spec import DATA_FORMATS, ConvSpec, as_array, as_choice, compute_dtypes, make_spec
 from dilconv._transpose import resolve_transpose_method, run_conv_transpose
@@ -198,8 +201,10 @@ def conv2d_grad_weight(
     stride, padding, dilation, groups, padding_mode, data_format, flip
         As for :func:`dilconv.conv2d`.
     method : str
-        A forward algorithm (:data:`dilconv.METHODS`) for the correlation;
-        ``"auto"`` is ``"im2col"``, one matrix product per kernel tap.
+        A forward algorithm (:data:`dilconv.METHODS`) for the swapped correlation;
+        ``"auto"``: one matrix product per kernel tap on pitched slabs where that
+        applies (stride 1, one group, float, padding under 15% of the width),
+        otherwise ``"im2col"`` on the swapped problem.
 
     Returns
     -------
@@ -228,6 +233,17 @@ def conv2d_grad_weight(
         flip=flip,
     )
     _check_grad_out(ga, spec, f"x {xa.shape} and weight_shape {tuple(weight_shape)}")
+    lowered = spec.lowered()
+    if (
+        method == "auto"
+        and _grad_weight.applies(lowered)
+        and _grad_weight.workspace_bytes(lowered) <= get_workspace_limit()
+    ):
+        xc = to_canonical(xa, spec)
+        if spec.padding_mode != "zeros":
+            xc = pad_spatial(xc, spec.pad, spec.padding_mode)
+        dw = _grad_weight.grad_weight(xc, to_canonical(ga, spec), lowered)
+        return weight_from_canonical(dw, spec)
     xs, ks, swapped = _swapped(xa, ga, spec)
     kh, kw = spec.kernel_hw
     if xs.size == 0:
