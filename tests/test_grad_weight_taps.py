@@ -1,4 +1,4 @@
-"""The weight gradient by one product per tap on pitched slabs (dilconv._grad_weight)."""
+"""The weight gradient by one product per tap (dilconv._grad_weight): both layouts."""
 
 from __future__ import annotations
 
@@ -15,18 +15,18 @@ from tests.strategies import Case, conv_cases
 from tests.tolerance import assert_close
 
 
-def pitched(case: Case, g: np.ndarray) -> np.ndarray:
-    """The pitched algorithm on any stride-1, one-group call, whatever its padding share."""
+def by_taps(case: Case, g: np.ndarray, way: str) -> np.ndarray:
+    """One of the two layouts on any stride-1, one-group call."""
     spec = make_spec(case.x.shape, case.w.shape, dtypes=[case.x.dtype], **case.options)
     x = to_canonical(case.x, spec)
     if spec.padding_mode != "zeros":
         x = pad_spatial(x, spec.pad, spec.padding_mode)
-    dw = _grad_weight.grad_weight(x, to_canonical(g, spec), spec.lowered())
-    return weight_from_canonical(dw, spec)
+    run = _grad_weight.by_column_windows if way == "windows" else _grad_weight.by_pitched_slabs
+    return weight_from_canonical(run(x, to_canonical(g, spec), spec.lowered()), spec)
 
 
 @given(case=conv_cases(dtypes=(np.float64, np.float32), bias=False))
-def test_pitched_grad_weight_equals_the_oracle(case: Case) -> None:
+def test_both_layouts_equal_the_oracle(case: Case) -> None:
     assume(case.options["stride"] in (1, (1, 1)) and case.options["groups"] == 1)
     y = dilconv.conv2d(case.x, case.w, **case.options)
     g = np.random.default_rng(0).standard_normal(y.shape).astype(case.x.dtype)
@@ -34,38 +34,68 @@ def test_pitched_grad_weight_equals_the_oracle(case: Case) -> None:
     magnitude = dilconv.conv2d_grad_weight(
         np.abs(case.x), np.abs(g), case.w.shape, method="direct", **case.options
     )
-    assert_close(pitched(case, g), expected, magnitude=magnitude, context=repr(case))
+    for way in ("windows", "slabs"):
+        got = by_taps(case, g, way)
+        assert_close(got, expected, magnitude=magnitude, context=f"{way} {case!r}")
+
+
+def test_slabs_in_several_bands() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 200, 48, 32))
+    w = rng.standard_normal((3, 3, 32, 32))
+    opts = {"padding": "same", "dilation": 3, "data_format": "NHWC"}
+    g = rng.standard_normal(dilconv.conv2d(x, w, **opts).shape)
+    spec = make_spec(x.shape, w.shape, **opts).lowered()
+    with dilconv.workspace_limit(2**20):
+        assert _grad_weight.band_rows(spec) < 50
+        got = _grad_weight.by_pitched_slabs(x, g, spec)
+    expected = dilconv.conv2d_grad_weight(x, g, w.shape, method="im2col", **opts)
+    scale = dilconv.conv2d_grad_weight(np.abs(x), np.abs(g), w.shape, method="im2col", **opts)
+    assert_close(got, expected, magnitude=scale, kind="gradients")
+
+
+def test_the_estimate_picks_windows_for_wide_padding_and_slabs_for_many_images() -> None:
+    aspp = make_spec((1, 2048, 65, 65), (256, 2048, 3, 3), padding="same", dilation=12)
+    wave = make_spec((8, 64, 128, 128), (64, 64, 3, 3), padding="same", dilation=2)
+    for spec, faster in ((aspp.lowered(), "windows"), (wave.lowered(), "slabs")):
+        other = "slabs" if faster == "windows" else "windows"
+        est = _grad_weight.estimate_seconds
+        assert est(faster, spec) < est(other, spec)
 
 
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
-def test_auto_takes_the_pitched_taps_in_bands(
+def test_auto_takes_the_tap_products_within_the_workspace(
     data_format: str, padding_mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 2-image call under a small workspace: several bands per image, same answer."""
+    """Two images, taps past every edge; over the workspace limit "auto" falls back."""
     rng = np.random.default_rng(3)
     nchw = data_format == "NCHW"
-    x = rng.standard_normal((2, 32, 200, 48) if nchw else (2, 200, 48, 32))
+    x = rng.standard_normal((2, 32, 60, 480) if nchw else (2, 60, 480, 32))
     w_shape = (32, 32, 3, 3) if nchw else (3, 3, 32, 32)
-    opts = {"padding": "same", "dilation": 2, "data_format": data_format}
+    opts = {"padding": "same", "dilation": 5, "data_format": data_format}
     opts["padding_mode"] = padding_mode
     g = rng.standard_normal(dilconv.conv2d(x, np.zeros(w_shape), **opts).shape)
     spec = make_spec(x.shape, w_shape, **opts).lowered()
-    assert _grad_weight.applies(spec)
     calls = []
     original = _grad_weight.grad_weight
     monkeypatch.setattr(_grad_weight, "grad_weight", lambda *a: calls.append(1) or original(*a))
+    assert _grad_weight.applies(spec)
+    got = dilconv.conv2d_grad_weight(x, g, w_shape, **opts)
+    assert calls == [1]
     with dilconv.workspace_limit(2**20):
-        assert _grad_weight.band_rows(spec) < 50
-        got = dilconv.conv2d_grad_weight(x, g, w_shape, **opts)
+        assert min(_grad_weight.window_bytes(spec), _grad_weight.slab_bytes(spec)) > 2**20
+        assert not _grad_weight.applies(spec)
+        fallback = dilconv.conv2d_grad_weight(x, g, w_shape, **opts)
     assert calls == [1]
     expected = dilconv.conv2d_grad_weight(x, g, w_shape, method="im2col", **opts)
-    assert_close(got, expected, kind="gradients")
+    scale = dilconv.conv2d_grad_weight(np.abs(x), np.abs(g), w_shape, method="im2col", **opts)
+    assert_close(got, expected, magnitude=scale, kind="gradients")
+    assert_close(fallback, expected, magnitude=scale, kind="gradients")
 
 
-def test_wide_padding_keeps_the_swapped_problem() -> None:
-    """aspp-like: the padding is most of the pitch, so "auto" keeps im2col."""
-    spec = make_spec((1, 8, 20, 20), (4, 8, 3, 3), padding="same", dilation=6).lowered()
-    assert not _grad_weight.applies(spec)
+def test_strides_and_groups_keep_the_swapped_problem() -> None:
     strided = make_spec((1, 8, 40, 40), (4, 8, 3, 3), padding=1, stride=2).lowered()
+    grouped = make_spec((1, 8, 40, 40), (4, 4, 3, 3), padding=1, groups=2).lowered()
     assert not _grad_weight.applies(strided)
+    assert not _grad_weight.applies(grouped)

@@ -1,21 +1,31 @@
-"""The weight gradient as one long matrix product per kernel tap, on pitched slabs.
+"""The weight gradient as one long matrix product per kernel tap, with nothing gathered.
 
-``dw[i, j] = sum over pixels of x[p + offset(i, j)]^T g[p]``: the correlation of the
-input with the output gradient, one ``(C, O)`` block per kernel tap. With stride 1
-the input rows a band of output rows reads are copied once into a zero-padded slab
-whose rows all have the padded width (the *pitch*), stored flat as ``(rows * pitch,
-C)``, and the output gradient into a slab of the same pitch whose extra columns are
-zero. Output pixel ``(r, c)`` is then flat row ``r * pitch + c`` of the gradient slab
-and reads flat row ``r * pitch + c + i * dh * pitch + j * dw`` of the input slab
-through tap ``(i, j)``: a constant offset. So each tap is one product of a
-contiguous block of the input slab, transposed, with the whole gradient slab
-(inner size: every pixel of the band), with no gather. The zero columns of the
-gradient slab cancel the pitch's extra columns exactly.
+``dw[i, j] = sum over pixels of x[pixel + offset(i, j)]^T g[pixel]``: the correlation
+of the input with the output gradient, one ``(C, O)`` block per kernel tap. With
+stride 1 each tap's input pixels can be laid out contiguously against the output
+gradient's, in one of two ways, so that each tap is one matrix product whose inner
+size is every pixel it reads:
 
-It applies to stride 1 and one group, in float32/float64, where the pitch adds
-little (:data:`MAX_PITCH_WASTE`): with a wide kernel on a small image (``aspp``)
-most of the pitch is padding, and :mod:`dilconv.grad` keeps the forward engine's
-``im2col`` on the swapped problem.
+* **Column windows.** The output columns where kernel column ``j`` reads real input
+  are a range ``[c0, c1)``; its input columns are copied once into a contiguous
+  window (and the gradient's columns ``[c0, c1)`` into another, unless they are all
+  of them). In the windows every kernel row reads whole rows, a contiguous block.
+  No padding is multiplied, but each partial kernel column costs two copies.
+* **Pitched slabs.** The input rows a band of output rows reads are copied once
+  into a zero-padded slab whose rows all have the padded width (the *pitch*),
+  stored flat ``(rows * pitch, C)``, and the gradient into a slab of the same pitch
+  whose extra columns are zero. Output pixel ``(r, c)`` is flat row
+  ``r * pitch + c`` of the gradient slab and reads flat row
+  ``r * pitch + c + i * dh * pitch + j * dw`` of the input slab through tap
+  ``(i, j)``: a constant offset. One copy of each array, but the products also
+  run over the pitch's padding columns (multiplied by the zero columns).
+
+:func:`grad_weight` takes whichever the estimate of :func:`estimate_seconds` (the
+cost model's product and copy rates) says is faster: windows when the padding is a
+large part of the width (``aspp``), slabs for many images of narrow padding
+(``wave``). Taps are shared among threads (BLAS on one thread each). Both apply to
+stride 1 and one group, in float32/float64; :mod:`dilconv.grad` otherwise runs the
+forward engine on the swapped problem.
 """
 
 from __future__ import annotations
@@ -24,29 +34,113 @@ import functools
 
 import numpy as np
 
+from dilconv import _shapes
 from dilconv._config import get_workspace_limit
 from dilconv._methods import _kernels
 from dilconv._padding import zero_padded_rows
+from dilconv._select import COST
 from dilconv._spec import ConvSpec
 
-#: Largest share of a slab row that is padding (``pitch / Wo - 1``) where this applies.
-MAX_PITCH_WASTE = 0.15
+Tap = tuple[int, int, int, int]  # kernel row, kernel column, first and stop output row
 
-#: Target bytes of one band's two slabs (larger bands only add memory).
+
+#: Target bytes of one band's two pitched slabs (larger bands only add memory).
 BAND_BYTES = 64 * 2**20
 
 
 def applies(spec: ConvSpec) -> bool:
-    """Stride 1, one group, float32/float64, and a pitch close to the output width."""
-    pitch, wo = spec.padded_hw[1], spec.out_hw[1]
+    """Stride 1, one group, float32/float64, something to compute, within the workspace."""
     return (
         spec.stride == (1, 1)
         and spec.groups == 1
         and spec.dtype in (np.dtype(np.float32), np.dtype(np.float64))
-        and wo > 0
-        and spec.out_hw[0] > 0
-        and pitch <= (1 + MAX_PITCH_WASTE) * wo
+        and min(*spec.out_hw, spec.batch) > 0
+        and bool(_fitting(spec))
     )
+
+
+def _fitting(spec: ConvSpec) -> list[str]:
+    limit = get_workspace_limit()
+    ways = [("windows", window_bytes(spec)), ("slabs", slab_bytes(spec))]
+    return [name for name, need in ways if need <= limit]
+
+
+def estimate_seconds(way: str, spec: ConvSpec) -> float:
+    """Modelled time of ``way`` ("windows" or "slabs"): products plus copies."""
+    n, ho = spec.batch, spec.out_hw[0]
+    c, o, item = spec.in_channels, spec.out_channels, spec.dtype.itemsize
+    rate = COST["gemm"] / (2 if item >= 8 else 1)
+    if way == "slabs":
+        pitch, halo = spec.padded_hw[1], spec.effective_kernel_hw[0] - 1
+        pixels = n * ho * pitch * spec.kernel_hw[0] * spec.kernel_hw[1]
+        copied = n * ((ho + halo) * pitch * c + ho * pitch * o) * item
+    else:
+        rows = [r1 - r0 for r0, r1 in _row_ranges(spec)]
+        cols = [c1 - c0 for c0, c1 in column_ranges(spec).values()]
+        pixels = n * sum(rows) * sum(cols)
+        copied = window_bytes(spec)
+    return 2 * pixels * c * o / rate + copied / COST["copy"]
+
+
+def _row_ranges(spec: ConvSpec) -> list[tuple[int, int]]:
+    h, top, ho = spec.in_hw[0], spec.pad[0][0], spec.out_hw[0]
+    ranges = [
+        _shapes.tap_output_range(h, i, 1, spec.dilation[0], top, ho)
+        for i in range(spec.kernel_hw[0])
+    ]
+    return [r for r in ranges if r[0] < r[1]]
+
+
+def grad_weight(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """``dw`` ``(kh, kw, C, O)`` for NHWC ``x`` and ``g`` of a lowered (zero-padded) spec."""
+    way = min(_fitting(spec), key=lambda name: estimate_seconds(name, spec))
+    return by_column_windows(x, g, spec) if way == "windows" else by_pitched_slabs(x, g, spec)
+
+
+def column_ranges(spec: ConvSpec) -> dict[int, tuple[int, int]]:
+    """Output columns ``[c0, c1)`` where kernel column ``j`` reads real input (non-empty)."""
+    w, left, wo = spec.in_hw[1], spec.pad[1][0], spec.out_hw[1]
+    ranges = {
+        j: _shapes.tap_output_range(w, j, 1, spec.dilation[1], left, wo)
+        for j in range(spec.kernel_hw[1])
+    }
+    return {j: r for j, r in ranges.items() if r[0] < r[1]}
+
+
+def window_bytes(spec: ConvSpec) -> int:
+    """Every kernel column's input and gradient windows (the full-width ones are views)."""
+    n, h, ho = spec.batch, spec.in_hw[0], spec.out_hw[0]
+    items = 0
+    for c0, c1 in column_ranges(spec).values():
+        if c1 - c0 != spec.in_hw[1]:
+            items += n * h * (c1 - c0) * spec.in_channels
+        if c1 - c0 != spec.out_hw[1]:
+            items += n * ho * (c1 - c0) * spec.out_channels
+    return items * spec.dtype.itemsize
+
+
+def by_column_windows(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """``dw`` by column windows (see the module docstring)."""
+    (h, w), (kh, _) = spec.in_hw, spec.kernel_hw
+    (dh, dw), (top, left) = spec.dilation, (spec.pad[0][0], spec.pad[1][0])
+    ho = spec.out_hw[0]
+    out = np.zeros((*spec.kernel_hw, spec.in_channels, spec.out_channels), dtype=spec.dtype)
+    windows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for j, (c0, c1) in column_ranges(spec).items():
+        first = c0 + j * dw - left  # the input column output column c0 reads
+        xs = x if (first, c1 - c0) == (0, w) else x[:, :, first : first + c1 - c0]
+        gs = g if c1 - c0 == g.shape[2] else g[:, :, c0:c1]
+        windows[j] = (np.ascontiguousarray(xs), np.ascontiguousarray(gs))
+    taps = []
+    for i in range(kh):
+        r0, r1 = _shapes.tap_output_range(h, i, 1, dh, top, ho)
+        taps += [(i, j, r0, r1) for j in windows if r0 < r1]
+    threads = max(1, min(_kernels.num_threads(), len(taps)))
+    shares = [taps[k::threads] for k in range(threads)]
+    work = functools.partial(_add_tap_products, out, windows, dh, top)
+    with _kernels.single_threaded_blas():
+        _kernels.parallel_map(work, shares)
+    return out
 
 
 def band_rows(spec: ConvSpec) -> int:
@@ -58,7 +152,7 @@ def band_rows(spec: ConvSpec) -> int:
     return int(min(spec.out_hw[0], max(1, budget // per_row)))
 
 
-def workspace_bytes(spec: ConvSpec) -> int:
+def slab_bytes(spec: ConvSpec) -> int:
     """One band's input slab (with its halo) and gradient slab."""
     rows, pitch = band_rows(spec), spec.padded_hw[1]
     halo = spec.effective_kernel_hw[0] - 1
@@ -66,8 +160,8 @@ def workspace_bytes(spec: ConvSpec) -> int:
     return items * spec.dtype.itemsize
 
 
-def grad_weight(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """``dw`` ``(kh, kw, C, O)`` for NHWC ``x`` and ``g`` of a lowered (zero-padded) spec."""
+def by_pitched_slabs(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """``dw`` by pitched slabs in bands of output rows (see the module docstring)."""
     (kh, kw), (dh, dw) = spec.kernel_hw, spec.dilation
     (ho, wo), pitch = spec.out_hw, spec.padded_hw[1]
     c, o = spec.in_channels, spec.out_channels
@@ -90,12 +184,32 @@ def grad_weight(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
             with _kernels.single_threaded_blas():
                 _kernels.parallel_map(
-                    functools.partial(_add_tap_products, out, flat, grads, starts), shares
+                    functools.partial(_add_slab_products, out, flat, grads, starts), shares
                 )
     return out
 
 
 def _add_tap_products(
+    out: np.ndarray,
+    windows: dict[int, tuple[np.ndarray, np.ndarray]],
+    dh: int,
+    top: int,
+    share: list[Tap],
+) -> None:
+    """``out[i, j] += (input window rows of tap (i, j)).T @ (its gradient rows)``.
+
+    Output row ``r`` reads input row ``r + i * dh - top`` through kernel row ``i``.
+    """
+    for i, j, r0, r1 in share:
+        xs, gs = windows[j]
+        c, o = xs.shape[3], gs.shape[3]
+        start = r0 + i * dh - top
+        for b in range(xs.shape[0]):
+            a = xs[b, start : start + r1 - r0].reshape(-1, c)
+            out[i, j] += a.T @ gs[b, r0:r1].reshape(-1, o)
+
+
+def _add_slab_products(
     out: np.ndarray,
     flat: np.ndarray,
     grads: np.ndarray,

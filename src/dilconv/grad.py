@@ -6,8 +6,8 @@
   padding modes.
 * ``conv2d_grad_weight`` is a correlation of the input with the output gradient,
   stride and dilation swapped, run by the forward engine (:func:`dilconv.conv.run_conv`);
-  with stride 1 and a narrow padding, ``"auto"`` computes that correlation as one
-  long matrix product per kernel tap on pitched slabs (:mod:`dilconv._grad_weight`).
+  with stride 1, ``"auto"`` computes that correlation as one long matrix product per
+  kernel tap on column windows of the input (:mod:`dilconv._grad_weight`).
 * ``conv2d_grad_bias`` is a sum over every axis but the channels.
 """
 
@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from dilconv import _grad_weight, _select, _shapes
-from dilconv._config import get_workspace_limit
 from dilconv._layout import to_canonical, weight_from_canonical
 from dilconv._padding import pad_spatial
 from dilconv._spec import DATA_FORMATS, ConvSpec, as_array, as_choice, compute_dtypes, make_spec
@@ -202,8 +201,8 @@ def conv2d_grad_weight(
         As for :func:`dilconv.conv2d`.
     method : str
         A forward algorithm (:data:`dilconv.METHODS`) for the swapped correlation;
-        ``"auto"``: one matrix product per kernel tap on pitched slabs where that
-        applies (stride 1, one group, float, padding under 15% of the width),
+        ``"auto"``: one matrix product per kernel tap on column windows where that
+        applies (stride 1, one group, float, windows within the workspace limit),
         otherwise ``"im2col"`` on the swapped problem.
 
     Returns
@@ -234,11 +233,7 @@ def conv2d_grad_weight(
     )
     _check_grad_out(ga, spec, f"x {xa.shape} and weight_shape {tuple(weight_shape)}")
     lowered = spec.lowered()
-    if (
-        method == "auto"
-        and _grad_weight.applies(lowered)
-        and _grad_weight.workspace_bytes(lowered) <= get_workspace_limit()
-    ):
+    if method == "auto" and _grad_weight.applies(lowered):
         xc = to_canonical(xa, spec)
         if spec.padding_mode != "zeros":
             xc = pad_spatial(xc, spec.pad, spec.padding_mode)
@@ -253,7 +248,11 @@ def conv2d_grad_weight(
         # gathers each output tap's window once and makes it one matrix product
         # with the whole output gradient. The cost model agrees, but its per-tap
         # estimates take time proportional to Ho * Wo, more than the product itself.
-        name = _select.resolve_method("im2col" if method == "auto" else method, swapped)
+        preferred = method
+        if method == "auto":  # im2col where it fits the workspace, else the cost model's
+            fits = "im2col" in _select.candidates(swapped.lowered())
+            preferred = "im2col" if fits else "auto"
+        name = _select.resolve_method(preferred, swapped)
         dw = run_conv(xs, ks, None, swapped, name).transpose(1, 2, 0, 3)
     return weight_from_canonical(dw, spec)
 
