@@ -5,7 +5,10 @@ Reads ``benchmarks/results.json`` and writes its section of ``benchmarks/RESULTS
 kept): the machine, the command, one table per case, and every target of the
 performance issue checked against the numbers (met or not, with the ratio)::
 
-    .venv/bin/python benchmarks/write_results.py [--command "..."] [--notes notes.md]
+    .venv/bin/python benchmarks/write_results.py [--command "..."] [--notes NOTES.md]
+
+The notes (how to read the numbers, where the time goes) are kept by hand in
+``benchmarks/NOTES.md``, the default for ``--notes``.
 """
 
 from __future__ import annotations
@@ -221,10 +224,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=HERE / "results.json")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--command", default="benchmarks/run.sh")
-    parser.add_argument("--notes", type=Path, default=None, help="markdown added after targets")
+    parser.add_argument(
+        "--notes", type=Path, default=HERE / "NOTES.md", help="markdown added after targets"
+    )
     args = parser.parse_args()
     record = json.loads(args.json.read_text(encoding="utf-8"))
-    notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
+    notes = args.notes.read_text(encoding="utf-8") if args.notes and args.notes.exists() else ""
     existing = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
     args.out.write_text(merge(existing, render(record, args.command, notes)), encoding="utf-8")
     print(f"wrote {args.out}")
