@@ -109,22 +109,36 @@ def test_tutorial_method_cost_grows_with_dilation_and_shift_add_does_not() -> No
     assert compiled < 1.3
 
 
+@pytest.mark.parametrize("failure", ["missing", "unloadable"])
 def test_without_numba_compiled_declines_and_auto_falls_back(
-    monkeypatch: pytest.MonkeyPatch,
+    failure: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dilconv._methods import compiled
 
     spec = make_spec((256, 256), (3, 3), padding="same", dilation=4, dtypes=[np.dtype("float32")])
     assert _select.resolve_method("auto", spec) == "compiled"
-    monkeypatch.setattr(compiled, "numba_available", lambda: False)
+    if failure == "missing":
+        monkeypatch.setattr(compiled.importlib.util, "find_spec", lambda name: None)
+        reason = "Numba is not installed"
+    else:
+
+        def broken() -> None:
+            raise RuntimeError("cannot cache function: no locator available")
+
+        monkeypatch.setattr(compiled, "_loops", broken)
+        reason = "Numba could not be loaded: cannot cache"
+    compiled._unavailable.cache_clear()
     _select._cheapest.cache_clear()
     try:
         assert "compiled" not in _select.candidates(spec.lowered())
         assert _select.resolve_method("auto", spec) == "shift_add"
-        with pytest.raises(ValueError, match="Numba is not installed"):
+        with pytest.raises(ValueError, match=reason):
             _select.resolve_method("compiled", spec)
     finally:
+        monkeypatch.undo()
+        compiled._unavailable.cache_clear()
         _select._cheapest.cache_clear()
+    assert compiled.numba_available()
 
 
 @pytest.mark.parametrize(

@@ -35,9 +35,20 @@ PARALLEL_WORK = 2**22
 
 
 @functools.lru_cache(maxsize=1)
+def _unavailable() -> str | None:
+    """Why the compiled loops cannot be used here, or None (checked once, on first need)."""
+    if importlib.util.find_spec("numba") is None:
+        return "Numba is not installed (pip install numba)"
+    try:
+        _loops()
+    except (ImportError, RuntimeError) as err:  # e.g. no writable cache directory
+        return f"Numba could not be loaded: {err}"
+    return None
+
+
 def numba_available() -> bool:
-    """True when Numba can be imported (checked once, without importing it)."""
-    return importlib.util.find_spec("numba") is not None
+    """True when the compiled loops can be loaded (Numba imported, its cache usable)."""
+    return _unavailable() is None
 
 
 def _loops() -> ModuleType:
@@ -104,5 +115,5 @@ def refusal(spec: ConvSpec) -> str | None:
     if spec.dtype not in DTYPES:
         return f"it is compiled for float32, float64 and int64, not {spec.dtype}"
     if not numba_available():
-        return "Numba is not installed (pip install numba)"
+        return _unavailable() or "Numba is not available"
     return None
