@@ -75,20 +75,21 @@ def estimate_seconds(way: str, spec: ConvSpec) -> float:
         pixels = n * ho * pitch * spec.kernel_hw[0] * spec.kernel_hw[1]
         copied = n * ((ho + halo) * pitch * c + ho * pitch * o) * item
     else:
-        rows = [r1 - r0 for r0, r1 in _row_ranges(spec)]
+        rows = [r1 - r0 for r0, r1 in row_ranges(spec).values()]
         cols = [c1 - c0 for c0, c1 in column_ranges(spec).values()]
         pixels = n * sum(rows) * sum(cols)
         copied = window_bytes(spec)
     return 2 * pixels * c * o / rate + copied / COST["copy"]
 
 
-def _row_ranges(spec: ConvSpec) -> list[tuple[int, int]]:
+def row_ranges(spec: ConvSpec) -> dict[int, tuple[int, int]]:
+    """Output rows ``[r0, r1)`` where kernel row ``i`` reads real input (non-empty)."""
     h, top, ho = spec.in_hw[0], spec.pad[0][0], spec.out_hw[0]
-    ranges = [
-        _shapes.tap_output_range(h, i, 1, spec.dilation[0], top, ho)
+    ranges = {
+        i: _shapes.tap_output_range(h, i, 1, spec.dilation[0], top, ho)
         for i in range(spec.kernel_hw[0])
-    ]
-    return [r for r in ranges if r[0] < r[1]]
+    }
+    return {i: r for i, r in ranges.items() if r[0] < r[1]}
 
 
 def grad_weight(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -121,9 +122,7 @@ def window_bytes(spec: ConvSpec) -> int:
 
 def by_column_windows(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """``dw`` by column windows (see the module docstring)."""
-    (h, w), (kh, _) = spec.in_hw, spec.kernel_hw
-    (dh, dw), (top, left) = spec.dilation, (spec.pad[0][0], spec.pad[1][0])
-    ho = spec.out_hw[0]
+    w, (dh, dw), (top, left) = spec.in_hw[1], spec.dilation, (spec.pad[0][0], spec.pad[1][0])
     out = np.zeros((*spec.kernel_hw, spec.in_channels, spec.out_channels), dtype=spec.dtype)
     windows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for j, (c0, c1) in column_ranges(spec).items():
@@ -131,10 +130,7 @@ def by_column_windows(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarra
         xs = x if (first, c1 - c0) == (0, w) else x[:, :, first : first + c1 - c0]
         gs = g if c1 - c0 == g.shape[2] else g[:, :, c0:c1]
         windows[j] = (np.ascontiguousarray(xs), np.ascontiguousarray(gs))
-    taps = []
-    for i in range(kh):
-        r0, r1 = _shapes.tap_output_range(h, i, 1, dh, top, ho)
-        taps += [(i, j, r0, r1) for j in windows if r0 < r1]
+    taps = [(i, j, r0, r1) for i, (r0, r1) in row_ranges(spec).items() for j in windows]
     threads = max(1, min(_kernels.num_threads(), len(taps)))
     shares = [taps[k::threads] for k in range(threads)]
     work = functools.partial(_add_tap_products, out, windows, dh, top)
