@@ -109,6 +109,7 @@ def fit() -> dict[str, float]:
     cost["fft_call"] = best(lambda: dilconv.conv2d(x8, w8, method="fft"), 50) - cost["call"]
     cost["scipy_call"] = best(lambda: signal.correlate2d(img[:2, :2], k5[:1, :1]), 200)
     cost.update(fit_compiled(rng, cost["call"]))
+    cost.update(fit_blocked(rng, cost["call"]))
     return cost
 
 
@@ -146,6 +147,57 @@ def fit_compiled(rng: np.random.Generator, call: float) -> dict[str, float]:
     return cost
 
 
+def fit_blocked(rng: np.random.Generator, call: float) -> dict[str, float]:
+    """The register-blocked tiles on one thread: fixed cost, rate, cost per tap pass.
+
+    A tiny call gives the fixed cost; 64 channels in and out (long passes over the
+    channels) the rate; one channel in (a pass of one multiply-add per vector) the
+    cost of a tile's pass over a tap. Terms as counted by ``_select.blocked_work``.
+    """
+
+    def seconds(x_shape: tuple[int, ...], w_shape: tuple[int, ...], repeats: int) -> float:
+        x = rng.standard_normal(x_shape, dtype=np.float32)
+        w = rng.standard_normal(w_shape, dtype=np.float32)
+        options = {"padding": "same", "dilation": 2, "data_format": "NHWC", "method": "blocked"}
+        return best(lambda: dilconv.conv2d(x, w, **options), repeats)
+
+    def terms(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple[int, int]:
+        spec = make_spec(
+            x_shape,
+            w_shape,
+            padding="same",
+            dilation=2,
+            data_format="NHWC",
+            dtypes=[np.dtype(np.float32)],
+        ).lowered()
+        macs, passes, _, _ = _select.blocked_work(spec)
+        return macs, passes
+
+    cost: dict[str, float] = {}
+    tiny, dense, thin = (
+        ((1, 4, 4, 2), (3, 3, 2, 2)),
+        ((1, 64, 64, 64), (3, 3, 64, 64)),
+        (
+            (1, 256, 256, 1),
+            (3, 3, 1, 16),
+        ),
+    )
+    os.environ["DILCONV_THREADS"] = "1"
+    try:
+        t_tiny = seconds(*tiny, 50)
+        t_dense = seconds(*dense, 9)
+        t_thin = seconds(*thin, 9)
+    finally:
+        del os.environ["DILCONV_THREADS"]
+    cost["blocked_call"] = max(t_tiny - call, 1e-6)
+    fixed = call + cost["blocked_call"]
+    macs, _ = terms(*dense)
+    cost["blocked"] = macs / max(t_dense - fixed, 1e-9)
+    macs, passes = terms(*thin)
+    cost["blocked_tap"] = max(t_thin - fixed - macs / cost["blocked"], 1e-9) / passes
+    return cost
+
+
 #: (label, x shape NHWC, w shape HWIO, dilation): the benchmark cases' shapes.
 CHECKS = [
     ("seed d=1", (1, 2048, 2048, 1), (3, 3, 1, 1), 1),
@@ -157,6 +209,8 @@ CHECKS = [
     ("aspp d=6", (1, 65, 65, 2048), (3, 3, 2048, 256), 6),
     ("aspp d=18", (1, 65, 65, 2048), (3, 3, 2048, 256), 18),
     ("wave d=2", (8, 128, 128, 64), (3, 3, 64, 64), 2),
+    ("depthwise 16", (1, 128, 128, 16), (3, 3, 1, 16), 4),
+    ("small 16 channels", (1, 64, 64, 16), (3, 3, 16, 16), 1),
 ]
 
 
@@ -167,9 +221,13 @@ def check(repeats: int) -> list[dict[str, Any]]:
     for label, x_shape, w_shape, d in CHECKS:
         x = rng.standard_normal(x_shape, dtype=np.float32)
         w = rng.standard_normal(w_shape, dtype=np.float32)
-        spec = make_spec(
-            x.shape, w.shape, padding="same", dilation=d, data_format="NHWC", dtypes=[x.dtype]
-        ).lowered()
+        options = {
+            "padding": "same",
+            "dilation": d,
+            "groups": x_shape[3] // w_shape[2],
+            "data_format": "NHWC",
+        }
+        spec = make_spec(x.shape, w.shape, dtypes=[x.dtype], **options).lowered()
         names = [
             m
             for m in _select.candidates(spec)
@@ -177,12 +235,7 @@ def check(repeats: int) -> list[dict[str, Any]]:
             < 20 * min(_select.estimate_seconds(n, spec) for n in _select.candidates(spec))
         ]
         times = {
-            m: best(
-                lambda m=m, x=x, w=w, d=d: dilconv.conv2d(
-                    x, w, padding="same", dilation=d, data_format="NHWC", method=m
-                ),
-                repeats,
-            )
+            m: best(lambda m=m, x=x, w=w, o=options: dilconv.conv2d(x, w, method=m, **o), repeats)
             for m in names
         }
         chosen = _select.cheapest(spec)

@@ -19,7 +19,16 @@ from dilconv._spec import PADDING_MODES
 from tests.strategies import Case, conv_cases
 from tests.tolerance import assert_close
 
-METHODS = ("auto", "shift_add", "compiled", "im2col", "dilated_kernel", "space_to_batch", "fft")
+METHODS = (
+    "auto",
+    "shift_add",
+    "compiled",
+    "blocked",
+    "im2col",
+    "dilated_kernel",
+    "space_to_batch",
+    "fft",
+)
 
 
 @st.composite

@@ -82,7 +82,7 @@ ROWS: list[tuple[str, Any, Any, dict[str, Any], type[Exception], str]] = [
         W,
         {"groups": 2, "method": "winograd"},
         ValueError,
-        r"method must be 'auto' or one of \['compiled', 'dilated_kernel'",
+        r"method must be 'auto' or one of \['blocked', 'compiled', 'dilated_kernel'",
     ),
     ("method type", X, W, {"groups": 2, "method": None}, TypeError, r"method must be a str"),
     ("data_format", X, W, {"groups": 2, "data_format": "NWHC"}, ValueError, r"data_format"),

@@ -243,7 +243,9 @@ def test_grad_weight_is_swapped_correlation(stride: int, dilation: int, groups: 
 
 
 def test_grad_weight_lands_on_a_fast_method() -> None:
-    """The swapped correlation (a tiny kh x kw output) is one product per tap: im2col."""
+    """The swapped correlation (a tiny kh x kw output, a 40 x 40 kernel of one channel)
+    goes to a method that sums all taps at once (im2col's one product, or the blocked
+    tiles), never to one with a pass per tap (shift_add: about 100x slower here)."""
     x = np.ones((1, 64, 40, 40), np.float32)
     g = np.ones((1, 32, 40, 40), np.float32)
     spec = make_spec(x.shape, (32, 64, 3, 3), padding="same", dilation=4)
@@ -255,7 +257,7 @@ def test_grad_weight_lands_on_a_fast_method() -> None:
     assert ks.shape == (40, 40, 1, 32)
     assert swapped.out_hw == (3, 3)
     assert (swapped.stride, swapped.dilation) == ((4, 4), (1, 1))
-    assert _select.resolve_method("auto", swapped) == "im2col"
+    assert _select.resolve_method("auto", swapped) in {"im2col", "blocked"}
 
 
 def test_flip_gradient_is_flipped_back() -> None:

@@ -74,8 +74,11 @@ def test_a_method_over_the_workspace_is_refused_by_name_and_skipped_by_auto() ->
         # one channel, or depthwise: the compiled multiply-adds, whatever the dilation
         ((512, 512), (3, 3), 1, {"compiled"}),
         ((512, 512), (3, 3), 16, {"compiled"}),
-        # thousands of channels: one matrix product per tap, never the dilated kernel
-        ((1, 2048, 65, 65), (256, 2048, 3, 3), 12, {"shift_add", "tap_gemm", "im2col"}),
+        # tens of channels: the register-blocked tiles, at every dilation
+        ((1, 64, 256, 256), (64, 64, 3, 3), 1, {"blocked"}),
+        ((1, 21, 256, 256), (21, 21, 3, 3), 16, {"blocked"}),
+        # thousands of channels: tiles or one matrix product per tap, never the dilated kernel
+        ((1, 2048, 65, 65), (256, 2048, 3, 3), 12, {"blocked", "shift_add", "tap_gemm"}),
     ],
 )
 def test_model_choices_on_the_benchmark_shapes(
@@ -139,6 +142,53 @@ def test_without_numba_compiled_declines_and_auto_falls_back(
         compiled._unavailable.cache_clear()
         _select._cheapest.cache_clear()
     assert compiled.numba_available()
+
+
+@pytest.mark.parametrize("failure", ["missing", "no target"])
+def test_without_llvmlite_blocked_declines_and_auto_falls_back(
+    failure: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dilconv._methods import _tile_kernel, blocked
+
+    spec = make_spec((1, 64, 64, 64), (64, 64, 3, 3), padding="same", dtypes=[np.dtype("float32")])
+    assert _select.resolve_method("auto", spec) == "blocked"
+    if failure == "missing":
+        monkeypatch.setattr(blocked.importlib.util, "find_spec", lambda name: None)
+        reason = "llvmlite is not installed"
+    else:
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("No available targets are compatible with triple")
+
+        monkeypatch.setattr(_tile_kernel, "tile_function", broken)
+        reason = "llvmlite could not compile for this CPU: No available targets"
+    blocked._unavailable.cache_clear()
+    _select._cheapest.cache_clear()
+    try:
+        assert "blocked" not in _select.candidates(spec.lowered())
+        assert _select.resolve_method("auto", spec) in _select.candidates(spec.lowered())
+        with pytest.raises(ValueError, match=reason):
+            _select.resolve_method("blocked", spec)
+    finally:
+        monkeypatch.undo()
+        blocked._unavailable.cache_clear()
+        _select._cheapest.cache_clear()
+    assert _select.resolve_method("auto", spec) == "blocked"
+
+
+@pytest.mark.parametrize(
+    ("dtype", "reason"), [("int64", "float32 and float64, not int64"), ("float16", None)]
+)
+def test_blocked_refusals_name_the_reason(dtype: str, reason: str | None) -> None:
+    spec = make_spec((1, 4, 9, 9), (4, 4, 3, 3), dtypes=[np.dtype(dtype)])
+    got = METHODS["blocked"].refusal(spec.lowered())
+    if reason is None:
+        assert got is None  # float16 is summed in float32
+    else:
+        assert got is not None
+        assert reason in got
+        with pytest.raises(ValueError, match=reason):
+            _select.resolve_method("blocked", spec)
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from dilconv._methods import (
     METHODS,
     _kernels,
     _single,
+    blocked,
     compiled,
     im2col,
     shift_add,
@@ -68,6 +69,12 @@ COST: dict[str, float] = {
     "compiled": 1.1e10,
     "compiled_depthwise": 2.5e9,
     "compiled_row": 6e-8,
+    # The register-blocked tiles (method "blocked"), per thread: multiply-adds per
+    # second counted over whole SIMD vectors (padded output channels), and the cost
+    # of one tile's pass over one tap (loop overhead, loads and stores of the sums).
+    "blocked": 5.5e10,
+    "blocked_tap": 2.5e-9,
+    "blocked_call": 3e-5,  # layout lookup, weight packing, the calls' arguments
 }
 
 
@@ -154,6 +161,34 @@ def _tap_gemm(spec: ConvSpec) -> float:
     return COST["call"] + seconds + moved * item / COST["copy"]
 
 
+def blocked_work(spec: ConvSpec) -> tuple[int, int, int, int]:
+    """``(multiply-adds, tap passes, calls, threads)`` of method "blocked" on ``spec``.
+
+    Multiply-adds are counted over whole SIMD vectors of output channels and only
+    for taps that read real input; a tap pass is one tile's pass over one tap (per
+    group, output block and input block); a call is one compiled-function call.
+    """
+    lay = blocked.layout(spec)
+    p = lay.plan
+    row_taps = int((lay.rows[:, 3] - lay.rows[:, 2]).sum())
+    column_taps = sum(int((t[:, 3] - t[:, 2]).sum()) for _, t in lay.columns)
+    tap_pixels = sum(int((t[:, 3] - t[:, 2]).sum()) * pixels for pixels, t in lay.columns)
+    width = sum(math.ceil((o1 - o0) / p.lanes) * p.lanes for o0, o1 in p.out_blocks)
+    blocks = spec.groups * len(p.out_blocks) * len(p.in_blocks)
+    macs = row_taps * tap_pixels * spec.groups * width * spec.in_per_group
+    work = spec.batch * spec.out_hw[0] * spec.out_hw[1] * spec.out_channels
+    work *= spec.in_per_group * spec.kernel_hw[0] * spec.kernel_hw[1]
+    threads = _kernels.num_threads() if work >= blocked.PARALLEL_WORK else 1
+    return macs, row_taps * column_taps * blocks, threads * len(lay.columns) * blocks, threads
+
+
+def _blocked(spec: ConvSpec) -> float:
+    macs, passes, calls, threads = blocked_work(spec)
+    rate = COST["blocked"] * (1 if spec.dtype.itemsize < 8 else 0.5) * threads
+    seconds = macs / rate + passes * COST["blocked_tap"] / threads + calls * COST["tap"]
+    return COST["call"] + COST["blocked_call"] + seconds
+
+
 def estimate_seconds(name: str, spec: ConvSpec) -> float:
     """The cost model's estimate for one algorithm on a lowered spec."""
     n, item = spec.batch, spec.dtype.itemsize
@@ -171,6 +206,8 @@ def estimate_seconds(name: str, spec: ConvSpec) -> float:
         return _shift_add(spec)
     if name == "tap_gemm":
         return _tap_gemm(spec)
+    if name == "blocked":
+        return _blocked(spec)
     if name == "compiled":
         area, _ = _tap_area(spec)
         single = spec.out_channels == 1

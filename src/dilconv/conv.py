@@ -85,7 +85,7 @@ def conv2d(
     method : str
         ``"auto"`` (the cost model of :func:`choose_method`) or one of
         ``"direct"``, ``"dilated_kernel"``, ``"shift_add"``, ``"compiled"``,
-        ``"tap_gemm"``, ``"im2col"``, ``"space_to_batch"``, ``"fft"``
+        ``"blocked"``, ``"tap_gemm"``, ``"im2col"``, ``"space_to_batch"``, ``"fft"``
         (:data:`dilconv.METHODS`);
         all give the same answer.
 

@@ -16,6 +16,7 @@ from types import ModuleType
 import numpy as np
 
 from dilconv._methods import (
+    blocked,
     compiled,
     dilated_kernel,
     direct,
@@ -51,6 +52,7 @@ METHODS: dict[str, Method] = {
         _register("dilated_kernel", dilated_kernel),
         _register("shift_add", shift_add),
         _register("compiled", compiled),
+        _register("blocked", blocked),
         _register("tap_gemm", tap_gemm),
         _register("im2col", im2col),
         _register("space_to_batch", space_to_batch),

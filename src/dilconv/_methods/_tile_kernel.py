@@ -1,0 +1,305 @@
+"""Machine code for :mod:`dilconv._methods.blocked`: a register-blocked tile loop.
+
+One compiled function computes the output *tiles* of some output rows. A tile is
+``pixels`` consecutive output pixels of one row times a block of output channels
+of one group. The tile's ``pixels x vectors`` sums (SIMD registers of ``lanes``
+values) stay in registers through all its taps and input channels: for each tap
+and input channel the kernel loads ``vectors`` weight vectors and, for each
+pixel, broadcasts one input value and does ``vectors`` fused multiply-adds. Only
+then are the sums stored (the last vector under a mask when the block is not a
+whole number of vectors), or added to the output when summing input channels in
+blocks. This is the register blocking of oneDNN's direct convolution, written as
+LLVM IR with ``llvmlite`` (Numba's compiler back end, already a dependency) and
+compiled for the host CPU.
+
+The tiles are the product of two tables of :data:`FIELDS` integers: one per
+output row (element offsets of its input row and of its output row, and the
+kernel rows that read real input there) and one per tile of a row (offsets of
+its first pixel's input and output columns, and the kernel columns that read real
+input there). The offsets add up; the input is never padded, because every tap in
+those ranges reads real input.
+
+The functions are compiled once per ``(dtype, pixels, vectors, tail, accumulate)``
+in a process (40-70 ms each here; the machine code is kept on disk, see
+:func:`cache_dir`, so a later process loads it instead) and called through
+``ctypes``, which releases the GIL, so rows can be shared among threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Integers per row and per column descriptor: x offset, out offset, first tap,
+#: one past the last tap (kernel rows for an output row, kernel columns for a tile).
+FIELDS = 4
+
+#: Argument order of the compiled function (all int64; pointers as addresses).
+ARGUMENTS = (
+    "x",  # input address (column-padded NHWC, first channel of the group)
+    "w",  # packed weights address: (taps, C_group, vectors * lanes)
+    "out",  # output address (first channel of the group)
+    "rows",  # address of the (n_rows, FIELDS) int64 output row descriptors
+    "n_rows",
+    "columns",  # address of the (n_columns, FIELDS) int64 tile column descriptors
+    "n_columns",
+    "channels",  # input channels summed by this call
+    "w_tap",  # elements between taps in the packed weights
+    "w_channel",  # elements between input channels in the packed weights
+    "x_pixel",  # elements between consecutive output pixels' inputs (stride * C)
+    "x_tap_row",  # elements between kernel rows (dilation * padded row length)
+    "x_tap_col",  # elements between kernel columns (dilation * C)
+    "kernel_width",
+    "out_pixel",  # elements between consecutive output pixels (O)
+)
+
+TileFunction = Callable[..., None]
+Value = Any  # an llvmlite IR value
+
+
+@functools.lru_cache(maxsize=1)
+def _llvm() -> tuple[Any, Any]:
+    """The llvmlite binding and a target machine for the host CPU."""
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    target = llvm.Target.from_default_triple()
+    features = llvm.get_host_cpu_features().flatten()
+    machine = target.create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=features, opt=3, jit=True
+    )
+    return llvm, machine
+
+
+@functools.lru_cache(maxsize=1)
+def host_lanes() -> dict[str, int]:
+    """SIMD lanes per register and register count for float32 on this CPU."""
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    if features.get("avx512f"):
+        return {"bytes": 64, "registers": 32}
+    if features.get("avx"):
+        return {"bytes": 32, "registers": 16}
+    return {"bytes": 16, "registers": 16}
+
+
+def _ir_source(
+    dtype: np.dtype, pixels: int, vectors: int, lanes: int, tail: int, accumulate: bool
+) -> str:
+    """LLVM IR of the tile loop (see the module docstring)."""
+    from llvmlite import ir
+
+    scalar = ir.FloatType() if dtype == np.float32 else ir.DoubleType()
+    vec = ir.VectorType(scalar, lanes)
+    i64 = ir.IntType(64)
+    ptr = ir.PointerType()
+    module = ir.Module(name="dilconv_tiles")
+    fnty = ir.FunctionType(ir.VoidType(), [i64] * len(ARGUMENTS))
+    fn = ir.Function(module, fnty, name="tiles")
+    args = dict(zip(ARGUMENTS, fn.args, strict=True))
+    suffix = f"v{lanes}f{8 * dtype.itemsize}"
+    fma = ir.Function(module, ir.FunctionType(vec, [vec] * 3), name=f"llvm.fma.{suffix}")
+    mask_type = ir.VectorType(ir.IntType(1), lanes)
+    masked_store = ir.Function(
+        module,
+        ir.FunctionType(ir.VoidType(), [vec, ptr, ir.IntType(32), mask_type]),
+        name=f"llvm.masked.store.{suffix}.p0",
+    )
+    masked_load = ir.Function(
+        module,
+        ir.FunctionType(vec, [ptr, ir.IntType(32), mask_type, vec]),
+        name=f"llvm.masked.load.{suffix}.p0",
+    )
+    size = dtype.itemsize
+
+    entry = fn.append_basic_block("entry")
+    b = ir.IRBuilder(entry)
+    x_base = b.inttoptr(args["x"], ptr)
+    w_base = b.inttoptr(args["w"], ptr)
+    out_base = b.inttoptr(args["out"], ptr)
+    rows = b.inttoptr(args["rows"], ptr)
+    columns = b.inttoptr(args["columns"], ptr)
+    acc = [[b.alloca(vec, name=f"acc{p}_{v}") for v in range(vectors)] for p in range(pixels)]
+    counters = {name: b.alloca(i64, name=name) for name in ("r", "t", "ky", "kx", "c")}
+
+    def loop(name: str, start: Value, stop: Value, body: Callable[[Value], None]) -> None:
+        counter = counters[name]
+        b.store(start, counter)
+        head = fn.append_basic_block(f"{name}_head")
+        inner = fn.append_basic_block(f"{name}_body")
+        done = fn.append_basic_block(f"{name}_done")
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.load(counter)
+        b.cbranch(b.icmp_signed("<", i, stop), inner, done)
+        b.position_at_end(inner)
+        body(i)
+        b.store(b.add(b.load(counter), ir.Constant(i64, 1)), counter)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def field(table: Value, i: Value, k: int) -> Value:
+        index = b.add(b.mul(i, ir.Constant(i64, FIELDS)), ir.Constant(i64, k))
+        return b.load(b.gep(table, [index], source_etype=i64), typ=i64)
+
+    def out_address(out_off: Value, p_i: int, v: int) -> Value:
+        base = b.add(out_off, b.mul(ir.Constant(i64, p_i), args["out_pixel"]))
+        return b.gep(out_base, [b.add(base, ir.Constant(i64, v * lanes))], source_etype=scalar)
+
+    def mask(v: int) -> Value | None:
+        if v < vectors - 1 or not tail:
+            return None
+        return ir.Constant(mask_type, [1 if k < tail else 0 for k in range(lanes)])
+
+    def tile(r: Value, t: Value) -> None:
+        x_off = b.add(field(rows, r, 0), field(columns, t, 0))
+        out_off = b.add(field(rows, r, 1), field(columns, t, 1))
+
+        def load_out(p_i: int, v: int) -> Value:
+            p, m = out_address(out_off, p_i, v), mask(v)
+            if m is None:
+                return b.load(p, typ=vec, align=size)
+            zero = ir.Constant(vec, [0.0] * lanes)
+            return b.call(masked_load, [p, ir.Constant(ir.IntType(32), size), m, zero])
+
+        ky0, ky1 = field(rows, r, 2), field(rows, r, 3)
+        kx0, kx1 = field(columns, t, 2), field(columns, t, 3)
+        zero = ir.Constant(vec, [0.0] * lanes)
+        for p_i, row in enumerate(acc):
+            for v, a in enumerate(row):
+                b.store(load_out(p_i, v) if accumulate else zero, a)
+
+        def kernel_row(ky: Value) -> None:
+            def kernel_col(kx: Value) -> None:
+                x_tap = b.add(
+                    x_off, b.add(b.mul(ky, args["x_tap_row"]), b.mul(kx, args["x_tap_col"]))
+                )
+                tap = b.add(b.mul(ky, args["kernel_width"]), kx)
+                w_tap = b.mul(tap, args["w_tap"])
+
+                def channel(c: Value) -> None:
+                    w_at = b.add(w_tap, b.mul(c, args["w_channel"]))
+                    weights = []
+                    for v in range(vectors):
+                        at = b.add(w_at, ir.Constant(i64, v * lanes))
+                        p = b.gep(w_base, [at], source_etype=scalar)
+                        weights.append(b.load(p, typ=vec, align=size))
+                    for p_i in range(pixels):
+                        at = b.add(x_tap, b.add(c, b.mul(ir.Constant(i64, p_i), args["x_pixel"])))
+                        value = b.load(b.gep(x_base, [at], source_etype=scalar), typ=scalar)
+                        splat = b.insert_element(
+                            ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0)
+                        )
+                        splat = b.shuffle_vector(
+                            splat,
+                            ir.Constant(vec, ir.Undefined),
+                            ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes),
+                        )
+                        for v in range(vectors):
+                            a = acc[p_i][v]
+                            b.store(b.call(fma, [splat, weights[v], b.load(a, typ=vec)]), a)
+
+                loop("c", ir.Constant(i64, 0), args["channels"], channel)
+
+            loop("kx", kx0, kx1, kernel_col)
+
+        loop("ky", ky0, ky1, kernel_row)
+        for p_i in range(pixels):
+            for v in range(vectors):
+                p, m = out_address(out_off, p_i, v), mask(v)
+                value = b.load(acc[p_i][v], typ=vec)
+                if m is None:
+                    b.store(value, p, align=size)
+                else:
+                    b.call(masked_store, [value, p, ir.Constant(ir.IntType(32), size), m])
+
+    def row(r: Value) -> None:
+        loop("t", ir.Constant(i64, 0), args["n_columns"], lambda t: tile(r, t))
+
+    loop("r", ir.Constant(i64, 0), args["n_rows"], row)
+    b.ret_void()
+    return str(module)
+
+
+_ENGINES: list[object] = []  # compiled code lives as long as its engine
+_FUNCTIONS: dict[tuple[object, ...], TileFunction] = {}
+_COMPILING = threading.Lock()  # LLVM's compiler is not to be entered by two threads
+
+
+def cache_dir() -> Path | None:
+    """Where compiled tile loops are kept between processes, or None if nowhere writable.
+
+    ``$DILCONV_CACHE_DIR``, else ``$XDG_CACHE_HOME/dilconv``, else ``~/.cache/dilconv``.
+    """
+    env = os.environ.get("DILCONV_CACHE_DIR")
+    if env:
+        path = Path(env)
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = Path(base) / "dilconv"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
+def tile_function(
+    dtype: np.dtype, pixels: int, vectors: int, lanes: int, tail: int, accumulate: bool
+) -> TileFunction:
+    """The compiled tile loop for these parameters, as a ctypes function.
+
+    ``tail``: output channels in the last vector when it is partly used (0: full);
+    ``accumulate``: add to the output instead of overwriting it. Compiled once per
+    process, its machine code kept on disk (:func:`cache_dir`) for the next one.
+    """
+    key = (np.dtype(dtype), pixels, vectors, lanes, tail, accumulate)
+    found = _FUNCTIONS.get(key)
+    if found is not None:
+        return found
+    with _COMPILING:
+        if key not in _FUNCTIONS:
+            _FUNCTIONS[key] = _compile(_ir_source(*key))
+    return _FUNCTIONS[key]
+
+
+def _compile(source: str) -> TileFunction:
+    llvm, machine = _llvm()
+    host = f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
+    digest = hashlib.sha256(f"{llvm.llvm_version_info} {host}\n{source}".encode()).hexdigest()
+    folder = cache_dir()
+    path = None if folder is None else folder / f"tiles-{digest[:40]}.o"
+    cached = path.read_bytes() if path is not None and path.is_file() else None
+    module = llvm.parse_assembly(source)
+    module.verify()
+    if cached is None:
+        tuning = llvm.create_pipeline_tuning_options(speed_level=3)
+        builder = llvm.create_pass_builder(machine, tuning)
+        builder.getModulePassManager().run(module, builder)
+    engine = llvm.create_mcjit_compiler(module, machine)
+
+    def compiled(_module: object, code: bytes) -> None:
+        if path is not None:
+            partial = path.with_suffix(f".{os.getpid()}.part")
+            try:
+                partial.write_bytes(code)
+                partial.replace(path)
+            except OSError:
+                partial.unlink(missing_ok=True)
+
+    engine.set_object_cache(compiled, lambda _module: cached)
+    engine.finalize_object()
+    _ENGINES.append(engine)
+    address = engine.get_function_address("tiles")
+    prototype = ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * len(ARGUMENTS))
+    return prototype(address)

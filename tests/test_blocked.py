@@ -1,0 +1,125 @@
+"""Method "blocked": its blocking, its compiled loops and their cache on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dilconv
+from dilconv._methods import _tile_kernel, blocked
+from dilconv._spec import make_spec
+from tests.tolerance import assert_close
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("channels", "outputs", "groups"),
+    [(600, 70, 1), (64, 64, 1), (21, 21, 1), (48, 36, 3), (8, 200, 2)],
+)
+def test_blocked_channel_blocks_and_tails(
+    channels: int, outputs: int, groups: int, dtype: type[np.generic]
+) -> None:
+    """Many channels: several output blocks, input blocks summed in turn, partial vectors."""
+    rng = np.random.default_rng(channels + outputs)
+    x = rng.standard_normal((2, 7, 23, channels)).astype(dtype)
+    w = rng.standard_normal((3, 3, channels // groups, outputs)).astype(dtype)
+    for options in (
+        {"dilation": 2, "padding": "same"},
+        {"dilation": (3, 5), "stride": (1, 2), "padding": ((4, 0), (1, 6))},
+        {"dilation": 11, "padding": "same"},
+    ):
+        options = {**options, "groups": groups, "data_format": "NHWC"}
+        expected = dilconv.conv2d(x, w, method="direct", **options)
+        actual = dilconv.conv2d(x, w, method="blocked", **options)
+        scale = dilconv.conv2d(np.abs(x), np.abs(w), method="direct", **options)
+        assert_close(actual, expected, dtype=dtype, magnitude=scale, context=f"{options}")
+    spec = make_spec(x.shape, w.shape, groups=groups, data_format="NHWC", dtypes=[x.dtype])
+    p = blocked.plan(spec.lowered())
+    assert len(p.in_blocks) > 1 or channels < 600
+    assert len(p.out_blocks) > 1 or outputs < 200
+
+
+def test_no_tap_reads_padding() -> None:
+    """Every tap of every tile reads a real input pixel of its own image."""
+    spec = make_spec(
+        (2, 5, 13, 17), (4, 5, 3, 4), padding=((6, 1), (9, 2)), dilation=(3, 4), stride=(2, 1)
+    ).lowered()
+    lay = blocked.layout(spec)
+    (h, wd), c, ho = spec.in_hw, spec.in_channels, spec.out_hw[0]
+    (dh, dw), sw = spec.dilation, spec.stride[1]
+    reads = 0
+    for pixels, columns in lay.columns:
+        for r, (x_row, _, ky0, ky1) in enumerate(lay.rows):
+            image = r // ho
+            for x_col, _, kx0, kx1 in columns:
+                for ky in range(ky0, ky1):
+                    row = x_row // (wd * c) + ky * dh - image * h
+                    assert 0 <= row < h
+                    for kx in range(kx0, kx1):
+                        for p in range(pixels):
+                            col = x_col // c + kx * dw + p * sw
+                            assert 0 <= col < wd
+                            reads += 1
+    assert reads > 0
+
+
+def test_compiled_tiles_are_kept_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second process loads the machine code instead of optimising the IR again."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 9, 11, 5))
+    w = rng.standard_normal((3, 3, 5, 7))
+    options = {"padding": "same", "dilation": 2, "data_format": "NHWC"}
+    expected = dilconv.conv2d(x, w, method="direct", **options)
+    saved = dict(_tile_kernel._FUNCTIONS)
+    monkeypatch.setenv("DILCONV_CACHE_DIR", str(tmp_path))
+    try:
+        _tile_kernel._FUNCTIONS.clear()
+        first = dilconv.conv2d(x, w, method="blocked", **options)
+        files = sorted(tmp_path.glob("tiles-*.o"))
+        assert files
+        assert len(files) == len(_tile_kernel._FUNCTIONS)
+
+        def no_optimiser(*args: object) -> None:
+            raise AssertionError("the IR was optimised again instead of loaded")
+
+        llvm, _ = _tile_kernel._llvm()
+        monkeypatch.setattr(llvm, "create_pass_builder", no_optimiser)
+        _tile_kernel._FUNCTIONS.clear()
+        second = dilconv.conv2d(x, w, method="blocked", **options)
+    finally:
+        _tile_kernel._FUNCTIONS.clear()
+        _tile_kernel._FUNCTIONS.update(saved)
+    assert_close(first, expected, dtype=np.float64)
+    np.testing.assert_array_equal(second, first)
+
+
+def test_an_unwritable_cache_only_costs_compile_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("DILCONV_CACHE_DIR", str(blocker / "cache"))
+    assert _tile_kernel.cache_dir() is None
+    saved = dict(_tile_kernel._FUNCTIONS)
+    try:
+        _tile_kernel._FUNCTIONS.clear()
+        x = np.ones((1, 4, 6, 3), np.float32)
+        w = np.ones((3, 3, 3, 2), np.float32)
+        y = dilconv.conv2d(x, w, padding=0, data_format="NHWC", method="blocked")
+    finally:
+        _tile_kernel._FUNCTIONS.clear()
+        _tile_kernel._FUNCTIONS.update(saved)
+    np.testing.assert_array_equal(y, np.full((1, 2, 4, 2), 27.0, np.float32))
+
+
+def test_plan_fits_the_registers() -> None:
+    """Sums, weight vectors and one broadcast stay within the SIMD register file."""
+    host = _tile_kernel.host_lanes()
+    for o in (1, 7, 16, 21, 64, 100, 256):
+        spec = make_spec((1, 8, 9, 9), (o, 8, 3, 3), dtypes=[np.dtype(np.float32)]).lowered()
+        p = blocked.plan(spec)
+        assert p.pixels * p.vectors + p.vectors + 1 <= host["registers"]
+        assert sum(o1 - o0 for o0, o1 in p.out_blocks) == o
+        assert all(o1 - o0 <= p.vectors * p.lanes for o0, o1 in p.out_blocks)
