@@ -51,7 +51,7 @@ def test_no_tap_reads_padding() -> None:
     (dh, dw), sw = spec.dilation, spec.stride[1]
     reads = 0
     for pixels, columns in lay.columns:
-        for r, (x_row, _, ky0, ky1) in enumerate(lay.rows):
+        for r, (x_row, _, ky0, ky1, _) in enumerate(lay.rows):
             image = r // ho
             for x_col, _, kx0, kx1 in columns:
                 for ky in range(ky0, ky1):

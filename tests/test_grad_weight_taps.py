@@ -1,4 +1,4 @@
-"""The weight gradient by one product per tap (dilconv._grad_weight): both layouts."""
+"""The weight gradient by per-tap sums (dilconv._grad_weight): both layouts and the tiles."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given
 
 import dilconv
-from dilconv import _grad_weight
+from dilconv import _grad_weight, _grad_weight_tiles
 from dilconv._layout import to_canonical, weight_from_canonical
 from dilconv._padding import pad_spatial
 from dilconv._spec import make_spec
@@ -37,6 +37,39 @@ def test_both_layouts_equal_the_oracle(case: Case) -> None:
     for way in ("windows", "slabs"):
         got = by_taps(case, g, way)
         assert_close(got, expected, magnitude=magnitude, context=f"{way} {case!r}")
+
+
+@given(case=conv_cases(dtypes=(np.float64, np.float32), bias=False))
+def test_tiles_equal_the_oracle(case: Case) -> None:
+    """Any stride, dilation, padding and group count."""
+    y = dilconv.conv2d(case.x, case.w, **case.options)
+    g = np.random.default_rng(0).standard_normal(y.shape).astype(case.x.dtype)
+    expected = dilconv.conv2d_grad_weight(case.x, g, case.w.shape, method="direct", **case.options)
+    magnitude = dilconv.conv2d_grad_weight(
+        np.abs(case.x), np.abs(g), case.w.shape, method="direct", **case.options
+    )
+    spec = make_spec(case.x.shape, case.w.shape, dtypes=[case.x.dtype], **case.options)
+    assume(min(*spec.out_hw, spec.batch, spec.in_channels) > 0)
+    x = to_canonical(case.x, spec)
+    if spec.padding_mode != "zeros":
+        x = pad_spatial(x, spec.pad, spec.padding_mode)
+    got = _grad_weight_tiles.by_tiles(x, to_canonical(g, spec), spec.lowered())
+    got = weight_from_canonical(got, spec)
+    assert_close(got, expected, magnitude=magnitude, context=f"tiles {case!r}")
+
+
+def test_tiles_in_many_bands_and_threads() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 90, 70, 40)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 40, 24)).astype(np.float32)
+    opts = {"padding": "same", "dilation": (4, 7), "data_format": "NHWC"}
+    g = rng.standard_normal(dilconv.conv2d(x, w, **opts).shape).astype(np.float32)
+    spec = make_spec(x.shape, w.shape, dtypes=[x.dtype], **opts).lowered()
+    assert spec.batch * spec.out_hw[0] // _grad_weight_tiles.band_rows(spec) > 4
+    got = _grad_weight_tiles.by_tiles(x, g, spec)
+    expected = dilconv.conv2d_grad_weight(x, g, w.shape, method="im2col", **opts)
+    scale = dilconv.conv2d_grad_weight(np.abs(x), np.abs(g), w.shape, method="im2col", **opts)
+    assert_close(got, expected, magnitude=scale, kind="gradients")
 
 
 def test_slabs_in_several_bands() -> None:
@@ -83,19 +116,32 @@ def test_auto_takes_the_tap_products_within_the_workspace(
     assert _grad_weight.applies(spec)
     got = dilconv.conv2d_grad_weight(x, g, w_shape, **opts)
     assert calls == [1]
-    with dilconv.workspace_limit(2**20):
+    with dilconv.workspace_limit(2**20):  # over windows and slabs: the tiles
         assert min(_grad_weight.window_bytes(spec), _grad_weight.slab_bytes(spec)) > 2**20
+        assert _grad_weight._fitting(spec) == ["tiles"]
+        tiles = dilconv.conv2d_grad_weight(x, g, w_shape, **opts)
+    assert calls == [1, 1]
+    with dilconv.workspace_limit(2**20):  # and no compiled tiles on this machine
+        monkeypatch.setattr(_grad_weight_tiles.blocked, "refusal", lambda spec: "no LLVM")
         assert not _grad_weight.applies(spec)
         fallback = dilconv.conv2d_grad_weight(x, g, w_shape, **opts)
-    assert calls == [1]
+    assert calls == [1, 1]
     expected = dilconv.conv2d_grad_weight(x, g, w_shape, method="im2col", **opts)
     scale = dilconv.conv2d_grad_weight(np.abs(x), np.abs(g), w_shape, method="im2col", **opts)
     assert_close(got, expected, magnitude=scale, kind="gradients")
+    assert_close(tiles, expected, magnitude=scale, kind="gradients")
     assert_close(fallback, expected, magnitude=scale, kind="gradients")
 
 
-def test_strides_and_groups_keep_the_swapped_problem() -> None:
+def test_strides_and_groups_take_the_tiles_or_the_swapped_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     strided = make_spec((1, 8, 40, 40), (4, 8, 3, 3), padding=1, stride=2).lowered()
     grouped = make_spec((1, 8, 40, 40), (4, 4, 3, 3), padding=1, groups=2).lowered()
+    integer = make_spec((1, 8, 40, 40), (4, 8, 3, 3), dtypes=[np.dtype(np.int64)]).lowered()
+    assert _grad_weight._fitting(strided) == ["tiles"]
+    assert _grad_weight._fitting(grouped) == ["tiles"]
+    assert not _grad_weight.applies(integer)
+    monkeypatch.setattr(_grad_weight_tiles.blocked, "refusal", lambda spec: "no LLVM here")
     assert not _grad_weight.applies(strided)
     assert not _grad_weight.applies(grouped)

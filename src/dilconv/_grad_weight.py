@@ -20,11 +20,14 @@ size is every pixel it reads:
   ``(i, j)``: a constant offset. One copy of each array, but the products also
   run over the pitch's padding columns (multiplied by the zero columns).
 
-:func:`grad_weight` takes whichever the estimate of :func:`estimate_seconds` (the
-cost model's product and copy rates) says is faster: windows when the padding is a
-large part of the width (``aspp``), slabs for many images of narrow padding
-(``wave``). Taps are shared among threads (BLAS on one thread each). Both apply to
-stride 1 and one group, in float32/float64; :mod:`dilconv.grad` otherwise runs the
+:func:`grad_weight` takes whichever way the estimate of :func:`estimate_seconds`
+says is faster: windows when the padding is a large part of the width (``aspp``),
+slabs for many images of narrow padding (``wave``), or neither: the
+register-blocked tiles of :mod:`dilconv._grad_weight_tiles`, which copy nothing
+and run near the machine's peak where BLAS runs these tall, thin products at
+about half of it. Windows and slabs share the taps among threads (BLAS on one
+thread each) and apply to stride 1 and one group; the tiles to any stride and
+group count. All need float32/float64; :mod:`dilconv.grad` otherwise runs the
 forward engine on the swapped problem.
 """
 
@@ -34,7 +37,7 @@ import functools
 
 import numpy as np
 
-from dilconv import _shapes
+from dilconv import _grad_weight_tiles, _shapes
 from dilconv._config import get_workspace_limit
 from dilconv._methods import _kernels
 from dilconv._padding import zero_padded_rows
@@ -49,11 +52,9 @@ BAND_BYTES = 64 * 2**20
 
 
 def applies(spec: ConvSpec) -> bool:
-    """Stride 1, one group, float32/float64, something to compute, within the workspace."""
+    """float32/float64, something to compute, and a way within the workspace."""
     return (
-        spec.stride == (1, 1)
-        and spec.groups == 1
-        and spec.dtype in (np.dtype(np.float32), np.dtype(np.float64))
+        spec.dtype in (np.dtype(np.float32), np.dtype(np.float64))
         and min(*spec.out_hw, spec.batch) > 0
         and bool(_fitting(spec))
     )
@@ -61,14 +62,20 @@ def applies(spec: ConvSpec) -> bool:
 
 def _fitting(spec: ConvSpec) -> list[str]:
     limit = get_workspace_limit()
-    ways = [("windows", window_bytes(spec)), ("slabs", slab_bytes(spec))]
+    ways = []
+    if spec.stride == (1, 1) and spec.groups == 1:
+        ways += [("windows", window_bytes(spec)), ("slabs", slab_bytes(spec))]
+    if _grad_weight_tiles.applies(spec):
+        ways.append(("tiles", _grad_weight_tiles.workspace_bytes(spec)))
     return [name for name, need in ways if need <= limit]
 
 
 def estimate_seconds(way: str, spec: ConvSpec) -> float:
-    """Modelled time of ``way`` ("windows" or "slabs"): products plus copies."""
+    """Modelled time of ``way`` ("windows", "slabs" or "tiles"): products plus copies."""
     n, ho = spec.batch, spec.out_hw[0]
     c, o, item = spec.in_channels, spec.out_channels, spec.dtype.itemsize
+    if way == "tiles":
+        return _grad_weight_tiles.estimate_seconds(spec)
     rate = COST["gemm"] / (2 if item >= 8 else 1)
     if way == "slabs":
         pitch, halo = spec.padded_hw[1], spec.effective_kernel_hw[0] - 1
@@ -95,6 +102,8 @@ def row_ranges(spec: ConvSpec) -> dict[int, tuple[int, int]]:
 def grad_weight(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """``dw`` ``(kh, kw, C, O)`` for NHWC ``x`` and ``g`` of a lowered (zero-padded) spec."""
     way = min(_fitting(spec), key=lambda name: estimate_seconds(name, spec))
+    if way == "tiles":
+        return _grad_weight_tiles.by_tiles(x, g, spec)
     return by_column_windows(x, g, spec) if way == "windows" else by_pitched_slabs(x, g, spec)
 
 

@@ -201,9 +201,10 @@ def conv2d_grad_weight(
         As for :func:`dilconv.conv2d`.
     method : str
         A forward algorithm (:data:`dilconv.METHODS`) for the swapped correlation;
-        ``"auto"``: one matrix product per kernel tap on column windows where that
-        applies (stride 1, one group, float, windows within the workspace limit),
-        otherwise ``"im2col"`` on the swapped problem.
+        ``"auto"``: for float input, per-tap sums with nothing gathered (the
+        register-blocked tiles, or with stride 1 and one group one matrix product
+        per tap, whichever the cost model prefers), otherwise ``"im2col"`` on the
+        swapped problem.
 
     Returns
     -------

@@ -38,28 +38,35 @@ from typing import Any
 
 import numpy as np
 
-#: Integers per row and per column descriptor: x offset, out offset, first tap,
-#: one past the last tap (kernel rows for an output row, kernel columns for a tile).
+#: Integers per column descriptor: x offset, out offset, first tap, one past the
+#: last tap (kernel columns, for a tile of a row).
 FIELDS = 4
+#: Integers per row descriptor: the same (kernel rows, for an output row), then
+#: the weights' offset.
+ROW_FIELDS = 5
 
 #: Argument order of the compiled function (all int64; pointers as addresses).
 ARGUMENTS = (
-    "x",  # input address (column-padded NHWC, first channel of the group)
+    "x",  # input address (NHWC, first channel of the group)
     "w",  # packed weights address: (taps, C_group, vectors * lanes)
     "out",  # output address (first channel of the group)
-    "rows",  # address of the (n_rows, FIELDS) int64 output row descriptors
+    "rows",  # address of the (n_rows, ROW_FIELDS) int64 output row descriptors
     "n_rows",
     "columns",  # address of the (n_columns, FIELDS) int64 tile column descriptors
     "n_columns",
     "channels",  # input channels summed by this call
-    "w_tap",  # elements between taps in the packed weights
-    "w_channel",  # elements between input channels in the packed weights
-    "x_pixel",  # elements between consecutive output pixels' inputs (stride * C)
-    "x_tap_row",  # elements between kernel rows (dilation * padded row length)
+    "w_row",  # elements between kernel rows in the weights
+    "w_col",  # elements between kernel columns in the weights
+    "w_channel",  # elements between summed channels in the weights
+    "x_channel",  # elements between summed channels in the input (1)
+    "x_pixel",  # elements between a tile's pixels' inputs (stride * C)
+    "x_tap_row",  # elements between kernel rows (dilation * W * C)
     "x_tap_col",  # elements between kernel columns (dilation * C)
-    "kernel_width",
-    "out_pixel",  # elements between consecutive output pixels (O)
+    "out_pixel",  # elements between a tile's pixels in the output (O)
 )
+
+#: Names the optimisation settings in the disk cache's keys (change it with them).
+PIPELINE = "O3, no vectorisers, no unrolling"
 
 TileFunction = Callable[..., None]
 Value = Any  # an llvmlite IR value
@@ -148,8 +155,8 @@ def _ir_source(
         b.branch(head)
         b.position_at_end(done)
 
-    def field(table: Value, i: Value, k: int) -> Value:
-        index = b.add(b.mul(i, ir.Constant(i64, FIELDS)), ir.Constant(i64, k))
+    def field(table: Value, i: Value, k: int, width: int = FIELDS) -> Value:
+        index = b.add(b.mul(i, ir.Constant(i64, width)), ir.Constant(i64, k))
         return b.load(b.gep(table, [index], source_etype=i64), typ=i64)
 
     def out_address(out_off: Value, p_i: int, v: int) -> Value:
@@ -161,18 +168,24 @@ def _ir_source(
             return None
         return ir.Constant(mask_type, [1 if k < tail else 0 for k in range(lanes)])
 
+    def load(base: Value, at: Value, m: Value | None) -> Value:
+        """A vector from ``base[at:at + lanes]``, only the lanes under mask ``m``."""
+        p = b.gep(base, [at], source_etype=scalar)
+        if m is None:
+            return b.load(p, typ=vec, align=size)
+        zero = ir.Constant(vec, [0.0] * lanes)
+        return b.call(masked_load, [p, ir.Constant(ir.IntType(32), size), m, zero])
+
     def tile(r: Value, t: Value) -> None:
-        x_off = b.add(field(rows, r, 0), field(columns, t, 0))
-        out_off = b.add(field(rows, r, 1), field(columns, t, 1))
+        x_off = b.add(field(rows, r, 0, ROW_FIELDS), field(columns, t, 0))
+        out_off = b.add(field(rows, r, 1, ROW_FIELDS), field(columns, t, 1))
+        w_off = field(rows, r, 4, ROW_FIELDS)
 
         def load_out(p_i: int, v: int) -> Value:
-            p, m = out_address(out_off, p_i, v), mask(v)
-            if m is None:
-                return b.load(p, typ=vec, align=size)
-            zero = ir.Constant(vec, [0.0] * lanes)
-            return b.call(masked_load, [p, ir.Constant(ir.IntType(32), size), m, zero])
+            base = b.add(out_off, b.mul(ir.Constant(i64, p_i), args["out_pixel"]))
+            return load(out_base, b.add(base, ir.Constant(i64, v * lanes)), mask(v))
 
-        ky0, ky1 = field(rows, r, 2), field(rows, r, 3)
+        ky0, ky1 = field(rows, r, 2, ROW_FIELDS), field(rows, r, 3, ROW_FIELDS)
         kx0, kx1 = field(columns, t, 2), field(columns, t, 3)
         zero = ir.Constant(vec, [0.0] * lanes)
         for p_i, row in enumerate(acc):
@@ -184,18 +197,18 @@ def _ir_source(
                 x_tap = b.add(
                     x_off, b.add(b.mul(ky, args["x_tap_row"]), b.mul(kx, args["x_tap_col"]))
                 )
-                tap = b.add(b.mul(ky, args["kernel_width"]), kx)
-                w_tap = b.mul(tap, args["w_tap"])
+                w_tap = b.add(b.mul(ky, args["w_row"]), b.mul(kx, args["w_col"]))
+                w_tap = b.add(w_off, w_tap)
 
                 def channel(c: Value) -> None:
                     w_at = b.add(w_tap, b.mul(c, args["w_channel"]))
                     weights = []
                     for v in range(vectors):
                         at = b.add(w_at, ir.Constant(i64, v * lanes))
-                        p = b.gep(w_base, [at], source_etype=scalar)
-                        weights.append(b.load(p, typ=vec, align=size))
+                        weights.append(load(w_base, at, mask(v)))
+                    x_at = b.add(x_tap, b.mul(c, args["x_channel"]))
                     for p_i in range(pixels):
-                        at = b.add(x_tap, b.add(c, b.mul(ir.Constant(i64, p_i), args["x_pixel"])))
+                        at = b.add(x_at, b.mul(ir.Constant(i64, p_i), args["x_pixel"]))
                         value = b.load(b.gep(x_base, [at], source_etype=scalar), typ=scalar)
                         splat = b.insert_element(
                             ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0)
@@ -276,7 +289,8 @@ def tile_function(
 def _compile(source: str) -> TileFunction:
     llvm, machine = _llvm()
     host = f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
-    digest = hashlib.sha256(f"{llvm.llvm_version_info} {host}\n{source}".encode()).hexdigest()
+    settings = f"{llvm.llvm_version_info} {host} {PIPELINE}"
+    digest = hashlib.sha256(f"{settings}\n{source}".encode()).hexdigest()
     folder = cache_dir()
     path = None if folder is None else folder / f"tiles-{digest[:40]}.o"
     cached = path.read_bytes() if path is not None and path.is_file() else None
@@ -284,6 +298,12 @@ def _compile(source: str) -> TileFunction:
     module.verify()
     if cached is None:
         tuning = llvm.create_pipeline_tuning_options(speed_level=3)
+        # The vectors are explicit, and the sums must stay in registers: LLVM's
+        # vectorisers, and its unroller (which copies the channel loop for unit
+        # strides), would spill them to the stack.
+        tuning.loop_vectorization = False
+        tuning.slp_vectorization = False
+        tuning.loop_unrolling = False
         builder = llvm.create_pass_builder(machine, tuning)
         builder.getModulePassManager().run(module, builder)
     engine = llvm.create_mcjit_compiler(module, machine)

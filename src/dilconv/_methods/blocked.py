@@ -179,7 +179,7 @@ class Layout:
     """The descriptor tables of a spec (see :mod:`~dilconv._methods._tile_kernel`).
 
     ``rows``: one per output row of the batch; ``columns``: per tile width, one per
-    tile of a row. Read-only int64 arrays of ``FIELDS`` columns.
+    tile of a row. Read-only int64 arrays of ``ROW_FIELDS`` and ``FIELDS`` columns.
     """
 
     plan: Plan
@@ -197,7 +197,8 @@ def layout(spec: ConvSpec) -> Layout:
     image, oy = np.divmod(flat, ho)
     ky0, ky1 = row_taps(spec, range(ho))
     in_row = image * h + oy * spec.stride[0] - spec.pad[0][0]
-    rows = np.stack([in_row * wd * c, flat * wo * o, ky0[oy], ky1[oy]], axis=1)
+    zero = np.zeros_like(flat)
+    rows = np.stack([in_row * wd * c, flat * wo * o, ky0[oy], ky1[oy], zero], axis=1)
     columns = []
     for pixels, starts in column_tiles(spec, p.pixels).items():
         kx0, kx1 = column_taps(spec, starts, pixels)
@@ -280,11 +281,12 @@ def _run_tiles(
                     columns.ctypes.data,
                     len(columns),
                     c1 - c0,
+                    kw * w_tap,
                     w_tap,
                     p.vectors * p.lanes,
+                    1,
                     spec.stride[1] * c,
                     dh * pitch * c,
                     dw * c,
-                    kw,
                     o,
                 )

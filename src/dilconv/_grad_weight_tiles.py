@@ -1,0 +1,193 @@
+"""The weight gradient by register-blocked tiles: ``blocked``'s compiled loop, roles swapped.
+
+``dw[i, j, c, o] = sum over n, r, q of x[n, r*sh - top + i*dh, q*sw - left + j*dw, c]
+* g[n, r, q, o]``: for each kernel tap, the product of the input pixels the tap
+reads (``C`` columns) with the output gradient (``O`` columns) over the output
+pixels where it reads real input. The tile loop of
+:mod:`dilconv._methods._tile_kernel` computes it with the roles of its axes
+swapped: a tile's *pixels* are a few input channels, its vectors the output
+channels, the *channels* it sums are the output columns of a row (stride ``sw * C``
+in the input, ``O`` in the gradient), and its *kernel rows* are output rows. The
+sums stay in registers across a band of output rows; nothing is copied or padded.
+
+The output rows are cut into bands whose input and gradient rows fit in a core's
+cache (:data:`BAND_BYTES`); one call per kernel column runs every band's kernel
+rows, each adding its band's sums into ``dw``. Bands are shared among threads,
+each with its own ``dw`` (summed at the end).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dilconv import _shapes
+from dilconv._methods import _kernels, blocked
+from dilconv._spec import ConvSpec
+
+#: Input plus gradient bytes of one band of output rows: half a core's L2 cache.
+BAND_BYTES = 2**19
+
+
+def applies(spec: ConvSpec) -> bool:
+    """float32/float64, something to compute, rows that fit a band, the compiled loop.
+
+    When one output row's input and gradient rows are more than :data:`BAND_BYTES`,
+    every tile's pass streams them from beyond the core's cache: on ``aspp``
+    (2048 channels of 65 pixels a row) the tiles took 290-310 ms where the column
+    windows' matrix products took 190, so such calls are left to those.
+    """
+    return (
+        spec.dtype in blocked.DTYPES
+        and min(*spec.out_hw, spec.batch, spec.in_channels) > 0
+        and row_bytes(spec) <= BAND_BYTES
+        and blocked.refusal(spec) is None
+    )
+
+
+def row_bytes(spec: ConvSpec) -> int:
+    """Input and gradient bytes that one output row reads."""
+    item = spec.dtype.itemsize
+    per_row = spec.stride[0] * spec.in_hw[1] * spec.in_channels * item
+    return per_row + spec.out_hw[1] * spec.out_channels * item
+
+
+def band_rows(spec: ConvSpec) -> int:
+    """Output rows per band: :data:`BAND_BYTES` of input and gradient rows."""
+    return int(max(1, min(spec.out_hw[0], BAND_BYTES // row_bytes(spec))))
+
+
+def threads(spec: ConvSpec) -> int:
+    """Threads sharing the bands."""
+    bands = spec.batch * math.ceil(spec.out_hw[0] / band_rows(spec))
+    return max(1, min(_kernels.num_threads(), bands))
+
+
+def workspace_bytes(spec: ConvSpec) -> int:
+    """One private ``dw`` per thread beyond the first."""
+    kh, kw = spec.kernel_hw
+    size = kh * kw * spec.in_per_group * spec.out_channels * spec.dtype.itemsize
+    return (threads(spec) - 1) * size
+
+
+def tap_ranges(spec: ConvSpec) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Output rows per kernel row and output columns per kernel column that read real input."""
+    (h, w), (ho, wo), (kh, kw) = spec.in_hw, spec.out_hw, spec.kernel_hw
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    top, left = spec.pad[0][0], spec.pad[1][0]
+    rows = [_shapes.tap_output_range(h, i, sh, dh, top, ho) for i in range(kh)]
+    cols = [_shapes.tap_output_range(w, j, sw, dw, left, wo) for j in range(kw)]
+    return rows, cols
+
+
+def estimate_seconds(spec: ConvSpec) -> float:
+    """Modelled time: ``blocked``'s rate over the multiply-adds (whole vectors of
+    output channels, taps that read real input only) and its cost per tile pass."""
+    from dilconv._select import COST
+
+    p = blocked.plan(spec)
+    rows, cols = tap_ranges(spec)
+    pixels = spec.batch * sum(max(0, b - a) for a, b in rows) * sum(max(0, b - a) for a, b in cols)
+    width = sum(math.ceil((o1 - o0) / p.lanes) * p.lanes for o0, o1 in p.out_blocks)
+    macs = pixels * spec.in_per_group * width * spec.groups
+    bands = spec.batch * math.ceil(spec.out_hw[0] / band_rows(spec))
+    passes = bands * len(rows) * len(cols) * math.ceil(spec.in_per_group / p.pixels) * spec.groups
+    passes *= len(p.out_blocks)
+    rate = COST["blocked"] * (1 if spec.dtype.itemsize < 8 else 0.5) * threads(spec)
+    return COST["call"] + macs / rate + passes * COST["blocked_tap"] / threads(spec)
+
+
+def row_table(spec: ConvSpec, j: int, bands: list[tuple[int, int, int]]) -> np.ndarray:
+    """Row descriptors of kernel column ``j`` for ``bands`` ``(image, r0, r1)``.
+
+    One entry per band and kernel row that reads real input there: its input and
+    ``dw`` offsets, its output rows relative to the band, its gradient offset.
+    """
+    (h, w), (ho, wo), kw = spec.in_hw, spec.out_hw, spec.kernel_hw[1]
+    c, o, cg = spec.in_channels, spec.out_channels, spec.in_per_group
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    top, left = spec.pad[0][0], spec.pad[1][0]
+    rows, cols = tap_ranges(spec)
+    q0 = cols[j][0]
+    entries = []
+    for image, r0, r1 in bands:
+        for i, (a, b) in enumerate(rows):
+            a, b = max(a, r0), min(b, r1)
+            if a >= b:
+                continue
+            x_row = image * h + r0 * sh - top + i * dh
+            entries.append(
+                (
+                    (x_row * w + q0 * sw - left + j * dw) * c,
+                    (i * kw + j) * cg * o,
+                    a - r0,
+                    b - r0,
+                    ((image * ho + r0) * wo + q0) * o,
+                )
+            )
+    return np.array(entries, dtype=np.int64).reshape(-1, 5)
+
+
+def by_tiles(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """``dw`` ``(kh, kw, C/groups, O)`` for NHWC ``x`` and ``g`` of a lowered spec."""
+    from dilconv._methods import _tile_kernel
+
+    (kh, kw), (ho, wo) = spec.kernel_hw, spec.out_hw
+    cg, og = spec.in_per_group, spec.out_per_group
+    x = np.ascontiguousarray(x, dtype=spec.dtype)
+    g = np.ascontiguousarray(g, dtype=spec.dtype)
+    p = blocked.plan(spec)
+    step = band_rows(spec)
+    bands = [(n, r0, min(ho, r0 + step)) for n in range(spec.batch) for r0 in range(0, ho, step)]
+    count = threads(spec)
+    shares = [bands[k * len(bands) // count : (k + 1) * len(bands) // count] for k in range(count)]
+    outs = [np.zeros((kh, kw, cg, spec.out_channels), dtype=spec.dtype) for _ in shares]
+    _, cols = tap_ranges(spec)
+    main = cg - cg % p.pixels
+    tiles = [(p.pixels, np.arange(0, main, p.pixels))]
+    if cg % p.pixels:
+        tiles.append((cg % p.pixels, np.array([main])))
+    columns = [
+        (width, np.stack([c0, c0 * spec.out_channels, 0 * c0, 0 * c0 + 1], axis=1).astype(np.int64))
+        for width, c0 in tiles
+    ]
+    item = spec.dtype.itemsize
+    (sh, sw) = spec.stride
+
+    def run(k: int) -> None:
+        out = outs[k]
+        for j, (q0, q1) in enumerate(cols):
+            table = row_table(spec, j, shares[k])
+            if q0 >= q1 or len(table) == 0:
+                continue
+            for grp in range(spec.groups):
+                for o0, o1 in p.out_blocks:
+                    vectors, tail = math.ceil((o1 - o0) / p.lanes), (o1 - o0) % p.lanes
+                    for width, column in columns:
+                        fn = _tile_kernel.tile_function(
+                            spec.dtype, width, vectors, p.lanes, tail, True
+                        )
+                        fn(
+                            x.ctypes.data + grp * cg * item,
+                            g.ctypes.data + (grp * og + o0) * item,
+                            out.ctypes.data + (grp * og + o0) * item,
+                            table.ctypes.data,
+                            len(table),
+                            column.ctypes.data,
+                            len(column),
+                            q1 - q0,
+                            wo * spec.out_channels,
+                            0,
+                            spec.out_channels,
+                            sw * spec.in_channels,
+                            1,
+                            sh * spec.in_hw[1] * spec.in_channels,
+                            0,
+                            spec.out_channels,
+                        )
+
+    _kernels.parallel_map(run, range(count))
+    for extra in outs[1:]:
+        outs[0] += extra
+    return outs[0]
