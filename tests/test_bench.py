@@ -70,6 +70,7 @@ def test_report_renders_every_row(quick_record: dict) -> None:
 def test_options_are_checked(tmp_path: Path) -> None:
     assert main(["bench", "--quick", "--cases", "nope", "--no-progress"]) == 2
     assert main(["bench", "--quick", "--methods", "nope", "--no-progress"]) == 2
+    assert main(["bench", "--quick", "--settle", "-1", "--no-progress"]) == 2
     assert main(["bench", "--quick", "--peers", "matlab", "--no-progress"]) == 2
 
 

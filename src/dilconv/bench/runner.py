@@ -2,7 +2,11 @@
 
 Each row's contenders run once to warm up (and to check they agree with dilconv),
 then ``repeats`` rounds in which every contender runs once, in a fresh (seeded)
-random order each round, so no contender always follows the same one. A contender whose warm-up
+random order each round, so no contender always follows the same one, each timed
+call after a pause (``settle`` seconds, :data:`SETTLE_SECONDS` by default) so that
+none starts while another library's idle worker threads still spin (PyTorch's
+OpenMP threads keep both cores busy for some milliseconds after its call
+returns). A contender whose warm-up
 takes longer than :data:`SLOW_SECONDS` is timed :data:`SLOW_REPEATS` times only
 (the table shows how many). dilconv's contenders are then run once more under
 ``tracemalloc`` for the peak memory they allocate beyond their result.
@@ -24,6 +28,11 @@ from dilconv.bench import peers as P
 #: Warm-up seconds above which a contender is timed only SLOW_REPEATS times.
 SLOW_SECONDS = 1.5
 SLOW_REPEATS = 3
+
+#: Pause before each timed call. Measured here on the ``context`` C=64 layer:
+#: ``blocked`` took 32 ms right after a PyTorch call and 24 ms after a 20 ms pause
+#: (24 ms after TensorFlow or after itself, with or without the pause).
+SETTLE_SECONDS = 0.03
 
 #: Agreement check: largest difference over the largest magnitude of the reference.
 AGREE_RTOL = 1e-3
@@ -56,7 +65,9 @@ def extra_memory(fn: Any) -> int:
     return max(0, peak - _nbytes(result))
 
 
-def time_row(built: C.Built, repeats: int, bar: Any) -> dict[str, Any]:
+def time_row(
+    built: C.Built, repeats: int, bar: Any, settle: float = SETTLE_SECONDS
+) -> dict[str, Any]:
     """Warm up, check agreement, then alternate the contenders ``repeats`` rounds."""
     names = list(built.contenders)
     warm, agree = {}, {}
@@ -81,6 +92,7 @@ def time_row(built: C.Built, repeats: int, bar: Any) -> dict[str, Any]:
                 bar.update(1)
                 continue
             fn = built.contenders[name]
+            time.sleep(settle)
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
@@ -134,6 +146,7 @@ def run(
     quick: bool = False,
     repeats: int = 7,
     progress: bool = True,
+    settle: float = SETTLE_SECONDS,
 ) -> dict[str, Any]:
     """Run the named cases (all when None) and return the full result record."""
     from tqdm import tqdm
@@ -152,6 +165,8 @@ def run(
         raise ValueError(f"methods must be among {sorted(METHODS)}, got {bad}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not settle >= 0:
+        raise ValueError(f"settle must be >= 0 seconds, got {settle}")
     info = machine.describe(512 if quick else 2048)
     rows = [row for name in names for row in catalogue[name]]
     results = []
@@ -161,7 +176,7 @@ def run(
             built = row.build(methods, peers, C.QUICK_SKIP_SECONDS if quick else C.SKIP_SECONDS)
             bar.total += len(built.contenders) * (repeats + 1)
             bar.refresh()
-            timed = time_row(built, repeats, bar)
+            timed = time_row(built, repeats, bar, settle)
             results.append(summarise(row, built, timed, info["matmul_peak_gflops"]))
             del built
     info["matmul_peak_gflops_after"] = machine.matmul_peak(512 if quick else 2048)
@@ -179,6 +194,7 @@ def run(
             "peers": list(peers),
             "quick": quick,
             "repeats": repeats,
+            "settle_seconds": settle,
             "slow_seconds": SLOW_SECONDS,
             "slow_repeats": SLOW_REPEATS,
             "workspace_limit_mib": get_workspace_limit() / 2**20,

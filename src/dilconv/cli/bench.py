@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from dilconv.bench.runner import SETTLE_SECONDS
+
 
 def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -38,6 +40,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a result")
     p.add_argument("--repeats", type=int, default=7, help="timed runs per contender (default 7)")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE_SECONDS,
+        help="seconds of pause before each timed call, so no contender runs while another "
+        f"library's idle threads still spin (default {SETTLE_SECONDS})",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the full record here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -58,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         quick=args.quick,
         repeats=args.repeats,
         progress=not args.no_progress,
+        settle=args.settle,
     )
     print(render(result))
     if args.json is not None:
