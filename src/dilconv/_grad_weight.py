@@ -37,7 +37,7 @@ import functools
 
 import numpy as np
 
-from dilconv import _grad_weight_tiles, _shapes
+from dilconv import _grad_weight_tiles
 from dilconv._config import get_workspace_limit
 from dilconv._methods import _kernels
 from dilconv._padding import zero_padded_rows
@@ -91,12 +91,7 @@ def estimate_seconds(way: str, spec: ConvSpec) -> float:
 
 def row_ranges(spec: ConvSpec) -> dict[int, tuple[int, int]]:
     """Output rows ``[r0, r1)`` where kernel row ``i`` reads real input (non-empty)."""
-    h, top, ho = spec.in_hw[0], spec.pad[0][0], spec.out_hw[0]
-    ranges = {
-        i: _shapes.tap_output_range(h, i, 1, spec.dilation[0], top, ho)
-        for i in range(spec.kernel_hw[0])
-    }
-    return {i: r for i, r in ranges.items() if r[0] < r[1]}
+    return {i: r for i, r in enumerate(spec.tap_output_ranges(0)) if r[0] < r[1]}
 
 
 def grad_weight(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -109,12 +104,7 @@ def grad_weight(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 def column_ranges(spec: ConvSpec) -> dict[int, tuple[int, int]]:
     """Output columns ``[c0, c1)`` where kernel column ``j`` reads real input (non-empty)."""
-    w, left, wo = spec.in_hw[1], spec.pad[1][0], spec.out_hw[1]
-    ranges = {
-        j: _shapes.tap_output_range(w, j, 1, spec.dilation[1], left, wo)
-        for j in range(spec.kernel_hw[1])
-    }
-    return {j: r for j, r in ranges.items() if r[0] < r[1]}
+    return {j: r for j, r in enumerate(spec.tap_output_ranges(1)) if r[0] < r[1]}
 
 
 def window_bytes(spec: ConvSpec) -> int:

@@ -22,7 +22,6 @@ import math
 
 import numpy as np
 
-from dilconv import _shapes
 from dilconv._methods import _kernels, blocked
 from dilconv._spec import ConvSpec
 
@@ -73,12 +72,7 @@ def workspace_bytes(spec: ConvSpec) -> int:
 
 def tap_ranges(spec: ConvSpec) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Output rows per kernel row and output columns per kernel column that read real input."""
-    (h, w), (ho, wo), (kh, kw) = spec.in_hw, spec.out_hw, spec.kernel_hw
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    top, left = spec.pad[0][0], spec.pad[1][0]
-    rows = [_shapes.tap_output_range(h, i, sh, dh, top, ho) for i in range(kh)]
-    cols = [_shapes.tap_output_range(w, j, sw, dw, left, wo) for j in range(kw)]
-    return rows, cols
+    return spec.tap_output_ranges(0), spec.tap_output_ranges(1)
 
 
 def estimate_seconds(spec: ConvSpec) -> float:

@@ -77,6 +77,21 @@ class ConvSpec:
             ),
         )
 
+    def tap_output_ranges(self, axis: int) -> list[tuple[int, int]]:
+        """Per kernel index along ``axis`` (0: rows, 1: columns), the output indices
+        ``[first, stop)`` where that tap reads real input (empty: ``first >= stop``)."""
+        return [
+            _shapes.tap_output_range(
+                self.in_hw[axis],
+                k,
+                self.stride[axis],
+                self.dilation[axis],
+                self.pad[axis][0],
+                self.out_hw[axis],
+            )
+            for k in range(self.kernel_hw[axis])
+        ]
+
     @property
     def in_per_group(self) -> int:
         """Input channels each group reads."""

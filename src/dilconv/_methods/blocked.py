@@ -26,7 +26,6 @@ import math
 
 import numpy as np
 
-from dilconv import _shapes
 from dilconv._methods import _kernels
 from dilconv._spec import ConvSpec
 
@@ -124,28 +123,12 @@ def refusal(spec: ConvSpec) -> str | None:
 
 def row_taps(spec: ConvSpec, rows: range) -> tuple[np.ndarray, np.ndarray]:
     """For output rows ``rows``: the kernel rows ``[ky0, ky1)`` that read real input."""
-    h, kh, sh, dh, top = (
-        spec.in_hw[0],
-        spec.kernel_hw[0],
-        spec.stride[0],
-        spec.dilation[0],
-        spec.pad[0][0],
-    )
-    ranges = [_shapes.tap_output_range(h, i, sh, dh, top, spec.out_hw[0]) for i in range(kh)]
-    return _hull(np.asarray(rows), ranges, 1)
+    return _hull(np.asarray(rows), spec.tap_output_ranges(0), 1)
 
 
 def column_taps(spec: ConvSpec, starts: np.ndarray, pixels: int) -> tuple[np.ndarray, np.ndarray]:
     """For tiles starting at output columns ``starts``: kernel columns ``[kx0, kx1)`` read."""
-    w, kw, sw, dw, left = (
-        spec.in_hw[1],
-        spec.kernel_hw[1],
-        spec.stride[1],
-        spec.dilation[1],
-        spec.pad[1][0],
-    )
-    ranges = [_shapes.tap_output_range(w, j, sw, dw, left, spec.out_hw[1]) for j in range(kw)]
-    return _hull(starts, ranges, pixels)
+    return _hull(starts, spec.tap_output_ranges(1), pixels)
 
 
 def _hull(

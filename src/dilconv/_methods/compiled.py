@@ -21,7 +21,6 @@ from types import ModuleType
 
 import numpy as np
 
-from dilconv import _shapes
 from dilconv._methods import _kernels
 from dilconv._spec import ConvSpec
 
@@ -63,9 +62,8 @@ def column_taps(spec: ConvSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Output column ``j`` reads input column ``j * stride + off[b]`` through the taps
     of column ``b``; that is real input exactly for ``j0[b] <= j < j1[b]``.
     """
-    (_, w), (_, kw) = spec.in_hw, spec.kernel_hw
-    sw, dw, left, wo = spec.stride[1], spec.dilation[1], spec.pad[1][0], spec.out_hw[1]
-    ranges = [_shapes.tap_output_range(w, b, sw, dw, left, wo) for b in range(kw)]
+    kw, dw, left = spec.kernel_hw[1], spec.dilation[1], spec.pad[1][0]
+    ranges = spec.tap_output_ranges(1)
     off = np.array([b * dw - left for b in range(kw)], dtype=np.int64)
     j0 = np.array([r[0] for r in ranges], dtype=np.int64)
     j1 = np.array([max(r[0], r[1]) for r in ranges], dtype=np.int64)
