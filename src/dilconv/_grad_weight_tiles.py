@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from dilconv._methods import _kernels, blocked
+from dilconv._methods import _kernels, _tile_kernel, blocked
 from dilconv._spec import ConvSpec
 
 #: Input plus gradient bytes of one band of output rows: half a core's L2 cache.
@@ -125,8 +125,6 @@ def row_table(spec: ConvSpec, j: int, bands: list[tuple[int, int, int]]) -> np.n
 
 def by_tiles(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """``dw`` ``(kh, kw, C/groups, O)`` for NHWC ``x`` and ``g`` of a lowered spec."""
-    from dilconv._methods import _tile_kernel
-
     (kh, kw), (ho, wo) = spec.kernel_hw, spec.out_hw
     cg, og = spec.in_per_group, spec.out_per_group
     x = np.ascontiguousarray(x, dtype=spec.dtype)

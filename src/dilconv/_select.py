@@ -176,9 +176,7 @@ def blocked_work(spec: ConvSpec) -> tuple[int, int, int, int]:
     width = sum(math.ceil((o1 - o0) / p.lanes) * p.lanes for o0, o1 in p.out_blocks)
     blocks = spec.groups * len(p.out_blocks) * len(p.in_blocks)
     macs = row_taps * tap_pixels * spec.groups * width * spec.in_per_group
-    work = spec.batch * spec.out_hw[0] * spec.out_hw[1] * spec.out_channels
-    work *= spec.in_per_group * spec.kernel_hw[0] * spec.kernel_hw[1]
-    threads = _kernels.num_threads() if work >= blocked.PARALLEL_WORK else 1
+    threads = blocked.thread_count(spec)
     return macs, row_taps * column_taps * blocks, threads * len(lay.columns) * blocks, threads
 
 

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from dilconv._methods import _kernels
+from dilconv._methods import _kernels, _tile_kernel
 from dilconv._spec import ConvSpec
 
 #: The dtypes compiled.
@@ -62,24 +62,16 @@ def _unavailable() -> str | None:
     if importlib.util.find_spec("llvmlite") is None:
         return "llvmlite is not installed (pip install numba)"
     try:
-        from dilconv._methods import _tile_kernel
-
         _tile_kernel.tile_function(np.dtype(np.float32), 1, 1, 4, 1, True)
     except (ImportError, RuntimeError, OSError) as err:
         return f"llvmlite could not compile for this CPU: {err}"
     return None
 
 
-def _host() -> dict[str, int]:
-    from dilconv._methods import _tile_kernel
-
-    return _tile_kernel.host_lanes()
-
-
 @functools.lru_cache(maxsize=256)
 def plan(spec: ConvSpec) -> Plan:
     """The blocking of ``spec`` on this CPU (see :class:`Plan`)."""
-    host = _host()
+    host = _tile_kernel.host_lanes()
     og, cg = spec.out_per_group, spec.in_per_group
     widest = host["bytes"] // spec.dtype.itemsize
     # Half-width registers do the same multiply-adds per cycle (two 256-bit FMAs
@@ -101,6 +93,13 @@ def plan(spec: ConvSpec) -> Plan:
     step = math.ceil(cg / count)
     in_blocks = tuple((c0, min(cg, c0 + step)) for c0 in range(0, cg, step))
     return Plan(lanes, vectors, out_blocks, pixels, in_blocks)
+
+
+def thread_count(spec: ConvSpec) -> int:
+    """Threads sharing the output rows: one below :data:`PARALLEL_WORK` multiply-adds."""
+    (ho, wo), (kh, kw) = spec.out_hw, spec.kernel_hw
+    work = spec.batch * ho * wo * spec.out_channels * spec.in_per_group * kh * kw
+    return max(1, min(spec.batch * ho, _kernels.num_threads() if work >= PARALLEL_WORK else 1))
 
 
 def workspace_bytes(spec: ConvSpec) -> int:
@@ -215,8 +214,6 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     reason = refusal(spec)
     if reason is not None:
         raise ValueError(f"method='blocked' cannot compute this call: {reason}")
-    from dilconv._methods import _tile_kernel
-
     lay = layout(spec)
     n, (ho, wo), o = spec.batch, spec.out_hw, spec.out_channels
     y = np.empty((n, ho, wo, o), dtype=spec.dtype)
@@ -227,21 +224,19 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         return y
     x = np.ascontiguousarray(x, dtype=spec.dtype)
     packed = pack_weights(np.asarray(w, dtype=spec.dtype), spec, lay.plan)
-    work = y.size * spec.in_per_group * spec.kernel_hw[0] * spec.kernel_hw[1]
-    threads = min(n * ho, _kernels.num_threads() if work >= PARALLEL_WORK else 1)
+    threads = thread_count(spec)
     bounds = np.linspace(0, n * ho, threads + 1).astype(int).tolist()
 
     def run(share: tuple[int, int]) -> None:
         rows = lay.rows[share[0] : share[1]]
         for pixels, columns in lay.columns:
-            _run_tiles(_tile_kernel, x, packed, y, rows, columns, pixels, spec, lay.plan)
+            _run_tiles(x, packed, y, rows, columns, pixels, spec, lay.plan)
 
     _kernels.parallel_map(run, list(zip(bounds[:-1], bounds[1:], strict=True)))
     return y
 
 
 def _run_tiles(
-    kernels: object,
     x: np.ndarray,
     packed: np.ndarray,
     out: np.ndarray,
@@ -261,7 +256,7 @@ def _run_tiles(
             vectors = math.ceil((o1 - o0) / p.lanes)
             tail = (o1 - o0) % p.lanes
             for i, (c0, c1) in enumerate(p.in_blocks):
-                fn = kernels.tile_function(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)  # type: ignore[attr-defined]
+                fn = _tile_kernel.tile_function(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)
                 fn(
                     x.ctypes.data + (g * cg + c0) * item,
                     packed[g, b].ctypes.data + c0 * p.vectors * p.lanes * item,
