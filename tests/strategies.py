@@ -48,20 +48,24 @@ def conv_cases(
     max_hw: int = 12,
     bias: bool | None = None,
     one_per_group: bool = False,
+    three_by_three: bool = False,
 ) -> Case:
     """A valid ``conv2d`` call with small random arrays.
 
     ``one_per_group``: one input and one output channel per group (a single channel,
-    or depthwise), the calls the elementwise algorithms take.
+    or depthwise), the calls the elementwise algorithms take. ``three_by_three``: a
+    3x3 kernel, stride 1, one group and 1-20 channels each side (partial SIMD
+    vectors for float32 and float64), the calls Winograd F(2x2, 3x3) takes.
     """
     rank = draw(st.sampled_from([2, 3, 4]))
     data_format = draw(st.sampled_from(["NCHW", "NHWC"]))
-    groups = 1 if rank == 2 else draw(st.integers(1, 3))
-    cg = 1 if rank == 2 or one_per_group else draw(st.integers(1, 3))
-    og = 1 if rank == 2 or one_per_group else draw(st.integers(1, 3))
+    groups = 1 if rank == 2 or three_by_three else draw(st.integers(1, 3))
+    most = 20 if three_by_three else 3
+    cg = 1 if rank == 2 or one_per_group else draw(st.integers(1, most))
+    og = 1 if rank == 2 or one_per_group else draw(st.integers(1, most))
     n = draw(st.integers(1, 2))
     h, w = draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw))
-    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    kh, kw = (3, 3) if three_by_three else (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     c, o = groups * cg, groups * og
     if rank == 2:
         x_shape, w_shape = (h, w), (kh, kw)
@@ -70,7 +74,7 @@ def conv_cases(
     else:
         x_shape, w_shape = (n, h, w, c)[4 - rank :], (kh, kw, cg, o)
     options = {
-        "stride": draw(pairs),
+        "stride": 1 if three_by_three else draw(pairs),
         "padding": draw(paddings),
         "dilation": draw(dilations),
         "groups": groups,

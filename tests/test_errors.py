@@ -80,7 +80,7 @@ ROWS: list[tuple[str, Any, Any, dict[str, Any], type[Exception], str]] = [
         "method",
         X,
         W,
-        {"groups": 2, "method": "winograd"},
+        {"groups": 2, "method": "strassen"},
         ValueError,
         r"method must be 'auto' or one of \['blocked', 'compiled', 'dilated_kernel'",
     ),

@@ -74,8 +74,10 @@ def test_a_method_over_the_workspace_is_refused_by_name_and_skipped_by_auto() ->
         # one channel, or depthwise: the compiled multiply-adds, whatever the dilation
         ((512, 512), (3, 3), 1, {"compiled"}),
         ((512, 512), (3, 3), 16, {"compiled"}),
-        # tens of channels: the register-blocked tiles, at every dilation
-        ((1, 64, 256, 256), (64, 64, 3, 3), 1, {"blocked"}),
+        # 64 channels, 3x3: Winograd's 16 products per tile; 21: the register-blocked
+        # tiles (too few channels for the transforms to pay), at every dilation
+        ((1, 64, 256, 256), (64, 64, 3, 3), 1, {"winograd"}),
+        ((1, 64, 256, 256), (64, 64, 5, 5), 1, {"blocked"}),
         ((1, 21, 256, 256), (21, 21, 3, 3), 16, {"blocked"}),
         # thousands of channels: tiles or one matrix product per tap, never the dilated kernel
         ((1, 2048, 65, 65), (256, 2048, 3, 3), 12, {"blocked", "shift_add", "tap_gemm"}),
@@ -148,10 +150,10 @@ def test_without_numba_compiled_declines_and_auto_falls_back(
 def test_without_llvmlite_blocked_declines_and_auto_falls_back(
     failure: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dilconv._methods import _tile_kernel, blocked
+    from dilconv._methods import _tile_kernel, blocked, winograd
 
     spec = make_spec((1, 64, 64, 64), (64, 64, 3, 3), padding="same", dtypes=[np.dtype("float32")])
-    assert _select.resolve_method("auto", spec) == "blocked"
+    assert _select.resolve_method("auto", spec) == "winograd"
     if failure == "missing":
         monkeypatch.setattr(blocked.importlib.util, "find_spec", lambda name: None)
         reason = "llvmlite is not installed"
@@ -162,18 +164,23 @@ def test_without_llvmlite_blocked_declines_and_auto_falls_back(
 
         monkeypatch.setattr(_tile_kernel, "tile_function", broken)
         reason = "llvmlite could not compile for this CPU: No available targets"
-    blocked._unavailable.cache_clear()
-    _select._cheapest.cache_clear()
+
+    def clear() -> None:
+        blocked._unavailable.cache_clear()
+        winograd._unavailable.cache_clear()
+        _select._cheapest.cache_clear()
+
+    clear()
     try:
-        assert "blocked" not in _select.candidates(spec.lowered())
+        for name in ("blocked", "winograd"):  # Winograd's products run on the tile loop
+            assert name not in _select.candidates(spec.lowered())
+            with pytest.raises(ValueError, match=reason):
+                _select.resolve_method(name, spec)
         assert _select.resolve_method("auto", spec) in _select.candidates(spec.lowered())
-        with pytest.raises(ValueError, match=reason):
-            _select.resolve_method("blocked", spec)
     finally:
         monkeypatch.undo()
-        blocked._unavailable.cache_clear()
-        _select._cheapest.cache_clear()
-    assert _select.resolve_method("auto", spec) == "blocked"
+        clear()
+    assert _select.resolve_method("auto", spec) == "winograd"
 
 
 @pytest.mark.parametrize(

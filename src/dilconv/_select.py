@@ -30,6 +30,7 @@ from dilconv._methods import (
     shift_add,
     space_to_batch,
     tap_gemm,
+    winograd,
 )
 from dilconv._spec import ConvSpec
 
@@ -75,7 +76,15 @@ COST: dict[str, float] = {
     "blocked": 5.5e10,
     "blocked_tap": 2.5e-9,
     "blocked_call": 3e-5,  # layout lookup, weight packing, the calls' arguments
+    # Winograd F(2x2, 3x3) (method "winograd"), per thread: its 16 products run on
+    # the blocked tile loop at the "blocked" rate; the transforms write or read 16
+    # vectors per tile and channel, at this many values per second.
+    "winograd_transform": 3e9,
 }
+
+#: Packed transformed weights larger than this are streamed from memory (at the
+#: "copy" rate) once per band of tiles (aspp: 33 MiB for each of 175 bands).
+WINOGRAD_CACHED_WEIGHTS = 2**20
 
 
 def _gemm_seconds(spec: ConvSpec, m: float, k: float, n: float, shared: bool = False) -> float:
@@ -187,6 +196,35 @@ def _blocked(spec: ConvSpec) -> float:
     return COST["call"] + COST["blocked_call"] + seconds
 
 
+def winograd_work(spec: ConvSpec) -> tuple[int, int, int, int]:
+    """``(multiply-adds, transformed values, calls, threads)`` of method "winograd".
+
+    Multiply-adds of the 16 products over whole SIMD vectors of output channels and
+    whole runs of tiles (a band's last, shorter run costs about a full one: the
+    weights are loaded for it all the same); transformed values are the 16 per tile
+    and channel, input and output; calls are compiled-function calls.
+    """
+    lay = winograd.layout(spec)
+    p = winograd.product_plan(spec)
+    width = sum(math.ceil((o1 - o0) / p.lanes) * p.lanes for o0, o1 in p.out_blocks)
+    runs = sum(math.ceil((r1 - r0) * (s1 - s0) / p.pixels) for r0, r1, s0, s1 in lay.bands)
+    macs = spec.batch * runs * p.pixels * 16 * spec.in_channels * width
+    values = spec.batch * lay.tiles * 16 * (spec.in_channels + spec.out_channels)
+    per_band = 2 + 2 * len(p.out_blocks) * len(p.in_blocks)
+    return macs, values, spec.batch * len(lay.bands) * per_band, winograd.thread_count(spec)
+
+
+def _winograd(spec: ConvSpec) -> float:
+    macs, values, calls, threads = winograd_work(spec)
+    half = 1 if spec.dtype.itemsize < 8 else 0.5
+    rate = COST["blocked"] * half * threads
+    seconds = macs / rate + values / (COST["winograd_transform"] * half * threads)
+    packed = winograd.packed_bytes(spec)
+    if packed > WINOGRAD_CACHED_WEIGHTS:
+        seconds += spec.batch * len(winograd.layout(spec).bands) * packed / COST["copy"]
+    return COST["call"] + COST["blocked_call"] + seconds + calls * COST["tap"] / threads
+
+
 def estimate_seconds(name: str, spec: ConvSpec) -> float:
     """The cost model's estimate for one algorithm on a lowered spec."""
     n, item = spec.batch, spec.dtype.itemsize
@@ -206,6 +244,8 @@ def estimate_seconds(name: str, spec: ConvSpec) -> float:
         return _tap_gemm(spec)
     if name == "blocked":
         return _blocked(spec)
+    if name == "winograd":
+        return _winograd(spec)
     if name == "compiled":
         area, _ = _tap_area(spec)
         single = spec.out_channels == 1

@@ -115,6 +115,18 @@ def read_positions(out: int, k: int, s: int, d: int) -> list[list[int]]:
     return [[o * s + t * d for t in range(k)] for o in range(out)]
 
 
+def dilated_pair_starts(out: int, d: int) -> list[int]:
+    """First outputs of the pairs ``(o, o + d)`` that cover ``out`` outputs once each.
+
+    A Winograd tile of two outputs ``d`` apart starts at every ``o`` with
+    ``(o // d)`` even; where ``o + d >= out`` the pair's second output lies outside.
+
+    >>> dilated_pair_starts(7, 2)
+    [0, 1, 4, 5]
+    """
+    return [o for o in range(out) if (o // d) % 2 == 0]
+
+
 def receptive_field_sizes(layers: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
     """Receptive field and jump after each ``(kernel, stride, dilation)`` layer."""
     rf, jump, rows = 1, 1, []

@@ -85,7 +85,8 @@ def conv2d(
     method : str
         ``"auto"`` (the cost model of :func:`choose_method`) or one of
         ``"direct"``, ``"dilated_kernel"``, ``"shift_add"``, ``"compiled"``,
-        ``"blocked"``, ``"tap_gemm"``, ``"im2col"``, ``"space_to_batch"``, ``"fft"``
+        ``"blocked"``, ``"winograd"``, ``"tap_gemm"``, ``"im2col"``, ``"space_to_batch"``,
+        ``"fft"``
         (:data:`dilconv.METHODS`);
         all give the same answer.
 

@@ -25,6 +25,7 @@ from dilconv._methods import (
     shift_add,
     space_to_batch,
     tap_gemm,
+    winograd,
 )
 from dilconv._spec import ConvSpec
 
@@ -53,6 +54,7 @@ METHODS: dict[str, Method] = {
         _register("shift_add", shift_add),
         _register("compiled", compiled),
         _register("blocked", blocked),
+        _register("winograd", winograd),
         _register("tap_gemm", tap_gemm),
         _register("im2col", im2col),
         _register("space_to_batch", space_to_batch),

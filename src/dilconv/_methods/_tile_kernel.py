@@ -246,7 +246,8 @@ def _ir_source(
 
 _ENGINES: list[object] = []  # compiled code lives as long as its engine
 _FUNCTIONS: dict[tuple[object, ...], TileFunction] = {}
-_COMPILING = threading.Lock()  # LLVM's compiler is not to be entered by two threads
+#: LLVM's compiler is not to be entered by two threads.
+COMPILING = threading.Lock()
 
 
 def cache_dir() -> Path | None:
@@ -280,19 +281,25 @@ def tile_function(
     found = _FUNCTIONS.get(key)
     if found is not None:
         return found
-    with _COMPILING:
+    with COMPILING:
         if key not in _FUNCTIONS:
-            _FUNCTIONS[key] = _compile(_ir_source(*key))
+            _FUNCTIONS[key] = compile_function(_ir_source(*key), "tiles", len(ARGUMENTS))
     return _FUNCTIONS[key]
 
 
-def _compile(source: str) -> TileFunction:
+def compile_function(source: str, name: str, arguments: int) -> TileFunction:
+    """Function ``name`` of LLVM IR ``source``, compiled for this CPU (or loaded from disk).
+
+    Every argument is an int64 (pointers as addresses); the caller holds the compile
+    lock. The object code is kept in :func:`cache_dir`, keyed by the IR, the LLVM
+    version, the CPU and :data:`PIPELINE`.
+    """
     llvm, machine = _llvm()
     host = f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
     settings = f"{llvm.llvm_version_info} {host} {PIPELINE}"
     digest = hashlib.sha256(f"{settings}\n{source}".encode()).hexdigest()
     folder = cache_dir()
-    path = None if folder is None else folder / f"tiles-{digest[:40]}.o"
+    path = None if folder is None else folder / f"{name}-{digest[:40]}.o"
     cached = path.read_bytes() if path is not None and path.is_file() else None
     module = llvm.parse_assembly(source)
     module.verify()
@@ -320,6 +327,6 @@ def _compile(source: str) -> TileFunction:
     engine.set_object_cache(compiled, lambda _module: cached)
     engine.finalize_object()
     _ENGINES.append(engine)
-    address = engine.get_function_address("tiles")
-    prototype = ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * len(ARGUMENTS))
+    address = engine.get_function_address(name)
+    prototype = ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * arguments)
     return prototype(address)

@@ -1,0 +1,211 @@
+"""Machine code for :mod:`dilconv._methods.winograd`: the tile transforms of F(2x2, 3x3).
+
+Winograd's minimal filtering algorithm F(2x2, 3x3) computes a 2x2 tile of output
+from a 4x4 tile of input with 16 multiplications per channel pair instead of 36.
+With dilation ``d`` the tile's pixels are ``d`` apart: outputs ``(y0 + d i,
+x0 + d j)`` for ``i, j`` in 0, 1, reading inputs ``(y0 - pad + d a, x0 - pad + d b)``
+for ``a, b`` in 0..3, which is ordinary F(2x2, 3x3) on one phase of the image.
+
+Two functions are compiled here, as LLVM IR through ``llvmlite`` like the tile loop
+of :mod:`~dilconv._methods._tile_kernel` (whose compiler and disk cache they share):
+
+``input``
+    ``V[p, t, :] = (B^T D_t B)[p]`` for every tile ``t`` of a band: the 16 input
+    vectors of the tile (or zeros where they fall in the padding) transformed
+    channel-vector by channel-vector, with ``B^T = [[1, 0, -1, 0], [0, 1, 1, 0],
+    [0, -1, 1, 0], [0, 1, 0, -1]]``.
+``output``
+    ``Y_t = A^T M_t A`` with ``A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]``, the four
+    output vectors stored where they fall inside the output (else to a scratch
+    vector).
+
+Between them the caller forms ``M[p] = V[p] @ U[p]`` for the 16 positions ``p``
+(one matrix product each, by BLAS). The tiles are the product of two tables of
+element offsets: one entry per tile row (its 4 input rows, or its 2 output rows)
+and one per tile column (4 input, or 2 output columns); ``-1`` marks a row or
+column outside the image. SIMD vectors run along the channels, the last one
+masked when the channel count is not a whole number of vectors.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from dilconv._methods import _tile_kernel
+
+#: Argument order of both compiled functions (all int64; pointers as addresses).
+ARGUMENTS = (
+    "source",  # input image (NHWC) for ``input``; the products M for ``output``
+    "spare",  # zeros (``input``) or a scratch vector (``output``), one channel row long
+    "target",  # V for ``input``; the output image (NHWC) for ``output``
+    "rows",  # address of the (n_rows, 4 or 2) int64 row offsets of the tiles
+    "n_rows",
+    "columns",  # address of the (n_columns, 4 or 2) int64 column offsets
+    "n_columns",
+    "vectors",  # whole SIMD vectors per channel row
+    "tile",  # elements between consecutive tiles in V or M
+    "position",  # elements between a tile's 16 positions in V or M
+)
+
+#: Input transform ``B^T``: row ``i`` of the 4x4 result as coefficients of the 4 inputs.
+B_T = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+#: Output transform ``A^T``.
+A_T = ((1, 1, 1, 0), (0, 1, -1, -1))
+
+TransformFunction = Callable[..., None]
+Value = Any  # an llvmlite IR value
+
+
+def _combine(b: Any, terms: list[Value], coefficients: tuple[int, ...]) -> Value:
+    """``sum(c * t)`` for coefficients in {-1, 0, 1}, as adds and subtracts."""
+    total = None
+    for c, t in zip(coefficients, terms, strict=True):
+        if c == 0:
+            continue
+        if total is None:
+            total = t if c == 1 else b.fneg(t)
+        else:
+            total = b.fadd(total, t) if c == 1 else b.fsub(total, t)
+    return total
+
+
+def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
+    """LLVM IR of the ``input`` or ``output`` transform (see the module docstring)."""
+    from llvmlite import ir
+
+    scalar = ir.FloatType() if dtype == np.float32 else ir.DoubleType()
+    vec = ir.VectorType(scalar, lanes)
+    i64, i32, ptr = ir.IntType(64), ir.IntType(32), ir.PointerType()
+    module = ir.Module(name=f"dilconv_winograd_{kind}")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [i64] * len(ARGUMENTS)), name=kind)
+    args = dict(zip(ARGUMENTS, fn.args, strict=True))
+    suffix = f"v{lanes}f{8 * dtype.itemsize}"
+    mask_type = ir.VectorType(ir.IntType(1), lanes)
+    masked_load = ir.Function(
+        module,
+        ir.FunctionType(vec, [ptr, i32, mask_type, vec]),
+        name=f"llvm.masked.load.{suffix}.p0",
+    )
+    masked_store = ir.Function(
+        module,
+        ir.FunctionType(ir.VoidType(), [vec, ptr, i32, mask_type]),
+        name=f"llvm.masked.store.{suffix}.p0",
+    )
+    size = dtype.itemsize
+    align = ir.Constant(i32, size)
+    tail_mask = ir.Constant(mask_type, [1 if k < tail else 0 for k in range(lanes)])
+    zero_vec = ir.Constant(vec, [0.0] * lanes)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    source, spare, target = (b.inttoptr(args[k], ptr) for k in ("source", "spare", "target"))
+    rows, columns = b.inttoptr(args["rows"], ptr), b.inttoptr(args["columns"], ptr)
+    counters = {name: b.alloca(i64, name=name) for name in ("r", "s", "c")}
+    width = 4 if kind == "input" else 2
+
+    def const(v: int) -> Value:
+        return ir.Constant(i64, v)
+
+    def loop(name: str, stop: Value, body: Callable[[Value], None]) -> None:
+        counter = counters[name]
+        b.store(const(0), counter)
+        head, inner, done = (fn.append_basic_block(f"{name}_{k}") for k in ("head", "body", "done"))
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.load(counter)
+        b.cbranch(b.icmp_signed("<", i, stop), inner, done)
+        b.position_at_end(inner)
+        body(i)
+        b.store(b.add(b.load(counter), const(1)), counter)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def offsets(table: Value, i: Value) -> list[Value]:
+        base = b.mul(i, const(width))
+        return [
+            b.load(b.gep(table, [b.add(base, const(k))], source_etype=i64), typ=i64)
+            for k in range(width)
+        ]
+
+    def load(base: Value, at: Value, masked: bool) -> Value:
+        p = b.gep(base, [at], source_etype=scalar)
+        if not masked:
+            return b.load(p, typ=vec, align=size)
+        return b.call(masked_load, [p, align, tail_mask, zero_vec])
+
+    def store(value: Value, base: Value, at: Value, masked: bool) -> None:
+        p = b.gep(base, [at], source_etype=scalar)
+        if masked:
+            b.call(masked_store, [value, p, align, tail_mask])
+        else:
+            b.store(value, p, align=size)
+
+    def tile(r_off: list[Value], s: Value, t: Value) -> None:
+        c_off = offsets(columns, s)
+        # one base pointer per tile pixel: the image where inside, else the spare row
+        bases = []
+        for ro in r_off:
+            for co in c_off:
+                inside = b.and_(
+                    b.icmp_signed(">=", ro, const(0)), b.icmp_signed(">=", co, const(0))
+                )
+                image = b.gep(
+                    source if kind == "input" else target, [b.add(ro, co)], source_etype=scalar
+                )
+                bases.append(b.select(inside, image, spare))
+        plane = b.mul(t, args["tile"])
+
+        def vector(at: Value, masked: bool) -> None:
+            here = b.add(plane, at)
+            if kind == "input":
+                d = [load(base, at, masked) for base in bases]
+                rows_t = [
+                    [_combine(b, [d[4 * a + j] for a in range(4)], co) for j in range(4)]
+                    for co in B_T
+                ]
+                for i in range(4):
+                    for j, co in enumerate(B_T):
+                        value = _combine(b, rows_t[i], co)
+                        where = b.add(here, b.mul(const(4 * i + j), args["position"]))
+                        store(value, target, where, masked)
+            else:
+                m = [
+                    load(source, b.add(here, b.mul(const(p), args["position"])), masked)
+                    for p in range(16)
+                ]
+                rows_t = [
+                    [_combine(b, [m[4 * a + j] for a in range(4)], co) for j in range(4)]
+                    for co in A_T
+                ]
+                for i in range(2):
+                    for j, co in enumerate(A_T):
+                        store(_combine(b, rows_t[i], co), bases[2 * i + j], at, masked)
+
+        loop("c", args["vectors"], lambda c: vector(b.mul(c, const(lanes)), False))
+        if tail:
+            vector(b.mul(args["vectors"], const(lanes)), True)
+
+    def row(r: Value) -> None:
+        r_off = offsets(rows, r)
+        first = b.mul(r, args["n_columns"])
+        loop("s", args["n_columns"], lambda s: tile(r_off, s, b.add(first, s)))
+
+    loop("r", args["n_rows"], row)
+    b.ret_void()
+    return str(module)
+
+
+@functools.lru_cache(maxsize=64)
+def transform_function(dtype: np.dtype, lanes: int, tail: int, kind: str) -> TransformFunction:
+    """The compiled ``kind`` ("input" or "output") transform, as a ctypes function.
+
+    ``tail``: channels in a last, partly used vector (0: none). Compiled once per
+    process and kept on disk like the tile loops.
+    """
+    if kind not in ("input", "output"):
+        raise ValueError(f"kind must be 'input' or 'output', got {kind!r}")
+    with _tile_kernel.COMPILING:
+        source = _ir_source(np.dtype(dtype), lanes, tail, kind)
+        return _tile_kernel.compile_function(source, kind, len(ARGUMENTS))

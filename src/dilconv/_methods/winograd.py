@@ -1,0 +1,340 @@
+"""Winograd: F(2x2, 3x3) on each dilation phase, 2.25x fewer multiply-adds than direct.
+
+Lavin & Gray's fast algorithm for 3x3 kernels ("Fast Algorithms for Convolutional
+Neural Networks", 2016), with dilation: a tile is the four outputs ``(y0 + d i,
+x0 + d j)``, ``i, j`` in 0, 1, which read the 4x4 input pixels ``d`` apart from
+``(y0 - pad, x0 - pad)``, so each tile is ordinary F(2x2, 3x3) on one phase of the
+image and the work is the same at every dilation. Per tile and channel pair it
+does 16 multiply-adds instead of 36:
+
+1. the weights are transformed once per call, ``U = G w G^T`` (16 matrices of
+   ``C x O``, computed in float64);
+2. each band of tiles is transformed, ``V = B^T d B`` (16 matrices of
+   ``tiles x C``), by compiled code (:mod:`~dilconv._methods._winograd_kernel`);
+3. ``M[p] = V[p] @ U[p]`` for the 16 positions: 16 matrix products, done by the
+   register-blocked tile loop of :mod:`~dilconv._methods._tile_kernel` (one call a
+   band, no packing of ``V``: with small bands BLAS spent more time per call than
+   on the products);
+4. ``y = A^T M A`` puts each tile's four outputs in place (compiled code).
+
+Bands are a few rows of tiles whose ``V`` and ``M`` stay in a core's cache;
+threads take runs of bands, each with its own scratch.
+The transforms add and subtract up to 16 inputs and 9 products, so float32
+results carry a few more rounding errors than a direct sum (within the project's
+float32 tolerance, as the tests check); float64 is as exact as the others.
+
+For 3x3 kernels with stride 1 and one group, float32 and float64, any dilation
+and padding. Padding is never copied: tile pixels in the padding read a row of
+zeros.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import math
+
+import numpy as np
+
+from dilconv import _shapes
+from dilconv._methods import _kernels, _tile_kernel, _winograd_kernel, blocked
+from dilconv._spec import ConvSpec
+
+#: The dtypes compiled.
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: Bytes of ``V`` and ``M`` for one band: about half a core's L2 cache here
+#: (1 MiB), so the matrix products read what the transform has just written.
+BAND_BYTES = 2**20
+
+#: Multiply-adds of a direct convolution below which one thread does every band.
+PARALLEL_WORK = 2**24
+
+#: The transform matrices of F(2x2, 3x3) (Lavin & Gray, eq. 9).
+G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+@functools.lru_cache(maxsize=1)
+def _unavailable() -> str | None:
+    """Why the transforms or the tile loop cannot be compiled here, or None (checked once)."""
+    if importlib.util.find_spec("llvmlite") is None:
+        return "llvmlite is not installed (pip install numba)"
+    reason = blocked._unavailable()  # the 16 products run on the blocked tile loop
+    if reason is not None:
+        return reason
+    try:
+        _winograd_kernel.transform_function(np.dtype(np.float32), 4, 1, "input")
+    except (ImportError, RuntimeError, OSError) as err:
+        return f"llvmlite could not compile for this CPU: {err}"
+    return None
+
+
+def refusal(spec: ConvSpec) -> str | None:
+    """Declines all but 3x3 kernels with stride 1, one group, float32/float64."""
+    if spec.kernel_hw != (3, 3):
+        return f"it is F(2x2, 3x3) and needs a 3x3 kernel, not {spec.kernel_hw}"
+    if spec.stride != (1, 1):
+        return f"it needs stride 1, not {spec.stride}"
+    if spec.groups != 1:
+        return f"it needs one group, not {spec.groups}"
+    if spec.dtype not in DTYPES:
+        return f"it is compiled for float32 and float64, not {spec.dtype}"
+    return _unavailable()
+
+
+def lanes(spec: ConvSpec) -> int:
+    """Values per SIMD register for ``spec.dtype`` on this CPU."""
+    return _tile_kernel.host_lanes()["bytes"] // spec.dtype.itemsize
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The tiles of a spec: offset tables (see :mod:`~dilconv._methods._winograd_kernel`).
+
+    ``in_rows`` / ``in_cols``: element offsets of each tile row's 4 input rows and
+    each tile column's 4 input columns (``-1`` outside the image); ``out_rows`` /
+    ``out_cols``: the same for the 2 output rows and columns. ``bands``: the
+    tile rows ``[r0, r1)`` and columns ``[s0, s1)`` of each band of an image, whole
+    rows or, where one row is too many, part of a row.
+    """
+
+    in_rows: np.ndarray
+    in_cols: np.ndarray
+    out_rows: np.ndarray
+    out_cols: np.ndarray
+    bands: tuple[tuple[int, int, int, int], ...]
+
+    @property
+    def band_tiles(self) -> int:
+        """Tiles in the largest band."""
+        return max((r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in self.bands)
+
+    @property
+    def tiles(self) -> int:
+        """Tiles per image."""
+        return len(self.in_rows) * len(self.in_cols)
+
+
+def _offsets(starts: np.ndarray, step: int, count: int, size: int, pitch: int) -> np.ndarray:
+    """``(len(starts), count)``: ``(start + k * step) * pitch``, or -1 outside ``[0, size)``."""
+    at = starts[:, None] + step * np.arange(count, dtype=np.int64)[None, :]
+    table = np.where((at >= 0) & (at < size), at * pitch, -1).astype(np.int64)
+    table.flags.writeable = False
+    return table
+
+
+@functools.lru_cache(maxsize=128)
+def layout(spec: ConvSpec) -> Layout:
+    """The :class:`Layout` of ``spec`` (remembered: it is the same for every call)."""
+    (h, wd), (ho, wo), (dh, dw) = spec.in_hw, spec.out_hw, spec.dilation
+    c, o = spec.in_channels, spec.out_channels
+    ys = np.array(_shapes.dilated_pair_starts(ho, dh), dtype=np.int64)
+    xs = np.array(_shapes.dilated_pair_starts(wo, dw), dtype=np.int64)
+    per_tile = 16 * (c + o) * spec.dtype.itemsize
+    fit = max(1, BAND_BYTES // per_tile)  # tiles per band
+    if fit >= len(xs):
+        step = min(len(ys), fit // len(xs))
+        bands = [(r, min(r + step, len(ys)), 0, len(xs)) for r in range(0, len(ys), step)]
+    else:
+        parts = math.ceil(len(xs) / fit)
+        cuts = np.linspace(0, len(xs), parts + 1).astype(int).tolist()
+        bands = [
+            (r, r + 1, a, b)
+            for r in range(len(ys))
+            for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+        ]
+    return Layout(
+        in_rows=_offsets(ys - spec.pad[0][0], dh, 4, h, wd * c),
+        in_cols=_offsets(xs - spec.pad[1][0], dw, 4, wd, c),
+        out_rows=_offsets(ys, dh, 2, ho, wo * o),
+        out_cols=_offsets(xs, dw, 2, wo, o),
+        bands=tuple(bands),
+    )
+
+
+def transform_weights(w: np.ndarray, spec: ConvSpec, p: blocked.Plan) -> np.ndarray:
+    """``U = G w G^T`` packed for the tile loop: ``(out blocks, 16, C, vectors * lanes)``.
+
+    Formed in float64, rounded once to ``spec.dtype``; output channels zero-padded to
+    whole vectors.
+    """
+    c, width = spec.in_channels, p.vectors * p.lanes
+    u = np.einsum("ai,ijco,bj->abco", G, np.asarray(w, dtype=np.float64), G, optimize=True)
+    u = u.reshape(16, c, spec.out_channels)
+    packed = np.zeros((len(p.out_blocks), 16, c, width), dtype=spec.dtype)
+    for b, (o0, o1) in enumerate(p.out_blocks):
+        packed[b, :, :, : o1 - o0] = u[..., o0:o1]
+    return packed
+
+
+@functools.lru_cache(maxsize=128)
+def product_plan(spec: ConvSpec) -> blocked.Plan:
+    """The tile loop's blocking for the 16 products: output channels as in ``blocked``,
+    input channels in blocks whose 16 packed weight matrices stay in cache."""
+    p = blocked.plan(spec)
+    per_channel = 16 * p.vectors * p.lanes * spec.dtype.itemsize
+    c = spec.in_channels
+    count = max(1, math.ceil(c * per_channel / blocked.WEIGHT_BLOCK_BYTES))
+    step = max(1, math.ceil(c / count))
+    in_blocks = tuple((c0, min(c, c0 + step)) for c0 in range(0, c, step))
+    return dataclasses.replace(p, in_blocks=in_blocks)
+
+
+@functools.lru_cache(maxsize=64)
+def _product_tables(
+    tiles: int, channels: int, outputs: int, width: int, pixels: int
+) -> tuple[np.ndarray, tuple[tuple[int, np.ndarray], ...]]:
+    """The tile loop's tables for the products of a band of ``tiles`` tiles.
+
+    Rows are the 16 positions (offsets of ``V[p]``, ``M[p]`` and ``U[p]``, one
+    "kernel tap"); columns are runs of ``pixels`` tiles and one shorter run.
+    """
+    rows = np.array(
+        [[q * channels, q * outputs, 0, 1, q * channels * width] for q in range(16)],
+        dtype=np.int64,
+    )
+    runs = []
+    whole = tiles // pixels * pixels
+    for size, starts in ((pixels, range(0, whole, pixels)), (tiles - whole, [whole])):
+        if size and len(starts):
+            t = np.asarray(starts, dtype=np.int64)[:, None]
+            table = np.hstack([t * 16 * channels, t * 16 * outputs, 0 * t, 0 * t + 1])
+            runs.append((size, np.ascontiguousarray(table)))
+    for a in (rows, *(table for _, table in runs)):
+        a.flags.writeable = False
+    return rows, tuple(runs)
+
+
+ProductCall = tuple[_tile_kernel.TileFunction, tuple[int, ...]]
+
+
+def product_calls(tiles: int, packed: np.ndarray, spec: ConvSpec) -> list[ProductCall]:
+    """The tile-loop calls computing ``M[p] = V[p] @ U[p]`` for a band of ``tiles`` tiles.
+
+    Each is ``(function, arguments)`` with the ``V`` and ``M`` addresses as offsets
+    from the band's buffers (added by :func:`run_products`): everything else is
+    fixed per call, so a band costs only the calls themselves.
+    """
+    p = product_plan(spec)
+    c, o, item = spec.in_channels, spec.out_channels, spec.dtype.itemsize
+    width = p.vectors * p.lanes
+    rows, runs = _product_tables(tiles, c, o, width, p.pixels)
+    calls: list[ProductCall] = []
+    for pixels, columns in runs:
+        for b, (o0, o1) in enumerate(p.out_blocks):
+            vectors = math.ceil((o1 - o0) / p.lanes)
+            tail = (o1 - o0) % p.lanes
+            for i, (c0, c1) in enumerate(p.in_blocks):
+                fn = _tile_kernel.tile_function(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)
+                w_at = packed[b].ctypes.data + c0 * width * item
+                args = (c0 * item, w_at, o0 * item, rows.ctypes.data, 16, columns.ctypes.data)
+                rest = (len(columns), c1 - c0, 0, 0, width, 1, 16 * c, 0, 0, 16 * o)
+                calls.append((fn, args + rest))
+    return calls
+
+
+def run_products(calls: list[ProductCall], v_address: int, m_address: int) -> None:
+    """Run :func:`product_calls` on the band whose ``V`` and ``M`` start at these addresses."""
+    for fn, (v_off, w_at, m_off, *rest) in calls:
+        fn(v_address + v_off, w_at, m_address + m_off, *rest)
+
+
+def thread_count(spec: ConvSpec) -> int:
+    """Threads sharing the bands: one below :data:`PARALLEL_WORK` direct multiply-adds."""
+    bands = spec.batch * len(layout(spec).bands)
+    threads = _kernels.num_threads() if spec.macs >= PARALLEL_WORK else 1
+    return max(1, min(bands, threads))
+
+
+def packed_bytes(spec: ConvSpec) -> int:
+    """Bytes of the packed transformed weights (:func:`transform_weights`)."""
+    p = product_plan(spec)
+    return len(p.out_blocks) * 16 * spec.in_channels * p.vectors * p.lanes * spec.dtype.itemsize
+
+
+def workspace_bytes(spec: ConvSpec) -> int:
+    """The packed transformed weights and each thread's ``V`` and ``M`` for one band."""
+    lay = layout(spec)
+    c, o = spec.in_channels, spec.out_channels
+    scratch = 16 * lay.band_tiles * (c + o) + 2 * (max(c, o) + 64)
+    return packed_bytes(spec) + thread_count(spec) * scratch * spec.dtype.itemsize
+
+
+def aligned_empty(size: int, dtype: np.dtype) -> np.ndarray:
+    """``np.empty(size)`` starting on a 64-byte boundary (a cache line: whole-vector
+    loads and stores that never straddle two lines)."""
+    item = np.dtype(dtype).itemsize
+    raw = np.empty(size + 64 // item, dtype=dtype)
+    skip = (-raw.ctypes.data % 64) // item
+    return raw[skip : skip + size]
+
+
+def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Correlate NHWC ``x`` with HWIO ``w`` (3x3, stride 1) by Winograd F(2x2, 3x3)."""
+    reason = refusal(spec)
+    if reason is not None:
+        raise ValueError(f"method='winograd' cannot compute this call: {reason}")
+    n, (ho, wo), c, o = spec.batch, spec.out_hw, spec.in_channels, spec.out_channels
+    y = np.empty((n, ho, wo, o), dtype=spec.dtype)
+    if y.size == 0:
+        return y
+    if c == 0:
+        y.fill(0)
+        return y
+    x = np.ascontiguousarray(x, dtype=spec.dtype)
+    packed = transform_weights(w, spec, product_plan(spec))
+    lay = layout(spec)
+    bands = [(image, *band) for image in range(n) for band in lay.bands]
+    threads = thread_count(spec)
+    cuts = np.linspace(0, len(bands), threads + 1).astype(int).tolist()
+    shares = [bands[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    width = lanes(spec)
+    forward = _winograd_kernel.transform_function(spec.dtype, width, c % width, "input")
+    backward = _winograd_kernel.transform_function(spec.dtype, width, o % width, "output")
+    zeros = np.zeros(math.ceil(max(c, 1) / width) * width, dtype=spec.dtype)
+
+    x_at, zeros_at, item = x.ctypes.data, zeros.ctypes.data, spec.dtype.itemsize
+    y_at = y.ctypes.data
+    image_x, image_y = x[0].size * item, y[0].size * item
+    rows_in, cols_in = lay.in_rows.ctypes.data, lay.in_cols.ctypes.data
+    rows_out, cols_out = lay.out_rows.ctypes.data, lay.out_cols.ctypes.data
+    sizes = {(r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in lay.bands}
+    calls = {tiles: product_calls(tiles, packed, spec) for tiles in sizes}
+
+    def run(share: list[tuple[int, int, int, int, int]]) -> None:
+        # V and M of a band, tile by tile: a tile's 16 vectors of channels are one
+        # contiguous run, which the transforms write or read in one pass
+        v_buf = aligned_empty(16 * lay.band_tiles * c, spec.dtype)
+        m_buf = aligned_empty(16 * lay.band_tiles * o, spec.dtype)
+        sink = np.empty(math.ceil(o / width) * width, dtype=spec.dtype)
+        v_at, m_at, sink_at = v_buf.ctypes.data, m_buf.ctypes.data, sink.ctypes.data
+        for image, r0, r1, s0, s1 in share:
+            forward(
+                x_at + image * image_x,
+                zeros_at,
+                v_at,
+                rows_in + r0 * 32,
+                r1 - r0,
+                cols_in + s0 * 32,
+                s1 - s0,
+                c // width,
+                16 * c,
+                c,
+            )
+            run_products(calls[(r1 - r0) * (s1 - s0)], v_at, m_at)
+            backward(
+                m_at,
+                sink_at,
+                y_at + image * image_y,
+                rows_out + r0 * 16,
+                r1 - r0,
+                cols_out + s0 * 16,
+                s1 - s0,
+                o // width,
+                16 * o,
+                o,
+            )
+
+    _kernels.parallel_map(run, shares)
+    return y

@@ -1,0 +1,119 @@
+"""Method "winograd": F(2x2, 3x3) per dilation phase, against the loop oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dilconv
+from dilconv import _shapes
+from dilconv._methods import winograd
+from dilconv._spec import make_spec
+from tests.strategies import Case, conv_cases
+from tests.test_methods import check_against_oracle
+from tests.tolerance import assert_close
+
+
+@settings(max_examples=150)
+@given(case=conv_cases(dtypes=(np.float64,), three_by_three=True))
+def test_winograd_equals_oracle_float64(case: Case) -> None:
+    check_against_oracle(case, "winograd")
+
+
+@given(case=conv_cases(dtypes=(np.float32, np.float16), max_hw=9, three_by_three=True))
+def test_winograd_equals_oracle_low_precision(case: Case) -> None:
+    check_against_oracle(case, "winograd")
+
+
+@given(out=st.integers(0, 60), d=st.integers(1, 12))
+def test_tile_pairs_cover_every_output_once(out: int, d: int) -> None:
+    covered = []
+    for o in _shapes.dilated_pair_starts(out, d):
+        covered += [o, o + d] if o + d < out else [o]
+    assert sorted(covered) == list(range(out))
+
+
+def run_both(x: np.ndarray, w: np.ndarray, **options: object) -> None:
+    options = {**options, "data_format": "NHWC"}
+    expected = dilconv.conv2d(x, w, method="direct", **options)
+    actual = dilconv.conv2d(x, w, method="winograd", **options)
+    scale = dilconv.conv2d(np.abs(x), np.abs(w), method="direct", **options)
+    assert_close(actual, expected, dtype=x.dtype, magnitude=scale, context=f"{options}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("channels", "outputs"), [(600, 70), (64, 64), (21, 21), (3, 200)])
+def test_channel_blocks_and_tails(channels: int, outputs: int, dtype: type[np.generic]) -> None:
+    """Several output blocks, input blocks summed in turn, partial vectors both sides."""
+    rng = np.random.default_rng(channels + outputs)
+    x = rng.standard_normal((2, 9, 23, channels)).astype(dtype)
+    w = rng.standard_normal((3, 3, channels, outputs)).astype(dtype)
+    for options in (
+        {"dilation": 2, "padding": "same"},
+        {"dilation": (3, 5), "padding": ((4, 0), (1, 6))},
+        {"dilation": 11, "padding": "same"},
+        {"dilation": 1, "padding": "valid"},
+    ):
+        run_both(x, w, **options)
+    spec = make_spec(x.shape, w.shape, data_format="NHWC", dtypes=[x.dtype]).lowered()
+    p = winograd.product_plan(spec)
+    assert len(p.in_blocks) > 1 or channels < 600
+    assert len(p.out_blocks) > 1 or outputs < 200
+
+
+def test_bands_of_part_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bands smaller than a row of tiles, of uneven sizes, cut at any column."""
+    monkeypatch.setattr(winograd, "BAND_BYTES", 5 * 16 * 2 * 17 * 4)
+    winograd.layout.cache_clear()
+    try:
+        rng = np.random.default_rng(5)
+        x = rng.standard_normal((2, 11, 29, 17)).astype(np.float32)
+        w = rng.standard_normal((3, 3, 17, 17)).astype(np.float32)
+        run_both(x, w, dilation=(2, 3), padding="same")
+        spec = make_spec(x.shape, w.shape, dilation=(2, 3), padding="same", data_format="NHWC")
+        bands = winograd.layout(spec.lowered()).bands
+        assert any(s0 > 0 for _, _, s0, _ in bands)
+        assert len({s1 - s0 for _, _, s0, s1 in bands}) > 1
+    finally:
+        winograd.layout.cache_clear()
+
+
+def test_tables_mark_padding_and_nothing_else() -> None:
+    """Every offset in the tables is a real row or column, or -1 exactly where outside."""
+    spec = make_spec(
+        (1, 10, 13, 4), (3, 3, 4, 6), padding=((5, 1), (0, 7)), dilation=(3, 2), data_format="NHWC"
+    ).lowered()
+    lay = winograd.layout(spec)
+    (h, wd), (ho, wo), (dh, dw) = spec.in_hw, spec.out_hw, spec.dilation
+    ys = _shapes.dilated_pair_starts(ho, dh)
+    xs = _shapes.dilated_pair_starts(wo, dw)
+    for r, y0 in enumerate(ys):
+        for a in range(4):
+            row = y0 - spec.pad[0][0] + a * dh
+            assert lay.in_rows[r, a] == (row * wd * 4 if 0 <= row < h else -1)
+        for i in range(2):
+            assert lay.out_rows[r, i] == ((y0 + i * dh) * wo * 6 if y0 + i * dh < ho else -1)
+    for s, x0 in enumerate(xs):
+        for b in range(4):
+            col = x0 - spec.pad[1][0] + b * dw
+            assert lay.in_cols[s, b] == (col * 4 if 0 <= col < wd else -1)
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"w_shape": (5, 5, 2, 2)}, "3x3 kernel"),
+        ({"stride": 2}, "stride 1"),
+        ({"groups": 2}, "one group"),
+        ({"dtype": np.int64}, "float32 and float64"),
+    ],
+)
+def test_refusals_name_the_reason(options: dict[str, object], says: str) -> None:
+    w_shape = options.pop("w_shape", (3, 3, 1 if options.get("groups") else 2, 2))
+    dtype = options.pop("dtype", np.float32)
+    x = np.ones((1, 8, 8, 2), dtype=dtype)
+    w = np.ones(w_shape, dtype=dtype)
+    with pytest.raises(ValueError, match=says):
+        dilconv.conv2d(x, w, method="winograd", data_format="NHWC", **options)
