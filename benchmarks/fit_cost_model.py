@@ -110,6 +110,7 @@ def fit() -> dict[str, float]:
     cost["scipy_call"] = best(lambda: signal.correlate2d(img[:2, :2], k5[:1, :1]), 200)
     cost.update(fit_compiled(rng, cost["call"]))
     cost.update(fit_blocked(rng, cost["call"]))
+    cost.update(fit_winograd(rng, cost))
     return cost
 
 
@@ -198,6 +199,27 @@ def fit_blocked(rng: np.random.Generator, call: float) -> dict[str, float]:
     return cost
 
 
+def fit_winograd(rng: np.random.Generator, cost: dict[str, float]) -> dict[str, float]:
+    """Winograd's transforms on one thread: values per second, given the tile loop's rate.
+
+    A 64-channel 3x3 layer, less the fixed costs, the 16 products at the "blocked"
+    rate and the calls (terms as counted by ``_select.winograd_work``), leaves the
+    time of the input and output transforms.
+    """
+    x = rng.standard_normal((1, 128, 128, 64), dtype=np.float32)
+    w = rng.standard_normal((3, 3, 64, 64), dtype=np.float32)
+    options = {"padding": "same", "dilation": 2, "data_format": "NHWC"}
+    spec = make_spec(x.shape, w.shape, dtypes=[x.dtype], **options).lowered()
+    os.environ["DILCONV_THREADS"] = "1"
+    try:
+        t = best(lambda: dilconv.conv2d(x, w, method="winograd", **options), 9)
+        macs, values, calls, _ = _select.winograd_work(spec)
+    finally:
+        del os.environ["DILCONV_THREADS"]
+    rest = t - cost["call"] - cost["blocked_call"] - macs / cost["blocked"] - calls * cost["tap"]
+    return {"winograd_transform": values / max(rest, 1e-9)}
+
+
 #: (label, x shape NHWC, w shape HWIO, dilation): the benchmark cases' shapes.
 CHECKS = [
     ("seed d=1", (1, 2048, 2048, 1), (3, 3, 1, 1), 1),
@@ -205,7 +227,9 @@ CHECKS = [
     ("tutorial 256 d=4", (1, 256, 256, 1), (3, 3, 1, 1), 4),
     ("context C=21 d=1", (1, 256, 256, 21), (3, 3, 21, 21), 1),
     ("context C=21 d=16", (1, 256, 256, 21), (3, 3, 21, 21), 16),
+    ("context C=21 d=2", (1, 256, 256, 21), (3, 3, 21, 21), 2),
     ("context C=64 d=4", (1, 256, 256, 64), (3, 3, 64, 64), 4),
+    ("context C=64 d=16", (1, 256, 256, 64), (3, 3, 64, 64), 16),
     ("aspp d=6", (1, 65, 65, 2048), (3, 3, 2048, 256), 6),
     ("aspp d=18", (1, 65, 65, 2048), (3, 3, 2048, 256), 18),
     ("wave d=2", (8, 128, 128, 64), (3, 3, 64, 64), 2),

@@ -17,9 +17,7 @@ from tests.tolerance import assert_close
 
 FAST_METHODS = [name for name in METHODS if name != "direct"]
 #: Algorithms that take every spec; the others are tested on the specs they take.
-GENERAL_METHODS = [
-    name for name in FAST_METHODS if name not in ("compiled", "blocked", "winograd")
-]
+GENERAL_METHODS = [name for name in FAST_METHODS if name not in ("compiled", "blocked", "winograd")]
 #: Algorithms that take every spec with floating-point values.
 FLOAT_METHODS = [*GENERAL_METHODS, "blocked"]
 

@@ -78,8 +78,9 @@ COST: dict[str, float] = {
     "blocked_call": 3e-5,  # layout lookup, weight packing, the calls' arguments
     # Winograd F(2x2, 3x3) (method "winograd"), per thread: its 16 products run on
     # the blocked tile loop at the "blocked" rate; the transforms write or read 16
-    # vectors per tile and channel, at this many values per second.
-    "winograd_transform": 3e9,
+    # values per tile and channel, at this rate (fit_cost_model.py's fit_winograd:
+    # 2.2-2.5e9 on a 64-channel 128x128 layer).
+    "winograd_transform": 2.4e9,
 }
 
 #: Packed transformed weights larger than this are streamed from memory (at the

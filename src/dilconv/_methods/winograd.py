@@ -153,18 +153,28 @@ def layout(spec: ConvSpec) -> Layout:
     )
 
 
+def _apply_g(taps: list[np.ndarray]) -> list[np.ndarray]:
+    """``G @ taps``: three arrays in, four out, as the adds and halvings of :data:`G`."""
+    half = 0.5 * (taps[0] + taps[2])
+    odd = 0.5 * taps[1]
+    return [taps[0], half + odd, half - odd, taps[2]]
+
+
 def transform_weights(w: np.ndarray, spec: ConvSpec, p: blocked.Plan) -> np.ndarray:
     """``U = G w G^T`` packed for the tile loop: ``(out blocks, 16, C, vectors * lanes)``.
 
     Formed in float64, rounded once to ``spec.dtype``; output channels zero-padded to
-    whole vectors.
+    whole vectors. Built one ``(C, O)`` matrix at a time: whole-array temporaries of
+    this size cost more in page faults than in arithmetic.
     """
     c, width = spec.in_channels, p.vectors * p.lanes
-    u = np.einsum("ai,ijco,bj->abco", G, np.asarray(w, dtype=np.float64), G, optimize=True)
-    u = u.reshape(16, c, spec.out_channels)
+    w = np.asarray(w)
     packed = np.zeros((len(p.out_blocks), 16, c, width), dtype=spec.dtype)
-    for b, (o0, o1) in enumerate(p.out_blocks):
-        packed[b, :, :, : o1 - o0] = u[..., o0:o1]
+    columns = [_apply_g([w[i, j].astype(np.float64) for j in range(3)]) for i in range(3)]
+    for b in range(4):  # (G w G^T)[a, b] = G applied down the kernel rows of (w G^T)[:, b]
+        for a, u in enumerate(_apply_g([columns[i][b] for i in range(3)])):
+            for k, (o0, o1) in enumerate(p.out_blocks):
+                packed[k, 4 * a + b, :, : o1 - o0] = u[:, o0:o1]
     return packed
 
 
