@@ -3,7 +3,12 @@
 Nothing here knows about convolution: these are the two primitives the per-tap
 algorithms are built from, an accumulating matrix product ``out += a @ b`` that
 writes straight into ``out`` (BLAS ``gemm`` with ``beta = 1``) and a small pool of
-threads for NumPy loops, which release the GIL.
+threads for NumPy loops and compiled code, which release the GIL.
+
+The pool's idle threads spin for a while before they sleep (see
+:mod:`dilconv._methods._spin`): a call that follows another within that time
+finds them awake (the 21-channel context layer: 3.1 ms instead of 3.8 back to
+back, 3.7 instead of 6.4 after a 30 ms pause, on this 2-core virtual machine).
 """
 
 from __future__ import annotations
@@ -12,19 +17,18 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from scipy.linalg import blas
+
+from dilconv._methods import _spin
 
 _GEMM: dict[np.dtype, Callable[..., np.ndarray]] = {
     np.dtype(np.float32): blas.sgemm,
     np.dtype(np.float64): blas.dgemm,
 }
 
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
 _controller: Any = None
 _blas_lock = threading.Lock()
 
@@ -40,28 +44,103 @@ def num_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class WorkerPool:
+    """Threads that share the items of one :meth:`map` at a time with its caller.
+
+    Idle workers spin (without the GIL) for :func:`_spin.spin_seconds`, then sleep
+    until the next job. One job runs at a time; a caller that finds the pool busy
+    (another thread's job, or a job started from inside a job) runs its items
+    itself, so concurrent callers never wait on each other or oversubscribe.
+    """
+
+    def __init__(self) -> None:
+        self._generation = np.zeros(1, dtype=np.int64)  # bumped for every job
+        self._wake = threading.Condition()
+        self._state = threading.Lock()
+        self._finished = threading.Condition(self._state)
+        self._busy = threading.Lock()
+        self._job: tuple[Callable[[Any], None], list[Any]] = (lambda item: None, [])
+        self._next = 0
+        self._pending = 0
+        self._error: BaseException | None = None
+        self._workers = 0
+
+    def _take(self) -> tuple[Callable[[Any], None], Any] | None:
+        with self._state:
+            fn, items = self._job
+            if self._next >= len(items):
+                return None
+            self._next += 1
+            return fn, items[self._next - 1]
+
+    def _work(self) -> None:
+        """Run items of the current job until none is left."""
+        while (taken := self._take()) is not None:
+            fn, item = taken
+            try:
+                fn(item)
+            except BaseException as err:  # handed to the caller, which re-raises it
+                with self._state:
+                    self._error = self._error or err
+            finally:
+                with self._state:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._finished.notify_all()
+
+    def _loop(self) -> None:
+        seen = int(self._generation[0])
+        while True:
+            now = _spin.wait_for_change(self._generation, seen, _spin.spin_seconds())
+            if now == seen:
+                with self._wake:
+                    while int(self._generation[0]) == seen:
+                        self._wake.wait()
+                now = int(self._generation[0])
+            seen = now
+            self._work()
+
+    def map(self, fn: Callable[[Any], None], items: list[Any], workers: int) -> None:
+        """``fn(item)`` for every item, on the caller and up to ``workers`` threads."""
+        if not self._busy.acquire(blocking=False):
+            for item in items:
+                fn(item)
+            return
+        try:
+            while self._workers < workers:
+                name = f"dilconv-{self._workers}"
+                threading.Thread(target=self._loop, name=name, daemon=True).start()
+                self._workers += 1
+            with self._state:
+                self._job, self._next, self._error = (fn, items), 0, None
+                self._pending = len(items)
+            with self._wake:
+                self._generation[0] += 1
+                self._wake.notify_all()
+            self._work()
+            with self._state:
+                while self._pending:
+                    self._finished.wait()
+                error, self._error = self._error, None
+                self._job = (lambda item: None, [])
+            if error is not None:
+                raise error
+        finally:
+            self._busy.release()
+
+
+_POOL = WorkerPool()
+
+
 def parallel_map(fn: Callable[[Any], None], items: Iterable[Any]) -> None:
     """Run ``fn`` on every item, on :func:`num_threads` threads (in order when one)."""
-    global _pool, _pool_size
     work = list(items)
     threads = min(num_threads(), len(work))
     if threads <= 1:
         for item in work:
             fn(item)
         return
-    if _pool is None or _pool_size < threads:
-        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dilconv")
-        _pool_size = threads
-    # one item per thread: the calling thread takes the first, so it is busy at once
-    # and one pool thread fewer has to wake (about 0.1 ms each here)
-    mine = work[:1] if len(work) <= threads else []
-    futures = [_pool.submit(fn, item) for item in work[len(mine) :]]
-    try:
-        for item in mine:
-            fn(item)
-    finally:
-        for future in futures:
-            future.result()
+    _POOL.map(fn, work, threads - 1)
 
 
 #: Bytes below which a copy or an add runs on one thread.

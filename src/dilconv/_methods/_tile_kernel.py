@@ -287,12 +287,15 @@ def tile_function(
     return _FUNCTIONS[key]
 
 
-def compile_function(source: str, name: str, arguments: int) -> TileFunction:
+def compile_function(
+    source: str, name: str, arguments: int, returns: Any = None
+) -> Callable[..., Any]:
     """Function ``name`` of LLVM IR ``source``, compiled for this CPU (or loaded from disk).
 
-    Every argument is an int64 (pointers as addresses); the caller holds the compile
-    lock. The object code is kept in :func:`cache_dir`, keyed by the IR, the LLVM
-    version, the CPU and :data:`PIPELINE`.
+    Every argument is an int64 (pointers as addresses); ``returns`` is the ctypes
+    result type (None: void). The caller holds the compile lock. The object code is
+    kept in :func:`cache_dir`, keyed by the IR, the LLVM version, the CPU and
+    :data:`PIPELINE`.
     """
     llvm, machine = _llvm()
     host = f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
@@ -328,5 +331,5 @@ def compile_function(source: str, name: str, arguments: int) -> TileFunction:
     engine.finalize_object()
     _ENGINES.append(engine)
     address = engine.get_function_address(name)
-    prototype = ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * arguments)
+    prototype = ctypes.CFUNCTYPE(returns, *[ctypes.c_int64] * arguments)
     return prototype(address)

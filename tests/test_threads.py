@@ -1,0 +1,140 @@
+"""The worker pool and its spin-wait: every item once, errors raised, no deadlock."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import dilconv
+from dilconv._methods import _kernels, _spin
+
+
+@pytest.fixture
+def two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DILCONV_THREADS", "2")
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_every_item_runs_once_on_more_than_one_thread() -> None:
+    seen: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def record(item: int) -> None:
+        time.sleep(0.002)  # long enough for the worker to take some items
+        with lock:
+            seen.append((item, threading.current_thread().name))
+
+    _kernels.parallel_map(record, range(40))
+    assert sorted(item for item, _ in seen) == list(range(40))
+    assert len({name for _, name in seen}) == 2
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_an_error_in_any_item_reaches_the_caller_and_the_pool_recovers() -> None:
+    def fail_on_seven(item: int) -> None:
+        if item == 7:
+            raise ZeroDivisionError(f"item {item}")
+
+    with pytest.raises(ZeroDivisionError, match="item 7"):
+        _kernels.parallel_map(fail_on_seven, range(16))
+    done: list[int] = []
+    _kernels.parallel_map(done.append, range(5))
+    assert sorted(done) == list(range(5))
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_nested_and_concurrent_maps_run_without_waiting_on_each_other() -> None:
+    totals: list[int] = []
+    lock = threading.Lock()
+
+    def inner(item: int) -> None:
+        with lock:
+            totals.append(item)
+
+    def outer(item: int) -> None:
+        _kernels.parallel_map(inner, range(item * 10, item * 10 + 10))
+
+    callers = [threading.Thread(target=_kernels.parallel_map, args=(outer, range(4)))]
+    callers += [threading.Thread(target=_kernels.parallel_map, args=(outer, range(4, 8)))]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in callers)
+    assert sorted(totals) == list(range(80))
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_results_are_the_same_with_and_without_spinning(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 128, 128, 24)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 24, 24)).astype(np.float32)
+    spun = dilconv.conv2d(x, w, padding="same", dilation=3, data_format="NHWC", method="blocked")
+    monkeypatch.setenv("DILCONV_SPIN_MS", "0")
+    time.sleep(0.05)  # the workers go to sleep
+    slept = dilconv.conv2d(x, w, padding="same", dilation=3, data_format="NHWC", method="blocked")
+    np.testing.assert_array_equal(spun, slept)
+
+
+def test_spin_returns_the_new_value_or_times_out() -> None:
+    if _spin.spin_function() is None:
+        pytest.skip("llvmlite cannot compile here; waiting falls back to sleeping")
+    cell = np.zeros(1, dtype=np.int64)
+    start = time.perf_counter()
+    assert _spin.wait_for_change(cell, 0, 0.02, load=True) == 0
+    assert time.perf_counter() - start >= 0.01
+
+    def bump() -> None:
+        time.sleep(0.01)
+        cell[0] = 5
+
+    helper = threading.Thread(target=bump)
+    helper.start()
+    assert _spin.wait_for_change(cell, 0, 10.0, load=True) == 5  # long before the 10 s limit
+    helper.join()
+    assert _spin.wait_for_change(cell, 5, 0.0) == 5
+
+
+def test_workers_spin_only_where_llvm_is_loaded_already() -> None:
+    """A process using only NumPy methods does not load LLVM (~50 MiB) to spin."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, dilconv\n"
+        "x = np.ones((1, 512, 512, 8), np.float32); w = np.ones((3, 3, 8, 8), np.float32)\n"
+        "dilconv.conv2d(x, w, padding='same', data_format='NHWC', method='shift_add')\n"
+        "from dilconv._methods import _kernels\n"
+        "import time, threading\n"
+        "names = set()\n"
+        "def item(i):\n"
+        "    time.sleep(0.01)\n"
+        "    names.add(threading.current_thread().name)\n"
+        "_kernels.parallel_map(item, range(8))\n"
+        "print(len(names), 'llvmlite.binding' in sys.modules)\n"
+    )
+    env = {**__import__("os").environ, "DILCONV_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2 False"
+
+
+def test_spin_time_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DILCONV_SPIN_MS", "7.5")
+    assert _spin.spin_seconds() == pytest.approx(0.0075)
+    monkeypatch.setenv("DILCONV_SPIN_MS", "0")
+    assert _spin.spin_seconds() == 0.0
+    monkeypatch.setenv("DILCONV_SPIN_MS", "-3")
+    assert _spin.spin_seconds() == 0.0
+    monkeypatch.setenv("DILCONV_SPIN_MS", "soon")
+    assert _spin.spin_seconds() == _spin.DEFAULT_SPIN_MS / 1000
+
+
+def test_busy_pause_lasts_as_long_as_asked() -> None:
+    start = time.perf_counter()
+    _spin.busy_pause(0.03, 2)
+    assert time.perf_counter() - start >= 0.025
+    _spin.busy_pause(0.0, 2)
