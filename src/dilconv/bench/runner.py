@@ -6,7 +6,10 @@ random order each round, so no contender always follows the same one, each timed
 call after a pause (``settle`` seconds, :data:`SETTLE_SECONDS` by default) so that
 none starts while another library's idle worker threads still spin (PyTorch's
 OpenMP threads keep both cores busy for some milliseconds after its call
-returns). A contender whose warm-up
+returns). The pause is spent spinning on every core rather than sleeping: on a
+virtual machine a core left idle for 30 ms halts, and waking it costs
+milliseconds, which would be charged to whichever contender's threads happen to
+sleep rather than spin between calls. A contender whose warm-up
 takes longer than :data:`SLOW_SECONDS` is timed :data:`SLOW_REPEATS` times only
 (the table shows how many). dilconv's contenders are then run once more under
 ``tracemalloc`` for the peak memory they allocate beyond their result.
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from dilconv import get_workspace_limit
+from dilconv._methods import _kernels, _spin
 from dilconv.bench import cases as C
 from dilconv.bench import machine
 from dilconv.bench import peers as P
@@ -31,7 +35,8 @@ SLOW_REPEATS = 3
 
 #: Pause before each timed call. Measured here on the ``context`` C=64 layer:
 #: ``blocked`` took 32 ms right after a PyTorch call and 24 ms after a 20 ms pause
-#: (24 ms after TensorFlow or after itself, with or without the pause).
+#: (24 ms after TensorFlow or after itself, with or without the pause). Spent
+#: spinning: after a 30 ms sleep the 21-channel layer took 6.5-8 ms instead of 3.5.
 SETTLE_SECONDS = 0.03
 
 #: Agreement check: largest difference over the largest magnitude of the reference.
@@ -92,7 +97,7 @@ def time_row(
                 bar.update(1)
                 continue
             fn = built.contenders[name]
-            time.sleep(settle)
+            _spin.busy_pause(settle, _kernels.num_threads())
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

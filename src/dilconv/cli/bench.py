@@ -44,8 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--settle",
         type=float,
         default=SETTLE_SECONDS,
-        help="seconds of pause before each timed call, so no contender runs while another "
-        f"library's idle threads still spin (default {SETTLE_SECONDS})",
+        help="seconds of pause before each timed call, spent spinning on every core, so no "
+        "contender runs while another library's idle threads still spin and none starts "
+        f"on halted cores (default {SETTLE_SECONDS})",
     )
     p.add_argument("--json", type=Path, default=None, help="write the full record here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
