@@ -392,7 +392,8 @@ def test_matches_torch_autograd(opts: dict[str, Any], mode: str) -> None:
                 np.ones((1, 2, 5, 5)), np.ones((2, 1, 3, 3)), (1, 1, 7, 7), method="fft"
             ),
             ValueError,
-            r"method must be 'auto' or one of \['correlate', 'direct', 'scatter'\], got 'fft'",
+            r"method must be 'auto' or one of "
+            r"\['correlate', 'direct', 'phase', 'scatter'\], got 'fft'",
         ),
         (
             lambda: dilconv.conv2d_grad_weight(

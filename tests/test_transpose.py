@@ -11,7 +11,7 @@ from hypothesis import assume, given
 
 import dilconv
 from dilconv._spec import make_spec
-from dilconv._transpose import TRANSPOSE_METHODS, scatter
+from dilconv._transpose import TRANSPOSE_METHODS, phase, scatter
 from tests.strategies import Case, conv_cases
 from tests.tolerance import assert_close
 
@@ -72,6 +72,9 @@ def check_method(case: Case, method: str) -> None:
     if method == "correlate":  # stride 1 only: the adjoint of the same call at stride 1
         topts = {k: v for k, v in topts.items() if k != "output_size"}
         topts["stride"] = 1
+    if method == "phase":  # only where the stride divides the dilation
+        spec = make_spec(case.x.shape, case.w.shape, **case.options).lowered()
+        assume(phase.refusal(spec) is None)
     b = case.bias
     try:
         slow = dilconv.conv2d_transpose(
@@ -341,10 +344,15 @@ X, W = np.ones((1, 4, 5, 5)), np.ones((4, 2, 3, 3))
         (
             {"method": "fft"},
             ValueError,
-            r"method must be 'auto' or one of \['correlate', 'direct', 'scatter'\]",
+            r"method must be 'auto' or one of \['correlate', 'direct', 'phase', 'scatter'\]",
         ),
         ({"method": None}, TypeError, r"method must be a str, got None"),
         ({"method": "correlate", "stride": 2}, ValueError, r"method='correlate' needs stride 1"),
+        (
+            {"method": "phase", "stride": 2, "dilation": 3},
+            ValueError,
+            r"method='phase' cannot compute this call: the dilation \(3, 3\) is not a multiple",
+        ),
     ],
 )
 def test_bad_options(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
@@ -422,3 +430,30 @@ def test_bad_arrays(
 def test_atrous_transpose_bad_input(args: Any, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         dilconv.atrous_conv2d_transpose(np.ones((1, 9, 9, 2)), np.ones((3, 3, 1, 2)), *args)
+
+
+@pytest.mark.parametrize(
+    ("stride", "dilation", "padding"),
+    [(2, 2, "same"), (2, 4, 3), ((3, 2), (6, 4), ((4, 0), (1, 5))), (3, 3, "valid"), (2, 2, 0)],
+)
+def test_phase_on_strides_that_divide_the_dilation(
+    stride: Any, dilation: Any, padding: Any
+) -> None:
+    """The single-phase method against the oracle, with groups and output padding,
+    and "auto" choosing it."""
+    rng = np.random.default_rng(7)
+    g = rng.standard_normal((2, 9, 11, 6))
+    opts = {"stride": stride, "dilation": dilation, "padding": padding, "data_format": "NHWC"}
+    ran = 0
+    for extra, w_shape in (({}, (3, 3, 4, 6)), ({"groups": 2, "output_padding": 1}, (3, 3, 2, 6))):
+        call = {**opts, **extra}
+        w = rng.standard_normal(w_shape)
+        try:
+            slow = dilconv.conv2d_transpose(g, w, method="direct", **call)
+        except ValueError:  # an output_padding this call does not allow
+            continue
+        fast = dilconv.conv2d_transpose(g, w, method="phase", **call)
+        assert_close(fast, slow, context=f"{call}")
+        np.testing.assert_array_equal(dilconv.conv2d_transpose(g, w, **call), fast)
+        ran += 1
+    assert ran >= 1

@@ -31,7 +31,9 @@ def conv2d_transpose(
     padding, dilation, groups and layout, where ``z`` has this function's output shape.
     No zeros are inserted between the input pixels: each kernel tap adds one matrix
     product into a strided slice of the result (``method="scatter"``); at stride 1
-    it is the forward correlation with the reversed kernel (``"correlate"``).
+    it is the forward correlation with the reversed kernel (``"correlate"``), and
+    where the stride divides the dilation the same on the one phase of the result
+    the taps reach (``"phase"``).
 
     Parameters
     ----------
@@ -67,8 +69,9 @@ def conv2d_transpose(
         range (PyTorch's ``output_size`` reaches only ``stride - 1`` past the
         smallest; this reaches every ``output_padding``).
     method : str
-        ``"auto"`` (``"correlate"`` at stride 1, else ``"scatter"``), ``"scatter"``,
-        ``"correlate"`` or ``"direct"`` (the loop oracle).
+        ``"auto"`` (``"correlate"`` at stride 1, ``"phase"`` where the stride divides
+        the dilation, else ``"scatter"``), ``"scatter"``, ``"correlate"``, ``"phase"``
+        or ``"direct"`` (the loop oracle).
 
     Returns
     -------

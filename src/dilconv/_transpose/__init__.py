@@ -9,7 +9,8 @@ result has the forward input's shape ``(N, H, W, C)``, in ``spec.dtype``.
 ``"direct"`` is the loop oracle (never optimised, never chosen by ``"auto"``);
 ``"scatter"`` is the per-tap scatter-add (any stride, no zero ever inserted);
 ``"correlate"`` runs a stride-1 transposed convolution as the forward correlation
-with the reversed kernel, on the forward engine.
+with the reversed kernel, on the forward engine; ``"phase"`` does the same for the
+one phase of the result that a stride dividing the dilation reaches.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
 from dilconv._padding import pad_spatial_adjoint
 from dilconv._spec import ConvSpec
-from dilconv._transpose import correlate, direct, scatter
+from dilconv._transpose import correlate, direct, phase, scatter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,7 @@ TRANSPOSE_METHODS: dict[str, TransposeMethod] = {
         _register("direct", direct),
         _register("scatter", scatter),
         _register("correlate", correlate),
+        _register("phase", phase),
     )
 }
 
@@ -55,13 +57,17 @@ def resolve_transpose_method(method: Any, spec: ConvSpec) -> str:
     """Check ``method`` against the registry and the spec.
 
     ``"auto"``: at stride 1, ``"correlate"`` (the forward engine's fastest method for
-    the equivalent correlation); otherwise ``"scatter"``, which does one product per
-    tap on the region that tap reaches and nothing for the zeros between sources.
+    the equivalent correlation); where the stride divides the dilation, ``"phase"``
+    (the same, on the one phase of the result the taps reach); otherwise
+    ``"scatter"``, which does one product per tap on the region that tap reaches and
+    nothing for the zeros between sources.
     """
     if not isinstance(method, str):
         raise TypeError(f"method must be a str, got {method!r}")
     if method == "auto":
-        return "correlate" if spec.stride == (1, 1) else "scatter"
+        if spec.stride == (1, 1):
+            return "correlate"
+        return "phase" if phase.refusal(spec.lowered()) is None else "scatter"
     if method not in TRANSPOSE_METHODS:
         raise ValueError(
             f"method must be 'auto' or one of {sorted(TRANSPOSE_METHODS)}, got {method!r}"
@@ -70,6 +76,10 @@ def resolve_transpose_method(method: Any, spec: ConvSpec) -> str:
         raise ValueError(
             f"method='correlate' needs stride 1, got stride {spec.stride}; use 'scatter'"
         )
+    if method == "phase":
+        reason = phase.refusal(spec.lowered())
+        if reason is not None:
+            raise ValueError(f"method='phase' cannot compute this call: {reason}; use 'scatter'")
     return method
 
 

@@ -1,0 +1,71 @@
+"""Dilation a multiple of the stride: one phase of the result, a stride-1 problem.
+
+Source pixel ``o`` reaches result pixel ``p = o * s - lo + t * d`` through tap ``t``.
+When the stride ``s`` divides the dilation ``d``, every tap reaches the same phase
+``p = r (mod s)`` with ``r = -lo mod s``; the other phases receive nothing. On that
+phase, ``p = r + s * m`` and ``m = o - (lo + r) / s + t * (d / s)``: the adjoint of
+an ordinary stride-1 correlation with dilation ``d / s``, computed by
+:mod:`~dilconv._transpose.correlate` on the forward engine (so a 3x3 kernel runs
+Winograd's F(2x2, 3x3)), then written into every ``s``-th row and column. Calls
+whose padding puts the phase's last sources outside the stride-1 problem (a
+negative pad at the end) are refused; ``"auto"`` then uses ``"scatter"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dilconv import _shapes
+from dilconv._spec import ConvSpec
+from dilconv._transpose import correlate
+
+
+def phase_spec(spec: ConvSpec) -> tuple[ConvSpec, tuple[int, int]] | str:
+    """The stride-1 forward spec of the phase and its residues ``(r_h, r_w)``, or why not."""
+    sizes, pads, dilations, residues = [], [], [], []
+    for axis in range(2):
+        s, d = spec.stride[axis], spec.dilation[axis]
+        lo = spec.pad[axis][0]
+        if d % s:
+            return f"the dilation {spec.dilation} is not a multiple of the stride {spec.stride}"
+        r = -lo % s
+        n = len(range(r, spec.in_hw[axis], s))
+        inner_d, inner_lo = d // s, (lo + r) // s
+        k_eff = _shapes.effective_size(spec.kernel_hw[axis], inner_d)
+        inner_hi = spec.out_hw[axis] - 1 + k_eff - n - inner_lo
+        if inner_hi < 0 or n == 0:
+            return "the padding leaves sources outside the phase's stride-1 problem"
+        sizes.append(n)
+        pads.append((inner_lo, inner_hi))
+        dilations.append(inner_d)
+        residues.append(r)
+    inner = dataclasses.replace(
+        spec,
+        in_hw=(sizes[0], sizes[1]),
+        stride=(1, 1),
+        dilation=(dilations[0], dilations[1]),
+        pad=(pads[0], pads[1]),
+    )
+    if inner.out_hw != spec.out_hw:  # pragma: no cover - the arithmetic above guarantees it
+        raise RuntimeError(f"phase spec {inner} does not reproduce the sources {spec.out_hw}")
+    return inner, (residues[0], residues[1])
+
+
+def refusal(spec: ConvSpec) -> str | None:
+    """Why this spec has no single-phase form, or None."""
+    found = phase_spec(spec)
+    return found if isinstance(found, str) else None
+
+
+def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Adjoint of ``spec``'s correlation when its stride divides its dilation."""
+    found = phase_spec(spec)
+    if isinstance(found, str):
+        raise ValueError(f"method='phase' cannot compute this call: {found}")
+    inner, (rh, rw) = found
+    (sh, sw), (h, wd) = spec.stride, spec.in_hw
+    x = np.zeros((spec.batch, h, wd, spec.in_channels), dtype=spec.dtype)
+    x[:, rh::sh, rw::sw] = correlate.conv_transpose(g, w, inner)
+    return x
