@@ -179,7 +179,8 @@ def render(record: dict[str, Any], command: str, notes: str) -> str:
         f"- settings: repeats {record['settings']['repeats']} (contenders slower than "
         f"{record['settings']['slow_seconds']} s: {record['settings']['slow_repeats']}), "
         f"workspace limit {record['settings']['workspace_limit_mib']:.0f} MiB, "
-        f"pause before each timed call {record['settings'].get('settle_seconds', 0) * 1e3:.0f} ms",
+        f"pause before each timed call {record['settings'].get('settle_seconds', 0) * 1e3:.0f} ms"
+        " (spent spinning on every core)",
         "",
         "```",
         command,
