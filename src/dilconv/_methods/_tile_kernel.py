@@ -100,6 +100,30 @@ def host_lanes() -> dict[str, int]:
     return {"bytes": 16, "registers": 16}
 
 
+def emit_loop(
+    b: Any, counter: Value, start: Value, stop: Value, body: Callable[[Value], None]
+) -> None:
+    """``for i in range(start, stop): body(i)`` at builder ``b``'s position, counting
+    in the stack slot ``counter`` (an i64 ``alloca``)."""
+    from llvmlite import ir
+
+    fn = b.function
+    name = counter.name
+    b.store(start, counter)
+    head = fn.append_basic_block(f"{name}_head")
+    inner = fn.append_basic_block(f"{name}_body")
+    done = fn.append_basic_block(f"{name}_done")
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.load(counter)
+    b.cbranch(b.icmp_signed("<", i, stop), inner, done)
+    b.position_at_end(inner)
+    body(i)
+    b.store(b.add(b.load(counter), ir.Constant(ir.IntType(64), 1)), counter)
+    b.branch(head)
+    b.position_at_end(done)
+
+
 def _ir_source(
     dtype: np.dtype, pixels: int, vectors: int, lanes: int, tail: int, accumulate: bool
 ) -> str:
@@ -140,20 +164,7 @@ def _ir_source(
     counters = {name: b.alloca(i64, name=name) for name in ("r", "t", "ky", "kx", "c")}
 
     def loop(name: str, start: Value, stop: Value, body: Callable[[Value], None]) -> None:
-        counter = counters[name]
-        b.store(start, counter)
-        head = fn.append_basic_block(f"{name}_head")
-        inner = fn.append_basic_block(f"{name}_body")
-        done = fn.append_basic_block(f"{name}_done")
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.load(counter)
-        b.cbranch(b.icmp_signed("<", i, stop), inner, done)
-        b.position_at_end(inner)
-        body(i)
-        b.store(b.add(b.load(counter), ir.Constant(i64, 1)), counter)
-        b.branch(head)
-        b.position_at_end(done)
+        emit_loop(b, counters[name], start, stop, body)
 
     def field(table: Value, i: Value, k: int, width: int = FIELDS) -> Value:
         index = b.add(b.mul(i, ir.Constant(i64, width)), ir.Constant(i64, k))

@@ -109,18 +109,7 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
         return ir.Constant(i64, v)
 
     def loop(name: str, stop: Value, body: Callable[[Value], None]) -> None:
-        counter = counters[name]
-        b.store(const(0), counter)
-        head, inner, done = (fn.append_basic_block(f"{name}_{k}") for k in ("head", "body", "done"))
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.load(counter)
-        b.cbranch(b.icmp_signed("<", i, stop), inner, done)
-        b.position_at_end(inner)
-        body(i)
-        b.store(b.add(b.load(counter), const(1)), counter)
-        b.branch(head)
-        b.position_at_end(done)
+        _tile_kernel.emit_loop(b, counters[name], const(0), stop, body)
 
     def offsets(table: Value, i: Value) -> list[Value]:
         base = b.mul(i, const(width))
