@@ -32,6 +32,9 @@ import numpy as np
 #: worker never competes with the next contender.
 DEFAULT_SPIN_MS = 20.0
 
+#: Length of one native spin between two reads of the clock.
+SLICE_SECONDS = 1e-3
+
 SpinFunction = Callable[[int, int, int], int]
 
 
@@ -121,7 +124,14 @@ def wait_for_change(cell: np.ndarray, seen: int, seconds: float, *, load: bool =
     spin = spin_function()
     if spin is None:
         return seen
-    return int(spin(cell.ctypes.data, seen, max(1, int(seconds * reads_per_second()))))
+    # In slices of about a millisecond, the clock read between them: the reads per
+    # second measured once only set the slices' length, never the total time.
+    reads = max(1, int(SLICE_SECONDS * reads_per_second()))
+    deadline = time.perf_counter() + seconds
+    while True:
+        now = int(spin(cell.ctypes.data, seen, reads))
+        if now != seen or time.perf_counter() >= deadline:
+            return now
 
 
 def busy_pause(seconds: float, threads: int) -> None:
