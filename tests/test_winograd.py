@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import dilconv
 from dilconv import _shapes
-from dilconv._methods import winograd
+from dilconv._methods import _winograd_products, winograd
 from dilconv._spec import make_spec
 from tests.strategies import Case, conv_cases
 from tests.test_methods import check_against_oracle
@@ -58,14 +58,32 @@ def test_channel_blocks_and_tails(channels: int, outputs: int, dtype: type[np.ge
     ):
         run_both(x, w, **options)
     spec = make_spec(x.shape, w.shape, data_format="NHWC", dtypes=[x.dtype]).lowered()
-    p = winograd.product_plan(spec)
+    p = _winograd_products.product_plan(spec)
     assert len(p.in_blocks) > 1 or channels < 600
     assert len(p.out_blocks) > 1 or outputs < 200
+    # V holds one block of input channels at a time: whole transform vectors but the last
+    lanes = _winograd_products.lanes(spec)
+    assert all((c1 - c0) % lanes == 0 for c0, c1 in p.in_blocks[:-1])
+
+
+def test_weight_transform_is_g_w_g_transposed() -> None:
+    """The packed U is G w G^T per channel pair, zero in the padded output lanes."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((3, 3, 600, 70))
+    spec = make_spec((1, 8, 8, 600), w.shape, data_format="NHWC").lowered()
+    p = _winograd_products.product_plan(spec)
+    packed = _winograd_products.transform_weights(w, spec, p)
+    g = _winograd_products.G
+    expected = np.einsum("ai,ijco,bj->abco", g, w, g).reshape(16, 600, 70)
+    for k, (o0, o1) in enumerate(p.out_blocks):
+        np.testing.assert_allclose(packed[k, :, :, : o1 - o0], expected[:, :, o0:o1], rtol=1e-14)
+        assert not packed[k, :, :, o1 - o0 :].any()
 
 
 def test_bands_of_part_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bands smaller than a row of tiles, of uneven sizes, cut at any column."""
     monkeypatch.setattr(winograd, "BAND_BYTES", 5 * 16 * 2 * 17 * 4)
+    monkeypatch.setattr(winograd, "MIN_BAND_TILES", 1)
     winograd.layout.cache_clear()
     try:
         rng = np.random.default_rng(5)

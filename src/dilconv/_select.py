@@ -24,6 +24,7 @@ from dilconv._methods import (
     METHODS,
     _kernels,
     _single,
+    _winograd_products,
     blocked,
     compiled,
     im2col,
@@ -79,13 +80,13 @@ COST: dict[str, float] = {
     # Winograd F(2x2, 3x3) (method "winograd"), per thread: its 16 products run on
     # the blocked tile loop at the "blocked" rate; the transforms write or read 16
     # values per tile and channel, at this rate (fit_cost_model.py's fit_winograd:
-    # 2.2-2.5e9 on a 64-channel 128x128 layer).
+    # 2.2-2.5e9 on a 64-channel 128x128 layer). The weights' transform, on the
+    # calling thread, in values of U per second (fit_winograd: aspp's 8.4 million
+    # in 9-16 ms). Bands hold at least winograd.MIN_BAND_TILES tiles, so streaming
+    # a U larger than the caches once per band hides behind the products.
     "winograd_transform": 2.4e9,
+    "winograd_weights": 7e8,
 }
-
-#: Packed transformed weights larger than this are streamed from memory (at the
-#: "copy" rate) once per band of tiles (aspp: 33 MiB for each of 175 bands).
-WINOGRAD_CACHED_WEIGHTS = 2**20
 
 
 def _gemm_seconds(spec: ConvSpec, m: float, k: float, n: float, shared: bool = False) -> float:
@@ -203,15 +204,16 @@ def winograd_work(spec: ConvSpec) -> tuple[int, int, int, int]:
     Multiply-adds of the 16 products over whole SIMD vectors of output channels and
     whole runs of tiles (a band's last, shorter run costs about a full one: the
     weights are loaded for it all the same); transformed values are the 16 per tile
-    and channel, input and output; calls are compiled-function calls.
+    and channel, input and output; calls are compiled-function calls (per band and
+    block of input channels, an input transform and the products' calls).
     """
     lay = winograd.layout(spec)
-    p = winograd.product_plan(spec)
+    p = _winograd_products.product_plan(spec)
     width = sum(math.ceil((o1 - o0) / p.lanes) * p.lanes for o0, o1 in p.out_blocks)
     runs = sum(math.ceil((r1 - r0) * (s1 - s0) / p.pixels) for r0, r1, s0, s1 in lay.bands)
     macs = spec.batch * runs * p.pixels * 16 * spec.in_channels * width
     values = spec.batch * lay.tiles * 16 * (spec.in_channels + spec.out_channels)
-    per_band = 2 + 2 * len(p.out_blocks) * len(p.in_blocks)
+    per_band = 2 + len(p.in_blocks) * (1 + 2 * len(p.out_blocks))
     return macs, values, spec.batch * len(lay.bands) * per_band, winograd.thread_count(spec)
 
 
@@ -220,9 +222,7 @@ def _winograd(spec: ConvSpec) -> float:
     half = 1 if spec.dtype.itemsize < 8 else 0.5
     rate = COST["blocked"] * half * threads
     seconds = macs / rate + values / (COST["winograd_transform"] * half * threads)
-    packed = winograd.packed_bytes(spec)
-    if packed > WINOGRAD_CACHED_WEIGHTS:
-        seconds += spec.batch * len(winograd.layout(spec).bands) * packed / COST["copy"]
+    seconds += 16 * spec.in_channels * spec.out_channels / COST["winograd_weights"]
     return COST["call"] + COST["blocked_call"] + seconds + calls * COST["tap"] / threads
 
 

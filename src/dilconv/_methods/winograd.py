@@ -8,16 +8,19 @@ image and the work is the same at every dilation. Per tile and channel pair it
 does 16 multiply-adds instead of 36:
 
 1. the weights are transformed once per call, ``U = G w G^T`` (16 matrices of
-   ``C x O``, computed in float64);
+   ``C x O``, summed in float64; :mod:`~dilconv._methods._winograd_products`);
 2. each band of tiles is transformed, ``V = B^T d B`` (16 matrices of
-   ``tiles x C``), by compiled code (:mod:`~dilconv._methods._winograd_kernel`);
-3. ``M[p] = V[p] @ U[p]`` for the 16 positions: 16 matrix products, done by the
-   register-blocked tile loop of :mod:`~dilconv._methods._tile_kernel` (one call a
-   band, no packing of ``V``: with small bands BLAS spent more time per call than
-   on the products);
+   ``tiles x C``), by compiled code (:mod:`~dilconv._methods._winograd_kernel`),
+   one block of input channels at a time;
+3. ``M[p] += V[p] @ U[p]`` for the 16 positions and that block: 16 matrix
+   products, done by the register-blocked tile loop of
+   :mod:`~dilconv._methods._tile_kernel` (no packing of ``V``: with small bands
+   BLAS spent more time per call than on the products);
 4. ``y = A^T M A`` puts each tile's four outputs in place (compiled code).
 
-Bands are a few rows of tiles whose ``V`` and ``M`` stay in a core's cache;
+Bands are a few rows of tiles whose ``V`` (one block of channels) and ``M`` stay
+in a core's cache, and at least :data:`MIN_BAND_TILES` tiles, so that a ``U`` too
+large for the caches, read once per band, costs little beside the products;
 threads take runs of bands, each with its own scratch.
 The transforms add and subtract up to 16 inputs and 9 products, so float32
 results carry a few more rounding errors than a direct sum (within the project's
@@ -38,7 +41,16 @@ import math
 import numpy as np
 
 from dilconv import _shapes
-from dilconv._methods import _kernels, _tile_kernel, _winograd_kernel, blocked
+from dilconv._methods import _kernels, _winograd_kernel, blocked
+from dilconv._methods._winograd_products import (
+    block_channels,
+    lanes,
+    packed_bytes,
+    product_calls,
+    product_plan,
+    run_products,
+    transform_weights,
+)
 from dilconv._spec import ConvSpec
 
 #: The dtypes compiled.
@@ -48,11 +60,13 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: (1 MiB), so the matrix products read what the transform has just written.
 BAND_BYTES = 2**20
 
+#: Tiles in a band however many channels: every band reads all of ``U`` (aspp:
+#: 33 MiB, more than the shared L3 cache), which this many tiles' products
+#: amortise (aspp 2 x 65 x 65 at d = 6: 154 ms in bands of 42 tiles, 138 in 85).
+MIN_BAND_TILES = 96
+
 #: Multiply-adds of a direct convolution below which one thread does every band.
 PARALLEL_WORK = 2**24
-
-#: The transform matrices of F(2x2, 3x3) (Lavin & Gray, eq. 9).
-G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,11 +95,6 @@ def refusal(spec: ConvSpec) -> str | None:
     if spec.dtype not in DTYPES:
         return f"it is compiled for float32 and float64, not {spec.dtype}"
     return _unavailable()
-
-
-def lanes(spec: ConvSpec) -> int:
-    """Values per SIMD register for ``spec.dtype`` on this CPU."""
-    return _tile_kernel.host_lanes()["bytes"] // spec.dtype.itemsize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +140,8 @@ def layout(spec: ConvSpec) -> Layout:
     c, o = spec.in_channels, spec.out_channels
     ys = np.array(_shapes.dilated_pair_starts(ho, dh), dtype=np.int64)
     xs = np.array(_shapes.dilated_pair_starts(wo, dw), dtype=np.int64)
-    per_tile = 16 * (c + o) * spec.dtype.itemsize
-    fit = max(1, BAND_BYTES // per_tile)  # tiles per band
+    per_tile = 16 * (block_channels(spec) + o) * spec.dtype.itemsize
+    fit = max(MIN_BAND_TILES, BAND_BYTES // per_tile)  # tiles per band
     if fit >= len(xs):
         step = min(len(ys), fit // len(xs))
         bands = [(r, min(r + step, len(ys)), 0, len(xs)) for r in range(0, len(ys), step)]
@@ -153,103 +162,6 @@ def layout(spec: ConvSpec) -> Layout:
     )
 
 
-def _apply_g(taps: list[np.ndarray]) -> list[np.ndarray]:
-    """``G @ taps``: three arrays in, four out, as the adds and halvings of :data:`G`."""
-    half = 0.5 * (taps[0] + taps[2])
-    odd = 0.5 * taps[1]
-    return [taps[0], half + odd, half - odd, taps[2]]
-
-
-def transform_weights(w: np.ndarray, spec: ConvSpec, p: blocked.Plan) -> np.ndarray:
-    """``U = G w G^T`` packed for the tile loop: ``(out blocks, 16, C, vectors * lanes)``.
-
-    Formed in float64, rounded once to ``spec.dtype``; output channels zero-padded to
-    whole vectors. Built one ``(C, O)`` matrix at a time: whole-array temporaries of
-    this size cost more in page faults than in arithmetic.
-    """
-    c, width = spec.in_channels, p.vectors * p.lanes
-    w = np.asarray(w)
-    packed = np.zeros((len(p.out_blocks), 16, c, width), dtype=spec.dtype)
-    columns = [_apply_g([w[i, j].astype(np.float64) for j in range(3)]) for i in range(3)]
-    for b in range(4):  # (G w G^T)[a, b] = G applied down the kernel rows of (w G^T)[:, b]
-        for a, u in enumerate(_apply_g([columns[i][b] for i in range(3)])):
-            for k, (o0, o1) in enumerate(p.out_blocks):
-                packed[k, 4 * a + b, :, : o1 - o0] = u[:, o0:o1]
-    return packed
-
-
-@functools.lru_cache(maxsize=128)
-def product_plan(spec: ConvSpec) -> blocked.Plan:
-    """The tile loop's blocking for the 16 products: output channels as in ``blocked``,
-    input channels in blocks whose 16 packed weight matrices stay in cache."""
-    p = blocked.plan(spec)
-    per_channel = 16 * p.vectors * p.lanes * spec.dtype.itemsize
-    c = spec.in_channels
-    count = max(1, math.ceil(c * per_channel / blocked.WEIGHT_BLOCK_BYTES))
-    step = max(1, math.ceil(c / count))
-    in_blocks = tuple((c0, min(c, c0 + step)) for c0 in range(0, c, step))
-    return dataclasses.replace(p, in_blocks=in_blocks)
-
-
-@functools.lru_cache(maxsize=64)
-def _product_tables(
-    tiles: int, channels: int, outputs: int, width: int, pixels: int
-) -> tuple[np.ndarray, tuple[tuple[int, np.ndarray], ...]]:
-    """The tile loop's tables for the products of a band of ``tiles`` tiles.
-
-    Rows are the 16 positions (offsets of ``V[p]``, ``M[p]`` and ``U[p]``, one
-    "kernel tap"); columns are runs of ``pixels`` tiles and one shorter run.
-    """
-    rows = np.array(
-        [[q * channels, q * outputs, 0, 1, q * channels * width] for q in range(16)],
-        dtype=np.int64,
-    )
-    runs = []
-    whole = tiles // pixels * pixels
-    for size, starts in ((pixels, range(0, whole, pixels)), (tiles - whole, [whole])):
-        if size and len(starts):
-            t = np.asarray(starts, dtype=np.int64)[:, None]
-            table = np.hstack([t * 16 * channels, t * 16 * outputs, 0 * t, 0 * t + 1])
-            runs.append((size, np.ascontiguousarray(table)))
-    for a in (rows, *(table for _, table in runs)):
-        a.flags.writeable = False
-    return rows, tuple(runs)
-
-
-ProductCall = tuple[_tile_kernel.TileFunction, tuple[int, ...]]
-
-
-def product_calls(tiles: int, packed: np.ndarray, spec: ConvSpec) -> list[ProductCall]:
-    """The tile-loop calls computing ``M[p] = V[p] @ U[p]`` for a band of ``tiles`` tiles.
-
-    Each is ``(function, arguments)`` with the ``V`` and ``M`` addresses as offsets
-    from the band's buffers (added by :func:`run_products`): everything else is
-    fixed per call, so a band costs only the calls themselves.
-    """
-    p = product_plan(spec)
-    c, o, item = spec.in_channels, spec.out_channels, spec.dtype.itemsize
-    width = p.vectors * p.lanes
-    rows, runs = _product_tables(tiles, c, o, width, p.pixels)
-    calls: list[ProductCall] = []
-    for pixels, columns in runs:
-        for b, (o0, o1) in enumerate(p.out_blocks):
-            vectors = math.ceil((o1 - o0) / p.lanes)
-            tail = (o1 - o0) % p.lanes
-            for i, (c0, c1) in enumerate(p.in_blocks):
-                fn = _tile_kernel.tile_function(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)
-                w_at = packed[b].ctypes.data + c0 * width * item
-                args = (c0 * item, w_at, o0 * item, rows.ctypes.data, 16, columns.ctypes.data)
-                rest = (len(columns), c1 - c0, 0, 0, width, 1, 16 * c, 0, 0, 16 * o)
-                calls.append((fn, args + rest))
-    return calls
-
-
-def run_products(calls: list[ProductCall], v_address: int, m_address: int) -> None:
-    """Run :func:`product_calls` on the band whose ``V`` and ``M`` start at these addresses."""
-    for fn, (v_off, w_at, m_off, *rest) in calls:
-        fn(v_address + v_off, w_at, m_address + m_off, *rest)
-
-
 def thread_count(spec: ConvSpec) -> int:
     """Threads sharing the bands: one below :data:`PARALLEL_WORK` direct multiply-adds."""
     bands = spec.batch * len(layout(spec).bands)
@@ -257,17 +169,11 @@ def thread_count(spec: ConvSpec) -> int:
     return max(1, min(bands, threads))
 
 
-def packed_bytes(spec: ConvSpec) -> int:
-    """Bytes of the packed transformed weights (:func:`transform_weights`)."""
-    p = product_plan(spec)
-    return len(p.out_blocks) * 16 * spec.in_channels * p.vectors * p.lanes * spec.dtype.itemsize
-
-
 def workspace_bytes(spec: ConvSpec) -> int:
     """The packed transformed weights and each thread's ``V`` and ``M`` for one band."""
     lay = layout(spec)
     c, o = spec.in_channels, spec.out_channels
-    scratch = 16 * lay.band_tiles * (c + o) + 2 * (max(c, o) + 64)
+    scratch = 16 * lay.band_tiles * (block_channels(spec) + o) + 2 * (max(c, o) + 64)
     return packed_bytes(spec) + thread_count(spec) * scratch * spec.dtype.itemsize
 
 
@@ -300,7 +206,11 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     cuts = np.linspace(0, len(bands), threads + 1).astype(int).tolist()
     shares = [bands[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
     width = lanes(spec)
-    forward = _winograd_kernel.transform_function(spec.dtype, width, c % width, "input")
+    in_blocks = product_plan(spec).in_blocks
+    forward = {
+        size % width: _winograd_kernel.transform_function(spec.dtype, width, size % width, "input")
+        for size in {c1 - c0 for c0, c1 in in_blocks}
+    }
     backward = _winograd_kernel.transform_function(spec.dtype, width, o % width, "output")
     zeros = np.zeros(math.ceil(max(c, 1) / width) * width, dtype=spec.dtype)
 
@@ -313,26 +223,29 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     calls = {tiles: product_calls(tiles, packed, spec) for tiles in sizes}
 
     def run(share: list[tuple[int, int, int, int, int]]) -> None:
-        # V and M of a band, tile by tile: a tile's 16 vectors of channels are one
-        # contiguous run, which the transforms write or read in one pass
-        v_buf = aligned_empty(16 * lay.band_tiles * c, spec.dtype)
+        # V (one block of input channels) and M of a band, tile by tile: a tile's 16
+        # vectors of channels are one contiguous run, which the transforms write or
+        # read in one pass
+        v_buf = aligned_empty(16 * lay.band_tiles * block_channels(spec), spec.dtype)
         m_buf = aligned_empty(16 * lay.band_tiles * o, spec.dtype)
         sink = np.empty(math.ceil(o / width) * width, dtype=spec.dtype)
         v_at, m_at, sink_at = v_buf.ctypes.data, m_buf.ctypes.data, sink.ctypes.data
         for image, r0, r1, s0, s1 in share:
-            forward(
-                x_at + image * image_x,
-                zeros_at,
-                v_at,
-                rows_in + r0 * 32,
-                r1 - r0,
-                cols_in + s0 * 32,
-                s1 - s0,
-                c // width,
-                16 * c,
-                c,
-            )
-            run_products(calls[(r1 - r0) * (s1 - s0)], v_at, m_at)
+            band_calls = calls[(r1 - r0) * (s1 - s0)]
+            for (c0, c1), block_calls in zip(in_blocks, band_calls, strict=True):
+                forward[(c1 - c0) % width](
+                    x_at + image * image_x + c0 * item,
+                    zeros_at,
+                    v_at,
+                    rows_in + r0 * 32,
+                    r1 - r0,
+                    cols_in + s0 * 32,
+                    s1 - s0,
+                    (c1 - c0) // width,
+                    16 * (c1 - c0),
+                    c1 - c0,
+                )
+                run_products(block_calls, v_at, m_at)
             backward(
                 m_at,
                 sink_at,

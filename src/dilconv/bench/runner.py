@@ -6,7 +6,8 @@ random order each round, so no contender always follows the same one, each timed
 call after a pause (``settle`` seconds, :data:`SETTLE_SECONDS` by default) so that
 none starts while another library's idle worker threads still spin (PyTorch's
 OpenMP threads keep both cores busy for some milliseconds after its call
-returns). The pause is spent spinning on every core rather than sleeping: on a
+returns, OpenBLAS's for 60-100 ms: any contender that calls NumPy's matrix
+product wakes them). The pause is spent spinning on every core rather than sleeping: on a
 virtual machine a core left idle for 30 ms halts, and waking it costs
 milliseconds, which would be charged to whichever contender's threads happen to
 sleep rather than spin between calls. A contender whose warm-up
@@ -34,10 +35,12 @@ SLOW_SECONDS = 1.5
 SLOW_REPEATS = 3
 
 #: Pause before each timed call. Measured here on the ``context`` C=64 layer:
-#: ``blocked`` took 32 ms right after a PyTorch call and 24 ms after a 20 ms pause
-#: (24 ms after TensorFlow or after itself, with or without the pause). Spent
+#: ``blocked`` took 32 ms right after a PyTorch call and 24 ms after a 20 ms pause.
+#: After a NumPy matrix product (OpenBLAS, two threads) ``winograd`` took 29 ms
+#: after a 30 ms pause, 28 after 60 ms, 15 after 100 ms or more (15 with no product
+#: before it): OpenBLAS's idle thread spins for up to 2**28 cycles. Spent
 #: spinning: after a 30 ms sleep the 21-channel layer took 6.5-8 ms instead of 3.5.
-SETTLE_SECONDS = 0.03
+SETTLE_SECONDS = 0.15
 
 #: Agreement check: largest difference over the largest magnitude of the reference.
 AGREE_RTOL = 1e-3

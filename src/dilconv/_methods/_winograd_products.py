@@ -1,0 +1,158 @@
+"""The products of :mod:`dilconv._methods.winograd`: ``M[p] = V[p] @ U[p]``, 16 per band.
+
+The weights are transformed once per call (``U = G w G^T``, :func:`transform_weights`)
+and packed as :mod:`~dilconv._methods.blocked` packs its weights: blocks of output
+channels, each ``(16, C, vectors * lanes)``. The 16 products of a band run on the
+register-blocked tile loop of :mod:`~dilconv._methods._tile_kernel`, the 16
+positions as its "kernel taps" and runs of tiles as its "pixels"
+(:func:`product_calls`, :func:`run_products`): with the small bands that stay in
+a core's cache, BLAS spent more time per call than on the products.
+
+Input channels are summed in blocks (:func:`product_plan`) whose 16 packed weight
+matrices stay in a core's L2 cache; ``V`` holds one block's channels at a time,
+so a band of tiles has room for more tiles when there are many channels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import numpy as np
+
+from dilconv._methods import _kernels, _tile_kernel, blocked
+from dilconv._spec import ConvSpec
+
+#: The transform matrices of F(2x2, 3x3) (Lavin & Gray, eq. 9).
+G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+#: ``kron(G, G)``: ``(G w G^T)[a, b]`` is row ``4 a + b`` of it times ``w`` flattened.
+KRON_G = np.kron(G, G)
+
+
+def lanes(spec: ConvSpec) -> int:
+    """Values per SIMD register for ``spec.dtype`` on this CPU (the transforms' vectors)."""
+    return _tile_kernel.host_lanes()["bytes"] // spec.dtype.itemsize
+
+
+def transform_weights(w: np.ndarray, spec: ConvSpec, p: blocked.Plan) -> np.ndarray:
+    """``U = G w G^T`` packed for the tile loop: ``(out blocks, 16, C, vectors * lanes)``.
+
+    Each ``(a, b)`` is row ``4 a + b`` of :data:`KRON_G` times the 9 taps, one BLAS
+    product in float64 (exact sums of halves and quarters), rounded once to
+    ``spec.dtype``; output channels zero-padded to whole vectors. Built one block of
+    input channels at a time (``p.in_blocks``, a few hundred KiB of ``U``): whole-array
+    float64 temporaries cost more in cache misses than in arithmetic (aspp's 2048 x
+    256 channels: 44 ms whole, 9-16 ms in blocks).
+    """
+    c, width = spec.in_channels, p.vectors * p.lanes
+    w = np.asarray(w)
+    packed = np.empty((len(p.out_blocks), 16, c, width), dtype=spec.dtype)
+    for k, (o0, o1) in enumerate(p.out_blocks):
+        packed[k, :, :, o1 - o0 :] = 0
+
+    def block(bounds: tuple[int, int]) -> None:
+        c0, c1 = bounds
+        taps = w[:, :, c0:c1].astype(np.float64).reshape(9, -1)
+        u = (KRON_G @ taps).reshape(16, c1 - c0, -1)  # one BLAS product, exact sums
+        for k, (o0, o1) in enumerate(p.out_blocks):
+            packed[k, :, c0:c1, : o1 - o0] = u[:, :, o0:o1]
+
+    # BLAS on this thread only: woken, its own threads would spin for 60-100 ms
+    # after the call, on the cores that the products are about to use
+    with _kernels.single_threaded_blas():
+        for bounds in p.in_blocks:
+            block(bounds)
+    return packed
+
+
+@functools.lru_cache(maxsize=128)
+def product_plan(spec: ConvSpec) -> blocked.Plan:
+    """The tile loop's blocking for the 16 products: output channels as in ``blocked``,
+    input channels in blocks whose 16 packed weight matrices stay in cache."""
+    p = blocked.plan(spec)
+    per_channel = 16 * p.vectors * p.lanes * spec.dtype.itemsize
+    c, width = spec.in_channels, lanes(spec)
+    count = max(1, math.ceil(c * per_channel / blocked.WEIGHT_BLOCK_BYTES))
+    step = max(1, math.ceil(c / count))
+    if count > 1:  # whole transform vectors per block: one transform call each
+        step = math.ceil(step / width) * width
+    in_blocks = tuple((c0, min(c, c0 + step)) for c0 in range(0, c, step))
+    return dataclasses.replace(p, in_blocks=in_blocks)
+
+
+def block_channels(spec: ConvSpec) -> int:
+    """Input channels in the largest block: the channels of ``V`` a band holds at once."""
+    return max((c1 - c0 for c0, c1 in product_plan(spec).in_blocks), default=0)
+
+
+@functools.lru_cache(maxsize=64)
+def _product_tables(
+    tiles: int, channels: int, w_channels: int, outputs: int, width: int, pixels: int
+) -> tuple[np.ndarray, tuple[tuple[int, np.ndarray], ...]]:
+    """The tile loop's tables for the products of a band of ``tiles`` tiles.
+
+    Rows are the 16 positions (offsets of ``V[p]``, ``M[p]`` and ``U[p]``, one
+    "kernel tap"); columns are runs of ``pixels`` tiles and one shorter run.
+    ``V`` holds ``channels`` per position, ``U`` ``w_channels``.
+    """
+    rows = np.array(
+        [[q * channels, q * outputs, 0, 1, q * w_channels * width] for q in range(16)],
+        dtype=np.int64,
+    )
+    runs = []
+    whole = tiles // pixels * pixels
+    for size, starts in ((pixels, range(0, whole, pixels)), (tiles - whole, [whole])):
+        if size and len(starts):
+            t = np.asarray(starts, dtype=np.int64)[:, None]
+            table = np.hstack([t * 16 * channels, t * 16 * outputs, 0 * t, 0 * t + 1])
+            runs.append((size, np.ascontiguousarray(table)))
+    for a in (rows, *(table for _, table in runs)):
+        a.flags.writeable = False
+    return rows, tuple(runs)
+
+
+ProductCall = tuple[_tile_kernel.TileFunction, tuple[int, ...]]
+
+
+def product_calls(tiles: int, packed: np.ndarray, spec: ConvSpec) -> list[list[ProductCall]]:
+    """The tile-loop calls computing ``M[p] = V[p] @ U[p]`` for a band of ``tiles`` tiles.
+
+    One list of calls per block of input channels (``product_plan(spec).in_blocks``),
+    run when ``V`` holds that block's channels; the first block's calls store ``M``,
+    the others add to it. Each call is ``(function, arguments)`` with the ``V`` and
+    ``M`` addresses as offsets from the band's buffers (added by
+    :func:`run_products`): everything else is fixed per call, so a band costs only
+    the calls themselves.
+    """
+    p = product_plan(spec)
+    c, o, item = spec.in_channels, spec.out_channels, spec.dtype.itemsize
+    width = p.vectors * p.lanes
+    blocks: list[list[ProductCall]] = []
+    for i, (c0, c1) in enumerate(p.in_blocks):
+        rows, runs = _product_tables(tiles, c1 - c0, c, o, width, p.pixels)
+        calls: list[ProductCall] = []
+        for pixels, columns in runs:
+            for b, (o0, o1) in enumerate(p.out_blocks):
+                vectors = math.ceil((o1 - o0) / p.lanes)
+                tail = (o1 - o0) % p.lanes
+                fn = _tile_kernel.tile_function(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)
+                w_at = packed[b].ctypes.data + c0 * width * item
+                args = (0, w_at, o0 * item, rows.ctypes.data, 16, columns.ctypes.data)
+                rest = (len(columns), c1 - c0, 0, 0, width, 1, 16 * (c1 - c0), 0, 0, 16 * o)
+                calls.append((fn, args + rest))
+        blocks.append(calls)
+    return blocks
+
+
+def run_products(calls: list[ProductCall], v_address: int, m_address: int) -> None:
+    """Run one block's :func:`product_calls` on the band whose ``V`` and ``M`` start
+    at these addresses."""
+    for fn, (v_off, w_at, m_off, *rest) in calls:
+        fn(v_address + v_off, w_at, m_address + m_off, *rest)
+
+
+def packed_bytes(spec: ConvSpec) -> int:
+    """Bytes of the packed transformed weights (:func:`transform_weights`)."""
+    p = product_plan(spec)
+    return len(p.out_blocks) * 16 * spec.in_channels * p.vectors * p.lanes * spec.dtype.itemsize
