@@ -25,12 +25,14 @@ from scipy import signal
 
 import dilconv
 from dilconv import _select
-from dilconv._methods import _winograd_products
+from dilconv._methods import _kernels, _spin, _winograd_products
 from dilconv._spec import make_spec
 
 
 def best(fn: Callable[[], Any], repeats: int = 5) -> float:
-    """Best wall time of ``fn()`` after one warm-up run."""
+    """Best wall time of ``fn()`` after a settling pause and one warm-up run (the
+    pause outlasts the spin of idle BLAS threads that an earlier timing woke)."""
+    _spin.busy_pause(_spin.SETTLE_SECONDS, _kernels.num_threads())
     fn()
     times = []
     for _ in range(repeats):

@@ -24,6 +24,7 @@ from dilconv._methods import (
     METHODS,
     _kernels,
     _single,
+    _spin,
     _winograd_products,
     blocked,
     compiled,
@@ -323,9 +324,15 @@ def resolve_method(method: Any, spec: ConvSpec) -> str:
 
 
 def measure(run: Any, names: list[str], repeats: int = 3) -> dict[str, float]:
-    """Best-of-``repeats`` wall time of ``run(name)`` for each name."""
+    """Best-of-``repeats`` wall time of ``run(name)`` for each name.
+
+    Each name's runs start after a pause of ``_spin.SETTLE_SECONDS`` spent spinning
+    on every core: a method that ran BLAS leaves its idle threads spinning for up
+    to 0.1 s, which would slow whichever method is timed next.
+    """
     times = {}
     for name in names:
+        _spin.busy_pause(_spin.SETTLE_SECONDS, _kernels.num_threads())
         best = np.inf
         for _ in range(repeats):
             start = time.perf_counter()

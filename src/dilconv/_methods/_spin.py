@@ -28,9 +28,17 @@ from collections.abc import Callable
 import numpy as np
 
 #: Milliseconds an idle worker spins before it sleeps, unless ``DILCONV_SPIN_MS`` says.
-#: Shorter than the benchmark's pause between timed calls (30 ms), so a spinning
-#: worker never competes with the next contender.
+#: Shorter than the pause between timed calls (:data:`SETTLE_SECONDS`), so a
+#: spinning worker never competes with the next contender.
 DEFAULT_SPIN_MS = 20.0
+
+#: Pause (spent in :func:`busy_pause`) before a call is timed against others, long
+#: enough for every library's idle threads to stop spinning: OpenBLAS's spin for up
+#: to 2**28 cycles after each threaded product (measured here: the 64-channel
+#: ``context`` layer on ``winograd`` took 29 ms after a 30 ms pause that followed a
+#: NumPy matrix product, 28 ms after 60 ms, 15 ms after 100 ms or more, as with
+#: no product before it).
+SETTLE_SECONDS = 0.15
 
 #: Length of one native spin between two reads of the clock.
 SLICE_SECONDS = 1e-3
@@ -137,8 +145,9 @@ def wait_for_change(cell: np.ndarray, seen: int, seconds: float, *, load: bool =
 def busy_pause(seconds: float, threads: int) -> None:
     """Wait ``seconds`` with ``threads`` threads spinning (no CPU idles, none halts).
 
-    Used between timed calls by ``dilconv bench``: every contender then starts on
-    CPUs that are awake. Falls back to :func:`time.sleep` without the spin loop.
+    Used between timed calls (``dilconv bench``, ``method="auto"`` with measuring):
+    every contender then starts on CPUs that are awake. Falls back to
+    :func:`time.sleep` without the spin loop.
     """
     if seconds <= 0:
         return

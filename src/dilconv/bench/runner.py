@@ -34,13 +34,11 @@ from dilconv.bench import peers as P
 SLOW_SECONDS = 1.5
 SLOW_REPEATS = 3
 
-#: Pause before each timed call. Measured here on the ``context`` C=64 layer:
+#: Pause before each timed call: longer than any idle thread's spin (see
+#: ``_spin.SETTLE_SECONDS``). Also measured here on the ``context`` C=64 layer:
 #: ``blocked`` took 32 ms right after a PyTorch call and 24 ms after a 20 ms pause.
-#: After a NumPy matrix product (OpenBLAS, two threads) ``winograd`` took 29 ms
-#: after a 30 ms pause, 28 after 60 ms, 15 after 100 ms or more (15 with no product
-#: before it): OpenBLAS's idle thread spins for up to 2**28 cycles. Spent
-#: spinning: after a 30 ms sleep the 21-channel layer took 6.5-8 ms instead of 3.5.
-SETTLE_SECONDS = 0.15
+#: Spent spinning: after a 30 ms sleep the 21-channel layer took 6.5-8 ms, not 3.5.
+SETTLE_SECONDS = _spin.SETTLE_SECONDS
 
 #: Agreement check: largest difference over the largest magnitude of the reference.
 AGREE_RTOL = 1e-3
