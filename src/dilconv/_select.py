@@ -81,12 +81,12 @@ COST: dict[str, float] = {
     # Winograd F(2x2, 3x3) (method "winograd"), per thread: its 16 products run on
     # the blocked tile loop at the "blocked" rate; the transforms write or read 16
     # values per tile and channel, at this rate (fit_cost_model.py's fit_winograd:
-    # 2.2-2.5e9 on a 64-channel 128x128 layer). The weights' transform, on the
-    # calling thread, in values of U per second (fit_winograd: aspp's 8.4 million
-    # in 9-16 ms). Bands hold at least winograd.MIN_BAND_TILES tiles, so streaming
-    # a U larger than the caches once per band hides behind the products.
+    # 2.2-2.5e9 on a 64-channel 128x128 layer). The weights' transform, in values
+    # of U per second on the call's threads (fit_winograd: aspp's 8.4 million in
+    # 11 ms). Bands hold at least winograd.MIN_BAND_TILES tiles, so streaming a U
+    # larger than the caches once per band hides behind the products.
     "winograd_transform": 2.4e9,
-    "winograd_weights": 7e8,
+    "winograd_weights": 7.5e8,
 }
 
 
