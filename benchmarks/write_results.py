@@ -177,7 +177,9 @@ def render(record: dict[str, Any], command: str, notes: str) -> str:
         f" Python {m['python']}; {m['platform']}",
         f"- environment: {m['environment'] or 'no OPENBLAS_/OMP_ variables set'}",
         f"- settings: repeats {record['settings']['repeats']} (contenders slower than "
-        f"{record['settings']['slow_seconds']} s: {record['settings']['slow_repeats']}), "
+        f"{record['settings']['slow_seconds']} s: {record['settings']['slow_repeats']}; "
+        f"faster than {record['settings'].get('fast_seconds', 0) * 1e3:.0f} ms: "
+        f"{record['settings'].get('fast_factor', 1)}x as many), "
         f"workspace limit {record['settings']['workspace_limit_mib']:.0f} MiB, "
         f"pause before each timed call {record['settings'].get('settle_seconds', 0) * 1e3:.0f} ms"
         " (spent spinning on every core)",

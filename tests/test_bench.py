@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from dilconv.bench import cases, report
+from dilconv.bench import cases, report, runner
 from dilconv.cli import main
 
 
 @pytest.fixture(scope="module")
 def quick_record(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "quick.json"
-    status = main(["bench", "--quick", "--repeats", "1", "--no-progress", "--json", str(out)])
+    # a short pause: the smoke run has hundreds of timed calls
+    argv = ["bench", "--quick", "--repeats", "1", "--settle", "0.02", "--no-progress"]
+    status = main([*argv, "--json", str(out)])
     assert status == 0
     return json.loads(Path(out).read_text(encoding="utf-8"))
 
@@ -33,7 +35,8 @@ def test_every_row_reports_auto_with_rates_memory_and_ratios(quick_record: dict)
         assert auto["peak_share"] > 0
         assert auto["extra_mib"] is not None
         assert auto["extra_mib"] >= 0
-        assert auto["repeats"] == 1
+        fast = auto["median_s"] < runner.FAST_SECONDS
+        assert auto["repeats"] == (runner.FAST_FACTOR if fast else 1)
         peers = [n for n in r["contenders"] if not n.startswith("dilconv")]
         assert set(r["ratios"]) == set(peers)
 
@@ -43,6 +46,13 @@ def test_peers_that_ran_agree_with_dilconv(quick_record: dict) -> None:
         for name, c in r["contenders"].items():
             if c["agree_rel_diff"] is not None:
                 assert c["agree_rel_diff"] < 1e-3, (r["case"], r["row"], name)
+
+
+def test_fast_contenders_get_more_rounds(quick_record: dict) -> None:
+    """Calls under FAST_SECONDS are timed FAST_FACTOR times as often (quick: all)."""
+    assert quick_record["settings"]["settle_seconds"] == 0.02
+    counts = {c["repeats"] for r in quick_record["rows"] for c in r["contenders"].values()}
+    assert runner.FAST_FACTOR in counts
 
 
 def test_machine_record_names_blas_threads_and_peak(quick_record: dict) -> None:
