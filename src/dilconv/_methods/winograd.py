@@ -62,7 +62,7 @@ BAND_BYTES = 2**20
 
 #: Tiles in a band however many channels: every band reads all of ``U`` (aspp:
 #: 33 MiB, more than the shared L3 cache), which this many tiles' products
-#: amortise (aspp 2 x 65 x 65 at d = 6: 154 ms in bands of 42 tiles, 138 in 85).
+#: amortise (aspp at d = 6: 154 ms in bands of 35 tiles, 138 in bands of 70).
 MIN_BAND_TILES = 96
 
 #: Multiply-adds of a direct convolution below which one thread does every band.
