@@ -178,3 +178,25 @@ def test_set_workspace_limit_validates() -> None:
         dilconv.set_workspace_limit(1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at least 1 MiB"):
         dilconv.set_workspace_limit(10)
+
+
+def test_remembered_specs_never_excuse_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation is remembered per argument values *and types*: a valid call does not
+    let an equal-comparing value of the wrong type through, and the memory check
+    runs on every call."""
+    from dilconv import _spec
+
+    x, w = np.ones((1, 2, 6, 6)), np.ones((2, 2, 3, 3))
+    assert dilconv.conv2d(x, w, stride=1, flip=True).shape == (1, 2, 4, 4)
+    assert dilconv.conv2d(x, w, stride=1, flip=True).shape == (1, 2, 4, 4)  # remembered
+    with pytest.raises(TypeError, match="stride must be an int"):
+        dilconv.conv2d(x, w, stride=1.0, flip=True)
+    with pytest.raises(TypeError, match=r"stride\[1\] must be an int"):
+        dilconv.conv2d(x, w, stride=(1, True), flip=True)
+    with pytest.raises(TypeError, match="flip must be a bool"):
+        dilconv.conv2d(x, w, stride=1, flip=1)
+    strides = np.array([1, 1])  # unhashable: validated every time, never remembered
+    assert dilconv.conv2d(x, w, stride=strides).shape == (1, 2, 4, 4)
+    monkeypatch.setattr(_spec, "physical_memory_bytes", lambda: 100)
+    with pytest.raises(ValueError, match=r"GiB for its output"):
+        dilconv.conv2d(x, w, stride=1, flip=True)

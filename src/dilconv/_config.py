@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 
@@ -59,8 +60,9 @@ def workspace_limit(nbytes: int) -> Iterator[None]:
         set_workspace_limit(before)
 
 
+@functools.cache
 def physical_memory_bytes() -> int:
-    """Total physical memory of this machine, or a large number where unknown."""
+    """Total physical memory of this machine, or a large number where unknown (read once)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
