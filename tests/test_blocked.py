@@ -128,3 +128,20 @@ def test_plan_fits_the_registers() -> None:
             assert (p.lanes, p.vectors) == (8, 3)
         if o in (64, 256):  # whole vectors either way: the wide ones, in as few blocks
             assert p.lanes == widest
+
+
+def test_remembered_calls_outlive_the_layout_cache() -> None:
+    """The remembered tile-loop calls hold the layout tables' addresses, so they keep
+    the tables alive: clearing the layouts' cache must not change a result."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 40, 40, 21)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 21, 21)).astype(np.float32)
+    options = {"dilation": 2, "padding": "same", "data_format": "NHWC"}
+    first = dilconv.conv2d(x, w, method="blocked", **options)
+    blocked.layout.cache_clear()
+    np.ones(2**20)  # reuse of freed memory would show up as a different result
+    again = dilconv.conv2d(x, w, method="blocked", **options)
+    np.testing.assert_array_equal(again, first)
+    expected = dilconv.conv2d(x, w, method="direct", **options)
+    scale = dilconv.conv2d(np.abs(x), np.abs(w), method="direct", **options)
+    assert_close(first, expected, dtype=np.float32, magnitude=scale)

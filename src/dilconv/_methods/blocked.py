@@ -214,7 +214,6 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     reason = refusal(spec)
     if reason is not None:
         raise ValueError(f"method='blocked' cannot compute this call: {reason}")
-    lay = layout(spec)
     n, (ho, wo), o = spec.batch, spec.out_hw, spec.out_channels
     y = np.empty((n, ho, wo, o), dtype=spec.dtype)
     if y.size == 0:
@@ -223,55 +222,80 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         y.fill(0)
         return y
     x = np.ascontiguousarray(x, dtype=spec.dtype)
-    packed = pack_weights(np.asarray(w, dtype=spec.dtype), spec, lay.plan)
-    threads = thread_count(spec)
-    bounds = np.linspace(0, n * ho, threads + 1).astype(int).tolist()
+    packed = pack_weights(np.asarray(w, dtype=spec.dtype), spec, plan(spec))
+    x_at, w_at, y_at = x.ctypes.data, packed.ctypes.data, y.ctypes.data
 
-    def run(share: tuple[int, int]) -> None:
-        rows = lay.rows[share[0] : share[1]]
-        for pixels, columns in lay.columns:
-            _run_tiles(x, packed, y, rows, columns, pixels, spec, lay.plan)
+    def run(calls: list[TileCall]) -> None:
+        for fn, x_off, w_off, y_off, rest in calls:
+            fn(x_at + x_off, w_at + w_off, y_at + y_off, *rest)
 
-    _kernels.parallel_map(run, list(zip(bounds[:-1], bounds[1:], strict=True)))
+    _kernels.parallel_map(run, tile_calls(spec, thread_count(spec)).shares)
     return y
 
 
-def _run_tiles(
-    x: np.ndarray,
-    packed: np.ndarray,
-    out: np.ndarray,
-    rows: np.ndarray,
-    columns: np.ndarray,
-    pixels: int,
-    spec: ConvSpec,
-    p: Plan,
-) -> None:
-    """Every group, output block and input block of the tiles ``rows x columns``, in order."""
+#: One call of the tile loop: the function, the byte offsets of its input, packed
+#: weights and output from the arrays' starts, and its remaining arguments.
+TileCall = tuple[_tile_kernel.TileFunction, int, int, int, tuple[int, ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class TileCalls:
+    """Each thread's calls, with the :class:`Layout` whose tables' addresses they hold
+    (kept alive here however the layouts' own cache evicts)."""
+
+    layout: Layout
+    shares: list[list[TileCall]]
+
+
+@functools.lru_cache(maxsize=128)
+def tile_calls(spec: ConvSpec, threads: int) -> TileCalls:
+    """The tile-loop calls of each thread's share of the output rows (remembered).
+
+    A share runs every group, output block, input block (in order: later blocks
+    add to the output) and tile width over its rows. Everything but the arrays'
+    addresses is fixed per spec, so a call costs only the compiled loops and a
+    few Python operations per tile-loop call.
+    """
+    lay = layout(spec)
+    p = lay.plan
     cg, og, c, o = spec.in_per_group, spec.out_per_group, spec.in_channels, spec.out_channels
     item, pitch = spec.dtype.itemsize, spec.in_hw[1]
-    (dh, dw), kw = spec.dilation, spec.kernel_hw[1]
-    w_tap = cg * p.vectors * p.lanes
-    for g in range(spec.groups):
-        for b, (o0, o1) in enumerate(p.out_blocks):
-            vectors = math.ceil((o1 - o0) / p.lanes)
-            tail = (o1 - o0) % p.lanes
-            for i, (c0, c1) in enumerate(p.in_blocks):
-                fn = _tile_kernel.tile_function(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)
-                fn(
-                    x.ctypes.data + (g * cg + c0) * item,
-                    packed[g, b].ctypes.data + c0 * p.vectors * p.lanes * item,
-                    out.ctypes.data + (g * og + o0) * item,
-                    rows.ctypes.data,
-                    len(rows),
-                    columns.ctypes.data,
-                    len(columns),
-                    c1 - c0,
-                    kw * w_tap,
-                    w_tap,
-                    p.vectors * p.lanes,
-                    1,
-                    spec.stride[1] * c,
-                    dh * pitch * c,
-                    dw * c,
-                    o,
-                )
+    (dh, dw), (kh, kw) = spec.dilation, spec.kernel_hw
+    width = p.vectors * p.lanes
+    w_tap = cg * width
+    block_bytes = kh * kw * cg * width * item  # one (group, output block) of the packing
+    rows_at, row_bytes = lay.rows.ctypes.data, lay.rows.strides[0]
+    total = spec.batch * spec.out_hw[0]
+    bounds = [total * k // threads for k in range(threads + 1)]
+    shares = []
+    for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
+        calls: list[TileCall] = []
+        for pixels, columns in lay.columns:
+            for g in range(spec.groups):
+                for b, (o0, o1) in enumerate(p.out_blocks):
+                    vectors = math.ceil((o1 - o0) / p.lanes)
+                    tail = (o1 - o0) % p.lanes
+                    for i, (c0, c1) in enumerate(p.in_blocks):
+                        fn = _tile_kernel.tile_function(
+                            spec.dtype, pixels, vectors, p.lanes, tail, i > 0
+                        )
+                        rest = (
+                            rows_at + r0 * row_bytes,
+                            r1 - r0,
+                            columns.ctypes.data,
+                            len(columns),
+                            c1 - c0,
+                            kw * w_tap,
+                            w_tap,
+                            width,
+                            1,
+                            spec.stride[1] * c,
+                            dh * pitch * c,
+                            dw * c,
+                            o,
+                        )
+                        x_off = (g * cg + c0) * item
+                        w_off = (g * len(p.out_blocks) + b) * block_bytes + c0 * width * item
+                        calls.append((fn, x_off, w_off, (g * og + o0) * item, rest))
+        shares.append(calls)
+    return TileCalls(lay, shares)
