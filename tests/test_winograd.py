@@ -35,6 +35,36 @@ def test_tile_pairs_cover_every_output_once(out: int, d: int) -> None:
     assert sorted(covered) == list(range(out))
 
 
+@given(out=st.integers(0, 60), d=st.integers(1, 12))
+def test_whole_pairs_and_singles_cover_every_output_once(out: int, d: int) -> None:
+    starts, singles = winograd.whole_pairs(out, d)
+    covered = [*starts.tolist(), *(starts + d).tolist(), *singles]
+    assert sorted(covered) == list(range(out))
+    assert all(o + d < out for o in starts)
+    # the unpaired outputs are the last of their phase: at most one per phase
+    assert len({o % d for o in singles}) == len(singles)
+
+
+def test_unpaired_outputs_are_computed_directly() -> None:
+    """aspp's geometry at dilation 18 (65 outputs: 7 unpaired rows and columns), and
+    images too small for any whole pair: every output still right."""
+    spec = make_spec(
+        (1, 65, 65, 8), (3, 3, 8, 8), padding="same", dilation=18, data_format="NHWC"
+    ).lowered()
+    lay = winograd.layout(spec)
+    assert lay.single_rows == lay.single_cols == tuple(range(47, 54))
+    assert winograd.direct_calls(spec, 2) is not None
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((3, 3, 5, 7)).astype(np.float32)
+    for shape, dilation in (((2, 65, 40, 5), 18), ((1, 3, 4, 5), 3), ((1, 5, 2, 5), (1, 2))):
+        x = rng.standard_normal(shape).astype(np.float32)
+        run_both(x, w, dilation=dilation, padding="same")
+    tiny = make_spec(
+        (1, 3, 4, 5), (3, 3, 5, 7), padding="same", dilation=3, data_format="NHWC"
+    ).lowered()
+    assert winograd.layout(tiny).bands == ()
+
+
 def run_both(x: np.ndarray, w: np.ndarray, **options: object) -> None:
     options = {**options, "data_format": "NHWC"}
     expected = dilconv.conv2d(x, w, method="direct", **options)
@@ -87,7 +117,7 @@ def test_bands_of_part_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     winograd.layout.cache_clear()
     try:
         rng = np.random.default_rng(5)
-        x = rng.standard_normal((2, 11, 29, 17)).astype(np.float32)
+        x = rng.standard_normal((2, 11, 31, 17)).astype(np.float32)
         w = rng.standard_normal((3, 3, 17, 17)).astype(np.float32)
         run_both(x, w, dilation=(2, 3), padding="same")
         spec = make_spec(x.shape, w.shape, dilation=(2, 3), padding="same", data_format="NHWC")
@@ -105,8 +135,10 @@ def test_tables_mark_padding_and_nothing_else() -> None:
     ).lowered()
     lay = winograd.layout(spec)
     (h, wd), (ho, wo), (dh, dw) = spec.in_hw, spec.out_hw, spec.dilation
-    ys = _shapes.dilated_pair_starts(ho, dh)
-    xs = _shapes.dilated_pair_starts(wo, dw)
+    ys, _ = winograd.whole_pairs(ho, dh)
+    xs, _ = winograd.whole_pairs(wo, dw)
+    assert len(lay.in_rows) == len(ys)
+    assert len(lay.in_cols) == len(xs)
     for r, y0 in enumerate(ys):
         for a in range(4):
             row = y0 - spec.pad[0][0] + a * dh

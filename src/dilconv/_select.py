@@ -218,12 +218,22 @@ def winograd_work(spec: ConvSpec) -> tuple[int, int, int, int]:
     return macs, values, spec.batch * len(lay.bands) * per_band, winograd.thread_count(spec)
 
 
+def winograd_direct_share(spec: ConvSpec) -> float:
+    """The share of the outputs that method "winograd" computes directly (no whole pair)."""
+    lay = winograd.layout(spec)
+    (ho, wo), rows, cols = spec.out_hw, len(lay.single_rows), len(lay.single_cols)
+    return (rows * wo + (ho - rows) * cols) / max(ho * wo, 1)
+
+
 def _winograd(spec: ConvSpec) -> float:
     macs, values, calls, threads = winograd_work(spec)
     half = 1 if spec.dtype.itemsize < 8 else 0.5
     rate = COST["blocked"] * half * threads
     seconds = macs / rate + values / (COST["winograd_transform"] * half * threads)
     seconds += 16 * spec.in_channels * spec.out_channels / COST["winograd_weights"]
+    direct = winograd_direct_share(spec)
+    if direct:  # blocked's tiles on those outputs (their share of its whole time)
+        seconds += COST["blocked_call"] + direct * (_blocked(spec) - COST["call"])
     return COST["call"] + COST["blocked_call"] + seconds + calls * COST["tap"] / threads
 
 

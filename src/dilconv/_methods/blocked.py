@@ -143,24 +143,45 @@ def _hull(
     return first.astype(np.int64), stop.astype(np.int64)
 
 
-def column_tiles(spec: ConvSpec, pixels: int) -> dict[int, np.ndarray]:
+def column_tiles(
+    spec: ConvSpec, pixels: int, columns: np.ndarray | None = None
+) -> dict[int, np.ndarray]:
     """First output column of every tile, by tile width.
 
-    The output columns are cut into runs that read the same kernel columns; each
-    run into tiles of ``pixels`` and one narrower tile for its remainder. So every
-    tile's pixels read real input through exactly the same taps.
+    The output columns (all, or the increasing ``columns``) are cut into runs of
+    consecutive columns that read the same kernel columns; each run into tiles of
+    ``pixels`` and one narrower tile for its remainder. So every tile's pixels read
+    real input through exactly the same taps.
     """
-    wo = spec.out_hw[1]
-    kx0, kx1 = column_taps(spec, np.arange(wo), 1)
-    change = np.flatnonzero((np.diff(kx0) != 0) | (np.diff(kx1) != 0)) + 1
-    edges = [0, *change.tolist(), wo]
+    cols = np.arange(spec.out_hw[1]) if columns is None else np.asarray(columns, dtype=np.int64)
+    if len(cols) == 0:
+        return {}
+    kx0, kx1 = column_taps(spec, cols, 1)
+    change = np.flatnonzero((np.diff(kx0) != 0) | (np.diff(kx1) != 0) | (np.diff(cols) != 1))
+    edges = [0, *(change + 1).tolist(), len(cols)]
     starts: dict[int, list[int]] = {}
     for a, b in zip(edges[:-1], edges[1:], strict=True):
         whole = (b - a) // pixels * pixels
-        starts.setdefault(pixels, []).extend(range(a, a + whole, pixels))
+        starts.setdefault(pixels, []).extend(cols[a : a + whole : pixels].tolist())
         if b - a > whole:
-            starts.setdefault(b - a - whole, []).append(a + whole)
+            starts.setdefault(b - a - whole, []).append(int(cols[a + whole]))
     return {k: np.array(v, dtype=np.int64) for k, v in starts.items() if v}
+
+
+def column_tables(
+    spec: ConvSpec, pixels: int, columns: np.ndarray | None = None
+) -> tuple[tuple[int, np.ndarray], ...]:
+    """Per tile width, the tile loop's column table (:data:`~dilconv._methods._tile_kernel.FIELDS`
+    per tile) for the tiles of :func:`column_tiles`; read-only."""
+    c, o = spec.in_channels, spec.out_channels
+    tables = []
+    for width, starts in column_tiles(spec, pixels, columns).items():
+        kx0, kx1 = column_taps(spec, starts, width)
+        in_col = starts * spec.stride[1] - spec.pad[1][0]
+        table = np.stack([in_col * c, starts * o, kx0, kx1], axis=1)
+        table.flags.writeable = False
+        tables.append((width, table))
+    return tuple(tables)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,14 +209,8 @@ def layout(spec: ConvSpec) -> Layout:
     in_row = image * h + oy * spec.stride[0] - spec.pad[0][0]
     zero = np.zeros_like(flat)
     rows = np.stack([in_row * wd * c, flat * wo * o, ky0[oy], ky1[oy], zero], axis=1)
-    columns = []
-    for pixels, starts in column_tiles(spec, p.pixels).items():
-        kx0, kx1 = column_taps(spec, starts, pixels)
-        in_col = starts * spec.stride[1] - spec.pad[1][0]
-        columns.append((pixels, np.stack([in_col * c, starts * o, kx0, kx1], axis=1)))
-    for a in (rows, *(table for _, table in columns)):
-        a.flags.writeable = False
-    return Layout(p, rows, tuple(columns))
+    rows.flags.writeable = False
+    return Layout(p, rows, column_tables(spec, p.pixels))
 
 
 def pack_weights(w: np.ndarray, spec: ConvSpec, p: Plan) -> np.ndarray:
@@ -240,10 +255,10 @@ TileCall = tuple[_tile_kernel.TileFunction, int, int, int, tuple[int, ...]]
 
 @dataclasses.dataclass(frozen=True)
 class TileCalls:
-    """Each thread's calls, with the :class:`Layout` whose tables' addresses they hold
-    (kept alive here however the layouts' own cache evicts)."""
+    """Each thread's calls, with the tables whose addresses they hold (kept alive here,
+    however the layouts' own cache evicts)."""
 
-    layout: Layout
+    tables: tuple[np.ndarray, ...]
     shares: list[list[TileCall]]
 
 
@@ -257,20 +272,30 @@ def tile_calls(spec: ConvSpec, threads: int) -> TileCalls:
     few Python operations per tile-loop call.
     """
     lay = layout(spec)
-    p = lay.plan
+    return region_calls(spec, lay.rows, lay.columns, threads)
+
+
+def region_calls(
+    spec: ConvSpec,
+    rows: np.ndarray,
+    columns: tuple[tuple[int, np.ndarray], ...],
+    threads: int,
+) -> TileCalls:
+    """The calls computing the outputs ``rows x columns`` (tables as in :class:`Layout`),
+    the rows split among ``threads`` shares: all of the output, or any part of it."""
+    p = plan(spec)
     cg, og, c, o = spec.in_per_group, spec.out_per_group, spec.in_channels, spec.out_channels
     item, pitch = spec.dtype.itemsize, spec.in_hw[1]
     (dh, dw), (kh, kw) = spec.dilation, spec.kernel_hw
     width = p.vectors * p.lanes
     w_tap = cg * width
     block_bytes = kh * kw * cg * width * item  # one (group, output block) of the packing
-    rows_at, row_bytes = lay.rows.ctypes.data, lay.rows.strides[0]
-    total = spec.batch * spec.out_hw[0]
-    bounds = [total * k // threads for k in range(threads + 1)]
+    rows_at, row_bytes = rows.ctypes.data, rows.strides[0]
+    bounds = [len(rows) * k // threads for k in range(threads + 1)]
     shares = []
     for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
         calls: list[TileCall] = []
-        for pixels, columns in lay.columns:
+        for pixels, table in columns if r1 > r0 else ():
             for g in range(spec.groups):
                 for b, (o0, o1) in enumerate(p.out_blocks):
                     vectors = math.ceil((o1 - o0) / p.lanes)
@@ -282,8 +307,8 @@ def tile_calls(spec: ConvSpec, threads: int) -> TileCalls:
                         rest = (
                             rows_at + r0 * row_bytes,
                             r1 - r0,
-                            columns.ctypes.data,
-                            len(columns),
+                            table.ctypes.data,
+                            len(table),
                             c1 - c0,
                             kw * w_tap,
                             w_tap,
@@ -298,4 +323,4 @@ def tile_calls(spec: ConvSpec, threads: int) -> TileCalls:
                         w_off = (g * len(p.out_blocks) + b) * block_bytes + c0 * width * item
                         calls.append((fn, x_off, w_off, (g * og + o0) * item, rest))
         shares.append(calls)
-    return TileCalls(lay, shares)
+    return TileCalls((rows, *(table for _, table in columns)), shares)

@@ -105,7 +105,9 @@ class Layout:
     each tile column's 4 input columns (``-1`` outside the image); ``out_rows`` /
     ``out_cols``: the same for the 2 output rows and columns. ``bands``: the
     tile rows ``[r0, r1)`` and columns ``[s0, s1)`` of each band of an image, whole
-    rows or, where one row is too many, part of a row.
+    rows or, where one row is too many, part of a row. Tiles are whole pairs only;
+    the outputs of a phase's last, unpaired row or column (``single_rows``,
+    ``single_cols``) are computed directly (:func:`direct_calls`).
     """
 
     in_rows: np.ndarray
@@ -113,11 +115,13 @@ class Layout:
     out_rows: np.ndarray
     out_cols: np.ndarray
     bands: tuple[tuple[int, int, int, int], ...]
+    single_rows: tuple[int, ...]  # output rows no whole pair covers
+    single_cols: tuple[int, ...]  # output columns no whole pair covers
 
     @property
     def band_tiles(self) -> int:
         """Tiles in the largest band."""
-        return max((r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in self.bands)
+        return max(((r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in self.bands), default=0)
 
     @property
     def tiles(self) -> int:
@@ -138,11 +142,13 @@ def layout(spec: ConvSpec) -> Layout:
     """The :class:`Layout` of ``spec`` (remembered: it is the same for every call)."""
     (h, wd), (ho, wo), (dh, dw) = spec.in_hw, spec.out_hw, spec.dilation
     c, o = spec.in_channels, spec.out_channels
-    ys = np.array(_shapes.dilated_pair_starts(ho, dh), dtype=np.int64)
-    xs = np.array(_shapes.dilated_pair_starts(wo, dw), dtype=np.int64)
+    ys, single_rows = whole_pairs(ho, dh)
+    xs, single_cols = whole_pairs(wo, dw)
     per_tile = 16 * (block_channels(spec) + o) * spec.dtype.itemsize
     fit = max(MIN_BAND_TILES, BAND_BYTES // per_tile)  # tiles per band
-    if fit >= len(xs):
+    if len(ys) == 0 or len(xs) == 0:
+        bands = []
+    elif fit >= len(xs):
         step = min(len(ys), fit // len(xs))
         bands = [(r, min(r + step, len(ys)), 0, len(xs)) for r in range(0, len(ys), step)]
     else:
@@ -159,7 +165,55 @@ def layout(spec: ConvSpec) -> Layout:
         out_rows=_offsets(ys, dh, 2, ho, wo * o),
         out_cols=_offsets(xs, dw, 2, wo, o),
         bands=tuple(bands),
+        single_rows=single_rows,
+        single_cols=single_cols,
     )
+
+
+def whole_pairs(out: int, d: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """First outputs of the pairs ``(o, o + d)`` both inside ``[0, out)``, and the
+    outputs no such pair covers (the last of each phase with an odd count).
+
+    A tile whose second pair is outside would do all 16 products for half its
+    outputs (at ``aspp``'s 65 outputs and dilation 18, a third of the tiles).
+
+    >>> whole_pairs(7, 2)
+    (array([0, 1, 4]), (5,))
+    """
+    starts = [o for o in _shapes.dilated_pair_starts(out, d) if o + d < out]
+    covered = set(starts) | {o + d for o in starts}
+    return np.array(starts, dtype=np.int64), tuple(o for o in range(out) if o not in covered)
+
+
+@functools.lru_cache(maxsize=128)
+def direct_calls(spec: ConvSpec, threads: int) -> blocked.TileCalls | None:
+    """The outputs no whole tile covers, by ``blocked``'s tile loop (None: there are none).
+
+    Every column of the single rows, then the single columns of the other rows;
+    the rows of each part are shared among ``threads``.
+    """
+    lay = layout(spec)
+    if not lay.single_rows and not lay.single_cols:
+        return None
+    ho, pixels = spec.out_hw[0], blocked.plan(spec).pixels
+    every = blocked.layout(spec)
+    single = np.zeros(ho, dtype=bool)
+    single[list(lay.single_rows)] = True
+    cols = np.array(lay.single_cols, dtype=np.int64)
+    flat = np.arange(spec.batch * ho)
+    parts = [
+        (every.rows[single[flat % ho]], every.columns),
+        (every.rows[~single[flat % ho]], blocked.column_tables(spec, pixels, cols)),
+    ]
+    tables: list[np.ndarray] = []
+    shares: list[list[blocked.TileCall]] = [[] for _ in range(threads)]
+    for rows, columns in parts:
+        if len(rows) and columns:
+            part = blocked.region_calls(spec, np.ascontiguousarray(rows), columns, threads)
+            tables.extend(part.tables)
+            for share, calls in zip(shares, part.shares, strict=True):
+                share.extend(calls)
+    return blocked.TileCalls(tuple(tables), shares)
 
 
 def thread_count(spec: ConvSpec) -> int:
@@ -170,11 +224,13 @@ def thread_count(spec: ConvSpec) -> int:
 
 
 def workspace_bytes(spec: ConvSpec) -> int:
-    """The packed transformed weights and each thread's ``V`` and ``M`` for one band."""
+    """The packed transformed weights, each thread's ``V`` and ``M`` for one band, and
+    ``blocked``'s packed weights where some outputs are computed directly."""
     lay = layout(spec)
     c, o = spec.in_channels, spec.out_channels
     scratch = 16 * lay.band_tiles * (block_channels(spec) + o) + 2 * (max(c, o) + 64)
-    return packed_bytes(spec) + thread_count(spec) * scratch * spec.dtype.itemsize
+    direct = blocked.workspace_bytes(spec) if lay.single_rows or lay.single_cols else 0
+    return packed_bytes(spec) + direct + thread_count(spec) * scratch * spec.dtype.itemsize
 
 
 def aligned_empty(size: int, dtype: np.dtype) -> np.ndarray:
@@ -260,4 +316,14 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
             )
 
     _kernels.parallel_map(run, shares)
+    direct = direct_calls(spec, threads)
+    if direct is not None:
+        weights = blocked.pack_weights(np.asarray(w, dtype=spec.dtype), spec, blocked.plan(spec))
+        w_at = weights.ctypes.data
+
+        def run_direct(tile_calls: list[blocked.TileCall]) -> None:
+            for fn, x_off, w_off, y_off, rest in tile_calls:
+                fn(x_at + x_off, w_at + w_off, y_at + y_off, *rest)
+
+        _kernels.parallel_map(run_direct, direct.shares)
     return y
