@@ -97,17 +97,27 @@ def test_channel_blocks_and_tails(channels: int, outputs: int, dtype: type[np.ge
 
 
 def test_weight_transform_is_g_w_g_transposed() -> None:
-    """The packed U is G w G^T per channel pair, zero in the padded output lanes."""
+    """The packed U is G w G^T per channel pair, zero in the padded output lanes: for
+    float32 weights exactly the float64 result rounded once; for float64 weights
+    within a few roundings of the terms' magnitude."""
     rng = np.random.default_rng(3)
-    w = rng.standard_normal((3, 3, 600, 70))
-    spec = make_spec((1, 8, 8, 600), w.shape, data_format="NHWC").lowered()
-    p = _winograd_products.product_plan(spec)
-    packed = _winograd_products.transform_weights(w, spec, p)
     g = _winograd_products.G
-    expected = np.einsum("ai,ijco,bj->abco", g, w, g).reshape(16, 600, 70)
-    for k, (o0, o1) in enumerate(p.out_blocks):
-        np.testing.assert_allclose(packed[k, :, :, : o1 - o0], expected[:, :, o0:o1], rtol=1e-14)
-        assert not packed[k, :, :, o1 - o0 :].any()
+    for dtype in (np.float32, np.float64):
+        w = rng.standard_normal((3, 3, 600, 70)).astype(dtype)
+        spec = make_spec((1, 8, 8, 600), w.shape, data_format="NHWC", dtypes=[w.dtype]).lowered()
+        p = _winograd_products.product_plan(spec)
+        packed = _winograd_products.transform_weights(w, spec, p)
+        wide = w.astype(np.float64)
+        expected = np.einsum("ai,ijco,bj->abco", g, wide, g).reshape(16, 600, 70)
+        size = np.einsum("ai,ijco,bj->abco", abs(g), abs(wide), abs(g)).reshape(16, 600, 70)
+        for k, (o0, o1) in enumerate(p.out_blocks):
+            got = packed[k, :, :, : o1 - o0]
+            if dtype == np.float32:
+                np.testing.assert_array_equal(got, expected[:, :, o0:o1].astype(np.float32))
+            else:
+                bound = 4 * np.finfo(np.float64).eps * size[:, :, o0:o1]
+                assert np.all(np.abs(got - expected[:, :, o0:o1]) <= bound)
+            assert not packed[k, :, :, o1 - o0 :].any()
 
 
 def test_bands_of_part_rows(monkeypatch: pytest.MonkeyPatch) -> None:

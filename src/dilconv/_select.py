@@ -83,10 +83,11 @@ COST: dict[str, float] = {
     # values per tile and channel, at this rate (fit_cost_model.py's fit_winograd:
     # 2.2-2.5e9 on a 64-channel 128x128 layer). The weights' transform, in values
     # of U per second on the call's threads (fit_winograd: aspp's 8.4 million in
-    # 11 ms). Bands hold at least winograd.MIN_BAND_TILES tiles, so streaming a U
-    # larger than the caches once per band hides behind the products.
+    # 7 ms, 3 of them the page faults of a fresh 33 MiB packing). Bands hold at
+    # least winograd.MIN_BAND_TILES tiles, so streaming a U larger than the caches
+    # once per band hides behind the products.
     "winograd_transform": 2.4e9,
-    "winograd_weights": 7.5e8,
+    "winograd_weights": 1.2e9,
 }
 
 

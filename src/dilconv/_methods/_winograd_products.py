@@ -21,13 +21,11 @@ import math
 
 import numpy as np
 
-from dilconv._methods import _kernels, _tile_kernel, blocked
+from dilconv._methods import _kernels, _tile_kernel, _winograd_weights, blocked
 from dilconv._spec import ConvSpec
 
-#: The transform matrices of F(2x2, 3x3) (Lavin & Gray, eq. 9).
+#: The weight transform matrix of F(2x2, 3x3) (Lavin & Gray, eq. 9).
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-#: ``kron(G, G)``: ``(G w G^T)[a, b]`` is row ``4 a + b`` of it times ``w`` flattened.
-KRON_G = np.kron(G, G)
 
 
 def lanes(spec: ConvSpec) -> int:
@@ -38,31 +36,31 @@ def lanes(spec: ConvSpec) -> int:
 def transform_weights(w: np.ndarray, spec: ConvSpec, p: blocked.Plan) -> np.ndarray:
     """``U = G w G^T`` packed for the tile loop: ``(out blocks, 16, C, vectors * lanes)``.
 
-    Each ``(a, b)`` is row ``4 a + b`` of :data:`KRON_G` times the 9 taps, one BLAS
-    product in float64 (exact sums of halves and quarters), rounded once to
-    ``spec.dtype``; output channels zero-padded to whole vectors. Built one block of
-    input channels at a time (``p.in_blocks``, a few hundred KiB of ``U``): whole-array
-    float64 temporaries cost more in cache misses than in arithmetic (aspp's 2048 x
-    256 channels: 44 ms whole, 15 ms in blocks, 11 ms in blocks on two threads).
+    Compiled (:mod:`~dilconv._methods._winograd_weights`): each weight is read once
+    and each packed value written once, the sums in float64 rounded once to
+    ``spec.dtype``, the output channels zero-padded to whole vectors. The blocks of
+    input channels (``p.in_blocks``) are shared among threads.
     """
     c, width = spec.in_channels, p.vectors * p.lanes
-    w = np.asarray(w)
+    w = np.ascontiguousarray(w, dtype=spec.dtype)
+    o, item = spec.out_channels, spec.dtype.itemsize
     packed = np.empty((len(p.out_blocks), 16, c, width), dtype=spec.dtype)
+    blocks = []
     for k, (o0, o1) in enumerate(p.out_blocks):
-        packed[k, :, :, o1 - o0 :] = 0
+        whole, tail = divmod(o1 - o0, p.lanes)
+        filled = (whole + (tail > 0)) * p.lanes
+        packed[k, :, :, filled:] = 0  # vectors past the block's channels
+        fn = _winograd_weights.weight_function(spec.dtype, p.lanes, tail)
+        blocks.append((fn, k, o0, whole))
 
     def block(bounds: tuple[int, int]) -> None:
         c0, c1 = bounds
-        taps = w[:, :, c0:c1].astype(np.float64).reshape(9, -1)
-        u = (KRON_G @ taps).reshape(16, c1 - c0, -1)  # one BLAS product, exact sums
-        for k, (o0, o1) in enumerate(p.out_blocks):
-            packed[k, :, c0:c1, : o1 - o0] = u[:, :, o0:o1]
+        for fn, k, o0, whole in blocks:
+            w_at = w.ctypes.data + (c0 * o + o0) * item
+            u_at = packed[k].ctypes.data + c0 * width * item
+            fn(w_at, u_at, c1 - c0, c * o, o, c * width, width, whole)
 
-    # the blocks on our threads, BLAS on one thread in each: woken, BLAS's own
-    # threads would spin for 60-100 ms after the call, on the cores that the
-    # products are about to use
-    with _kernels.single_threaded_blas():
-        _kernels.parallel_map(block, p.in_blocks)
+    _kernels.parallel_map(block, p.in_blocks)
     return packed
 
 

@@ -8,7 +8,8 @@ image and the work is the same at every dilation. Per tile and channel pair it
 does 16 multiply-adds instead of 36:
 
 1. the weights are transformed once per call, ``U = G w G^T`` (16 matrices of
-   ``C x O``, summed in float64; :mod:`~dilconv._methods._winograd_products`);
+   ``C x O``, summed in float64 by compiled code,
+   :mod:`~dilconv._methods._winograd_weights`);
 2. each band of tiles is transformed, ``V = B^T d B`` (16 matrices of
    ``tiles x C``), by compiled code (:mod:`~dilconv._methods._winograd_kernel`),
    one block of input channels at a time;
@@ -16,7 +17,9 @@ does 16 multiply-adds instead of 36:
    products, done by the register-blocked tile loop of
    :mod:`~dilconv._methods._tile_kernel` (no packing of ``V``: with small bands
    BLAS spent more time per call than on the products);
-4. ``y = A^T M A`` puts each tile's four outputs in place (compiled code).
+4. ``y = A^T M A`` puts each tile's four outputs in place (compiled code);
+5. the outputs no whole tile covers (a phase's last row or column when its count
+   is odd) are computed directly by ``blocked``'s tile loop.
 
 Bands are a few rows of tiles whose ``V`` (one block of channels) and ``M`` stay
 in a core's cache, and at least :data:`MIN_BAND_TILES` tiles, so that a ``U`` too
