@@ -40,6 +40,7 @@ import dataclasses
 import functools
 import importlib.util
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -262,8 +263,11 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     lay = layout(spec)
     bands = [(image, *band) for image in range(n) for band in lay.bands]
     threads = thread_count(spec)
-    cuts = np.linspace(0, len(bands), threads + 1).astype(int).tolist()
-    shares = [bands[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    # the threads take the bands one at a time from one iterator (its next() is one
+    # step under the GIL): a thread that starts late, or is slowed, takes fewer
+    # (the wave layer, bands split in advance: 30 or 39 ms, as a worker started late)
+    shared = iter(bands)
+    shares = [shared] * threads
     width = lanes(spec)
     in_blocks = product_plan(spec).in_blocks
     forward = {
@@ -281,7 +285,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     sizes = {(r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in lay.bands}
     calls = {tiles: product_calls(tiles, packed, spec) for tiles in sizes}
 
-    def run(share: list[tuple[int, int, int, int, int]]) -> None:
+    def run(share: Iterator[tuple[int, int, int, int, int]]) -> None:
         # V (one block of input channels) and M of a band, tile by tile: a tile's 16
         # vectors of channels are one contiguous run, which the transforms write or
         # read in one pass
