@@ -178,8 +178,10 @@ def render(record: dict[str, Any], command: str, notes: str) -> str:
         f"- environment: {m['environment'] or 'no OPENBLAS_/OMP_ variables set'}",
         f"- settings: repeats {record['settings']['repeats']} (contenders slower than "
         f"{record['settings']['slow_seconds']} s: {record['settings']['slow_repeats']}; "
-        f"faster than {record['settings'].get('fast_seconds', 0) * 1e3:.0f} ms: "
-        f"{record['settings'].get('fast_factor', 1)}x as many), "
+        f"rows where dilconv auto is faster than "
+        f"{record['settings'].get('fast_seconds', 0) * 1e3:.0f} ms: "
+        f"{record['settings'].get('fast_factor', 1)}x as many for it and every contender "
+        f"within {record['settings'].get('close_factor', 2.0):g}x of it), "
         f"workspace limit {record['settings']['workspace_limit_mib']:.0f} MiB, "
         f"pause before each timed call {record['settings'].get('settle_seconds', 0) * 1e3:.0f} ms"
         " (spent spinning on every core)",

@@ -48,6 +48,16 @@ def test_peers_that_ran_agree_with_dilconv(quick_record: dict) -> None:
                 assert c["agree_rel_diff"] < 1e-3, (r["case"], r["row"], name)
 
 
+def test_further_rounds_keep_close_contenders_together() -> None:
+    """Only rows where auto is fast get further rounds, and then every contender
+    within CLOSE_FACTOR of auto gets them, faster or slower, never one alone."""
+    fast, close = runner.FAST_SECONDS, runner.CLOSE_FACTOR
+    medians = {"dilconv auto": fast / 2, "a": fast / 10, "b": fast / 2 * close, "c": 1.1 * fast}
+    assert runner.fast_contenders(medians, "dilconv auto") == ["dilconv auto", "a", "b"]
+    slow_auto = {"dilconv auto": 1.2 * fast, "dilconv winograd": 0.9 * fast}
+    assert runner.fast_contenders(slow_auto, "dilconv auto") == []
+
+
 def test_fast_contenders_get_more_rounds(quick_record: dict) -> None:
     """Calls under FAST_SECONDS are timed FAST_FACTOR times as often (quick: all)."""
     assert quick_record["settings"]["settle_seconds"] == 0.02

@@ -13,7 +13,8 @@ milliseconds, which would be charged to whichever contender's threads happen to
 sleep rather than spin between calls. A contender whose warm-up takes longer than
 :data:`SLOW_SECONDS` is timed :data:`SLOW_REPEATS` times only, and one whose
 median is under :data:`FAST_SECONDS` is timed :data:`FAST_FACTOR` times as often,
-in further rounds among such contenders (the table shows how many). dilconv's
+in further rounds with every contender within :data:`CLOSE_FACTOR` of its median
+(:func:`fast_contenders`; the table shows how many). dilconv's
 contenders are then run once more under ``tracemalloc`` for the peak memory they
 allocate beyond their result.
 """
@@ -36,14 +37,17 @@ from dilconv.bench import peers as P
 SLOW_SECONDS = 1.5
 SLOW_REPEATS = 3
 
-#: Median seconds (after the first ``repeats`` rounds) below which a contender is
-#: timed FAST_FACTOR times as often, in further rounds among such contenders. A
+#: Median seconds of dilconv auto (after the first ``repeats`` rounds) below which
+#: it is timed FAST_FACTOR times as often, in further rounds with the contenders
+#: close to it (:func:`fast_contenders`). A
 #: call of a few milliseconds moves by 20% with the state the previous contender
 #: left (pages freed or kept by the allocator): ``seed``'s ``auto`` and
 #: ``compiled`` rows, the same code, had medians of 15 calls 1.18-1.23x apart in
 #: three runs, and of 45 calls still 0.91-1.12x apart (run of 15:04 UTC).
 FAST_SECONDS = 0.02
 FAST_FACTOR = 5
+#: The further rounds take the contenders within this factor of dilconv auto's median.
+CLOSE_FACTOR = 2.0
 
 #: Pause before each timed call: longer than any idle thread's spin (see
 #: ``_spin.SETTLE_SECONDS``). Also measured here on the ``context`` C=64 layer:
@@ -80,6 +84,18 @@ def extra_memory(fn: Any) -> int:
     finally:
         tracemalloc.stop()
     return max(0, peak - _nbytes(result))
+
+
+def fast_contenders(medians: dict[str, float], reference: str) -> list[str]:
+    """The contenders timed in the further rounds: none unless the reference (dilconv
+    auto) is under :data:`FAST_SECONDS`; then it and every contender within
+    :data:`CLOSE_FACTOR` of it, so that every ratio near 1 is still of calls timed
+    side by side (a method left to run alone in the further rounds had its median
+    drop from over 20 ms to 18, and "auto/best" read 1.32 for the same code)."""
+    auto = medians.get(reference)
+    if auto is None or auto >= FAST_SECONDS:
+        return []
+    return [n for n, m in medians.items() if m <= CLOSE_FACTOR * auto]
 
 
 def time_row(
@@ -119,7 +135,7 @@ def time_row(
                 bar.update(1)
 
     rounds(repeats, names)
-    fast = [n for n in names if np.median(times[n]) < FAST_SECONDS]
+    fast = fast_contenders({n: float(np.median(t)) for n, t in times.items() if t}, "dilconv auto")
     if fast and FAST_FACTOR > 1:
         bar.total += len(fast) * repeats * (FAST_FACTOR - 1)
         rounds(repeats * (FAST_FACTOR - 1), fast)
@@ -225,6 +241,7 @@ def run(
             "slow_repeats": SLOW_REPEATS,
             "fast_seconds": FAST_SECONDS,
             "fast_factor": FAST_FACTOR,
+            "close_factor": CLOSE_FACTOR,
             "workspace_limit_mib": get_workspace_limit() / 2**20,
         },
         "missing_peers": dict(P.MISSING),
