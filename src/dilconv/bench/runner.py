@@ -105,12 +105,10 @@ def time_row(
 ) -> dict[str, Any]:
     """Warm up, check agreement, then alternate the contenders ``repeats`` rounds."""
     names = list(built.contenders)
-    warm, agree = {}, {}
+    agree: dict[str, float | None] = {}
     reference = None
     for name in names:
-        start = time.perf_counter()
         out = built.contenders[name]()
-        warm[name] = time.perf_counter() - start
         if name == built.reference:
             reference = out
         elif reference is not None and name not in built.no_check:
