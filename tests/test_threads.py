@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import dilconv
-from dilconv._methods import _kernels, _spin
+from dilconv._methods import _kernels, _spin, compiled
+from dilconv._spec import make_spec
 
 
 @pytest.fixture
@@ -138,3 +139,30 @@ def test_busy_pause_lasts_as_long_as_asked() -> None:
     _spin.busy_pause(0.03, 2)
     assert time.perf_counter() - start >= 0.025
     _spin.busy_pause(0.0, 2)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_compiled_row_shares_cover_every_output_row_once(threads: int, batch: int) -> None:
+    spec = make_spec((batch, 1, 700, 700), (1, 1, 3, 3), padding="same", dilation=3)
+    plan = compiled.row_plan(spec, threads)
+    assert plan.parts[0][0] == 0
+    assert plan.parts[-1][1] == batch * spec.out_hw[0]
+    assert all(a[1] == b[0] for a, b in zip(plan.parts, plan.parts[1:], strict=False))
+    assert len(plan.parts) == threads
+    assert compiled.row_plan(spec, threads) is plan  # built once per spec
+
+
+@pytest.mark.skipif(not compiled.numba_available(), reason="Numba is not available")
+def test_compiled_results_do_not_depend_on_the_thread_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 1, 600, 500)).astype(np.float32)
+    w = rng.standard_normal((1, 1, 3, 3)).astype(np.float32)
+    results = []
+    for threads in ("1", "2", "5"):
+        monkeypatch.setenv("DILCONV_THREADS", threads)
+        results.append(dilconv.conv2d(x, w, padding="same", dilation=4, method="compiled"))
+    np.testing.assert_array_equal(results[1], results[0])
+    np.testing.assert_array_equal(results[2], results[0])
