@@ -96,7 +96,7 @@ class RowPlan(NamedTuple):
     """What every call of one spec hands the row loops (see :func:`row_plan`)."""
 
     #: ``(first, end)`` of each thread's share of the flattened ``N * Ho`` output rows.
-    parts: list[tuple[int, int]]
+    parts: tuple[tuple[int, int], ...]
     #: Row stride, row dilation, top padding, column stride, then :func:`column_taps`.
     geometry: tuple[Any, ...]
 
@@ -113,22 +113,19 @@ def row_plan(spec: ConvSpec, threads: int) -> RowPlan:
     >>> from dilconv._spec import make_spec
     >>> big = make_spec((1, 1, 2048, 2048), (1, 1, 3, 3), padding="same", dilation=2)
     >>> row_plan(big, threads=2).parts
-    [(0, 1024), (1024, 2048)]
+    ((0, 1024), (1024, 2048))
     >>> small = make_spec((1, 1, 64, 64), (1, 1, 3, 3), padding="same", dilation=2)
     >>> row_plan(small, threads=2).parts  # too little work to hand to a second thread
-    [(0, 64)]
+    ((0, 64),)
     """
     rows = spec.batch * spec.out_hw[0]
     shares = min(threads, rows) if threaded(spec) else 1
     bounds = np.linspace(0, rows, shares + 1).astype(np.int64).tolist()
-    parts = list(zip(bounds[:-1], bounds[1:], strict=True))
-    geometry = (
-        spec.stride[0],
-        spec.dilation[0],
-        spec.pad[0][0],
-        spec.stride[1],
-        *column_taps(spec),
-    )
+    parts = tuple(zip(bounds[:-1], bounds[1:], strict=True))
+    taps = column_taps(spec)
+    for table in taps:  # shared by every later call of the spec
+        table.setflags(write=False)
+    geometry = (spec.stride[0], spec.dilation[0], spec.pad[0][0], spec.stride[1], *taps)
     return RowPlan(parts, geometry)
 
 
