@@ -25,14 +25,15 @@ from scipy import signal
 
 import dilconv
 from dilconv import _select
-from dilconv._methods import _kernels, _spin, _winograd_products
+from dilconv._methods import _winograd_products
+from dilconv._native import pool, spin
 from dilconv._spec import make_spec
 
 
 def best(fn: Callable[[], Any], repeats: int = 5) -> float:
     """Best wall time of ``fn()`` after a settling pause and one warm-up run (the
     pause outlasts the spin of idle BLAS threads that an earlier timing woke)."""
-    _spin.busy_pause(_spin.SETTLE_SECONDS, _kernels.num_threads())
+    spin.busy_pause(spin.SETTLE_SECONDS, pool.num_threads())
     fn()
     times = []
     for _ in range(repeats):
@@ -80,15 +81,15 @@ def fit() -> dict[str, float]:
     cost["gemm_n"] = 16 * max(peak / gemm_rate(8192, 256, 16) - 1, 0.01)
     cost["gemm_m"] = 64 * max(peak / gemm_rate(64, 2048, 256) - 1, 0.01)
     # BLAS threading a small product itself, against two threads sharing bands of it
-    from dilconv._methods import _kernels
+    from dilconv._native import pool
 
     a = rng.standard_normal((65536, 21), dtype=np.float32)
     b = rng.standard_normal((21, 21), dtype=np.float32)
     c = np.empty((65536, 21), np.float32)
     blas_threads = best(lambda: np.matmul(a, b, out=c))
     halves = [slice(0, 32768), slice(32768, 65536)]
-    with _kernels.single_threaded_blas():
-        ours = best(lambda: _kernels.parallel_map(lambda h: np.matmul(a[h], b, out=c[h]), halves))
+    with pool.single_threaded_blas():
+        ours = best(lambda: pool.parallel_map(lambda h: np.matmul(a[h], b, out=c[h]), halves))
     cost["small_kn"] = 8192.0
     cost["small_penalty"] = max(1.0, blas_threads / ours)
     # a gather of 84-byte runs (21 float32 channels) against the plain copy rate

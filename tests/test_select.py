@@ -155,7 +155,8 @@ def test_without_numba_compiled_declines_and_auto_falls_back(
 def test_without_llvmlite_blocked_declines_and_auto_falls_back(
     failure: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dilconv._methods import _tile_kernel, blocked, winograd
+    from dilconv._methods import blocked, winograd
+    from dilconv._native import tile_kernel
 
     spec = make_spec((1, 64, 64, 64), (64, 64, 3, 3), padding="same", dtypes=[np.dtype("float32")])
     assert _select.resolve_method("auto", spec) == "winograd"
@@ -167,7 +168,7 @@ def test_without_llvmlite_blocked_declines_and_auto_falls_back(
         def broken(*args: object) -> None:
             raise RuntimeError("No available targets are compatible with triple")
 
-        monkeypatch.setattr(_tile_kernel, "tile_function", broken)
+        monkeypatch.setattr(tile_kernel, "tile_function", broken)
         reason = "llvmlite could not compile for this CPU: No available targets"
 
     def clear() -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import dilconv
-from dilconv._methods import _kernels, _spin, compiled
+from dilconv._methods import compiled
+from dilconv._native import pool, spin
 from dilconv._spec import make_spec
 
 
@@ -28,7 +29,7 @@ def test_every_item_runs_once_on_more_than_one_thread() -> None:
         with lock:
             seen.append((item, threading.current_thread().name))
 
-    _kernels.parallel_map(record, range(40))
+    pool.parallel_map(record, range(40))
     assert sorted(item for item, _ in seen) == list(range(40))
     assert len({name for _, name in seen}) == 2
 
@@ -40,9 +41,9 @@ def test_an_error_in_any_item_reaches_the_caller_and_the_pool_recovers() -> None
             raise ZeroDivisionError(f"item {item}")
 
     with pytest.raises(ZeroDivisionError, match="item 7"):
-        _kernels.parallel_map(fail_on_seven, range(16))
+        pool.parallel_map(fail_on_seven, range(16))
     done: list[int] = []
-    _kernels.parallel_map(done.append, range(5))
+    pool.parallel_map(done.append, range(5))
     assert sorted(done) == list(range(5))
 
 
@@ -56,10 +57,10 @@ def test_nested_and_concurrent_maps_run_without_waiting_on_each_other() -> None:
             totals.append(item)
 
     def outer(item: int) -> None:
-        _kernels.parallel_map(inner, range(item * 10, item * 10 + 10))
+        pool.parallel_map(inner, range(item * 10, item * 10 + 10))
 
-    callers = [threading.Thread(target=_kernels.parallel_map, args=(outer, range(4)))]
-    callers += [threading.Thread(target=_kernels.parallel_map, args=(outer, range(4, 8)))]
+    callers = [threading.Thread(target=pool.parallel_map, args=(outer, range(4)))]
+    callers += [threading.Thread(target=pool.parallel_map, args=(outer, range(4, 8)))]
     for t in callers:
         t.start()
     for t in callers:
@@ -81,11 +82,11 @@ def test_results_are_the_same_with_and_without_spinning(monkeypatch: pytest.Monk
 
 
 def test_spin_returns_the_new_value_or_times_out() -> None:
-    if _spin.spin_function() is None:
+    if spin.spin_function() is None:
         pytest.skip("llvmlite cannot compile here; waiting falls back to sleeping")
     cell = np.zeros(1, dtype=np.int64)
     start = time.perf_counter()
-    assert _spin.wait_for_change(cell, 0, 0.02, load=True) == 0
+    assert spin.wait_for_change(cell, 0, 0.02, load=True) == 0
     assert time.perf_counter() - start >= 0.01
 
     def bump() -> None:
@@ -94,9 +95,9 @@ def test_spin_returns_the_new_value_or_times_out() -> None:
 
     helper = threading.Thread(target=bump)
     helper.start()
-    assert _spin.wait_for_change(cell, 0, 10.0, load=True) == 5  # long before the 10 s limit
+    assert spin.wait_for_change(cell, 0, 10.0, load=True) == 5  # long before the 10 s limit
     helper.join()
-    assert _spin.wait_for_change(cell, 5, 0.0) == 5
+    assert spin.wait_for_change(cell, 5, 0.0) == 5
 
 
 def test_workers_spin_only_where_llvm_is_loaded_already() -> None:
@@ -108,13 +109,13 @@ def test_workers_spin_only_where_llvm_is_loaded_already() -> None:
         "import sys, numpy as np, dilconv\n"
         "x = np.ones((1, 512, 512, 8), np.float32); w = np.ones((3, 3, 8, 8), np.float32)\n"
         "dilconv.conv2d(x, w, padding='same', data_format='NHWC', method='shift_add')\n"
-        "from dilconv._methods import _kernels\n"
+        "from dilconv._native import pool\n"
         "import time, threading\n"
         "names = set()\n"
         "def item(i):\n"
         "    time.sleep(0.01)\n"
         "    names.add(threading.current_thread().name)\n"
-        "_kernels.parallel_map(item, range(8))\n"
+        "pool.parallel_map(item, range(8))\n"
         "print(len(names), 'llvmlite.binding' in sys.modules)\n"
     )
     env = {**__import__("os").environ, "DILCONV_THREADS": "2"}
@@ -125,20 +126,20 @@ def test_workers_spin_only_where_llvm_is_loaded_already() -> None:
 
 def test_spin_time_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DILCONV_SPIN_MS", "7.5")
-    assert _spin.spin_seconds() == pytest.approx(0.0075)
+    assert spin.spin_seconds() == pytest.approx(0.0075)
     monkeypatch.setenv("DILCONV_SPIN_MS", "0")
-    assert _spin.spin_seconds() == 0.0
+    assert spin.spin_seconds() == 0.0
     monkeypatch.setenv("DILCONV_SPIN_MS", "-3")
-    assert _spin.spin_seconds() == 0.0
+    assert spin.spin_seconds() == 0.0
     monkeypatch.setenv("DILCONV_SPIN_MS", "soon")
-    assert _spin.spin_seconds() == _spin.DEFAULT_SPIN_MS / 1000
+    assert spin.spin_seconds() == spin.DEFAULT_SPIN_MS / 1000
 
 
 def test_busy_pause_lasts_as_long_as_asked() -> None:
     start = time.perf_counter()
-    _spin.busy_pause(0.03, 2)
+    spin.busy_pause(0.03, 2)
     assert time.perf_counter() - start >= 0.025
-    _spin.busy_pause(0.0, 2)
+    spin.busy_pause(0.0, 2)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 7])

@@ -39,7 +39,7 @@ import numpy as np
 
 from dilconv import _grad_weight_tiles
 from dilconv._config import get_workspace_limit
-from dilconv._methods import _kernels
+from dilconv._native import pool
 from dilconv._padding import zero_padded_rows
 from dilconv._select import COST
 from dilconv._spec import ConvSpec
@@ -130,11 +130,11 @@ def by_column_windows(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarra
         gs = g if c1 - c0 == g.shape[2] else g[:, :, c0:c1]
         windows[j] = (np.ascontiguousarray(xs), np.ascontiguousarray(gs))
     taps = [(i, j, r0, r1) for i, (r0, r1) in row_ranges(spec).items() for j in windows]
-    threads = max(1, min(_kernels.num_threads(), len(taps)))
+    threads = max(1, min(pool.num_threads(), len(taps)))
     shares = [taps[k::threads] for k in range(threads)]
     work = functools.partial(_add_tap_products, out, windows, dh, top)
-    with _kernels.single_threaded_blas():
-        _kernels.parallel_map(work, shares)
+    with pool.single_threaded_blas():
+        pool.parallel_map(work, shares)
     return out
 
 
@@ -166,7 +166,7 @@ def by_pitched_slabs(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray
     out = np.zeros((kh, kw, c, o), dtype=spec.dtype)
     step = band_rows(spec)
     grad_slab = np.zeros((step, pitch, o), dtype=spec.dtype)
-    threads = min(_kernels.num_threads(), len(taps))
+    threads = min(pool.num_threads(), len(taps))
     shares = [taps[k::threads] for k in range(threads)]
     for b in range(spec.batch):
         for r0 in range(0, ho, step):
@@ -177,8 +177,8 @@ def by_pitched_slabs(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray
             length = (r1 - r0 - 1) * pitch + wo  # up to the band's last real pixel
             grads = grad_slab.reshape(-1, o)[:length]
 
-            with _kernels.single_threaded_blas():
-                _kernels.parallel_map(
+            with pool.single_threaded_blas():
+                pool.parallel_map(
                     functools.partial(_add_slab_products, out, flat, grads, starts), shares
                 )
     return out

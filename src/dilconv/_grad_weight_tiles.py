@@ -4,7 +4,7 @@
 * g[n, r, q, o]``: for each kernel tap, the product of the input pixels the tap
 reads (``C`` columns) with the output gradient (``O`` columns) over the output
 pixels where it reads real input. The tile loop of
-:mod:`dilconv._methods._tile_kernel` computes it with the roles of its axes
+:mod:`dilconv._native.tile_kernel` computes it with the roles of its axes
 swapped: a tile's *pixels* are a few input channels, its vectors the output
 channels, the *channels* it sums are the output columns of a row (stride ``sw * C``
 in the input, ``O`` in the gradient), and its *kernel rows* are output rows. The
@@ -22,7 +22,8 @@ import math
 
 import numpy as np
 
-from dilconv._methods import _kernels, _tile_kernel, blocked
+from dilconv._methods import blocked
+from dilconv._native import pool, tile_kernel
 from dilconv._spec import ConvSpec
 
 #: Input plus gradient bytes of one band of output rows: half a core's L2 cache.
@@ -60,7 +61,7 @@ def band_rows(spec: ConvSpec) -> int:
 def threads(spec: ConvSpec) -> int:
     """Threads sharing the bands."""
     bands = spec.batch * math.ceil(spec.out_hw[0] / band_rows(spec))
-    return max(1, min(_kernels.num_threads(), bands))
+    return max(1, min(pool.num_threads(), bands))
 
 
 def workspace_bytes(spec: ConvSpec) -> int:
@@ -157,7 +158,7 @@ def by_tiles(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
                 for o0, o1 in p.out_blocks:
                     vectors, tail = math.ceil((o1 - o0) / p.lanes), (o1 - o0) % p.lanes
                     for width, column in columns:
-                        fn = _tile_kernel.tile_function(
+                        fn = tile_kernel.tile_function(
                             spec.dtype, width, vectors, p.lanes, tail, True
                         )
                         fn(
@@ -179,7 +180,7 @@ def by_tiles(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
                             spec.out_channels,
                         )
 
-    _kernels.parallel_map(run, range(count))
+    pool.parallel_map(run, range(count))
     for extra in outs[1:]:
         outs[0] += extra
     return outs[0]

@@ -22,9 +22,7 @@ import numpy as np
 from dilconv._config import get_workspace_limit
 from dilconv._methods import (
     METHODS,
-    _kernels,
     _single,
-    _spin,
     _winograd_products,
     blocked,
     compiled,
@@ -34,6 +32,7 @@ from dilconv._methods import (
     tap_gemm,
     winograd,
 )
+from dilconv._native import pool, spin
 from dilconv._spec import ConvSpec
 
 #: Rates and fixed costs of the model (seconds, bytes, operations per second) on this
@@ -263,7 +262,7 @@ def estimate_seconds(name: str, spec: ConvSpec) -> float:
         area, _ = _tap_area(spec)
         single = spec.out_channels == 1
         rate = COST["compiled"] if single else COST["compiled_depthwise"]
-        rate *= COST["threads"] if compiled.threaded(spec) and _kernels.num_threads() > 1 else 1
+        rate *= COST["threads"] if compiled.threaded(spec) and pool.num_threads() > 1 else 1
         rows = n * ho * kh * COST["compiled_row"]
         return COST["call"] + rows + area * spec.out_channels / rate
     if name == "space_to_batch":
@@ -301,7 +300,7 @@ def candidates(spec: ConvSpec) -> list[str]:
 
 def cheapest(spec: ConvSpec) -> str:
     """The candidate with the lowest estimated time (remembered per spec and setting)."""
-    return _cheapest(spec, get_workspace_limit(), _kernels.num_threads())
+    return _cheapest(spec, get_workspace_limit(), pool.num_threads())
 
 
 @functools.lru_cache(maxsize=512)
@@ -337,13 +336,13 @@ def resolve_method(method: Any, spec: ConvSpec) -> str:
 def measure(run: Any, names: list[str], repeats: int = 3) -> dict[str, float]:
     """Best-of-``repeats`` wall time of ``run(name)`` for each name.
 
-    Each name's runs start after a pause of ``_spin.SETTLE_SECONDS`` spent spinning
+    Each name's runs start after a pause of ``spin.SETTLE_SECONDS`` spent spinning
     on every core: a method that ran BLAS leaves its idle threads spinning for up
     to 0.1 s, which would slow whichever method is timed next.
     """
     times = {}
     for name in names:
-        _spin.busy_pause(_spin.SETTLE_SECONDS, _kernels.num_threads())
+        spin.busy_pause(spin.SETTLE_SECONDS, pool.num_threads())
         best = np.inf
         for _ in range(repeats):
             start = time.perf_counter()

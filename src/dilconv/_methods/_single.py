@@ -16,7 +16,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from dilconv._config import get_workspace_limit
-from dilconv._methods import _kernels
+from dilconv._native import pool
 from dilconv._spec import ConvSpec
 
 #: Output rows summed by one ``einsum`` call: its strip stays in cache.
@@ -37,7 +37,7 @@ def plan(spec: ConvSpec) -> tuple[int, int, int]:
     pitch = (wo - 1) * spec.stride[1] + spec.effective_kernel_hw[1]
     strip = max(1, min(ho, STRIP_BYTES // max(wo * item, 1)))
     slab_row = pitch * item * spec.stride[0]
-    budget = min(BAND_BYTES, get_workspace_limit() // (2 * _kernels.num_threads()))
+    budget = min(BAND_BYTES, get_workspace_limit() // (2 * pool.num_threads()))
     band = max(strip, budget // max(slab_row, 1) // strip * strip)
     return int(min(ho, band)), int(strip), int(pitch)
 
@@ -58,8 +58,8 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) -> None:
     band, strip, pitch = plan(spec)
     taps = np.ascontiguousarray(w[:, :, 0, 0])
     jobs = [(b, s0) for b in range(spec.batch) for s0 in range(0, ho, band)]
-    big = y.size * spec.dtype.itemsize >= _kernels.PARALLEL_BYTES
-    parts = min(_kernels.num_threads(), len(jobs)) if big else 1
+    big = y.size * spec.dtype.itemsize >= pool.PARALLEL_BYTES
+    parts = min(pool.num_threads(), len(jobs)) if big else 1
     cols = min(wd, pitch - left)  # input columns the slab holds
     column_tie = dw == sw and kw > 1
 
@@ -105,4 +105,4 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) -> None:
                         np.add(out, part, out=out)
 
     chunks = [c for c in np.array_split(np.arange(len(jobs)), parts) if c.size]
-    _kernels.parallel_map(run, chunks)
+    pool.parallel_map(run, chunks)

@@ -3,7 +3,7 @@
 The weights are transformed once per call (``U = G w G^T``, :func:`transform_weights`)
 and packed as :mod:`~dilconv._methods.blocked` packs its weights: blocks of output
 channels, each ``(16, C, vectors * lanes)``. The 16 products of a band run on the
-register-blocked tile loop of :mod:`~dilconv._methods._tile_kernel`, the 16
+register-blocked tile loop of :mod:`~dilconv._native.tile_kernel`, the 16
 positions as its "kernel taps" and runs of tiles as its "pixels"
 (:func:`product_calls`, :func:`run_products`): with the small bands that stay in
 a core's cache, BLAS spent more time per call than on the products.
@@ -21,7 +21,8 @@ import math
 
 import numpy as np
 
-from dilconv._methods import _kernels, _tile_kernel, _winograd_weights, blocked
+from dilconv._methods import blocked
+from dilconv._native import pool, tile_kernel, winograd_weights
 from dilconv._spec import ConvSpec
 
 #: The weight transform matrix of F(2x2, 3x3) (Lavin & Gray, eq. 9).
@@ -30,13 +31,13 @@ G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0
 
 def lanes(spec: ConvSpec) -> int:
     """Values per SIMD register for ``spec.dtype`` on this CPU (the transforms' vectors)."""
-    return _tile_kernel.host_lanes()["bytes"] // spec.dtype.itemsize
+    return tile_kernel.host_lanes()["bytes"] // spec.dtype.itemsize
 
 
 def transform_weights(w: np.ndarray, spec: ConvSpec, p: blocked.Plan) -> np.ndarray:
     """``U = G w G^T`` packed for the tile loop: ``(out blocks, 16, C, vectors * lanes)``.
 
-    Compiled (:mod:`~dilconv._methods._winograd_weights`): each weight is read once
+    Compiled (:mod:`~dilconv._native.winograd_weights`): each weight is read once
     and each packed value written once, the sums in float64 rounded once to
     ``spec.dtype``, the output channels zero-padded to whole vectors. The blocks of
     input channels (``p.in_blocks``) are shared among threads.
@@ -50,7 +51,7 @@ def transform_weights(w: np.ndarray, spec: ConvSpec, p: blocked.Plan) -> np.ndar
         whole, tail = divmod(o1 - o0, p.lanes)
         filled = (whole + (tail > 0)) * p.lanes
         packed[k, :, :, filled:] = 0  # vectors past the block's channels
-        fn = _winograd_weights.weight_function(spec.dtype, p.lanes, tail)
+        fn = winograd_weights.weight_function(spec.dtype, p.lanes, tail)
         blocks.append((fn, k, o0, whole))
 
     def block(bounds: tuple[int, int]) -> None:
@@ -60,7 +61,7 @@ def transform_weights(w: np.ndarray, spec: ConvSpec, p: blocked.Plan) -> np.ndar
             u_at = packed[k].ctypes.data + c0 * width * item
             fn(w_at, u_at, c1 - c0, c * o, o, c * width, width, whole)
 
-    _kernels.parallel_map(block, p.in_blocks)
+    pool.parallel_map(block, p.in_blocks)
     return packed
 
 
@@ -110,7 +111,7 @@ def _product_tables(
     return rows, tuple(runs)
 
 
-ProductCall = tuple[_tile_kernel.TileFunction, tuple[int, ...]]
+ProductCall = tuple[tile_kernel.TileFunction, tuple[int, ...]]
 
 
 def product_calls(tiles: int, packed: np.ndarray, spec: ConvSpec) -> list[list[ProductCall]]:
@@ -134,7 +135,7 @@ def product_calls(tiles: int, packed: np.ndarray, spec: ConvSpec) -> list[list[P
             for b, (o0, o1) in enumerate(p.out_blocks):
                 vectors = math.ceil((o1 - o0) / p.lanes)
                 tail = (o1 - o0) % p.lanes
-                fn = _tile_kernel.tile_function(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)
+                fn = tile_kernel.tile_function(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)
                 w_at = packed[b].ctypes.data + c0 * width * item
                 args = (0, w_at, o0 * item, rows.ctypes.data, 16, columns.ctypes.data)
                 rest = (len(columns), c1 - c0, 0, 0, width, 1, 16 * (c1 - c0), 0, 0, 16 * o)

@@ -3,7 +3,7 @@
 The many-channel algorithm of oneDNN, without a framework: the output is cut into
 tiles of a few consecutive pixels of one row times a block of output channels,
 and each tile's sums stay in SIMD registers while every tap and input channel is
-added (see :mod:`dilconv._methods._tile_kernel`, LLVM IR compiled by ``llvmlite``,
+added (see :mod:`dilconv._native.tile_kernel`, LLVM IR compiled by ``llvmlite``,
 Numba's back end). The weights are packed once per call into
 ``(taps, C, O)`` blocks, zero-padded to whole vectors; the input is read in place,
 with no padded copy. Each output row runs only the kernel rows that read real
@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from dilconv._methods import _kernels, _tile_kernel
+from dilconv._native import pool, tile_kernel
 from dilconv._spec import ConvSpec
 
 #: The dtypes compiled.
@@ -62,7 +62,7 @@ def _unavailable() -> str | None:
     if importlib.util.find_spec("llvmlite") is None:
         return "llvmlite is not installed (pip install numba)"
     try:
-        _tile_kernel.tile_function(np.dtype(np.float32), 1, 1, 4, 1, True)
+        tile_kernel.tile_function(np.dtype(np.float32), 1, 1, 4, 1, True)
     except (ImportError, RuntimeError, OSError) as err:
         return f"llvmlite could not compile for this CPU: {err}"
     return None
@@ -71,7 +71,7 @@ def _unavailable() -> str | None:
 @functools.lru_cache(maxsize=256)
 def plan(spec: ConvSpec) -> Plan:
     """The blocking of ``spec`` on this CPU (see :class:`Plan`)."""
-    host = _tile_kernel.host_lanes()
+    host = tile_kernel.host_lanes()
     og, cg = spec.out_per_group, spec.in_per_group
     widest = host["bytes"] // spec.dtype.itemsize
     # Half-width registers do the same multiply-adds per cycle (two 256-bit FMAs
@@ -99,7 +99,7 @@ def thread_count(spec: ConvSpec) -> int:
     """Threads sharing the output rows: one below :data:`PARALLEL_WORK` multiply-adds."""
     (ho, wo), (kh, kw) = spec.out_hw, spec.kernel_hw
     work = spec.batch * ho * wo * spec.out_channels * spec.in_per_group * kh * kw
-    return max(1, min(spec.batch * ho, _kernels.num_threads() if work >= PARALLEL_WORK else 1))
+    return max(1, min(spec.batch * ho, pool.num_threads() if work >= PARALLEL_WORK else 1))
 
 
 def workspace_bytes(spec: ConvSpec) -> int:
@@ -171,7 +171,7 @@ def column_tiles(
 def column_tables(
     spec: ConvSpec, pixels: int, columns: np.ndarray | None = None
 ) -> tuple[tuple[int, np.ndarray], ...]:
-    """Per tile width, the tile loop's column table (:data:`~dilconv._methods._tile_kernel.FIELDS`
+    """Per tile width, the tile loop's column table (:data:`~dilconv._native.tile_kernel.FIELDS`
     per tile) for the tiles of :func:`column_tiles`; read-only."""
     c, o = spec.in_channels, spec.out_channels
     tables = []
@@ -186,7 +186,7 @@ def column_tables(
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """The descriptor tables of a spec (see :mod:`~dilconv._methods._tile_kernel`).
+    """The descriptor tables of a spec (see :mod:`~dilconv._native.tile_kernel`).
 
     ``rows``: one per output row of the batch; ``columns``: per tile width, one per
     tile of a row. Read-only int64 arrays of ``ROW_FIELDS`` and ``FIELDS`` columns.
@@ -244,13 +244,13 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         for fn, x_off, w_off, y_off, rest in calls:
             fn(x_at + x_off, w_at + w_off, y_at + y_off, *rest)
 
-    _kernels.parallel_map(run, tile_calls(spec, thread_count(spec)).shares)
+    pool.parallel_map(run, tile_calls(spec, thread_count(spec)).shares)
     return y
 
 
 #: One call of the tile loop: the function, the byte offsets of its input, packed
 #: weights and output from the arrays' starts, and its remaining arguments.
-TileCall = tuple[_tile_kernel.TileFunction, int, int, int, tuple[int, ...]]
+TileCall = tuple[tile_kernel.TileFunction, int, int, int, tuple[int, ...]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,7 +301,7 @@ def region_calls(
                     vectors = math.ceil((o1 - o0) / p.lanes)
                     tail = (o1 - o0) % p.lanes
                     for i, (c0, c1) in enumerate(p.in_blocks):
-                        fn = _tile_kernel.tile_function(
+                        fn = tile_kernel.tile_function(
                             spec.dtype, pixels, vectors, p.lanes, tail, i > 0
                         )
                         rest = (

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dilconv._methods import _kernels
+from dilconv._native import pool
 from dilconv._spec import ConvSpec
 
 #: The accumulation dtypes compiled.
@@ -52,9 +52,9 @@ def numba_available() -> bool:
 
 
 def _loops() -> ModuleType:
-    from dilconv._methods import _jit_kernels
+    from dilconv._native import jit_kernels
 
-    return _jit_kernels
+    return jit_kernels
 
 
 def column_taps(spec: ConvSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,8 +87,8 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         kernel, args = loops.single_rows, (x[..., 0], taps[..., 0], y[..., 0])
     else:
         kernel, args = loops.depthwise_rows, (x, taps, y)
-    plan = row_plan(spec, _kernels.num_threads())
-    _kernels.parallel_map(lambda p: kernel(*args, *p, *plan.geometry), plan.parts)
+    plan = row_plan(spec, pool.num_threads())
+    pool.parallel_map(lambda p: kernel(*args, *p, *plan.geometry), plan.parts)
     return y
 
 

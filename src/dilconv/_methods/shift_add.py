@@ -22,7 +22,8 @@ import numpy as np
 
 from dilconv import _shapes
 from dilconv._config import get_workspace_limit
-from dilconv._methods import _kernels, _single
+from dilconv._methods import _single
+from dilconv._native import pool
 from dilconv._spec import ConvSpec
 
 #: Target bytes of one output strip of the elementwise path (its temporary is as
@@ -48,7 +49,7 @@ def strip_rows(spec: ConvSpec) -> int:
     limit = get_workspace_limit()
     if elementwise(spec):
         row = wo * spec.out_channels * item
-        budget = min(STRIP_BYTES, limit // (2 * _kernels.num_threads()))
+        budget = min(STRIP_BYTES, limit // (2 * pool.num_threads()))
     else:
         row = spec.batch * wo * (spec.in_per_group + spec.out_per_group) * item
         budget = limit
@@ -110,7 +111,7 @@ def _elementwise(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) ->
     taps = full + [t for t in taps if t not in full]
     step = strip_rows(spec)
     strips = [(b, s0) for b in range(spec.batch) for s0 in range(0, ho, step)]
-    threads = 1 if y.size < PARALLEL_MIN else min(_kernels.num_threads(), len(strips))
+    threads = 1 if y.size < PARALLEL_MIN else min(pool.num_threads(), len(strips))
     chunks = [c for c in np.array_split(np.arange(len(strips)), threads) if c.size]
     # the weights of a tap tiled along a row, so every loop runs over whole rows
     weights = {(i, j): np.tile(w[i, j, 0], c1 - c0) for i, j, _, _, _, (c0, c1) in taps}
@@ -140,7 +141,7 @@ def _elementwise(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) ->
                 np.multiply(src, wt, out=t)
                 np.add(out, t, out=out)
 
-    _kernels.parallel_map(run, chunks)
+    pool.parallel_map(run, chunks)
 
 
 def _whole_rows(tap: Tap, spec: ConvSpec) -> bool:
@@ -188,17 +189,17 @@ def _column_windows(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray)
             source, target = x, y
         else:
             source = window[: n * h * (c1 - c0) * c].reshape(n, h, c1 - c0, c)
-            _kernels.copy(source, x[:, :, cols])
+            pool.copy(source, x[:, :, cols])
             target = sums[: n * ho * (c1 - c0) * o].reshape(n, ho, c1 - c0, o)
             target.fill(0)
         for i, j, rows, _, (r0, r1), _ in taps:
             weight = np.ascontiguousarray(w[i, j])
             for b in range(n):
-                _kernels.accumulate_product(
+                pool.accumulate_product(
                     target[b, r0:r1].reshape(-1, o), source[b, rows].reshape(-1, c), weight
                 )
         if not whole:
-            _kernels.add(y[:, :, c0:c1], target)
+            pool.add(y[:, :, c0:c1], target)
     return True
 
 
@@ -226,7 +227,7 @@ def _products(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) -> No
                 continue
             if sh == 1 and groups == 1 and _whole_rows(tap, spec):  # in place, no copy
                 for b in range(n):
-                    _kernels.accumulate_product(
+                    pool.accumulate_product(
                         y[b, a:e].reshape(-1, og),
                         x[b, rows].reshape(-1, cg),
                         w_taps[i, j][0],
@@ -236,11 +237,11 @@ def _products(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) -> No
             m = n * (e - a) * (c1 - c0)
             for g in range(groups):
                 buf = gathered[: m * cg].reshape(*shape, cg)
-                _kernels.copy(buf, x[:, rows, cols, g * cg : (g + 1) * cg])
+                pool.copy(buf, x[:, rows, cols, g * cg : (g + 1) * cg])
                 prod = product[: m * og].reshape(m, og)
                 np.matmul(buf.reshape(m, cg), w_taps[i, j][g], out=prod)
                 out = y[:, a:e, c0:c1, g * og : (g + 1) * og]
-                _kernels.add(out, prod.reshape(*shape, og))
+                pool.add(out, prod.reshape(*shape, og))
 
 
 def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -262,9 +263,9 @@ def workspace_bytes(spec: ConvSpec) -> int:
     rows, wo = strip_rows(spec), spec.out_hw[1]
     windows = column_window_bytes(spec)
     if _single.applies(spec):
-        return _single.slab_bytes(spec) * _kernels.num_threads()
+        return _single.slab_bytes(spec) * pool.num_threads()
     if elementwise(spec):
-        per = rows * wo * spec.out_channels * _kernels.num_threads()
+        per = rows * wo * spec.out_channels * pool.num_threads()
     elif spec.stride == (1, 1) and spec.groups == 1 and windows <= get_workspace_limit():
         return windows
     else:

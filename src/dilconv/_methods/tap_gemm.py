@@ -19,7 +19,8 @@ import numpy as np
 
 from dilconv import _shapes
 from dilconv._config import get_workspace_limit
-from dilconv._methods import _kernels, shift_add
+from dilconv._methods import shift_add
+from dilconv._native import pool
 from dilconv._spec import ConvSpec
 
 #: Target bytes of one band's slabs. Large products (many channels) run one band
@@ -52,14 +53,14 @@ def threaded(spec: ConvSpec) -> bool:
     """True when bands are small and shared among threads (small matrix products)."""
     rows = max(1, min(spec.out_hw[0], SMALL_BAND_BYTES // _row_bytes(spec)))
     flops = 2 * rows * pitch(spec) * spec.in_channels * spec.out_channels
-    return flops < THREAD_FLOPS and _kernels.num_threads() > 1
+    return flops < THREAD_FLOPS and pool.num_threads() > 1
 
 
 def band_rows(spec: ConvSpec) -> int:
     """Output rows per band: the target size, at least the halo, under the workspace."""
     ho, row = spec.out_hw[0], _row_bytes(spec)
     halo = spec.effective_kernel_hw[0] - 1
-    many = _kernels.num_threads() if threaded(spec) else 1
+    many = pool.num_threads() if threaded(spec) else 1
     target = SMALL_BAND_BYTES if threaded(spec) else LARGE_BAND_BYTES
     rows = max(target // row, halo, 1)
     fit = get_workspace_limit() // (row * many) - halo - 1
@@ -98,7 +99,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     weights = {(i, j): np.ascontiguousarray(w[i, j]) for i, j, _, _ in taps}
     jobs = [(b, s0) for b in range(n) for s0 in range(0, ho, band)]
     shared = threaded(spec) and len(jobs) > 1
-    parts = min(_kernels.num_threads(), len(jobs)) if shared else 1
+    parts = min(pool.num_threads(), len(jobs)) if shared else 1
 
     def run(chunk: np.ndarray) -> None:
         slab = np.zeros(((band + halo) * p + slack, c), dtype=spec.dtype)
@@ -130,13 +131,13 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
                     np.matmul(src, weights[i, j], out=prod)
                     np.add(dst, prod, out=dst)
                 else:
-                    _kernels.accumulate_product(dst, src, weights[i, j])
+                    pool.accumulate_product(dst, src, weights[i, j])
             y[b, s0:s1] = band_out.reshape(s1 - s0, p, o)[:, :wo]
 
     chunks = [ch for ch in np.array_split(np.arange(len(jobs)), parts) if ch.size]
     if parts > 1:
-        with _kernels.single_threaded_blas():
-            _kernels.parallel_map(run, chunks)
+        with pool.single_threaded_blas():
+            pool.parallel_map(run, chunks)
     else:
         run(chunks[0])
     return y
@@ -150,7 +151,7 @@ def workspace_bytes(spec: ConvSpec) -> int:
     p = pitch(spec)
     items = ((band + halo) * p + spec.effective_kernel_hw[1]) * spec.in_channels
     items += band * p * spec.out_channels * (2 if threaded(spec) else 1)
-    return items * spec.dtype.itemsize * (_kernels.num_threads() if threaded(spec) else 1)
+    return items * spec.dtype.itemsize * (pool.num_threads() if threaded(spec) else 1)
 
 
 def refusal(spec: ConvSpec) -> str | None:

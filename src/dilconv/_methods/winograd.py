@@ -9,13 +9,13 @@ does 16 multiply-adds instead of 36:
 
 1. the weights are transformed once per call, ``U = G w G^T`` (16 matrices of
    ``C x O``, summed in float64 by compiled code,
-   :mod:`~dilconv._methods._winograd_weights`);
+   :mod:`~dilconv._native.winograd_weights`);
 2. each band of tiles is transformed, ``V = B^T d B`` (16 matrices of
-   ``tiles x C``), by compiled code (:mod:`~dilconv._methods._winograd_kernel`),
+   ``tiles x C``), by compiled code (:mod:`~dilconv._native.winograd_kernel`),
    one block of input channels at a time;
 3. ``M[p] += V[p] @ U[p]`` for the 16 positions and that block: 16 matrix
    products, done by the register-blocked tile loop of
-   :mod:`~dilconv._methods._tile_kernel` (no packing of ``V``: with small bands
+   :mod:`~dilconv._native.tile_kernel` (no packing of ``V``: with small bands
    BLAS spent more time per call than on the products);
 4. ``y = A^T M A`` puts each tile's four outputs in place (compiled code);
 5. the outputs no whole tile covers (a phase's last row or column when its count
@@ -45,7 +45,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from dilconv import _shapes
-from dilconv._methods import _kernels, _winograd_kernel, blocked
+from dilconv._methods import blocked
 from dilconv._methods._winograd_products import (
     block_channels,
     lanes,
@@ -55,6 +55,7 @@ from dilconv._methods._winograd_products import (
     run_products,
     transform_weights,
 )
+from dilconv._native import pool, winograd_kernel
 from dilconv._spec import ConvSpec
 
 #: The dtypes compiled.
@@ -82,7 +83,7 @@ def _unavailable() -> str | None:
     if reason is not None:
         return reason
     try:
-        _winograd_kernel.transform_function(np.dtype(np.float32), 4, 1, "input")
+        winograd_kernel.transform_function(np.dtype(np.float32), 4, 1, "input")
     except (ImportError, RuntimeError, OSError) as err:
         return f"llvmlite could not compile for this CPU: {err}"
     return None
@@ -103,7 +104,7 @@ def refusal(spec: ConvSpec) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """The tiles of a spec: offset tables (see :mod:`~dilconv._methods._winograd_kernel`).
+    """The tiles of a spec: offset tables (see :mod:`~dilconv._native.winograd_kernel`).
 
     ``in_rows`` / ``in_cols``: element offsets of each tile row's 4 input rows and
     each tile column's 4 input columns (``-1`` outside the image); ``out_rows`` /
@@ -223,7 +224,7 @@ def direct_calls(spec: ConvSpec, threads: int) -> blocked.TileCalls | None:
 def thread_count(spec: ConvSpec) -> int:
     """Threads sharing the bands: one below :data:`PARALLEL_WORK` direct multiply-adds."""
     bands = spec.batch * len(layout(spec).bands)
-    threads = _kernels.num_threads() if spec.macs >= PARALLEL_WORK else 1
+    threads = pool.num_threads() if spec.macs >= PARALLEL_WORK else 1
     return max(1, min(bands, threads))
 
 
@@ -271,10 +272,10 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     width = lanes(spec)
     in_blocks = product_plan(spec).in_blocks
     forward = {
-        size % width: _winograd_kernel.transform_function(spec.dtype, width, size % width, "input")
+        size % width: winograd_kernel.transform_function(spec.dtype, width, size % width, "input")
         for size in {c1 - c0 for c0, c1 in in_blocks}
     }
-    backward = _winograd_kernel.transform_function(spec.dtype, width, o % width, "output")
+    backward = winograd_kernel.transform_function(spec.dtype, width, o % width, "output")
     zeros = np.zeros(math.ceil(max(c, 1) / width) * width, dtype=spec.dtype)
 
     x_at, zeros_at, item = x.ctypes.data, zeros.ctypes.data, spec.dtype.itemsize
@@ -322,7 +323,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
                 o,
             )
 
-    _kernels.parallel_map(run, shares)
+    pool.parallel_map(run, shares)
     direct = direct_calls(spec, threads)
     if direct is not None:
         weights = blocked.pack_weights(np.asarray(w, dtype=spec.dtype), spec, blocked.plan(spec))
@@ -332,5 +333,5 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
             for fn, x_off, w_off, y_off, rest in tile_calls:
                 fn(x_at + x_off, w_at + w_off, y_at + y_off, *rest)
 
-        _kernels.parallel_map(run_direct, direct.shares)
+        pool.parallel_map(run_direct, direct.shares)
     return y

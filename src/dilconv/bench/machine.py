@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from dilconv._methods import _kernels
+from dilconv._native import pool
 
 #: Packages whose versions a result records.
 VERSIONS = ("dilconv", "numpy", "scipy", "torch", "tensorflow", "threadpoolctl")
@@ -87,7 +87,7 @@ def describe(peak_n: int) -> dict[str, Any]:
     return {
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
-        "dilconv_threads": _kernels.num_threads(),
+        "dilconv_threads": pool.num_threads(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": versions(),

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from dilconv import get_workspace_limit
-from dilconv._methods import _kernels, _spin
+from dilconv._native import pool, spin
 from dilconv.bench import cases as C
 from dilconv.bench import machine
 from dilconv.bench import peers as P
@@ -52,10 +52,10 @@ FAST_FACTOR = 5
 CLOSE_FACTOR = 2.0
 
 #: Pause before each timed call: longer than any idle thread's spin (see
-#: ``_spin.SETTLE_SECONDS``). Also measured here on the ``context`` C=64 layer:
+#: ``spin.SETTLE_SECONDS``). Also measured here on the ``context`` C=64 layer:
 #: ``blocked`` took 32 ms right after a PyTorch call and 24 ms after a 20 ms pause.
 #: Spent spinning: after a 30 ms sleep the 21-channel layer took 6.5-8 ms, not 3.5.
-SETTLE_SECONDS = _spin.SETTLE_SECONDS
+SETTLE_SECONDS = spin.SETTLE_SECONDS
 
 #: Agreement check: largest difference over the largest magnitude of the reference.
 AGREE_RTOL = 1e-3
@@ -130,7 +130,7 @@ def time_row(
                     bar.update(1)
                     continue
                 fn = built.contenders[name]
-                _spin.busy_pause(settle, _kernels.num_threads())
+                spin.busy_pause(settle, pool.num_threads())
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)

@@ -12,7 +12,7 @@ float64 matrix product this replaces, which took three passes over memory more
 (a float64 copy, the product, a scatter into the packing: aspp's 2048 x 256
 weights, 11-13 ms on two threads).
 
-LLVM IR through ``llvmlite`` like :mod:`~dilconv._methods._winograd_kernel`, with
+LLVM IR through ``llvmlite`` like :mod:`~dilconv._native.winograd_kernel`, with
 whose compiler and disk cache it shares.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from dilconv._methods import _tile_kernel
+from dilconv._native import tile_kernel
 
 #: Argument order of the compiled function (all int64; pointers as addresses).
 ARGUMENTS = (
@@ -101,7 +101,7 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int) -> str:
                 b.store(value if dtype == np.float64 else b.fptrunc(value, vec), p, align=size)
 
     def channel(c: Value) -> None:
-        _tile_kernel.emit_loop(
+        tile_kernel.emit_loop(
             b,
             counters["v"],
             const(0),
@@ -111,7 +111,7 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int) -> str:
         if tail:
             vector(c, b.mul(args["vectors"], const(lanes)), True)
 
-    _tile_kernel.emit_loop(b, counters["c"], const(0), args["channels"], channel)
+    tile_kernel.emit_loop(b, counters["c"], const(0), args["channels"], channel)
     b.ret_void()
     return str(module)
 
@@ -124,6 +124,6 @@ def weight_function(dtype: np.dtype, lanes: int, tail: int) -> WeightFunction:
     lanes are stored as zeros. Compiled once per process and kept on disk like the
     tile loops.
     """
-    with _tile_kernel.COMPILING:
+    with tile_kernel.COMPILING:
         source = _ir_source(np.dtype(dtype), lanes, tail)
-        return _tile_kernel.compile_function(source, "u", len(ARGUMENTS))
+        return tile_kernel.compile_function(source, "u", len(ARGUMENTS))

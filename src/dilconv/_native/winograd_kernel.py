@@ -7,7 +7,7 @@ x0 + d j)`` for ``i, j`` in 0, 1, reading inputs ``(y0 - pad + d a, x0 - pad + d
 for ``a, b`` in 0..3, which is ordinary F(2x2, 3x3) on one phase of the image.
 
 Two functions are compiled here, as LLVM IR through ``llvmlite`` like the tile loop
-of :mod:`~dilconv._methods._tile_kernel` (whose compiler and disk cache they share):
+of :mod:`~dilconv._native.tile_kernel` (whose compiler and disk cache they share):
 
 ``input``
     ``V[p, t, :] = (B^T D_t B)[p]`` for every tile ``t`` of a band: the 16 input
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from dilconv._methods import _tile_kernel
+from dilconv._native import tile_kernel
 
 #: Argument order of both compiled functions (all int64; pointers as addresses).
 ARGUMENTS = (
@@ -109,7 +109,7 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
         return ir.Constant(i64, v)
 
     def loop(name: str, stop: Value, body: Callable[[Value], None]) -> None:
-        _tile_kernel.emit_loop(b, counters[name], const(0), stop, body)
+        tile_kernel.emit_loop(b, counters[name], const(0), stop, body)
 
     def offsets(table: Value, i: Value) -> list[Value]:
         base = b.mul(i, const(width))
@@ -195,6 +195,6 @@ def transform_function(dtype: np.dtype, lanes: int, tail: int, kind: str) -> Tra
     """
     if kind not in ("input", "output"):
         raise ValueError(f"kind must be 'input' or 'output', got {kind!r}")
-    with _tile_kernel.COMPILING:
+    with tile_kernel.COMPILING:
         source = _ir_source(np.dtype(dtype), lanes, tail, kind)
-        return _tile_kernel.compile_function(source, kind, len(ARGUMENTS))
+        return tile_kernel.compile_function(source, kind, len(ARGUMENTS))

@@ -5,7 +5,7 @@ system; on a virtual machine the CPU itself then halts, and waking it again can
 take milliseconds (measured here: a worker thread woken 30 ms after its last job
 started 1.5-2.7 ms late, and a 3.2 ms call took 6.5 ms). OpenMP runtimes avoid
 this by letting idle workers spin for a while before they sleep; so do dilconv's
-(:mod:`dilconv._methods._kernels`), through :func:`wait_for_change`, for
+(:mod:`dilconv._native.pool`), through :func:`wait_for_change`, for
 :func:`spin_seconds` (``DILCONV_SPIN_MS``, default :data:`DEFAULT_SPIN_MS`).
 
 The loop is a few lines of LLVM IR compiled with llvmlite (like the tile loops);
@@ -96,13 +96,13 @@ def spin_function() -> SpinFunction | None:
     try:
         import llvmlite.binding as llvm
 
-        from dilconv._methods import _tile_kernel
+        from dilconv._native import tile_kernel
 
         llvm.initialize_native_target()
         x86 = llvm.get_default_triple().split("-")[0] in ("x86_64", "i386", "i686")
-        with _tile_kernel.COMPILING:
+        with tile_kernel.COMPILING:
             source = _ir_source(pause=x86)
-            return _tile_kernel.compile_function(source, "spin", 3, ctypes.c_int64)
+            return tile_kernel.compile_function(source, "spin", 3, ctypes.c_int64)
     except (ImportError, RuntimeError, OSError):
         return None
 

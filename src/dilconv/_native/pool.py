@@ -6,7 +6,7 @@ writes straight into ``out`` (BLAS ``gemm`` with ``beta = 1``) and a small pool 
 threads for NumPy loops and compiled code, which release the GIL.
 
 The pool's idle threads spin for a while before they sleep (see
-:mod:`dilconv._methods._spin`): a call that follows another within that time
+:mod:`dilconv._native.spin`): a call that follows another within that time
 finds them awake (the 21-channel context layer: 3.1 ms instead of 3.8 back to
 back, 3.7 instead of 6.4 after a 30 ms pause, on this 2-core virtual machine).
 """
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import blas
 
-from dilconv._methods import _spin
+from dilconv._native import spin
 
 _GEMM: dict[np.dtype, Callable[..., np.ndarray]] = {
     np.dtype(np.float32): blas.sgemm,
@@ -47,7 +47,7 @@ def num_threads() -> int:
 class WorkerPool:
     """Threads that share the items of one :meth:`map` at a time with its caller.
 
-    Idle workers spin (without the GIL) for :func:`_spin.spin_seconds`, then sleep
+    Idle workers spin (without the GIL) for :func:`spin.spin_seconds`, then sleep
     until the next job. One job runs at a time; a caller that finds the pool busy
     (another thread's job, or a job started from inside a job) runs its items
     itself, so concurrent callers never wait on each other or oversubscribe.
@@ -91,7 +91,7 @@ class WorkerPool:
     def _loop(self) -> None:
         seen = int(self._generation[0])
         while True:
-            now = _spin.wait_for_change(self._generation, seen, _spin.spin_seconds())
+            now = spin.wait_for_change(self._generation, seen, spin.spin_seconds())
             if now == seen:
                 with self._wake:
                     while int(self._generation[0]) == seen:
