@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from dilconv._methods import blocked
-from dilconv._native import pool, tile_kernel
+from dilconv._native import calls, kernels, pool
 from dilconv._spec import ConvSpec
 
 #: Input plus gradient bytes of one band of output rows: half a core's L2 cache.
@@ -145,11 +145,10 @@ def by_tiles(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
         (width, np.stack([c0, c0 * spec.out_channels, 0 * c0, 0 * c0 + 1], axis=1).astype(np.int64))
         for width, c0 in tiles
     ]
-    item = spec.dtype.itemsize
     (sh, sw) = spec.stride
 
     def run(k: int) -> None:
-        out = outs[k]
+        bound = calls.Binding(x=x, g=g, out=outs[k])
         for j, (q0, q1) in enumerate(cols):
             table = row_table(spec, j, shares[k])
             if q0 >= q1 or len(table) == 0:
@@ -157,28 +156,27 @@ def by_tiles(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
             for grp in range(spec.groups):
                 for o0, o1 in p.out_blocks:
                     vectors, tail = math.ceil((o1 - o0) / p.lanes), (o1 - o0) % p.lanes
-                    for width, column in columns:
-                        fn = tile_kernel.tile_function(
-                            spec.dtype, width, vectors, p.lanes, tail, True
+                    bound.run(
+                        kernels.tiles(spec.dtype, width, vectors, p.lanes, tail, True).call(
+                            x=calls.Slot("x", grp * cg),
+                            w=calls.Slot("g", grp * og + o0),
+                            out=calls.Slot("out", grp * og + o0),
+                            rows=calls.Ref(table),
+                            n_rows=len(table),
+                            columns=calls.Ref(column),
+                            n_columns=len(column),
+                            channels=q1 - q0,
+                            w_row=wo * spec.out_channels,
+                            w_col=0,
+                            w_channel=spec.out_channels,
+                            x_channel=sw * spec.in_channels,
+                            x_pixel=1,
+                            x_tap_row=sh * spec.in_hw[1] * spec.in_channels,
+                            x_tap_col=0,
+                            out_pixel=spec.out_channels,
                         )
-                        fn(
-                            x.ctypes.data + grp * cg * item,
-                            g.ctypes.data + (grp * og + o0) * item,
-                            out.ctypes.data + (grp * og + o0) * item,
-                            table.ctypes.data,
-                            len(table),
-                            column.ctypes.data,
-                            len(column),
-                            q1 - q0,
-                            wo * spec.out_channels,
-                            0,
-                            spec.out_channels,
-                            sw * spec.in_channels,
-                            1,
-                            sh * spec.in_hw[1] * spec.in_channels,
-                            0,
-                            spec.out_channels,
-                        )
+                        for width, column in columns
+                    )
 
     pool.parallel_map(run, range(count))
     for extra in outs[1:]:

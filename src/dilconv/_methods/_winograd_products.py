@@ -5,7 +5,7 @@ and packed as :mod:`~dilconv._methods.blocked` packs its weights: blocks of outp
 channels, each ``(16, C, vectors * lanes)``. The 16 products of a band run on the
 register-blocked tile loop of :mod:`~dilconv._native.tile_kernel`, the 16
 positions as its "kernel taps" and runs of tiles as its "pixels"
-(:func:`product_calls`, :func:`run_products`): with the small bands that stay in
+(:func:`product_calls`): with the small bands that stay in
 a core's cache, BLAS spent more time per call than on the products.
 
 Input channels are summed in blocks (:func:`product_plan`) whose 16 packed weight
@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from dilconv._methods import blocked
-from dilconv._native import pool, tile_kernel, winograd_weights
+from dilconv._native import calls, kernels, pool, tile_kernel
 from dilconv._spec import ConvSpec
 
 #: The weight transform matrix of F(2x2, 3x3) (Lavin & Gray, eq. 9).
@@ -44,25 +44,40 @@ def transform_weights(w: np.ndarray, spec: ConvSpec, p: blocked.Plan) -> np.ndar
     """
     c, width = spec.in_channels, p.vectors * p.lanes
     w = np.ascontiguousarray(w, dtype=spec.dtype)
-    o, item = spec.out_channels, spec.dtype.itemsize
     packed = np.empty((len(p.out_blocks), 16, c, width), dtype=spec.dtype)
-    blocks = []
     for k, (o0, o1) in enumerate(p.out_blocks):
-        whole, tail = divmod(o1 - o0, p.lanes)
-        filled = (whole + (tail > 0)) * p.lanes
+        filled = math.ceil((o1 - o0) / p.lanes) * p.lanes
         packed[k, :, :, filled:] = 0  # vectors past the block's channels
-        fn = winograd_weights.weight_function(spec.dtype, p.lanes, tail)
-        blocks.append((fn, k, o0, whole))
-
-    def block(bounds: tuple[int, int]) -> None:
-        c0, c1 = bounds
-        for fn, k, o0, whole in blocks:
-            w_at = w.ctypes.data + (c0 * o + o0) * item
-            u_at = packed[k].ctypes.data + c0 * width * item
-            fn(w_at, u_at, c1 - c0, c * o, o, c * width, width, whole)
-
-    pool.parallel_map(block, p.in_blocks)
+    bound = calls.Binding(w=w, U=packed)
+    pool.parallel_map(bound.run, weight_calls(spec, p))
     return packed
+
+
+@functools.lru_cache(maxsize=128)
+def weight_calls(spec: ConvSpec, p: blocked.Plan) -> tuple[tuple[calls.Call, ...], ...]:
+    """The weight transform's calls, one tuple per block of input channels (shared
+    among threads), with slots ``w`` (the HWIO weights) and ``U`` (the packing)."""
+    c, o, width = spec.in_channels, spec.out_channels, p.vectors * p.lanes
+    shares = []
+    for c0, c1 in p.in_blocks:
+        share = []
+        for k, (o0, o1) in enumerate(p.out_blocks):
+            whole, tail = divmod(o1 - o0, p.lanes)
+            kernel = kernels.weights(spec.dtype, p.lanes, tail)
+            share.append(
+                kernel.call(
+                    w=calls.Slot("w", c0 * o + o0),
+                    packed=calls.Slot("U", (k * 16 * c + c0) * width),
+                    channels=c1 - c0,
+                    w_tap=c * o,
+                    w_channel=o,
+                    u_position=c * width,
+                    u_channel=width,
+                    vectors=whole,
+                )
+            )
+        shares.append(tuple(share))
+    return tuple(shares)
 
 
 @functools.lru_cache(maxsize=128)
@@ -111,44 +126,49 @@ def _product_tables(
     return rows, tuple(runs)
 
 
-ProductCall = tuple[tile_kernel.TileFunction, tuple[int, ...]]
-
-
-def product_calls(tiles: int, packed: np.ndarray, spec: ConvSpec) -> list[list[ProductCall]]:
+@functools.lru_cache(maxsize=128)
+def product_calls(spec: ConvSpec, tiles: int) -> tuple[tuple[calls.Call, ...], ...]:
     """The tile-loop calls computing ``M[p] = V[p] @ U[p]`` for a band of ``tiles`` tiles.
 
-    One list of calls per block of input channels (``product_plan(spec).in_blocks``),
+    One tuple of calls per block of input channels (``product_plan(spec).in_blocks``),
     run when ``V`` holds that block's channels; the first block's calls store ``M``,
-    the others add to it. Each call is ``(function, arguments)`` with the ``V`` and
-    ``M`` addresses as offsets from the band's buffers (added by
-    :func:`run_products`): everything else is fixed per call, so a band costs only
-    the calls themselves.
+    the others add to it. Slots ``V``, ``U`` (:func:`transform_weights`) and ``M``;
+    each call holds its tables, so it is fixed per spec and remembered.
     """
     p = product_plan(spec)
-    c, o, item = spec.in_channels, spec.out_channels, spec.dtype.itemsize
+    c, o = spec.in_channels, spec.out_channels
     width = p.vectors * p.lanes
-    blocks: list[list[ProductCall]] = []
+    blocks: list[tuple[calls.Call, ...]] = []
     for i, (c0, c1) in enumerate(p.in_blocks):
         rows, runs = _product_tables(tiles, c1 - c0, c, o, width, p.pixels)
-        calls: list[ProductCall] = []
+        block: list[calls.Call] = []
         for pixels, columns in runs:
             for b, (o0, o1) in enumerate(p.out_blocks):
                 vectors = math.ceil((o1 - o0) / p.lanes)
                 tail = (o1 - o0) % p.lanes
-                fn = tile_kernel.tile_function(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)
-                w_at = packed[b].ctypes.data + c0 * width * item
-                args = (0, w_at, o0 * item, rows.ctypes.data, 16, columns.ctypes.data)
-                rest = (len(columns), c1 - c0, 0, 0, width, 1, 16 * (c1 - c0), 0, 0, 16 * o)
-                calls.append((fn, args + rest))
-        blocks.append(calls)
-    return blocks
-
-
-def run_products(calls: list[ProductCall], v_address: int, m_address: int) -> None:
-    """Run one block's :func:`product_calls` on the band whose ``V`` and ``M`` start
-    at these addresses."""
-    for fn, (v_off, w_at, m_off, *rest) in calls:
-        fn(v_address + v_off, w_at, m_address + m_off, *rest)
+                kernel = kernels.tiles(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)
+                block.append(
+                    kernel.call(
+                        x=calls.Slot("V"),
+                        w=calls.Slot("U", (b * 16 * c + c0) * width),
+                        out=calls.Slot("M", o0),
+                        rows=calls.Ref(rows),
+                        n_rows=16,
+                        columns=calls.Ref(columns),
+                        n_columns=len(columns),
+                        channels=c1 - c0,
+                        w_row=0,
+                        w_col=0,
+                        w_channel=width,
+                        x_channel=1,
+                        x_pixel=16 * (c1 - c0),
+                        x_tap_row=0,
+                        x_tap_col=0,
+                        out_pixel=16 * o,
+                    )
+                )
+        blocks.append(tuple(block))
+    return tuple(blocks)
 
 
 def packed_bytes(spec: ConvSpec) -> int:

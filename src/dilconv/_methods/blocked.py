@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from dilconv._native import pool, tile_kernel
+from dilconv._native import calls, kernels, pool, tile_kernel
 from dilconv._spec import ConvSpec
 
 #: The dtypes compiled.
@@ -238,28 +238,17 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         return y
     x = np.ascontiguousarray(x, dtype=spec.dtype)
     packed = pack_weights(np.asarray(w, dtype=spec.dtype), spec, plan(spec))
-    x_at, w_at, y_at = x.ctypes.data, packed.ctypes.data, y.ctypes.data
-
-    def run(calls: list[TileCall]) -> None:
-        for fn, x_off, w_off, y_off, rest in calls:
-            fn(x_at + x_off, w_at + w_off, y_at + y_off, *rest)
-
-    pool.parallel_map(run, tile_calls(spec, thread_count(spec)).shares)
+    bound = calls.Binding(x=x, w=packed, out=y)
+    pool.parallel_map(bound.run, tile_calls(spec, thread_count(spec)).shares)
     return y
-
-
-#: One call of the tile loop: the function, the byte offsets of its input, packed
-#: weights and output from the arrays' starts, and its remaining arguments.
-TileCall = tuple[tile_kernel.TileFunction, int, int, int, tuple[int, ...]]
 
 
 @dataclasses.dataclass(frozen=True)
 class TileCalls:
-    """Each thread's calls, with the tables whose addresses they hold (kept alive here,
-    however the layouts' own cache evicts)."""
+    """Each thread's calls of the tile loop, with slots ``x`` (the NHWC input), ``w``
+    (:func:`pack_weights`) and ``out`` (the NHWC output); each call holds its tables."""
 
-    tables: tuple[np.ndarray, ...]
-    shares: list[list[TileCall]]
+    shares: tuple[tuple[calls.Call, ...], ...]
 
 
 @functools.lru_cache(maxsize=128)
@@ -267,9 +256,9 @@ def tile_calls(spec: ConvSpec, threads: int) -> TileCalls:
     """The tile-loop calls of each thread's share of the output rows (remembered).
 
     A share runs every group, output block, input block (in order: later blocks
-    add to the output) and tile width over its rows. Everything but the arrays'
-    addresses is fixed per spec, so a call costs only the compiled loops and a
-    few Python operations per tile-loop call.
+    add to the output) and tile width over its rows. Everything but the arrays
+    bound to the slots is fixed per spec, so a call costs only the compiled loops
+    and a few Python operations per tile-loop call.
     """
     lay = layout(spec)
     return region_calls(spec, lay.rows, lay.columns, threads)
@@ -285,42 +274,40 @@ def region_calls(
     the rows split among ``threads`` shares: all of the output, or any part of it."""
     p = plan(spec)
     cg, og, c, o = spec.in_per_group, spec.out_per_group, spec.in_channels, spec.out_channels
-    item, pitch = spec.dtype.itemsize, spec.in_hw[1]
+    pitch = spec.in_hw[1]
     (dh, dw), (kh, kw) = spec.dilation, spec.kernel_hw
     width = p.vectors * p.lanes
     w_tap = cg * width
-    block_bytes = kh * kw * cg * width * item  # one (group, output block) of the packing
-    rows_at, row_bytes = rows.ctypes.data, rows.strides[0]
+    block = kh * kw * cg * width  # elements of one (group, output block) of the packing
     bounds = [len(rows) * k // threads for k in range(threads + 1)]
     shares = []
     for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
-        calls: list[TileCall] = []
+        share: list[calls.Call] = []
         for pixels, table in columns if r1 > r0 else ():
             for g in range(spec.groups):
                 for b, (o0, o1) in enumerate(p.out_blocks):
                     vectors = math.ceil((o1 - o0) / p.lanes)
                     tail = (o1 - o0) % p.lanes
                     for i, (c0, c1) in enumerate(p.in_blocks):
-                        fn = tile_kernel.tile_function(
-                            spec.dtype, pixels, vectors, p.lanes, tail, i > 0
+                        kernel = kernels.tiles(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)
+                        call = kernel.call(
+                            x=calls.Slot("x", g * cg + c0),
+                            w=calls.Slot("w", (g * len(p.out_blocks) + b) * block + c0 * width),
+                            out=calls.Slot("out", g * og + o0),
+                            rows=calls.Ref(rows[r0:r1]),
+                            n_rows=r1 - r0,
+                            columns=calls.Ref(table),
+                            n_columns=len(table),
+                            channels=c1 - c0,
+                            w_row=kw * w_tap,
+                            w_col=w_tap,
+                            w_channel=width,
+                            x_channel=1,
+                            x_pixel=spec.stride[1] * c,
+                            x_tap_row=dh * pitch * c,
+                            x_tap_col=dw * c,
+                            out_pixel=o,
                         )
-                        rest = (
-                            rows_at + r0 * row_bytes,
-                            r1 - r0,
-                            table.ctypes.data,
-                            len(table),
-                            c1 - c0,
-                            kw * w_tap,
-                            w_tap,
-                            width,
-                            1,
-                            spec.stride[1] * c,
-                            dh * pitch * c,
-                            dw * c,
-                            o,
-                        )
-                        x_off = (g * cg + c0) * item
-                        w_off = (g * len(p.out_blocks) + b) * block_bytes + c0 * width * item
-                        calls.append((fn, x_off, w_off, (g * og + o0) * item, rest))
-        shares.append(calls)
-    return TileCalls((rows, *(table for _, table in columns)), shares)
+                        share.append(call)
+        shares.append(tuple(share))
+    return TileCalls(tuple(shares))

@@ -52,10 +52,9 @@ from dilconv._methods._winograd_products import (
     packed_bytes,
     product_calls,
     product_plan,
-    run_products,
     transform_weights,
 )
-from dilconv._native import pool, winograd_kernel
+from dilconv._native import calls, kernels, pool, winograd_kernel
 from dilconv._spec import ConvSpec
 
 #: The dtypes compiled.
@@ -210,15 +209,13 @@ def direct_calls(spec: ConvSpec, threads: int) -> blocked.TileCalls | None:
         (every.rows[single[flat % ho]], every.columns),
         (every.rows[~single[flat % ho]], blocked.column_tables(spec, pixels, cols)),
     ]
-    tables: list[np.ndarray] = []
-    shares: list[list[blocked.TileCall]] = [[] for _ in range(threads)]
+    shares: list[list[calls.Call]] = [[] for _ in range(threads)]
     for rows, columns in parts:
         if len(rows) and columns:
             part = blocked.region_calls(spec, np.ascontiguousarray(rows), columns, threads)
-            tables.extend(part.tables)
-            for share, calls in zip(shares, part.shares, strict=True):
-                share.extend(calls)
-    return blocked.TileCalls(tuple(tables), shares)
+            for share, more in zip(shares, part.shares, strict=True):
+                share.extend(more)
+    return blocked.TileCalls(tuple(tuple(share) for share in shares))
 
 
 def thread_count(spec: ConvSpec) -> int:
@@ -238,13 +235,79 @@ def workspace_bytes(spec: ConvSpec) -> int:
     return packed_bytes(spec) + direct + thread_count(spec) * scratch * spec.dtype.itemsize
 
 
-def aligned_empty(size: int, dtype: np.dtype) -> np.ndarray:
-    """``np.empty(size)`` starting on a 64-byte boundary (a cache line: whole-vector
-    loads and stores that never straddle two lines)."""
-    item = np.dtype(dtype).itemsize
-    raw = np.empty(size + 64 // item, dtype=dtype)
-    skip = (-raw.ctypes.data % 64) // item
-    return raw[skip : skip + size]
+@dataclasses.dataclass(frozen=True)
+class BandCalls:
+    """Per band ``(r0, r1, s0, s1)`` of an image, its calls in order: for each block of
+    input channels the input transform then the products, then the output transform.
+
+    Slots: ``x`` and ``y`` (the image's input and output, NHWC), ``zeros`` (a row of
+    zeros), ``U`` (:func:`transform_weights`), ``V`` and ``M`` (a thread's scratch,
+    :func:`scratch`) and ``sink`` (a scratch row). Each call holds its tables.
+    """
+
+    bands: tuple[tuple[int, int, int, int], ...]
+    steps: tuple[tuple[calls.Call, ...], ...]
+
+
+@functools.lru_cache(maxsize=64)
+def band_calls(spec: ConvSpec) -> BandCalls:
+    """The :class:`BandCalls` of ``spec`` (remembered: the same for every call)."""
+    lay = layout(spec)
+    o, width = spec.out_channels, lanes(spec)
+    in_blocks = product_plan(spec).in_blocks
+    products = {
+        tiles: product_calls(spec, tiles)
+        for tiles in {(r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in lay.bands}
+    }
+    backward = kernels.transform(spec.dtype, width, o % width, "output")
+    per_band = []
+    for r0, r1, s0, s1 in lay.bands:
+        steps: list[calls.Call] = []
+        for (c0, c1), block in zip(in_blocks, products[(r1 - r0) * (s1 - s0)], strict=True):
+            forward = kernels.transform(spec.dtype, width, (c1 - c0) % width, "input")
+            steps.append(
+                forward.call(
+                    source=calls.Slot("x", c0),
+                    spare=calls.Slot("zeros"),
+                    target=calls.Slot("V"),
+                    rows=calls.Ref(lay.in_rows[r0:r1]),
+                    n_rows=r1 - r0,
+                    columns=calls.Ref(lay.in_cols[s0:s1]),
+                    n_columns=s1 - s0,
+                    vectors=(c1 - c0) // width,
+                    tile=16 * (c1 - c0),
+                    position=c1 - c0,
+                )
+            )
+            steps.extend(block)
+        steps.append(
+            backward.call(
+                source=calls.Slot("M"),
+                spare=calls.Slot("sink"),
+                target=calls.Slot("y"),
+                rows=calls.Ref(lay.out_rows[r0:r1]),
+                n_rows=r1 - r0,
+                columns=calls.Ref(lay.out_cols[s0:s1]),
+                n_columns=s1 - s0,
+                vectors=o // width,
+                tile=16 * o,
+                position=o,
+            )
+        )
+        per_band.append(tuple(steps))
+    return BandCalls(lay.bands, tuple(per_band))
+
+
+def scratch(spec: ConvSpec) -> dict[str, np.ndarray]:
+    """A thread's ``V`` (one block of input channels) and ``M`` for the largest band,
+    tile by tile (a tile's 16 vectors of channels are one contiguous run, which the
+    transforms write or read in one pass), and its ``sink`` row."""
+    tiles, o = layout(spec).band_tiles, spec.out_channels
+    return {
+        "V": calls.aligned_empty(16 * tiles * block_channels(spec), spec.dtype),
+        "M": calls.aligned_empty(16 * tiles * o, spec.dtype),
+        "sink": np.empty(math.ceil(o / lanes(spec)) * lanes(spec), dtype=spec.dtype),
+    }
 
 
 def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -261,77 +324,27 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         return y
     x = np.ascontiguousarray(x, dtype=spec.dtype)
     packed = transform_weights(w, spec, product_plan(spec))
-    lay = layout(spec)
-    bands = [(image, *band) for image in range(n) for band in lay.bands]
+    plan = band_calls(spec)
+    bands = [(image, k) for image in range(n) for k in range(len(plan.bands))]
     threads = thread_count(spec)
     # the threads take the bands one at a time from one iterator (its next() is one
     # step under the GIL): a thread that starts late, or is slowed, takes fewer
     # (the wave layer, bands split in advance: 30 or 39 ms, as a worker started late)
     shared = iter(bands)
-    shares = [shared] * threads
-    width = lanes(spec)
-    in_blocks = product_plan(spec).in_blocks
-    forward = {
-        size % width: winograd_kernel.transform_function(spec.dtype, width, size % width, "input")
-        for size in {c1 - c0 for c0, c1 in in_blocks}
-    }
-    backward = winograd_kernel.transform_function(spec.dtype, width, o % width, "output")
-    zeros = np.zeros(math.ceil(max(c, 1) / width) * width, dtype=spec.dtype)
+    zeros = np.zeros(math.ceil(max(c, 1) / lanes(spec)) * lanes(spec), dtype=spec.dtype)
 
-    x_at, zeros_at, item = x.ctypes.data, zeros.ctypes.data, spec.dtype.itemsize
-    y_at = y.ctypes.data
-    image_x, image_y = x[0].size * item, y[0].size * item
-    rows_in, cols_in = lay.in_rows.ctypes.data, lay.in_cols.ctypes.data
-    rows_out, cols_out = lay.out_rows.ctypes.data, lay.out_cols.ctypes.data
-    sizes = {(r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in lay.bands}
-    calls = {tiles: product_calls(tiles, packed, spec) for tiles in sizes}
+    def run(share: Iterator[tuple[int, int]]) -> None:
+        bound = calls.Binding(U=packed, zeros=zeros, **scratch(spec))
+        current = -1
+        for image, k in share:
+            if image != current:  # the bands of an image come one after another
+                bound.set(x=x[image], y=y[image])
+                current = image
+            bound.run(plan.steps[k])
 
-    def run(share: Iterator[tuple[int, int, int, int, int]]) -> None:
-        # V (one block of input channels) and M of a band, tile by tile: a tile's 16
-        # vectors of channels are one contiguous run, which the transforms write or
-        # read in one pass
-        v_buf = aligned_empty(16 * lay.band_tiles * block_channels(spec), spec.dtype)
-        m_buf = aligned_empty(16 * lay.band_tiles * o, spec.dtype)
-        sink = np.empty(math.ceil(o / width) * width, dtype=spec.dtype)
-        v_at, m_at, sink_at = v_buf.ctypes.data, m_buf.ctypes.data, sink.ctypes.data
-        for image, r0, r1, s0, s1 in share:
-            band_calls = calls[(r1 - r0) * (s1 - s0)]
-            for (c0, c1), block_calls in zip(in_blocks, band_calls, strict=True):
-                forward[(c1 - c0) % width](
-                    x_at + image * image_x + c0 * item,
-                    zeros_at,
-                    v_at,
-                    rows_in + r0 * 32,
-                    r1 - r0,
-                    cols_in + s0 * 32,
-                    s1 - s0,
-                    (c1 - c0) // width,
-                    16 * (c1 - c0),
-                    c1 - c0,
-                )
-                run_products(block_calls, v_at, m_at)
-            backward(
-                m_at,
-                sink_at,
-                y_at + image * image_y,
-                rows_out + r0 * 16,
-                r1 - r0,
-                cols_out + s0 * 16,
-                s1 - s0,
-                o // width,
-                16 * o,
-                o,
-            )
-
-    pool.parallel_map(run, shares)
+    pool.parallel_map(run, [shared] * threads)
     direct = direct_calls(spec, threads)
     if direct is not None:
         weights = blocked.pack_weights(np.asarray(w, dtype=spec.dtype), spec, blocked.plan(spec))
-        w_at = weights.ctypes.data
-
-        def run_direct(tile_calls: list[blocked.TileCall]) -> None:
-            for fn, x_off, w_off, y_off, rest in tile_calls:
-                fn(x_at + x_off, w_at + w_off, y_at + y_off, *rest)
-
-        pool.parallel_map(run_direct, direct.shares)
+        pool.parallel_map(calls.Binding(x=x, w=weights, out=y).run, direct.shares)
     return y

@@ -1,0 +1,191 @@
+"""The compiled functions as :class:`~dilconv._native.calls.Kernel` objects.
+
+Each signature declares the arguments of one IR builder (whose ``ARGUMENTS``
+names must match it, checked on import) by kind, and each extents function says
+which elements of each array argument the machine code touches, from the
+call's integers and descriptor tables, exactly as the IR computes its addresses:
+the checked mode (:mod:`~dilconv._native.calls`) compares them with the arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from dilconv._native import tile_kernel, winograd_kernel, winograd_weights
+from dilconv._native.calls import Kernel, Param, Signature
+
+Span = tuple[int, int] | None
+Reader = Callable[[str, int], np.ndarray]
+
+
+def _signature(function: str, names: tuple[str, ...], kinds: Mapping[str, str]) -> Signature:
+    """``names`` (an IR builder's ``ARGUMENTS``), each ``"int"`` unless in ``kinds``."""
+    if not set(kinds) <= set(names):
+        raise RuntimeError(f"{function}: {sorted(set(kinds) - set(names))} not in {names}")
+    return Signature(function, tuple(Param(n, kinds.get(n, "int")) for n in names))
+
+
+TILES = _signature(
+    "tiles",
+    tile_kernel.ARGUMENTS,
+    {"x": "array", "w": "array", "out": "array", "rows": "table", "columns": "table"},
+)
+TRANSFORM = _signature(
+    "winograd transform",
+    winograd_kernel.ARGUMENTS,
+    {"source": "array", "spare": "array", "target": "array", "rows": "table", "columns": "table"},
+)
+WEIGHTS = _signature(
+    "winograd weights", winograd_weights.ARGUMENTS, {"w": "array", "packed": "array"}
+)
+
+
+def _span(count: int, step: int) -> tuple[int, int]:
+    """Lowest and highest of ``k * step`` for ``k`` in ``range(count)`` (count >= 1)."""
+    last = (count - 1) * step
+    return min(0, last), max(0, last)
+
+
+def _range_span(first: np.ndarray, stop: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per entry, lowest and highest of ``k * step`` for ``k`` in ``[first, stop)``."""
+    a, b = first * step, (stop - 1) * step
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+def _tile_extents(
+    ints: Mapping[str, int],
+    read: Reader,
+    *,
+    pixels: int,
+    lanes: int,
+    vectors: int,
+    tail: int,
+) -> dict[str, Span]:
+    """The tile loop (:func:`~dilconv._native.tile_kernel._ir_source`): for every row
+    ``r`` and tile ``t`` it stores ``pixels`` runs of ``width`` outputs, and, for the
+    kernel rows and columns in their ranges and ``channels`` channels, loads a
+    weight run and ``pixels`` inputs."""
+    n_rows, n_cols, channels = ints["n_rows"], ints["n_columns"], ints["channels"]
+    if n_rows <= 0 or n_cols <= 0:
+        return {"x": None, "w": None, "out": None}
+    rows = read("rows", n_rows * tile_kernel.ROW_FIELDS).reshape(n_rows, -1)
+    cols = read("columns", n_cols * tile_kernel.FIELDS).reshape(n_cols, -1)
+    width = (vectors - 1) * lanes + (tail or lanes)
+    p_lo, p_hi = _span(pixels, ints["out_pixel"])
+    out = (
+        int(rows[:, 1].min() + cols[:, 1].min()) + p_lo,
+        int(rows[:, 1].max() + cols[:, 1].max()) + p_hi + width,
+    )
+    live_r, live_c = rows[:, 3] > rows[:, 2], cols[:, 3] > cols[:, 2]
+    if channels <= 0 or not live_r.any() or not live_c.any():
+        return {"x": None, "w": None, "out": out}
+    rows, cols = rows[live_r], cols[live_c]
+    c_lo, c_hi = _span(channels, ints["x_channel"])
+    q_lo, q_hi = _span(pixels, ints["x_pixel"])
+    ry_lo, ry_hi = _range_span(rows[:, 2], rows[:, 3], ints["x_tap_row"])
+    cx_lo, cx_hi = _range_span(cols[:, 2], cols[:, 3], ints["x_tap_col"])
+    x = (
+        int((rows[:, 0] + ry_lo).min() + (cols[:, 0] + cx_lo).min()) + c_lo + q_lo,
+        int((rows[:, 0] + ry_hi).max() + (cols[:, 0] + cx_hi).max()) + c_hi + q_hi + 1,
+    )
+    wc_lo, wc_hi = _span(channels, ints["w_channel"])
+    wy_lo, wy_hi = _range_span(rows[:, 2], rows[:, 3], ints["w_row"])
+    wx_lo, wx_hi = _range_span(cols[:, 2], cols[:, 3], ints["w_col"])
+    w = (
+        int((rows[:, 4] + wy_lo).min() + wx_lo.min()) + wc_lo,
+        int((rows[:, 4] + wy_hi).max() + wx_hi.max()) + wc_hi + width,
+    )
+    return {"x": x, "w": w, "out": out}
+
+
+def _pixel_span(rows: np.ndarray, cols: np.ndarray, width: int) -> Span:
+    """Elements touched from the image offsets ``row + col`` of every pixel whose row
+    and column offsets are both inside (``>= 0``), ``width`` from each."""
+    r, c = rows[rows >= 0], cols[cols >= 0]
+    if len(r) == 0 or len(c) == 0:
+        return None
+    return int(r.min() + c.min()), int(r.max() + c.max()) + width
+
+
+def _transform_extents(
+    ints: Mapping[str, int], read: Reader, *, kind: str, lanes: int, tail: int
+) -> dict[str, Span]:
+    """The tile transforms (:mod:`~dilconv._native.winograd_kernel`): per tile, the
+    16 (or 4) image pixels inside, the 16 positions of its ``V`` (or ``M``) run,
+    and the spare row for pixels outside."""
+    n_rows, n_cols = ints["n_rows"], ints["n_columns"]
+    if n_rows <= 0 or n_cols <= 0:
+        return {"source": None, "spare": None, "target": None}
+    span = 4 if kind == "input" else 2
+    rows = read("rows", n_rows * span)
+    cols = read("columns", n_cols * span)
+    width = ints["vectors"] * lanes + tail
+    t_lo, t_hi = _span(n_rows * n_cols, ints["tile"])
+    p_lo, p_hi = _span(16, ints["position"])
+    planes = (t_lo + p_lo, t_hi + p_hi + width)
+    image = _pixel_span(rows, cols, width)
+    if kind == "input":
+        return {"source": image, "spare": (0, width), "target": planes}
+    return {"source": planes, "spare": (0, width), "target": image}
+
+
+def _weight_extents(
+    ints: Mapping[str, int], read: Reader, *, lanes: int, tail: int
+) -> dict[str, Span]:
+    """The weight transform (:mod:`~dilconv._native.winograd_weights`): per channel,
+    9 taps of ``vectors`` (and a masked tail) read, 16 positions of whole vectors
+    written."""
+    del read
+    channels, vectors = ints["channels"], ints["vectors"]
+    if channels <= 0:
+        return {"w": None, "packed": None}
+    c_lo, c_hi = _span(channels, ints["w_channel"])
+    t_lo, t_hi = _span(9, ints["w_tap"])
+    u_lo, u_hi = _span(channels, ints["u_channel"])
+    q_lo, q_hi = _span(16, ints["u_position"])
+    return {
+        "w": (c_lo + t_lo, c_hi + t_hi + vectors * lanes + tail),
+        "packed": (u_lo + q_lo, u_hi + q_hi + (vectors + (tail > 0)) * lanes),
+    }
+
+
+@functools.cache
+def tiles(
+    dtype: np.dtype, pixels: int, vectors: int, lanes: int, tail: int, accumulate: bool
+) -> Kernel:
+    """The tile loop of :mod:`~dilconv._native.tile_kernel` for these parameters
+    (one per compiled function, kept for the process like its machine code)."""
+    dtype = np.dtype(dtype)
+    fn = tile_kernel.tile_function(dtype, pixels, vectors, lanes, tail, accumulate)
+    label = (
+        f"tiles({dtype}, pixels={pixels}, vectors={vectors}, lanes={lanes}, tail={tail}, "
+        f"accumulate={accumulate})"
+    )
+    extents = functools.partial(
+        _tile_extents, pixels=pixels, lanes=lanes, vectors=vectors, tail=tail
+    )
+    return Kernel(label, TILES, fn, dtype, extents)
+
+
+@functools.cache
+def transform(dtype: np.dtype, lanes: int, tail: int, kind: str) -> Kernel:
+    """The ``kind`` ("input" or "output") tile transform of
+    :mod:`~dilconv._native.winograd_kernel`."""
+    dtype = np.dtype(dtype)
+    fn = winograd_kernel.transform_function(dtype, lanes, tail, kind)
+    label = f"winograd {kind} transform({dtype}, lanes={lanes}, tail={tail})"
+    extents = functools.partial(_transform_extents, kind=kind, lanes=lanes, tail=tail)
+    return Kernel(label, TRANSFORM, fn, dtype, extents)
+
+
+@functools.cache
+def weights(dtype: np.dtype, lanes: int, tail: int) -> Kernel:
+    """The weight transform of :mod:`~dilconv._native.winograd_weights`."""
+    dtype = np.dtype(dtype)
+    fn = winograd_weights.weight_function(dtype, lanes, tail)
+    label = f"winograd weights({dtype}, lanes={lanes}, tail={tail})"
+    extents = functools.partial(_weight_extents, lanes=lanes, tail=tail)
+    return Kernel(label, WEIGHTS, fn, dtype, extents)
