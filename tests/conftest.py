@@ -21,6 +21,15 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+# the native modules' second pass in checked mode (tools/run_tests.py)
+settings.register_profile(
+    "checked",
+    derandomize=True,
+    max_examples=20,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 settings.register_profile(
     "dev",
     max_examples=30,

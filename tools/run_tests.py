@@ -5,10 +5,16 @@ long pytest process, TensorFlow's ``Conv2DBackpropFilter`` kernel has crashed th
 whole process (SIGSEGV/SIGABRT) depending on which tests ran before it. One process
 per module keeps a crash to the module that caused it and makes every run
 independent of test order. With arguments, pytest runs once with exactly those.
+
+Then the native methods' modules (:data:`CHECKED`) run once more in checked mode
+(``DILCONV_CHECK=1``: every call into machine code first checks the memory it will
+touch), with fewer hypothesis examples and a shorter stress run to bound the time;
+``DILCONV_CHECKED_RUN=0`` skips that pass.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -19,16 +25,43 @@ ROOT = Path(__file__).resolve().parent.parent
 COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|deselected)")
 
 
-def targets() -> list[list[str]]:
-    """Each test module alone, then the doctests of the package and the README."""
+#: The modules of the native methods, run a second time in checked mode.
+CHECKED = (
+    "tests/test_blocked.py",
+    "tests/test_winograd.py",
+    "tests/test_threads.py",
+    "tests/test_grad_weight_taps.py",
+    "tests/test_transpose.py",
+    "tests/test_native_calls.py",
+    "tests/test_stress.py",
+)
+
+#: The checked pass's environment: checked mode, the "checked" hypothesis profile
+#: (derandomised, 20 examples), a 10-second stress run.
+CHECKED_ENV = {
+    "DILCONV_CHECK": "1",
+    "HYPOTHESIS_PROFILE": "checked",
+    "DILCONV_STRESS_SECONDS": "10",
+}
+
+
+def targets() -> list[tuple[list[str], dict[str, str]]]:
+    """Each test module alone, then the doctests of the package and the README, then
+    the native modules in checked mode: (pytest arguments, environment additions)."""
     modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py"))
-    return [[m] for m in modules] + [["src/dilconv", "README.md"]]
+    plain: list[tuple[list[str], dict[str, str]]] = [([m], {}) for m in modules]
+    plain.append((["src/dilconv", "README.md"], {}))
+    if os.environ.get("DILCONV_CHECKED_RUN", "1") == "0":
+        return plain
+    return plain + [([m], CHECKED_ENV) for m in CHECKED if (ROOT / m).is_file()]
 
 
-def run(target: list[str], extra: list[str]) -> tuple[int, dict[str, int]]:
+def run(target: list[str], extra: list[str], env: dict[str, str]) -> tuple[int, dict[str, int]]:
     """Run pytest on one target, echoing its output; return its status and counts."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra, *target]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, **env}
+    )
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
     counts: dict[str, int] = {}
@@ -47,13 +80,14 @@ def main(argv: list[str]) -> int:
     totals: dict[str, int] = {}
     broken: list[str] = []
     start = time.monotonic()
-    for target in targets():
-        print(f"\n=== {' '.join(target)} ===", flush=True)
-        status, counts = run(target, argv)
+    for target, env in targets():
+        label = " ".join(target) + (" (checked mode)" if env else "")
+        print(f"\n=== {label} ===", flush=True)
+        status, counts = run(target, argv, env)
         for key, value in counts.items():
             totals[key] = totals.get(key, 0) + value
         if status != 0:  # 5 (no tests collected) is a failure too
-            broken.append(f"{' '.join(target)} (exit {status})")
+            broken.append(f"{label} (exit {status})")
     minutes = (time.monotonic() - start) / 60
     print(f"\n=== {len(targets())} pytest runs in {minutes:.1f} min ===")
     for item in broken:
