@@ -25,7 +25,7 @@ settings.register_profile(
 settings.register_profile(
     "checked",
     derandomize=True,
-    max_examples=20,
+    max_examples=10,
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

@@ -37,7 +37,7 @@ CHECKED = (
 )
 
 #: The checked pass's environment: checked mode, the "checked" hypothesis profile
-#: (derandomised, 20 examples), a 10-second stress run.
+#: (derandomised, 10 examples), a 10-second stress run.
 CHECKED_ENV = {
     "DILCONV_CHECK": "1",
     "HYPOTHESIS_PROFILE": "checked",

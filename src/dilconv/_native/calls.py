@@ -85,12 +85,14 @@ class Signature:
     function: str
     params: tuple[Param, ...]
     names: tuple[str, ...] = dataclasses.field(init=False)
+    name_set: frozenset[str] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         for p in self.params:
             if p.kind not in KINDS:
                 raise ValueError(f"{self.function}: kind of {p.name!r} must be one of {KINDS}")
         object.__setattr__(self, "names", tuple(p.name for p in self.params))
+        object.__setattr__(self, "name_set", frozenset(self.names))
 
 
 class Ref(NamedTuple):
@@ -153,7 +155,7 @@ class Call:
 
     def __init__(self, kernel: Kernel, arguments: Mapping[str, Ref | Slot | int]) -> None:
         sig = kernel.signature
-        if len(arguments) != len(sig.names) or not all(n in arguments for n in sig.names):
+        if arguments.keys() != sig.name_set:
             missing = [n for n in sig.names if n not in arguments]
             unknown = [n for n in arguments if n not in sig.names]
             raise TypeError(
@@ -165,6 +167,9 @@ class Call:
         for position, (name, kind) in enumerate(sig.params):
             value = arguments[name]
             if kind == "int":
+                if type(value) is int:
+                    fixed.append(value)
+                    continue
                 if isinstance(value, (Ref, Slot)) or not isinstance(value, (int, np.integer)):
                     raise TypeError(f"{kernel.label}: {name!r} must be an int, not {value!r}")
                 fixed.append(int(value))
