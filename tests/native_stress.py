@@ -5,7 +5,7 @@ not pytest), or by hand for a longer run::
 
     DILCONV_THREADS=2 python -m tests.native_stress --seconds 600 --threads 6
 
-(or ``DILCONV_STRESS_SECONDS=600 python -m pytest tests/test_stress.py``).
+(or ``DILCONV_STRESS_SECONDS=600 python -m pytest --timeout=0 tests/test_stress.py``).
 
 Each worker thread draws small random calls (sizes 3-16, 1-8 channels,
 dilations 1-4, strides 1-2, float32/float64, and int64 for ``compiled``) of one
