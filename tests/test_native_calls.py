@@ -13,7 +13,7 @@ import pytest
 
 import dilconv
 from dilconv._methods import _winograd_products, blocked, winograd
-from dilconv._native import calls, kernels
+from dilconv._native import calls, kernels, pool
 from dilconv._spec import make_spec
 from tests.tolerance import assert_close
 
@@ -153,3 +153,43 @@ def test_a_call_holds_its_tables_after_every_cache_lets_go() -> None:
     gc.collect()
     assert alive() is not None
     assert not products[0][0].arguments[3].array.flags.writeable
+
+
+CACHES = (
+    blocked.plan,
+    blocked.layout,
+    blocked.tile_calls,
+    winograd.layout,
+    winograd.band_calls,
+    winograd.direct_calls,
+    _winograd_products.product_plan,
+    _winograd_products.product_calls,
+    _winograd_products.weight_calls,
+    _winograd_products._product_tables,
+)
+
+
+@pytest.mark.parametrize("method", ["blocked", "winograd"])
+def test_evicting_every_cache_during_a_call_changes_nothing(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As another thread's calls would: every cache emptied, and the freed memory
+    written over, between building a call's plan and running it."""
+    real = pool.parallel_map
+
+    def evicting(fn: object, items: object) -> None:
+        for cache in CACHES:
+            cache.cache_clear()
+        gc.collect()
+        junk = [np.full(n, 2**40, dtype=np.int64) for n in range(1, 200) for _ in range(4)]
+        real(fn, items)  # type: ignore[arg-type]
+        del junk
+
+    monkeypatch.setattr(pool, "parallel_map", evicting)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 6, 13, 11))
+    w = rng.standard_normal((7, 6, 3, 3))
+    got = dilconv.conv2d(x, w, dilation=2, padding=1, method=method)
+    monkeypatch.setattr(pool, "parallel_map", real)
+    want = dilconv.conv2d(x, w, dilation=2, padding=1, method="direct")
+    assert_close(got, want, magnitude=dilconv.conv2d(np.abs(x), np.abs(w), dilation=2, padding=1))
