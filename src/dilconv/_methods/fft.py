@@ -10,7 +10,6 @@ refused (the answer would not be exact).
 from __future__ import annotations
 
 import numpy as np
-from scipy import fft as sfft
 
 from dilconv._kernel import dilate_taps
 from dilconv._padding import pad_spatial
@@ -18,12 +17,16 @@ from dilconv._spec import ConvSpec
 
 
 def _lengths(spec: ConvSpec) -> tuple[int, int]:
+    from scipy import fft as sfft  # imported on first use, like every part of SciPy
+
     ph, pw = spec.padded_hw
     return sfft.next_fast_len(ph, real=True), sfft.next_fast_len(pw, real=True)
 
 
 def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Zero-padded cross-correlation of NHWC ``x`` with HWIO ``w`` by FFT."""
+    from scipy import fft as sfft
+
     fh, fw = _lengths(spec)
     (eh, ew), (ph, pw) = spec.effective_kernel_hw, spec.padded_hw
     (sh, sw), (ho, wo) = spec.stride, spec.out_hw

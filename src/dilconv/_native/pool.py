@@ -14,20 +14,15 @@ back, 3.7 instead of 6.4 after a 30 ms pause, on this 2-core virtual machine).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
-from scipy.linalg import blas
 
 from dilconv._native import spin
-
-_GEMM: dict[np.dtype, Callable[..., np.ndarray]] = {
-    np.dtype(np.float32): blas.sgemm,
-    np.dtype(np.float64): blas.dgemm,
-}
 
 _controller: Any = None
 _blas_lock = threading.Lock()
@@ -190,6 +185,16 @@ def single_threaded_blas() -> Iterator[None]:
             yield
 
 
+@functools.lru_cache(maxsize=4)
+def _gemm(dtype: np.dtype) -> Callable[..., np.ndarray] | None:
+    """BLAS ``gemm`` for ``dtype`` (float32, float64), or None; SciPy loaded on first use."""
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        return None
+    from scipy.linalg import blas
+
+    return blas.sgemm if dtype == np.float32 else blas.dgemm
+
+
 def accumulate_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     """``out += a @ b`` for 2-D arrays, in place, without a temporary where BLAS allows.
 
@@ -198,7 +203,7 @@ def accumulate_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     (``out.T += b.T @ a.T``, all Fortran-ordered views); otherwise the product is
     formed and added.
     """
-    gemm = _GEMM.get(out.dtype)
+    gemm = _gemm(out.dtype)
     if (
         gemm is not None
         and a.dtype == out.dtype
