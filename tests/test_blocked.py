@@ -9,7 +9,7 @@ import pytest
 
 import dilconv
 from dilconv._methods import blocked
-from dilconv._native import tile_kernel
+from dilconv._native import compiler, disk_cache, tile_kernel
 from dilconv._spec import make_spec
 from tests.tolerance import assert_close
 
@@ -87,7 +87,7 @@ def test_compiled_tiles_are_kept_on_disk(tmp_path: Path, monkeypatch: pytest.Mon
         def no_optimiser(*args: object) -> None:
             raise AssertionError("the IR was optimised again instead of loaded")
 
-        llvm, _ = tile_kernel._llvm()
+        llvm, _ = compiler._llvm()
         monkeypatch.setattr(llvm, "create_pass_builder", no_optimiser)
         tile_kernel._FUNCTIONS.clear()
         second = dilconv.conv2d(x, w, method="blocked", **options)
@@ -104,13 +104,15 @@ def test_an_unwritable_cache_only_costs_compile_time(
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     monkeypatch.setenv("DILCONV_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr(disk_cache, "_WARNED", set())  # as in a fresh process
     assert tile_kernel.cache_dir() is None
     saved = dict(tile_kernel._FUNCTIONS)
     try:
         tile_kernel._FUNCTIONS.clear()
         x = np.ones((1, 4, 6, 3), np.float32)
         w = np.ones((3, 3, 3, 2), np.float32)
-        y = dilconv.conv2d(x, w, padding=0, data_format="NHWC", method="blocked")
+        with pytest.warns(disk_cache.CacheWarning, match="cannot be created"):
+            y = dilconv.conv2d(x, w, padding=0, data_format="NHWC", method="blocked")
     finally:
         tile_kernel._FUNCTIONS.clear()
         tile_kernel._FUNCTIONS.update(saved)

@@ -96,13 +96,13 @@ def spin_function() -> SpinFunction | None:
     try:
         import llvmlite.binding as llvm
 
-        from dilconv._native import tile_kernel
+        from dilconv._native import compiler
 
         llvm.initialize_native_target()
         x86 = llvm.get_default_triple().split("-")[0] in ("x86_64", "i386", "i686")
-        with tile_kernel.COMPILING:
+        with compiler.COMPILING:
             source = _ir_source(pause=x86)
-            return tile_kernel.compile_function(source, "spin", 3, ctypes.c_int64)
+            return compiler.compile_function(source, "spin", 3, ctypes.c_int64)
     except (ImportError, RuntimeError, OSError):
         return None
 

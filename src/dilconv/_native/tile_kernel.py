@@ -21,22 +21,22 @@ those ranges reads real input.
 
 The functions are compiled once per ``(dtype, pixels, vectors, tail, accumulate)``
 in a process (40-70 ms each here; the machine code is kept on disk, see
-:func:`cache_dir`, so a later process loads it instead) and called through
+:mod:`dilconv._native.disk_cache`, so a later process loads it instead) and called through
 ``ctypes``, which releases the GIL, so rows can be shared among threads.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import hashlib
-import os
-import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# The compiler and its cache live in their own modules; these names stay here too.
+from dilconv._native.compiler import COMPILING as COMPILING
+from dilconv._native.compiler import compile_function as compile_function
+from dilconv._native.disk_cache import cache_dir as cache_dir
 
 #: Integers per column descriptor: x offset, out offset, first tap, one past the
 #: last tap (kernel columns, for a tile of a row).
@@ -65,26 +65,8 @@ ARGUMENTS = (
     "out_pixel",  # elements between a tile's pixels in the output (O)
 )
 
-#: Names the optimisation settings in the disk cache's keys (change it with them).
-PIPELINE = "O3, no vectorisers, no unrolling"
-
 TileFunction = Callable[..., None]
 Value = Any  # an llvmlite IR value
-
-
-@functools.lru_cache(maxsize=1)
-def _llvm() -> tuple[Any, Any]:
-    """The llvmlite binding and a target machine for the host CPU."""
-    import llvmlite.binding as llvm
-
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    target = llvm.Target.from_default_triple()
-    features = llvm.get_host_cpu_features().flatten()
-    machine = target.create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=features, opt=3, jit=True
-    )
-    return llvm, machine
 
 
 @functools.lru_cache(maxsize=1)
@@ -255,28 +237,7 @@ def _ir_source(
     return str(module)
 
 
-_ENGINES: list[object] = []  # compiled code lives as long as its engine
 _FUNCTIONS: dict[tuple[object, ...], TileFunction] = {}
-#: LLVM's compiler is not to be entered by two threads.
-COMPILING = threading.Lock()
-
-
-def cache_dir() -> Path | None:
-    """Where compiled tile loops are kept between processes, or None if nowhere writable.
-
-    ``$DILCONV_CACHE_DIR``, else ``$XDG_CACHE_HOME/dilconv``, else ``~/.cache/dilconv``.
-    """
-    env = os.environ.get("DILCONV_CACHE_DIR")
-    if env:
-        path = Path(env)
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        path = Path(base) / "dilconv"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    return path if os.access(path, os.W_OK) else None
 
 
 def tile_function(
@@ -286,7 +247,7 @@ def tile_function(
 
     ``tail``: output channels in the last vector when it is partly used (0: full);
     ``accumulate``: add to the output instead of overwriting it. Compiled once per
-    process, its machine code kept on disk (:func:`cache_dir`) for the next one.
+    process, its machine code kept on disk (:func:`disk_cache.cache_dir`) for the next one.
     """
     key = (np.dtype(dtype), pixels, vectors, lanes, tail, accumulate)
     found = _FUNCTIONS.get(key)
@@ -296,51 +257,3 @@ def tile_function(
         if key not in _FUNCTIONS:
             _FUNCTIONS[key] = compile_function(_ir_source(*key), "tiles", len(ARGUMENTS))
     return _FUNCTIONS[key]
-
-
-def compile_function(
-    source: str, name: str, arguments: int, returns: Any = None
-) -> Callable[..., Any]:
-    """Function ``name`` of LLVM IR ``source``, compiled for this CPU (or loaded from disk).
-
-    Every argument is an int64 (pointers as addresses); ``returns`` is the ctypes
-    result type (None: void). The caller holds the compile lock. The object code is
-    kept in :func:`cache_dir`, keyed by the IR, the LLVM version, the CPU and
-    :data:`PIPELINE`.
-    """
-    llvm, machine = _llvm()
-    host = f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
-    settings = f"{llvm.llvm_version_info} {host} {PIPELINE}"
-    digest = hashlib.sha256(f"{settings}\n{source}".encode()).hexdigest()
-    folder = cache_dir()
-    path = None if folder is None else folder / f"{name}-{digest[:40]}.o"
-    cached = path.read_bytes() if path is not None and path.is_file() else None
-    module = llvm.parse_assembly(source)
-    module.verify()
-    if cached is None:
-        tuning = llvm.create_pipeline_tuning_options(speed_level=3)
-        # The vectors are explicit, and the sums must stay in registers: LLVM's
-        # vectorisers, and its unroller (which copies the channel loop for unit
-        # strides), would spill them to the stack.
-        tuning.loop_vectorization = False
-        tuning.slp_vectorization = False
-        tuning.loop_unrolling = False
-        builder = llvm.create_pass_builder(machine, tuning)
-        builder.getModulePassManager().run(module, builder)
-    engine = llvm.create_mcjit_compiler(module, machine)
-
-    def compiled(_module: object, code: bytes) -> None:
-        if path is not None:
-            partial = path.with_suffix(f".{os.getpid()}.part")
-            try:
-                partial.write_bytes(code)
-                partial.replace(path)
-            except OSError:
-                partial.unlink(missing_ok=True)
-
-    engine.set_object_cache(compiled, lambda _module: cached)
-    engine.finalize_object()
-    _ENGINES.append(engine)
-    address = engine.get_function_address(name)
-    prototype = ctypes.CFUNCTYPE(returns, *[ctypes.c_int64] * arguments)
-    return prototype(address)
