@@ -13,19 +13,24 @@ back, 3.7 instead of 6.4 after a 30 ms pause, on this 2-core virtual machine).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
 from typing import Any
 
 import numpy as np
 
-from dilconv._native import spin
+from dilconv._native import forksafe, spin
 
 _controller: Any = None
-_blas_lock = threading.Lock()
+#: Held while BLAS is limited to one thread (released again in a forked child).
+_blas_lock = forksafe.ForkSafeLock()
 
 
 def num_threads() -> int:
@@ -39,6 +44,95 @@ def num_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class Job:
+    """One :meth:`WorkerPool.map`: its items, its own completion count and error.
+
+    Workers hold the job they took items from, so a worker still busy with an
+    item of a job its caller abandoned (interrupted by Ctrl+C) counts that item
+    against that job only, never against a later one.
+    """
+
+    def __init__(self, fn: Callable[[Any], None], items: list[Any]) -> None:
+        self.fn = fn
+        self.items = items
+        self.next = 0
+        self.pending = len(items)
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        #: What the caller's frames held, kept while abandoned items still run.
+        self.keep: list[dict[str, Any]] = []
+        if not items:
+            self.done.set()
+
+    def _take(self) -> int | None:
+        with self.lock:
+            if self.next >= len(self.items):
+                return None
+            self.next += 1
+            return self.next - 1
+
+    def _finished(self, count: int) -> bool:
+        """Count ``count`` items as finished; True when that completed the job."""
+        with self.lock:
+            self.pending -= count
+            last = self.pending == 0
+        if last:
+            self.done.set()
+        return last
+
+    def run(self) -> bool:
+        """Run items of this job until none is left to take; True when this thread
+        finished its last item (the job is then complete)."""
+        last = False
+        while (index := self._take()) is not None:
+            try:
+                self.fn(self.items[index])
+            except BaseException as err:  # handed to the caller, which re-raises it
+                with self.lock:
+                    self.error = self.error or err
+                self.cancel()
+            finally:
+                last = self._finished(1)
+        return last
+
+    def cancel(self) -> None:
+        """Let no further item start (items already running finish on their own)."""
+        with self.lock:
+            untaken = len(self.items) - self.next
+            self.next = len(self.items)
+        if untaken:
+            self._finished(untaken)
+
+    def wait(self) -> None:
+        """Until every item has finished or was cancelled; a signal handler's
+        exception (KeyboardInterrupt) interrupts the wait."""
+        while not self.done.wait(WAIT_SLICE):
+            pass
+
+
+#: Seconds between two looks at a job's completion while waiting for it (the
+#: wait is interruptible anyway; this only bounds how long a missed wake-up costs).
+WAIT_SLICE = 0.1
+#: Seconds the interpreter's exit waits for workers still inside an item.
+EXIT_WAIT = 2.0
+
+
+def _callers_locals(frame: FrameType | None) -> list[dict[str, Any]]:
+    """Copies of the local variables of ``frame`` and of every frame that called it.
+
+    Items of an abandoned job go on running native code, which may read and write
+    arrays that only the interrupted callers' variables held (the output, packed
+    weights, tables passed as addresses). The job keeps these copies until its
+    last running item ends, so no such array is freed under it.
+    """
+    kept = []
+    while frame is not None:
+        kept.append(dict(frame.f_locals))
+        frame = frame.f_back
+    return kept
+
+
 class WorkerPool:
     """Threads that share the items of one :meth:`map` at a time with its caller.
 
@@ -46,85 +140,125 @@ class WorkerPool:
     until the next job. One job runs at a time; a caller that finds the pool busy
     (another thread's job, or a job started from inside a job) runs its items
     itself, so concurrent callers never wait on each other or oversubscribe.
+
+    The main thread hands every item to the workers and waits for its job, so that
+    Ctrl+C (KeyboardInterrupt) interrupts it at once, however long one item runs;
+    the abandoned job is cancelled (no further item starts) and its running items
+    finish in the background, touching nothing of later jobs. Other threads run
+    items themselves beside the workers.
     """
 
     def __init__(self) -> None:
         self._generation = np.zeros(1, dtype=np.int64)  # bumped for every job
         self._wake = threading.Condition()
-        self._state = threading.Lock()
-        self._finished = threading.Condition(self._state)
         self._busy = threading.Lock()
-        self._job: tuple[Callable[[Any], None], list[Any]] = (lambda item: None, [])
-        self._next = 0
-        self._pending = 0
-        self._error: BaseException | None = None
-        self._workers = 0
-
-    def _take(self) -> tuple[Callable[[Any], None], Any] | None:
-        with self._state:
-            fn, items = self._job
-            if self._next >= len(items):
-                return None
-            self._next += 1
-            return fn, items[self._next - 1]
-
-    def _work(self) -> None:
-        """Run items of the current job until none is left."""
-        while (taken := self._take()) is not None:
-            fn, item = taken
-            try:
-                fn(item)
-            except BaseException as err:  # handed to the caller, which re-raises it
-                with self._state:
-                    self._error = self._error or err
-            finally:
-                with self._state:
-                    self._pending -= 1
-                    if self._pending == 0:
-                        self._finished.notify_all()
+        self._job: Job | None = None
+        self._threads: list[threading.Thread] = []
+        self._running = 0  # workers inside an item
+        self._closed = False
 
     def _loop(self) -> None:
         seen = int(self._generation[0])
+        last = False
         while True:
-            now = spin.wait_for_change(self._generation, seen, spin.spin_seconds())
+            # The worker that completes a job sleeps at once instead of spinning:
+            # the job's caller, waking up, then finds its CPU free.
+            patience = 0.0 if last else spin.spin_seconds()
+            now = spin.wait_for_change(self._generation, seen, patience)
             if now == seen:
                 with self._wake:
                     while int(self._generation[0]) == seen:
                         self._wake.wait()
                 now = int(self._generation[0])
             seen = now
-            self._work()
+            with self._wake:
+                if self._closed:
+                    return
+                job = self._job
+                self._running += 1
+            try:
+                last = job is not None and job.run()
+            finally:
+                with self._wake:
+                    self._running -= 1
+                    self._wake.notify_all()
+
+    def _publish(self, job: Job | None) -> None:
+        with self._wake:
+            self._job = job
+            self._generation[0] += 1
+            self._wake.notify_all()
 
     def map(self, fn: Callable[[Any], None], items: list[Any], workers: int) -> None:
-        """``fn(item)`` for every item, on the caller and up to ``workers`` threads."""
-        if not self._busy.acquire(blocking=False):
+        """``fn(item)`` for every item, on up to ``workers`` threads besides the caller."""
+        if self._closed or not self._busy.acquire(blocking=False):
             for item in items:
                 fn(item)
             return
+        job = Job(fn, items)
         try:
-            while self._workers < workers:
-                name = f"dilconv-{self._workers}"
-                threading.Thread(target=self._loop, name=name, daemon=True).start()
-                self._workers += 1
-            with self._state:
-                self._job, self._next, self._error = (fn, items), 0, None
-                self._pending = len(items)
-            with self._wake:
-                self._generation[0] += 1
-                self._wake.notify_all()
-            self._work()
-            with self._state:
-                while self._pending:
-                    self._finished.wait()
-                error, self._error = self._error, None
-                self._job = (lambda item: None, [])
-            if error is not None:
-                raise error
+            main = threading.current_thread() is threading.main_thread()
+            self._start(workers + 1 if main else workers)
+            self._publish(job)
+            if not main:
+                job.run()
+            try:
+                job.wait()
+            except BaseException:
+                job.cancel()
+                if not job.done.is_set():
+                    job.keep = _callers_locals(sys._getframe(1))
+                raise
         finally:
+            with self._wake:
+                if self._job is job:
+                    self._job = None
             self._busy.release()
+        if job.error is not None:
+            raise job.error
+
+    def _start(self, count: int) -> None:
+        while len(self._threads) < count:
+            name = f"dilconv-{len(self._threads)}"
+            thread = threading.Thread(target=self._loop, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self, timeout: float = EXIT_WAIT) -> None:
+        """Stop the workers: cancel the job, wake them, and wait (at most ``timeout``
+        seconds) until none is inside an item. Later maps run on the caller."""
+        with self._wake:
+            self._closed = True
+            job = self._job
+        if job is not None:
+            job.cancel()
+        self._publish(None)
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while self._running and (left := deadline - time.monotonic()) > 0:
+                self._wake.wait(left)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 _POOL = WorkerPool()
+
+
+def _close_at_exit() -> None:
+    # Workers still inside native code (BLAS, compiled loops) while the interpreter
+    # and the libraries tear down could crash the process; let their items end.
+    _POOL.close()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's workers do not exist here, and its job (if any) never ends here.
+    global _POOL, _controller
+    _POOL = WorkerPool()
+    _controller = None
+
+
+atexit.register(_close_at_exit)
+forksafe.after_fork_in_child(_after_fork_in_child)
 
 
 def parallel_map(fn: Callable[[Any], None], items: Iterable[Any]) -> None:

@@ -1,0 +1,223 @@
+"""Processes and signals: fork, Dask process workers, Ctrl+C and interpreter exit.
+
+Each case runs in a child process with a timeout, so that a hang or a crash fails
+the test instead of blocking or killing pytest. Inputs are small integers, whose
+float32 sums are exact in any order, so every result is compared for equality
+with :data:`PRELUDE`'s ``reference`` (plain NumPy, no dilconv).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PRELUDE = """
+import json, os, signal, sys, threading, time
+import numpy as np
+import dilconv
+from dilconv._native import pool, tile_kernel
+
+
+def reference(x, w, d):
+    kh, kw = w.shape[:2]
+    ph, pw = (kh - 1) * d // 2, (kw - 1) * d // 2
+    xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    h, wd = x.shape[1:3]
+    y = np.zeros((*x.shape[:3], w.shape[3]), x.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            y += xp[:, a * d : a * d + h, b * d : b * d + wd, :] @ w[a, b]
+    return y
+
+
+def problem(size, channels, taps=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, (1, size, size, channels)).astype(np.float32)
+    w = rng.integers(-2, 3, (taps, taps, channels, channels)).astype(np.float32)
+    return x, w
+
+
+def exact(method, size, channels, dilation=2):
+    x, w = problem(size, channels)
+    y = dilconv.conv2d(x, w, padding="same", dilation=dilation, data_format="NHWC", method=method)
+    return bool(np.array_equal(y, reference(x, w, dilation)))
+
+
+#: Threaded calls (big enough to share among two threads) of the native paths.
+CHECKS = [("tap_gemm", 160, 24), ("blocked", 160, 24), ("compiled", 1100, 1), ("winograd", 96, 16)]
+
+
+def hold_locks_and_pool():
+    '''Threads that hold the BLAS lock, the compile lock, and the pool's job.'''
+    release, holding = threading.Event(), threading.Barrier(4)
+
+    def hold(lock):
+        with lock:
+            holding.wait()
+            release.wait()
+
+    def busy_pool():
+        pool.parallel_map(lambda i: (i == 0 and holding.wait(), release.wait()), range(4))
+
+    for target, args in ((hold, (pool._blas_lock,)), (hold, (tile_kernel.COMPILING,)),
+                         (busy_pool, ())):
+        threading.Thread(target=target, args=args, daemon=True).start()
+    holding.wait()
+    return release
+"""
+
+FORK = """
+import multiprocessing
+
+
+def child():
+    tile_kernel._FUNCTIONS.clear()  # compile again here, under the compile lock
+    sys.exit(0 if all([exact(*check) for check in CHECKS]) else 1)
+
+
+if __name__ == "__main__":
+    assert all(exact(*check) for check in CHECKS)  # workers started, code compiled
+    release = hold_locks_and_pool()
+    context = multiprocessing.get_context(sys.argv[1])
+    codes = []
+    for _ in range(2):
+        process = context.Process(target=child)
+        process.start()
+        process.join(120)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        codes.append(process.exitcode)
+    release.set()
+    print(json.dumps(codes))
+"""
+
+DASK = """
+import dask
+from distributed import Client, LocalCluster
+
+
+def check():
+    return os.getpid(), [exact(*check) for check in CHECKS[:3]]
+
+
+if __name__ == "__main__":
+    assert all(exact(*check) for check in CHECKS[:3])
+    release = hold_locks_and_pool()
+    with dask.config.set({"distributed.worker.multiprocessing-method": sys.argv[1]}):
+        with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                          dashboard_address=None, host="127.0.0.1") as cluster:
+            with Client(cluster) as client:
+                pid, results = client.submit(check, pure=False).result(timeout=120)
+    release.set()
+    print(json.dumps([pid != os.getpid(), *results]))
+"""
+
+#: A call whose shares run for seconds each (4096x4096 with 31x31 taps: about 4 s
+#: here; 256x256x96 with 9x9 taps: about 6 s), interrupted 0.3 s in.
+INTERRUPT = """
+method = sys.argv[1]
+if method == "compiled":
+    long_call, short_call = (4096, 1, 31), (1024, 1, 3)
+else:
+    long_call, short_call = (256, 96, 9), (128, 32, 3)
+options = dict(padding="same", data_format="NHWC", method=method)
+xs, ws = problem(*short_call)
+expected = reference(xs, ws, 2)
+assert np.array_equal(dilconv.conv2d(xs, ws, dilation=2, **options), expected)
+xb, wb = problem(*long_call)
+sent = []
+
+
+def interrupt():
+    sent.append(time.monotonic())
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+threading.Timer(0.3, interrupt).start()
+try:
+    dilconv.conv2d(xb, wb, **options)
+    delay = None  # finished before the signal came
+except KeyboardInterrupt:
+    delay = time.monotonic() - sent[0]
+wrong = [int((dilconv.conv2d(xs, ws, dilation=2, **options) != expected).sum())
+         for _ in range(20)]
+print(json.dumps({"delay": delay, "wrong": wrong}))
+"""
+
+EXIT = """
+calls = CHECKS
+for check in calls:
+    exact(*check)
+if sys.argv[1] == "during":  # another thread's threaded calls run at exit
+    def loop():
+        while True:
+            for check in calls:
+                exact(*check)
+
+    threading.Thread(target=loop, daemon=True).start()
+    time.sleep(0.3)
+else:  # the items of an interrupted call still run at exit
+    x, w = problem(4096, 1, 31)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        dilconv.conv2d(x, w, padding="same", data_format="NHWC", method="compiled")
+    except KeyboardInterrupt:
+        pass
+print("[]")
+"""
+
+
+def run_script(tmp_path: Path, body: str, *args: str, timeout: float = 300) -> object:
+    """Run :data:`PRELUDE` + ``body`` as a script with two threads; its last line, parsed."""
+    script = tmp_path / "child.py"
+    script.write_text(PRELUDE + body)
+    env = {**os.environ, "DILCONV_THREADS": "2"}
+    out = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+    assert out.returncode == 0, f"child exited with {out.returncode}: {out.stderr[-3000:]}"
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("start", ["fork", "forkserver"])
+def test_a_child_computes_though_the_parent_held_every_lock_at_the_fork(
+    start: str, tmp_path: Path
+) -> None:
+    """The parent holds the BLAS lock, the compile lock and a pool job at the fork
+    (before ``register_at_fork`` reset them, every forked child hung)."""
+    assert run_script(tmp_path, FORK, start) == [0, 0]
+
+
+@pytest.mark.parametrize("start", ["spawn", "fork"])
+def test_a_dask_process_worker_computes_exactly(start: str, tmp_path: Path) -> None:
+    assert run_script(tmp_path, DASK, start) == [True, True, True, True]
+
+
+@pytest.mark.parametrize("method", ["compiled", "blocked", "auto"])
+def test_ctrl_c_interrupts_a_long_call_and_later_calls_stay_exact(
+    method: str, tmp_path: Path
+) -> None:
+    """KeyboardInterrupt arrives while the call's shares still run (they take
+    seconds; it arrived after 2.5-3.6 s when the caller ran a share itself), and
+    the interrupted job's late workers never touch the next 20 calls."""
+    report = run_script(tmp_path, INTERRUPT, method)
+    assert isinstance(report, dict)
+    assert report["delay"] is not None, "the long call ended before the signal"
+    assert report["delay"] < 2.0
+    assert report["wrong"] == [0] * 20
+
+
+@pytest.mark.parametrize("when", ["during", "interrupted"])
+def test_the_interpreter_exits_cleanly_while_workers_are_busy(when: str, tmp_path: Path) -> None:
+    assert run_script(tmp_path, EXIT, when, timeout=120) == []
