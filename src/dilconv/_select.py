@@ -311,6 +311,31 @@ def _cheapest(spec: ConvSpec, limit: int, threads: int) -> str:
     return min(names, key=lambda name: estimate_seconds(name, spec))
 
 
+def explain(spec: ConvSpec) -> dict[str, str]:
+    """Each algorithm's standing for a lowered spec: its estimate, or why it is left out.
+
+    A remark on how an algorithm runs here (``compiled`` compiled in memory where
+    Numba cannot cache) follows its entry.
+    """
+    limit = get_workspace_limit()
+    notes = {}
+    for name, m in METHODS.items():
+        if name == "direct":
+            text = "the loop oracle, never chosen"
+        elif (reason := m.refusal(spec)) is not None:
+            text = f"refused: {reason}"
+        elif (need := m.workspace_bytes(spec)) > limit:
+            text = (
+                f"needs {need / 2**20:.1f} MiB of workspace, over the limit of "
+                f"{limit / 2**20:.1f} MiB"
+            )
+        else:
+            text = f"estimated {estimate_seconds(name, spec) * 1e3:.3g} ms"
+        remark = compiled.note() if name == "compiled" else None
+        notes[name] = text if remark is None else f"{text}; {remark}"
+    return notes
+
+
 def resolve_method(method: Any, spec: ConvSpec) -> str:
     """Check ``method`` against the registry and the spec; ``"auto"`` asks the model."""
     if not isinstance(method, str):

@@ -143,7 +143,8 @@ def choose_method(
     data_format: str = "NCHW",
     flip: bool = False,
     measure: bool = False,
-) -> str | tuple[str, dict[str, float]]:
+    explain: bool = False,
+) -> str | tuple[str, dict[str, float]] | tuple[str, dict[str, str]]:
     """The algorithm ``conv2d(method="auto")`` uses for these arguments.
 
     Algorithms that refuse the call (``"fft"`` on integers) or whose workspace
@@ -160,17 +161,26 @@ def choose_method(
         candidate after a 0.15 s pause that lets idle BLAS threads stop spinning)
         and return the fastest with the times, as
         :func:`scipy.signal.choose_conv_method` does.
+    explain : bool
+        If True, return the name with ``{name: text}``: each algorithm's estimated
+        time or why it is left out, and how it runs here where that matters (for
+        example ``compiled`` compiled in memory in every process, where Numba
+        cannot cache on disk). Not together with ``measure``.
 
     Returns
     -------
     str or (str, dict)
-        The method name; with ``measure=True``, the name and ``{name: seconds}``.
+        The method name; with ``measure=True``, the name and ``{name: seconds}``;
+        with ``explain=True``, the name and ``{name: text}``.
 
     Examples
     --------
     >>> import numpy as np
     >>> choose_method(np.ones((64, 64), np.float32), np.ones((3, 3), np.float32), dilation=4)
     'compiled'
+    >>> name, why = choose_method(np.ones((8, 8)), np.ones((3, 3)), explain=True)
+    >>> why["direct"]
+    'the loop oracle, never chosen'
     """
     options = {
         "stride": stride,
@@ -184,7 +194,13 @@ def choose_method(
     xa, wa, ba, spec = _array_spec(x, w, bias, **options)
     if not isinstance(measure, (bool, np.bool_)):
         raise TypeError(f"measure must be a bool, got {measure!r}")
+    if not isinstance(explain, (bool, np.bool_)):
+        raise TypeError(f"explain must be a bool, got {explain!r}")
+    if measure and explain:
+        raise ValueError("measure and explain cannot both be True; ask for one at a time")
     best = _select.resolve_method("auto", spec)
+    if explain:
+        return best, _select.explain(spec.lowered())
     if not measure:
         return best
     times = _select.measure(

@@ -9,8 +9,10 @@ cost is the same at every dilation and the only memory is the output. Rows of
 output are shared among threads (the loops release the GIL).
 
 The compiled loops are cached on disk after the first call on a machine (about
-a second to compile). Numba is a dependency; where it cannot be imported the
-method declines and ``"auto"`` chooses among the others.
+a second to compile); where Numba cannot cache (no writable source tree or home
+directory) they are compiled in memory in each process, and
+``choose_method(..., explain=True)`` says so. Numba is a dependency; where it
+cannot be imported the method declines and ``"auto"`` chooses among the others.
 """
 
 from __future__ import annotations
@@ -41,9 +43,22 @@ def _unavailable() -> str | None:
         return "Numba is not installed (pip install numba)"
     try:
         _loops()
-    except (ImportError, RuntimeError) as err:  # e.g. no writable cache directory
+    except (ImportError, RuntimeError) as err:
         return f"Numba could not be loaded: {err}"
     return None
+
+
+def note() -> str | None:
+    """How the loops run here, where that is worth saying (compiled in memory), or None."""
+    if _unavailable() is not None:
+        return None
+    problem = _loops().CACHE_PROBLEM
+    if problem is None:
+        return None
+    return (
+        "compiled in memory in every process (about a second), since Numba cannot cache "
+        f"on disk here: {problem}"
+    )
 
 
 def numba_available() -> bool:

@@ -2,7 +2,9 @@
 
 Every function here is compiled without the GIL (``nogil``), so the caller's own
 threads run them side by side, and cached on disk (``cache``), so a process pays
-the compilation once per machine. Each works on whole output rows ``[q0, q1)`` of
+the compilation once per machine; where Numba has nowhere to cache them (an
+unwritable source tree and home directory), they are compiled in memory in every
+process instead (:data:`CACHE_PROBLEM` says why). Each works on whole output rows ``[q0, q1)`` of
 the flattened ``(N * Ho)`` row index, which is how the caller splits the work.
 
 The arithmetic is a multiply-add per tap over the output columns where the tap
@@ -21,12 +23,37 @@ from typing import Any
 import numba
 import numpy as np
 
-#: The loops: without the GIL, cached on disk, no bounds checks, fused multiply-adds.
-_loop = numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"contract"})
+
+def _probe() -> None:  # pragma: no cover - decorated, never called
+    """Decorated with ``cache=True`` to learn whether Numba can cache this file's loops."""
+
+
+def _cache_problem() -> str | None:
+    """Why Numba cannot keep this file's loops on disk, or None.
+
+    Numba caches next to the source (``__pycache__``), else in ``NUMBA_CACHE_DIR``
+    or the user's cache directory; where none is writable, decorating with
+    ``cache=True`` raises.
+    """
+    try:
+        numba.njit(cache=True)(_probe)
+    except RuntimeError as err:
+        return str(err)
+    return None
+
+
+#: Why the loops are compiled in memory in every process (about a second) instead
+#: of once per machine, or None where Numba caches them on disk.
+CACHE_PROBLEM = _cache_problem()
+_CACHE = CACHE_PROBLEM is None
+
+#: The loops: without the GIL, cached on disk where possible, no bounds checks,
+#: fused multiply-adds.
+_loop = numba.njit(nogil=True, cache=_CACHE, boundscheck=False, fastmath={"contract"})
 #: The helpers, inlined into the loops that call them (a call per tap costs as much
 #: as the arithmetic of a short row).
 _inline = numba.njit(
-    nogil=True, cache=True, boundscheck=False, fastmath={"contract"}, inline="always"
+    nogil=True, cache=_CACHE, boundscheck=False, fastmath={"contract"}, inline="always"
 )
 
 
