@@ -42,8 +42,8 @@ def problem(size, channels, taps=3, seed=0):
     return x, w
 
 
-def exact(method, size, channels, dilation=2):
-    x, w = problem(size, channels)
+def exact(method, size, channels, dilation=2, dtype=np.float32):
+    x, w = (a.astype(dtype) for a in problem(size, channels))
     y = dilconv.conv2d(x, w, padding="same", dilation=dilation, data_format="NHWC", method=method)
     return bool(np.array_equal(y, reference(x, w, dilation)))
 
@@ -53,8 +53,10 @@ CHECKS = [("tap_gemm", 160, 24), ("blocked", 160, 24), ("compiled", 1100, 1), ("
 
 
 def hold_locks_and_pool():
-    '''Threads that hold the BLAS lock, the compile lock, and the pool's job.'''
-    release, holding = threading.Event(), threading.Barrier(4)
+    '''Threads that hold the BLAS lock, the compile locks, and the pool's job.'''
+    from numba.core.compiler_lock import global_compiler_lock
+
+    release, holding = threading.Event(), threading.Barrier(5)
 
     def hold(lock):
         with lock:
@@ -65,7 +67,7 @@ def hold_locks_and_pool():
         pool.parallel_map(lambda i: (i == 0 and holding.wait(), release.wait()), range(4))
 
     for target, args in ((hold, (pool._blas_lock,)), (hold, (tile_kernel.COMPILING,)),
-                         (busy_pool, ())):
+                         (hold, (global_compiler_lock,)), (busy_pool, ())):
         threading.Thread(target=target, args=args, daemon=True).start()
     holding.wait()
     return release
@@ -77,7 +79,9 @@ import multiprocessing
 
 def child():
     tile_kernel._FUNCTIONS.clear()  # compile again here, under the compile lock
-    sys.exit(0 if all([exact(*check) for check in CHECKS]) else 1)
+    checks = [exact(*check) for check in CHECKS]
+    checks.append(exact("compiled", 1100, 1, dtype=np.float64))  # a new Numba compilation
+    sys.exit(0 if all(checks) else 1)
 
 
 if __name__ == "__main__":
@@ -194,8 +198,9 @@ def run_script(tmp_path: Path, body: str, *args: str, timeout: float = 300) -> o
 def test_a_child_computes_though_the_parent_held_every_lock_at_the_fork(
     start: str, tmp_path: Path
 ) -> None:
-    """The parent holds the BLAS lock, the compile lock and a pool job at the fork
-    (before ``register_at_fork`` reset them, every forked child hung)."""
+    """The parent holds the BLAS lock, both compile locks (LLVM's, Numba's) and a
+    pool job at the fork (before ``register_at_fork`` reset them, every forked
+    child hung)."""
     assert run_script(tmp_path, FORK, start) == [0, 0]
 
 

@@ -18,10 +18,13 @@ tap).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numba
 import numpy as np
+
+from dilconv._native import forksafe
 
 
 def _probe() -> None:  # pragma: no cover - decorated, never called
@@ -41,6 +44,19 @@ def _cache_problem() -> str | None:
         return str(err)
     return None
 
+
+def _release_numba_compile_lock() -> None:
+    """In a forked child, a fresh Numba compile lock: one that another thread of the
+    parent held at the fork would never be released, and the child's first
+    compilation (a new dtype) would hang."""
+    from numba.core import compiler_lock
+
+    held = getattr(compiler_lock, "global_compiler_lock", None)
+    if held is not None and hasattr(held, "_lock"):
+        held._lock = threading.RLock()
+
+
+forksafe.after_fork_in_child(_release_numba_compile_lock)
 
 #: Why the loops are compiled in memory in every process (about a second) instead
 #: of once per machine, or None where Numba caches them on disk.
