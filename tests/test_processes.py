@@ -177,11 +177,13 @@ print("[]")
 """
 
 
-def run_script(tmp_path: Path, body: str, *args: str, timeout: float = 300) -> object:
-    """Run :data:`PRELUDE` + ``body`` as a script with two threads; its last line, parsed."""
+def run_script(
+    tmp_path: Path, body: str, *args: str, timeout: float = 300, threads: int = 2
+) -> object:
+    """Run :data:`PRELUDE` + ``body`` as a script on ``threads`` threads; its last line, parsed."""
     script = tmp_path / "child.py"
     script.write_text(PRELUDE + body)
-    env = {**os.environ, "DILCONV_THREADS": "2"}
+    env = {**os.environ, "DILCONV_THREADS": str(threads)}
     out = subprocess.run(
         [sys.executable, str(script), *args],
         capture_output=True,
@@ -209,14 +211,17 @@ def test_a_dask_process_worker_computes_exactly(start: str, tmp_path: Path) -> N
     assert run_script(tmp_path, DASK, start) == [True, True, True, True]
 
 
-@pytest.mark.parametrize("method", ["compiled", "blocked", "auto"])
+@pytest.mark.parametrize(
+    ("method", "threads"), [("compiled", 2), ("blocked", 2), ("auto", 2), ("compiled", 1)]
+)
 def test_ctrl_c_interrupts_a_long_call_and_later_calls_stay_exact(
-    method: str, tmp_path: Path
+    method: str, threads: int, tmp_path: Path
 ) -> None:
     """KeyboardInterrupt arrives while the call's shares still run (they take
-    seconds; it arrived after 2.5-3.6 s when the caller ran a share itself), and
+    seconds; it arrived after 2.5-3.6 s when the caller ran a share itself, and on
+    one thread ``compiled`` now runs its rows in pieces of 2**28 multiply-adds), and
     the interrupted job's late workers never touch the next 20 calls."""
-    report = run_script(tmp_path, INTERRUPT, method)
+    report = run_script(tmp_path, INTERRUPT, method, threads=threads)
     assert isinstance(report, dict)
     assert report["delay"] is not None, "the long call ended before the signal"
     assert report["delay"] < 2.0

@@ -154,6 +154,18 @@ def test_compiled_row_shares_cover_every_output_row_once(threads: int, batch: in
     assert compiled.row_plan(spec, threads) is plan  # built once per spec
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_compiled_long_calls_are_cut_into_short_pieces(threads: int) -> None:
+    spec = make_spec((2, 1, 3000, 3000), (1, 1, 21, 21), padding="same", dilation=2)
+    plan = compiled.row_plan(spec, threads)
+    rows = [end - start for start, end in plan.parts]
+    assert sum(rows) == 2 * 3000
+    assert len(rows) % threads == 0
+    per_row = compiled.work(spec) // (2 * 3000)
+    assert max(rows) * per_row <= compiled.PIECE_WORK + per_row
+    assert max(rows) - min(rows) <= 1
+
+
 @pytest.mark.skipif(not compiled.numba_available(), reason="Numba is not available")
 def test_compiled_results_do_not_depend_on_the_thread_count(
     monkeypatch: pytest.MonkeyPatch,

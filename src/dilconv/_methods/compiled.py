@@ -35,6 +35,12 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64))
 #: spends on about four million multiply-adds (timed on 128-512 pixel squares).
 PARALLEL_WORK = 2**22
 
+#: Multiply-adds in one piece of rows at most (tens of milliseconds on one core
+#: here). A longer call is cut into more pieces than threads, taken in turn: one
+#: thread running the pieces itself takes Ctrl+C between two of them, and the
+#: running pieces of an interrupted call end soon after it.
+PIECE_WORK = 2**28
+
 
 @functools.lru_cache(maxsize=1)
 def _unavailable() -> str | None:
@@ -120,6 +126,9 @@ class RowPlan(NamedTuple):
 def row_plan(spec: ConvSpec, threads: int) -> RowPlan:
     """The row shares and tap geometry of ``spec`` on ``threads`` threads (remembered).
 
+    One share per thread, or more, shorter ones where a share would exceed
+    :data:`PIECE_WORK`.
+
     Built once per spec: in a call of two milliseconds, building them again took
     0.1-0.2 ms when the interpreter's code was no longer in the CPU's caches.
 
@@ -132,10 +141,14 @@ def row_plan(spec: ConvSpec, threads: int) -> RowPlan:
     >>> small = make_spec((1, 1, 64, 64), (1, 1, 3, 3), padding="same", dilation=2)
     >>> row_plan(small, threads=2).parts  # too little work to hand to a second thread
     ((0, 64),)
+    >>> huge = make_spec((1, 1, 4096, 4096), (1, 1, 31, 31), padding="same")
+    >>> len(row_plan(huge, threads=2).parts)  # 16.1e9 multiply-adds: 31 pieces a thread
+    62
     """
     rows = spec.batch * spec.out_hw[0]
     shares = min(threads, rows) if threaded(spec) else 1
-    bounds = np.linspace(0, rows, shares + 1).astype(np.int64).tolist()
+    pieces = min(rows, shares * -(-work(spec) // (shares * PIECE_WORK)))
+    bounds = np.linspace(0, rows, max(shares, pieces) + 1).astype(np.int64).tolist()
     parts = tuple(zip(bounds[:-1], bounds[1:], strict=True))
     taps = column_taps(spec)
     for table in taps:  # shared by every later call of the spec
@@ -144,10 +157,15 @@ def row_plan(spec: ConvSpec, threads: int) -> RowPlan:
     return RowPlan(parts, geometry)
 
 
+def work(spec: ConvSpec) -> int:
+    """Multiply-adds of the call: output elements times taps."""
+    outputs = spec.batch * spec.out_hw[0] * spec.out_hw[1] * spec.out_channels
+    return outputs * spec.kernel_hw[0] * spec.kernel_hw[1]
+
+
 def threaded(spec: ConvSpec) -> bool:
     """True when the rows are shared among threads (enough work to pay for the hand-off)."""
-    work = spec.batch * spec.out_hw[0] * spec.out_hw[1] * spec.out_channels
-    return work * spec.kernel_hw[0] * spec.kernel_hw[1] >= PARALLEL_WORK
+    return work(spec) >= PARALLEL_WORK
 
 
 def workspace_bytes(spec: ConvSpec) -> int:
