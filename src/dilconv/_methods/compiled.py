@@ -62,8 +62,8 @@ def note() -> str | None:
     if problem is None:
         return None
     return (
-        "compiled in memory in every process (about a second), since Numba cannot cache "
-        f"on disk here: {problem}"
+        "compiled in memory in every process (its first call waits seconds), since Numba "
+        f"cannot cache on disk here: {problem}"
     )
 
 

@@ -58,7 +58,7 @@ def _release_numba_compile_lock() -> None:
 
 forksafe.after_fork_in_child(_release_numba_compile_lock)
 
-#: Why the loops are compiled in memory in every process (about a second) instead
+#: Why the loops are compiled in memory in every process (the first call waits seconds) instead
 #: of once per machine, or None where Numba caches them on disk.
 CACHE_PROBLEM = _cache_problem()
 _CACHE = CACHE_PROBLEM is None
