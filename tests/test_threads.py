@@ -179,3 +179,22 @@ def test_compiled_results_do_not_depend_on_the_thread_count(
         results.append(dilconv.conv2d(x, w, padding="same", dilation=4, method="compiled"))
     np.testing.assert_array_equal(results[1], results[0])
     np.testing.assert_array_equal(results[2], results[0])
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_idle_workers_hold_no_reference_to_the_last_call() -> None:
+    import gc
+    import weakref
+
+    class Payload:
+        pass
+
+    def call() -> weakref.ref[Payload]:
+        payload = Payload()
+        pool.parallel_map(lambda item: time.sleep(0.002) if payload else None, range(4))
+        return weakref.ref(payload)
+
+    ref = call()
+    time.sleep(0.05)  # the workers are back in their loops
+    gc.collect()
+    assert ref() is None

@@ -179,6 +179,7 @@ class WorkerPool:
             try:
                 last = job is not None and job.run()
             finally:
+                job = None  # an idle worker holds no call's arrays
                 with self._wake:
                     self._running -= 1
                     self._wake.notify_all()
