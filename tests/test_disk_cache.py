@@ -185,14 +185,10 @@ def test_a_directory_of_another_user_is_refused(tmp_path: Path) -> None:
     assert not entries(cache)
 
 
-def test_a_new_directory_is_private(tmp_path: Path) -> None:
+def test_a_new_directory_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "new" / "dilconv"
-    assert disk_cache.cache_dir() is not None  # the default location works here
-    os.environ["DILCONV_CACHE_DIR"] = str(cache)
-    try:
-        assert disk_cache.cache_dir() == cache
-    finally:
-        del os.environ["DILCONV_CACHE_DIR"]
+    monkeypatch.setenv("DILCONV_CACHE_DIR", str(cache))
+    assert disk_cache.cache_dir() == cache
     assert cache.stat().st_mode & 0o777 == 0o700
 
 

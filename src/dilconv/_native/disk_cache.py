@@ -31,7 +31,6 @@ import hashlib
 import os
 import stat
 import struct
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -186,6 +185,8 @@ def discard(path: Path) -> None:
 
 def write(entry: Slot, payload: bytes) -> None:
     """Store ``payload`` as ``entry`` atomically; on failure warn once and go on."""
+    import tempfile  # here, not at import: only a process that compiles writes
+
     try:
         fd, temporary = tempfile.mkstemp(
             dir=entry.path.parent, prefix=f".{entry.path.stem}-", suffix=".tmp"
