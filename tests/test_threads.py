@@ -198,3 +198,24 @@ def test_idle_workers_hold_no_reference_to_the_last_call() -> None:
     time.sleep(0.05)  # the workers are back in their loops
     gc.collect()
     assert ref() is None
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_the_main_thread_runs_items_only_once_their_key_proved_short() -> None:
+    def names(key: object) -> set[str]:
+        seen: set[str] = set()
+
+        def record(item: int) -> None:
+            time.sleep(0.002)
+            seen.add(threading.current_thread().name)
+
+        pool.parallel_map(record, range(40), key=key)
+        return seen
+
+    assert "MainThread" not in names(None)  # no key: the main thread only waits
+    key = ("test", object())
+    assert "MainThread" not in names(key)  # not known yet
+    assert pool._ITEM_SECONDS[key] < pool.SHORT_ITEM_SECONDS
+    assert "MainThread" in names(key)  # known to be short
+    pool._ITEM_SECONDS[key] = 2 * pool.SHORT_ITEM_SECONDS
+    assert "MainThread" not in names(key)

@@ -109,7 +109,9 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     else:
         kernel, args = loops.depthwise_rows, (x, taps, y)
     plan = row_plan(spec, pool.num_threads())
-    pool.parallel_map(lambda p: kernel(*args, *p, *plan.geometry), plan.parts)
+    pool.parallel_map(
+        lambda p: kernel(*args, *p, *plan.geometry), plan.parts, key=("compiled", spec)
+    )
     return y
 
 
