@@ -177,12 +177,12 @@ def test_evicting_every_cache_during_a_call_changes_nothing(
     written over, between building a call's plan and running it."""
     real = pool.parallel_map
 
-    def evicting(fn: object, items: object) -> None:
+    def evicting(fn: object, items: object, *, key: object = None) -> None:
         for cache in CACHES:
             cache.cache_clear()
         gc.collect()
         junk = [np.full(n, 2**40, dtype=np.int64) for n in range(1, 200) for _ in range(4)]
-        real(fn, items)  # type: ignore[arg-type]
+        real(fn, items, key=key)  # type: ignore[arg-type]
         del junk
 
     monkeypatch.setattr(pool, "parallel_map", evicting)

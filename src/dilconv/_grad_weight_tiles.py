@@ -178,7 +178,7 @@ def by_tiles(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
                         for width, column in columns
                     )
 
-    pool.parallel_map(run, range(count))
+    pool.parallel_map(run, range(count), key=("weight tiles", spec))
     for extra in outs[1:]:
         outs[0] += extra
     return outs[0]

@@ -49,7 +49,7 @@ def transform_weights(w: np.ndarray, spec: ConvSpec, p: blocked.Plan) -> np.ndar
         filled = math.ceil((o1 - o0) / p.lanes) * p.lanes
         packed[k, :, :, filled:] = 0  # vectors past the block's channels
     bound = calls.Binding(w=w, U=packed)
-    pool.parallel_map(bound.run, weight_calls(spec, p))
+    pool.parallel_map(bound.run, weight_calls(spec, p), key=("winograd weights", spec))
     return packed
 
 

@@ -239,7 +239,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=spec.dtype)
     packed = pack_weights(np.asarray(w, dtype=spec.dtype), spec, plan(spec))
     bound = calls.Binding(x=x, w=packed, out=y)
-    pool.parallel_map(bound.run, tile_calls(spec, thread_count(spec)).shares)
+    pool.parallel_map(bound.run, tile_calls(spec, thread_count(spec)).shares, key=("blocked", spec))
     return y
 
 

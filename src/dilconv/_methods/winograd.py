@@ -342,9 +342,11 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
                 current = image
             bound.run(plan.steps[k])
 
-    pool.parallel_map(run, [shared] * threads)
+    pool.parallel_map(run, [shared] * threads, key=("winograd", spec))
     direct = direct_calls(spec, threads)
     if direct is not None:
         weights = blocked.pack_weights(np.asarray(w, dtype=spec.dtype), spec, blocked.plan(spec))
-        pool.parallel_map(calls.Binding(x=x, w=weights, out=y).run, direct.shares)
+        pool.parallel_map(
+            calls.Binding(x=x, w=weights, out=y).run, direct.shares, key=("winograd edges", spec)
+        )
     return y
