@@ -88,7 +88,13 @@ def conv2d(
         ``"blocked"``, ``"winograd"``, ``"tap_gemm"``, ``"im2col"``, ``"space_to_batch"``,
         ``"fft"``
         (:data:`dilconv.METHODS`);
-        all give the same answer.
+        all give the same answer within rounding, each output's error
+        depending only on the input values it reads, except ``"fft"``, whose
+        rounding error, NaN and Inf spread over the whole output, and which
+        ``"auto"`` never picks unless the FFT is allowed (see
+        :func:`choose_method`). Where ``x``, ``w`` or ``bias`` hold NaN or Inf,
+        ``"auto"`` keeps to the methods that put them exactly where
+        ``"direct"`` does.
 
     Returns
     -------
@@ -127,7 +133,8 @@ def conv2d(
         data_format=data_format,
         flip=flip,
     )
-    return run_conv(xa, wa, ba, spec, _select.resolve_method(method, spec))
+    arrays = (xa, wa) if ba is None else (xa, wa, ba)
+    return run_conv(xa, wa, ba, spec, _select.resolve_method(method, spec, arrays))
 
 
 def choose_method(
@@ -148,7 +155,11 @@ def choose_method(
 
     Algorithms that refuse the call (``"fft"`` on integers) or whose workspace
     exceeds :func:`get_workspace_limit` are left out; the oracle ``"direct"`` is
-    never chosen. The rest are ranked by a cost model (seconds estimated from the
+    never chosen, nor ``"fft"`` unless it is allowed (``dilconv._select.ALLOW_FFT``,
+    off by default: its error at one output depends on every input value). With
+    NaN or Inf in the arrays, ``"winograd"`` and ``"dilated_kernel"`` are left out
+    (they would turn an Inf into NaN, or spread a NaN, where ``"direct"`` does not).
+    The rest are ranked by a cost model (seconds estimated from the
     sizes, with rates fitted by ``benchmarks/fit_cost_model.py``).
 
     Parameters
@@ -184,11 +195,14 @@ def choose_method(
     xa, wa, ba, spec = _array_spec(x, w, bias, **options)
     if not isinstance(measure, (bool, np.bool_)):
         raise TypeError(f"measure must be a bool, got {measure!r}")
-    best = _select.resolve_method("auto", spec)
+    arrays = (xa, wa) if ba is None else (xa, wa, ba)
+    best = _select.resolve_method("auto", spec, arrays)
     if not measure:
         return best
+    finite = _select.all_finite(arrays)
     times = _select.measure(
-        lambda name: run_conv(xa, wa, ba, spec, name), _select.candidates(spec.lowered())
+        lambda name: run_conv(xa, wa, ba, spec, name),
+        _select.candidates(spec.lowered(), finite=finite),
     )
     return min(times, key=times.__getitem__), times
 

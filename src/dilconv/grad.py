@@ -253,7 +253,7 @@ def conv2d_grad_weight(
         if method == "auto":  # im2col where it fits the workspace, else the cost model's
             fits = "im2col" in _select.candidates(swapped.lowered())
             preferred = "im2col" if fits else "auto"
-        name = _select.resolve_method(preferred, swapped)
+        name = _select.resolve_method(preferred, swapped, (xs, ks))
         dw = run_conv(xs, ks, None, swapped, name).transpose(1, 2, 0, 3)
     return weight_from_canonical(dw, spec)
 

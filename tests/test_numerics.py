@@ -1,0 +1,229 @@
+"""Never wrong: NaN, Inf and huge values land where the oracle puts them.
+
+Every method ``"auto"`` may choose is compared with ``"direct"`` element by
+element: NaN exactly where ``direct`` has NaN, the same Inf where it has Inf, and
+the finite values within the tolerance table, measured against the same call on
+absolute values (so a huge value may only disturb the outputs that read it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dilconv
+from dilconv import _select
+from dilconv._methods import METHODS
+from tests.strategies import Case, conv_cases
+from tests.tolerance import assert_close
+
+#: Every method "auto" may choose for some call (never the oracle, never the FFT).
+AUTO_METHODS = [m for m in METHODS if m != "direct" and m not in _select.NONLOCAL]
+#: Those "auto" may choose when the arrays hold NaN or Inf.
+NONFINITE_METHODS = [m for m in AUTO_METHODS if m not in _select.FINITE_ONLY]
+
+
+def assert_matches_direct(
+    actual: np.ndarray,
+    expected: np.ndarray,
+    magnitude: np.ndarray,
+    method: str,
+    padding_nan: bool = False,
+) -> None:
+    """NaN where ``expected`` has NaN, the same Inf where it has Inf, close elsewhere.
+
+    ``padding_nan``: the weights hold NaN or Inf, and a method that multiplies the
+    zero padding by them may give NaN (``0 * inf``) where ``direct``, which skips
+    taps in the padding, does not; NaN is then allowed anywhere.
+    """
+    assert actual.shape == expected.shape, method
+    assert actual.dtype == expected.dtype, method
+    nan = np.isnan(expected)
+    if padding_nan:
+        assert np.isnan(actual[nan]).all(), f"{method}: a NaN of direct is missing"
+        nan = nan | np.isnan(actual)
+    where = np.argwhere(np.isnan(actual) != nan)
+    assert where.size == 0, f"{method}: {len(where)} outputs differ in NaN, first at {where[0]}"
+    inf = np.isinf(expected) & ~nan
+    assert np.array_equal(actual[inf], expected[inf]), f"{method}: Inf outputs differ"
+    finite = ~(nan | inf)
+    assert_close(actual[finite], expected[finite], magnitude=magnitude[finite], context=method)
+
+
+def compare(x: np.ndarray, w: np.ndarray, bias: Any, methods: list[str], **options: Any) -> int:
+    """Check each method against ``direct``; returns how many took the call.
+
+    NumPy's warnings on NaN and Inf arithmetic are silenced: the values are the point.
+    """
+    with np.errstate(all="ignore"):
+        return _compare(x, w, bias, methods, **options)
+
+
+def _compare(x: np.ndarray, w: np.ndarray, bias: Any, methods: list[str], **options: Any) -> int:
+    expected = dilconv.conv2d(x, w, bias, method="direct", **options)
+    big = np.float64
+    magnitude = dilconv.conv2d(
+        np.abs(x).astype(big),
+        np.abs(w).astype(big),
+        None if bias is None else np.abs(bias).astype(big),
+        method="direct",
+        **options,
+    )
+    ran = 0
+    for method in methods:
+        try:
+            actual = dilconv.conv2d(x, w, bias, method=method, **options)
+        except ValueError:  # a method that does not take this call
+            continue
+        scale = magnitude
+        if method in ("winograd", "auto") and np.isfinite(w).all():
+            scale = np.maximum(magnitude, winograd_magnitude(x, w, bias, **options))
+        assert_matches_direct(actual, expected, scale, method, not np.isfinite(w).all())
+        ran += 1
+    return ran
+
+
+def winograd_magnitude(x: np.ndarray, w: np.ndarray, bias: Any, **options: Any) -> np.ndarray:
+    """Winograd's error scale: the ``|x|`` each output reads times its channel's largest ``|w|``.
+
+    Its transforms mix the taps of one output (``G w G^T``) and the inputs of one
+    tile, so one output's rounding is at the scale of every value it reads times
+    the largest weight, not of each value times its own weight: a huge value read
+    through a small weight disturbs that output by ``eps * huge * max |w|``. Still
+    local: values the output does not read play no part.
+    """
+    big = np.float64
+    flat = np.abs(w).astype(big)
+    per_out = flat.reshape(flat.shape[0], -1).max(axis=1) if w.ndim == 4 else flat.max()
+    if w.ndim == 4 and options.get("data_format", "NCHW") == "NHWC":
+        per_out = flat.reshape(-1, flat.shape[-1]).max(axis=0)
+    if w.ndim == 4:
+        shape = (-1, 1, 1, 1) if options.get("data_format", "NCHW") == "NCHW" else (1, 1, 1, -1)
+        tied = np.broadcast_to(np.reshape(per_out, shape), w.shape)
+    else:
+        tied = np.full(w.shape, per_out)
+    with np.errstate(all="ignore"):
+        return 4 * dilconv.conv2d(
+            np.abs(x).astype(big),
+            np.ascontiguousarray(tied),
+            None if bias is None else np.abs(bias).astype(big),
+            method="direct",
+            **options,
+        )
+
+
+SPECIALS = [
+    ("nan", np.float64, np.nan),
+    ("inf", np.float64, np.inf),
+    ("-inf", np.float64, -np.inf),
+    ("1e300", np.float64, 1e300),
+    ("inf32", np.float32, np.inf),
+    ("1e6_32", np.float32, 1e6),
+]
+
+#: (x shape, w shape, options): many channels (the tile methods), one channel (compiled).
+CALLS = [
+    ((1, 4, 20, 20), (4, 4, 3, 3), {"dilation": 2, "padding": "same"}),
+    ((19, 21), (3, 3), {"dilation": (3, 2), "padding": 2}),
+    ((1, 3, 17, 15), (6, 1, 2, 3), {"groups": 3, "stride": 2, "dilation": 3, "padding": "full"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "dtype", "value"),
+    [
+        pytest.param(m, dtype, value, id=f"{m}-{label}")
+        for label, dtype, value in SPECIALS
+        for m in (AUTO_METHODS if np.isfinite(value) else NONFINITE_METHODS)
+    ],
+)
+def test_special_values_match_direct(method: str, dtype: Any, value: float) -> None:
+    rng = np.random.default_rng(17)
+    ran = 0
+    for x_shape, w_shape, options in CALLS:
+        x = rng.uniform(-1, 1, x_shape).astype(dtype)
+        w = rng.uniform(-1, 1, w_shape).astype(dtype)
+        x.reshape(-1)[x.size // 3] = value
+        ran += compare(x, w, None, [method], **options)
+    assert ran, f"{method} took none of the calls"
+
+
+def test_auto_never_picks_fft_by_default() -> None:
+    """The issue's call: the cost model would pick the FFT; one NaN gave 2500 NaN."""
+    rng = np.random.default_rng(0)
+    x, w = rng.random((1, 3, 64, 64)), rng.random((1, 3, 15, 15))
+    x[0, 0, 0, 0] = np.nan
+    spec = dilconv.conv.make_spec(x.shape, w.shape).lowered()
+    assert "fft" not in _select.candidates(spec)
+    assert dilconv.choose_method(x, w) != "fft"
+    y = dilconv.conv2d(x, w)
+    assert np.isnan(y).sum() == np.isnan(dilconv.conv2d(x, w, method="direct")).sum() == 1
+
+
+def test_allow_fft_lets_auto_consider_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = dilconv.conv.make_spec((1, 3, 61, 64), (1, 3, 15, 15)).lowered()
+    for rate in ("fft", "einsum"):  # a machine where the FFT is by far the fastest
+        monkeypatch.setitem(_select.COST, rate, 1e30)
+    assert _select.cheapest(spec) != "fft"
+    monkeypatch.setattr(_select, "ALLOW_FFT", True)
+    assert _select.allow_fft()
+    assert "fft" in _select.candidates(spec)
+    assert _select.cheapest(spec) == "fft"
+    assert dilconv.conv2d(np.ones((1, 3, 64, 64)), np.ones((1, 3, 15, 15)), method="fft").shape
+
+
+def test_fft_by_name_still_runs() -> None:
+    x = np.ones((1, 1, 16, 16))
+    x[0, 0, 0, 0] = np.inf
+    y = dilconv.conv2d(x, np.ones((1, 1, 3, 3)), method="fft")
+    assert np.isnan(y).all()  # its documented error model, asked for by name
+
+
+def test_auto_leaves_winograd_out_for_nonfinite_input() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (1, 64, 32, 32)).astype(np.float32)
+    w = rng.uniform(-1, 1, (64, 64, 3, 3)).astype(np.float32)
+    options = {"dilation": 2, "padding": "same"}
+    assert dilconv.choose_method(x, w, **options) == "winograd"
+    x[0, 5, 10, 10] = np.inf
+    assert dilconv.choose_method(x, w, **options) not in _select.FINITE_ONLY
+    assert compare(x, w, None, ["auto"], **options) == 1
+    w[0, 0, 0, 0] = np.nan  # in the weights too
+    assert dilconv.choose_method(np.ones_like(x), w, **options) not in _select.FINITE_ONLY
+
+
+def test_all_finite() -> None:
+    assert _select.all_finite((np.ones(3), np.arange(3)))
+    assert not _select.all_finite((np.ones(3), np.array([1.0, np.nan])))
+    assert not _select.all_finite((np.array([np.inf, -np.inf]),))
+
+
+specials = st.sampled_from([np.nan, np.inf, -np.inf, "huge", 0.0])
+
+
+@settings(max_examples=40)
+@given(
+    case=conv_cases(dtypes=(np.float32, np.float64)),
+    values=st.lists(st.tuples(st.integers(0, 10**6), specials), min_size=1, max_size=3),
+    in_weights=st.booleans(),
+)
+def test_special_values_property(
+    case: Case, values: list[tuple[int, Any]], in_weights: bool
+) -> None:
+    """Random calls with NaN, Inf and huge values: auto and every method it may pick."""
+    x, w = case.x.copy(), case.w.copy()
+    target = w if in_weights else x
+    huge = 1e300 if target.dtype == np.float64 else 1e6
+    for where, value in values:
+        target.reshape(-1)[where % target.size] = huge if value == "huge" else value
+    finite = bool(np.isfinite(x).all() and np.isfinite(w).all())
+    methods = AUTO_METHODS if finite else NONFINITE_METHODS
+    spec = dilconv.conv.make_spec(
+        x.shape, w.shape, dtypes=[x.dtype, w.dtype], **case.options
+    ).lowered()
+    assert set(_select.candidates(spec, finite=finite)) <= set(methods)
+    assert compare(x, w, case.bias, ["auto", *methods], **case.options) >= 1
