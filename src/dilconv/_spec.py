@@ -28,6 +28,9 @@ DATA_FORMATS = ("NCHW", "NHWC")
 PADDING_STRINGS = ("valid", "same", "full")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+#: The largest stride, dilation, padding or size option accepted: every size derived
+#: from them (a product of two) then stays far inside int64.
+MAX_OPTION = 2**31 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,19 +157,39 @@ def _lowered(spec: ConvSpec) -> ConvSpec:
 # --- scalar and tuple options ---------------------------------------------------------
 
 
+def _scalar(value: Any) -> Any:
+    """A 0-d array as its scalar (``padding=np.array(1)`` is 1); anything else as given."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
+def _refuse_text(name: str, value: Any) -> None:
+    """Bytes and strings are sequences, but never a pair of ints (``b"\\x02\\x02"``)."""
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"{name} must be an int or a pair of ints, got {value!r} of type {type(value).__name__}"
+        )
+
+
 def as_int(name: str, value: Any, *, minimum: int) -> int:
-    """An integer option (bools refused) that is at least ``minimum``."""
+    """An integer option (bools refused) from ``minimum`` to :data:`MAX_OPTION`."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
     value = operator.index(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > MAX_OPTION:
+        raise ValueError(f"{name} must be at most 2**31 - 1 = {MAX_OPTION}, got {value}")
     return value
 
 
 def as_pair(name: str, value: Any, *, minimum: int) -> Pair:
     """An int or a pair of ints, each at least ``minimum``, as ``(h, w)``."""
-    if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str):
+    value = _scalar(value)
+    _refuse_text(name, value)
+    if isinstance(value, (Sequence, np.ndarray)):
         items = list(value)
         if len(items) != 2:
             raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
@@ -196,6 +219,8 @@ def parse_padding(padding: Any) -> str | Pads:
                 f"{list(PADDING_STRINGS)}, got {padding!r}"
             )
         return key
+    padding = _scalar(padding)
+    _refuse_text("padding", padding)
     if isinstance(padding, (Sequence, np.ndarray)):
         items = list(padding)
         if len(items) != 2:
@@ -205,7 +230,9 @@ def parse_padding(padding: Any) -> str | Pads:
             )
         axes = []
         for axis, item in zip("hw", items, strict=True):
-            if isinstance(item, (Sequence, np.ndarray)) and not isinstance(item, str):
+            item = _scalar(item)
+            _refuse_text(f"padding[{'hw'.index(axis)}]", item)
+            if isinstance(item, (Sequence, np.ndarray)):
                 axes.append(as_pair(f"padding[{'hw'.index(axis)}]", item, minimum=0))
             else:
                 p = as_int(f"padding[{'hw'.index(axis)}]", item, minimum=0)
@@ -239,10 +266,21 @@ def resolve_pads(
 
 
 def as_array(name: str, value: Any) -> np.ndarray:
-    """An array of real numbers: floats (16, 32, 64 bit) or integers (exact, int64)."""
+    """An array of real numbers: floats (16, 32, 64 bit) or integers (exact, int64).
+
+    A big-endian (non-native) array is converted to native byte order, so results
+    are native-endian. A masked array is refused: its mask would be lost.
+    """
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array, whose mask a convolution would lose; pass "
+            f"{name}.filled(0) to treat masked values as zeros, or {name}.data to use them"
+        )
     arr = np.asarray(value)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     kind = arr.dtype.kind
     if kind == "f":
         if arr.dtype not in FLOAT_DTYPES:
