@@ -227,3 +227,91 @@ def test_special_values_property(
     ).lowered()
     assert set(_select.candidates(spec, finite=finite)) <= set(methods)
     assert compare(x, w, case.bias, ["auto", *methods], **case.options) >= 1
+
+
+# --- exact integers -----------------------------------------------------------------
+
+INTEGER_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+
+
+def loop_correlate(x: list[list[int]], w: list[list[int]]) -> list[list[int]]:
+    """A valid 2-D correlation in Python integers: the independent exact answer."""
+    kh, kw = len(w), len(w[0])
+    return [
+        [
+            sum(x[r + i][c + j] * w[i][j] for i in range(kh) for j in range(kw))
+            for c in range(len(x[0]) - kw + 1)
+        ]
+        for r in range(len(x) - kh + 1)
+    ]
+
+
+def exact_or_overflow(call: Any, expected: list[Any]) -> None:
+    """``call()`` equals ``expected`` as int64 where every value fits, else OverflowError."""
+    flat = np.asarray(expected, dtype=object).ravel().tolist()
+    if all(-(2**63) <= v < 2**63 for v in flat):
+        y = call()
+        assert y.dtype == np.int64
+        assert y.ravel().tolist() == flat
+    else:
+        with pytest.raises(OverflowError, match=r"outside int64's range"):
+            call()
+
+
+@pytest.mark.parametrize("dtype", INTEGER_DTYPES)
+@pytest.mark.parametrize("end", ["max", "min"])
+def test_integers_exact_at_the_limits(dtype: Any, end: str) -> None:
+    info = np.iinfo(dtype)
+    value = int(info.max if end == "max" else info.min)
+    rng = np.random.default_rng(int(info.bits))
+    x = rng.integers(info.min, info.max, (5, 6), dtype=dtype, endpoint=True)
+    x[1:4, 2:5] = value
+    w = np.full((3, 3), value, dtype=dtype)
+    w[0, 0] = 1
+    xs, ws = x.astype(object).tolist(), w.astype(object).tolist()
+    exact_or_overflow(lambda: dilconv.conv2d(x, w), loop_correlate(xs, ws))
+    ones = np.ones((3, 3), dtype=dtype)
+    exact_or_overflow(lambda: dilconv.conv2d(x, ones), loop_correlate(xs, ones.tolist()))
+    # the adjoint identity in Python integers: <conv(z, w), g> == <z, conv_t(g, w)>
+    g = np.full((3, 4), value, dtype=dtype)
+    expected_t = [[0] * 6 for _ in range(5)]
+    for r in range(3):
+        for c in range(4):
+            for i in range(3):
+                for j in range(3):
+                    expected_t[r + i][c + j] += int(g[r, c]) * ws[i][j]
+    exact_or_overflow(lambda: dilconv.conv2d_transpose(g, w), expected_t)
+    exact_or_overflow(lambda: dilconv.conv2d_grad_input(g, w, (5, 6)), expected_t)
+    expected_w = loop_correlate(xs, g.astype(object).tolist())
+    exact_or_overflow(lambda: dilconv.conv2d_grad_weight(x, g, (3, 3)), expected_w)
+    exact_or_overflow(lambda: dilconv.conv2d_grad_bias(g), [int(g.astype(object).sum())])
+
+
+def test_issue_integer_examples() -> None:
+    with pytest.raises(OverflowError, match=r"holds 20752587082923245568, outside int64"):
+        dilconv.conv2d(np.full((3, 3), 2**61), np.ones((3, 3), int))
+    assert dilconv.conv2d(np.full((3, 3), 2**59), np.ones((3, 3), int))[0, 0] == 9 * 2**59
+    near = np.full((4, 4), 2**32 - 1, dtype=np.uint32)
+    y = dilconv.conv2d(near, np.ones((2, 2), np.uint32))
+    assert y.dtype == np.int64
+    assert (y == 4 * (2**32 - 1)).all()
+    # sums beyond int64 on the way that cancel: exact, not refused
+    x = np.array([[2**62, 2**62, -(2**62), -(2**62)]] * 2)
+    assert dilconv.conv2d(x, np.array([[3, 3, 3, 3]])).tolist() == [[0], [0]]
+    # uint64 beyond int64, whose difference fits: exact
+    big = np.array([[2**63 + 5, 2**63]], dtype=np.uint64)
+    assert dilconv.conv2d(big, np.array([[1, -1]], np.int8)).tolist() == [[5]]
+    with pytest.raises(OverflowError, match=r"holds 18446744073709551615,"):
+        dilconv.conv2d(np.array([[2**64 - 1]], np.uint64), np.ones((1, 1), np.uint8))
+
+
+def test_mixed_integer_dtypes_stay_exact() -> None:
+    """``result_type(uint64, int64)`` is float64; integers are exact int64 all the same."""
+    x = np.array([[2**53 + 1, 0]], dtype=np.uint64)
+    y = dilconv.conv2d(x, np.array([[1, 1]], dtype=np.int64))
+    assert y.dtype == np.int64
+    assert y.tolist() == [[2**53 + 1]]
+    reflected = dilconv.conv2d(
+        x, np.array([[1, 1]], dtype=np.int8), padding_mode="reflect", padding=(0, 1)
+    )
+    assert reflected.tolist() == [[2**53 + 1] * 3]

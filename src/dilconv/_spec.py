@@ -289,11 +289,6 @@ def as_array(name: str, value: Any) -> np.ndarray:
             )
         return arr
     if kind in "iu":
-        if arr.dtype == np.uint64:
-            raise TypeError(
-                f"{name} has dtype uint64, which int64 accumulation cannot hold exactly; "
-                "cast to int64 or a float type"
-            )
         return arr
     if kind == "b":
         raise TypeError(f"{name} has dtype bool; cast it to an integer or float type first")
@@ -305,11 +300,15 @@ def as_array(name: str, value: Any) -> np.ndarray:
 def compute_dtypes(*dtypes: np.dtype) -> tuple[np.dtype, np.dtype]:
     """``(accumulate, result)`` dtypes: numpy's ``result_type``, float16 summed in float32.
 
-    Integer input is exact: it is accumulated and returned as int64.
+    Integer input is exact: it is accumulated and returned as int64 (uint64 too:
+    ``result_type(uint64, int64)`` would be float64), with :mod:`dilconv._exact`
+    where int64 could overflow; its exact path passes ``object``, kept as is.
     """
-    result = np.result_type(*dtypes)
-    if result.kind in "iu":
+    if all(np.dtype(d).kind in "iu" for d in dtypes):
         return np.dtype(np.int64), np.dtype(np.int64)
+    result = np.result_type(*dtypes)
+    if result.kind == "O":
+        return result, result
     if result == np.float16:
         return np.dtype(np.float32), result
     return result, result
@@ -499,15 +498,50 @@ def _build_spec(
     return spec
 
 
+#: The largest result (with the padded copy a padding mode needs) one call may
+#: allocate, in bytes; None: half of this machine's physical memory, since the
+#: result in the canonical layout and in the caller's may both be alive at once.
+#: Raise it here (a setting of the same name, when there is one, sets this value).
+OUTPUT_LIMIT_BYTES: int | None = None
+
+
+def output_limit_bytes() -> int:
+    """The output limit in bytes: :data:`OUTPUT_LIMIT_BYTES`, or half of physical memory."""
+    if OUTPUT_LIMIT_BYTES is not None:
+        return OUTPUT_LIMIT_BYTES
+    return physical_memory_bytes() // 2
+
+
+def check_result(what: str, shape: Sequence[int], itemsize: int, extra: int = 0) -> None:
+    """Refuse, before allocating, a result of ``shape`` (plus ``extra`` scratch bytes)
+    larger than :func:`output_limit_bytes`, naming the sizes and the setting."""
+    need = math.prod(shape) * itemsize + extra
+    limit = output_limit_bytes()
+    if need > limit:
+        raise ValueError(
+            f"this call needs {need / 2**30:.1f} GiB for its {what} {tuple(shape)}, more than "
+            f"the output limit of {limit / 2**30:.1f} GiB (dilconv._spec.OUTPUT_LIMIT_BYTES "
+            f"raises it; by default half of this machine's "
+            f"{physical_memory_bytes() / 2**30:.1f} GiB); use dilconv.dask for arrays "
+            "larger than memory"
+        )
+
+
 def check_memory(spec: ConvSpec) -> None:
-    """Refuse a call whose output alone would not fit in this machine's memory."""
-    out_bytes = math.prod(spec.out_shape) * spec.dtype.itemsize
+    """Refuse a call whose output (and padded input) would not fit the output limit."""
     padded = spec.batch * spec.in_channels * spec.padded_hw[0] * spec.padded_hw[1]
     pad_bytes = padded * spec.dtype.itemsize if spec.padding_mode != "zeros" else 0
-    total = physical_memory_bytes()
-    if out_bytes + pad_bytes > total:
-        raise ValueError(
-            f"this call needs {(out_bytes + pad_bytes) / 2**30:.1f} GiB for its output "
-            f"{spec.out_shape} (padding {spec.pad}), more than this machine's "
-            f"{total / 2**30:.1f} GiB; use dilconv.dask for arrays larger than memory"
-        )
+    check_result(f"output (padding {spec.pad})", spec.out_shape, spec.dtype.itemsize, pad_bytes)
+
+
+def input_shape(spec: ConvSpec) -> tuple[int, ...]:
+    """The forward input's shape in the caller's layout and rank: what a transposed
+    convolution or an input gradient returns."""
+    h, w = spec.in_hw
+    if spec.x_ndim == 2:
+        return (h, w)
+    if spec.data_format == "NCHW":
+        full: tuple[int, ...] = (spec.batch, spec.in_channels, h, w)
+    else:
+        full = (spec.batch, h, w, spec.in_channels)
+    return full if spec.x_ndim == 4 else full[1:]

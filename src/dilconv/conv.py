@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from dilconv import _select, _shapes
+from dilconv import _exact, _select, _shapes
 from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
 from dilconv._methods import METHODS
 from dilconv._padding import pad_spatial
@@ -28,14 +28,25 @@ def _array_spec(
 def run_conv(
     x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: ConvSpec, method: str
 ) -> np.ndarray:
-    """Run a resolved method on validated arrays; the shared path of every forward call."""
+    """Run a resolved method on validated arrays; the shared path of every forward call.
+
+    Integer calls whose sums could leave int64 run on Python integers instead
+    (:mod:`dilconv._exact`) and give int64 or an OverflowError; ``method="exact"``
+    (a caller's object-dtype spec) returns the Python integers for the caller to check.
+    """
+    keep_object = method == "exact"
+    terms = spec.kernel_hw[0] * spec.kernel_hw[1] * spec.in_per_group
+    if method == "exact" or _exact.overflows(spec, x, w, terms, bias):
+        spec, method = _exact.exact_spec(spec), "exact"
     xc = to_canonical(x, spec)
     if spec.padding_mode != "zeros":
         xc = pad_spatial(xc, spec.pad, spec.padding_mode)
-    y = METHODS[method].conv(xc, weight_to_canonical(w, spec), spec.lowered())
+    run = _exact.conv if method == "exact" else METHODS[method].conv
+    y = run(xc, weight_to_canonical(w, spec), spec.lowered())
     if bias is not None:
         y += bias.astype(spec.dtype)
-    return from_canonical(y, spec)
+    y = from_canonical(y, spec)
+    return y if keep_object else _exact.to_int64(y, "conv2d")
 
 
 def conv2d(
