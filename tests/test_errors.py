@@ -269,5 +269,5 @@ def test_remembered_specs_never_excuse_bad_input(monkeypatch: pytest.MonkeyPatch
     strides = np.array([1, 1])  # unhashable: validated every time, never remembered
     assert dilconv.conv2d(x, w, stride=strides).shape == (1, 2, 4, 4)
     monkeypatch.setattr(_spec, "physical_memory_bytes", lambda: 100)
-    with pytest.raises(ValueError, match=r"GiB for its output"):
+    with pytest.raises(ValueError, match=r"MiB for its output"):
         dilconv.conv2d(x, w, stride=1, flip=True)

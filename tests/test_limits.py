@@ -139,3 +139,14 @@ def test_dask_refuses_windows_larger_than_the_limit(monkeypatch: pytest.MonkeyPa
     x = da.ones((4, 1000, 1000), chunks=(4, 100, 100))
     with pytest.raises(ValueError, match=r"read a .* window of the input .* smaller input chunks"):
         dilconv.dask.conv2d(x, np.ones((2, 4, 3, 3)), dilation=200, padding="same")
+
+
+def test_dask_window_limit_counts_one_chunk_of_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """64 images of 32 KiB in chunks of one: each window is 32 KiB, not the batch's 2 MiB."""
+    monkeypatch.setattr(_spec, "OUTPUT_LIMIT_BYTES", 2**20)
+    x = np.random.default_rng(4).standard_normal((64, 1, 64, 64))
+    w = np.ones((1, 1, 3, 3))
+    y = dilconv.dask.conv2d(da.from_array(x, chunks=(1, 1, 64, 64)), w, padding="same")
+    np.testing.assert_allclose(y.blocks[5].compute(), dilconv.conv2d(x[5:6], w, padding="same"))

@@ -512,6 +512,17 @@ def output_limit_bytes() -> int:
     return physical_memory_bytes() // 2
 
 
+def size_text(nbytes: int) -> str:
+    """Bytes as GiB, or MiB below one GiB.
+
+    >>> size_text(3 * 2**30), size_text(2**19)
+    ('3.0 GiB', '0.5 MiB')
+    """
+    if nbytes >= 2**30:
+        return f"{nbytes / 2**30:.1f} GiB"
+    return f"{nbytes / 2**20:.1f} MiB"
+
+
 def check_result(what: str, shape: Sequence[int], itemsize: int, extra: int = 0) -> None:
     """Refuse, before allocating, a result of ``shape`` (plus ``extra`` scratch bytes)
     larger than :func:`output_limit_bytes`, naming the sizes and the setting."""
@@ -519,10 +530,10 @@ def check_result(what: str, shape: Sequence[int], itemsize: int, extra: int = 0)
     limit = output_limit_bytes()
     if need > limit:
         raise ValueError(
-            f"this call needs {need / 2**30:.1f} GiB for its {what} {tuple(shape)}, more than "
-            f"the output limit of {limit / 2**30:.1f} GiB (dilconv._spec.OUTPUT_LIMIT_BYTES "
+            f"this call needs {size_text(need)} for its {what} {tuple(shape)}, more than "
+            f"the output limit of {size_text(limit)} (dilconv._spec.OUTPUT_LIMIT_BYTES "
             f"raises it; by default half of this machine's "
-            f"{physical_memory_bytes() / 2**30:.1f} GiB); use dilconv.dask for arrays "
+            f"{size_text(physical_memory_bytes())}); use dilconv.dask for arrays "
             "larger than memory"
         )
 

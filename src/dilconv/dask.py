@@ -17,7 +17,7 @@ import numpy as np
 from dilconv import _shapes
 from dilconv._dask_halo import pad_axis
 from dilconv._select import resolve_method
-from dilconv._spec import ConvSpec, as_array, make_spec, output_limit_bytes
+from dilconv._spec import ConvSpec, as_array, make_spec, output_limit_bytes, size_text
 from dilconv.conv import conv2d as _conv2d
 
 __all__ = ["conv2d", "spatial_axes"]
@@ -117,15 +117,15 @@ def _zero_padded(
             ]
         )
     item = np.dtype(spec.dtype).itemsize
-    lead = math.prod(xd.shape) // (spec.in_hw[0] * spec.in_hw[1])
+    lead = math.prod(max(c) for a, c in enumerate(xd.chunks) if a not in axes)
     rows = max(b - a for _, (a, b, _, _) in plans[0])
     cols = max(b - a for _, (a, b, _, _) in plans[1])
     need = lead * rows * cols * item
     if need > output_limit_bytes():
         raise ValueError(
             f"each output chunk would read a {rows}x{cols} window of the input "
-            f"({need / 2**30:.1f} GiB with its other axes), more than the output limit of "
-            f"{output_limit_bytes() / 2**30:.1f} GiB (dilconv._spec.OUTPUT_LIMIT_BYTES); "
+            f"({size_text(need)} with its other axes), more than the output limit of "
+            f"{size_text(output_limit_bytes())} (dilconv._spec.OUTPUT_LIMIT_BYTES); "
             "use smaller input chunks"
         )
     method = options.pop("method")
@@ -145,7 +145,14 @@ def _zero_padded(
             piece = xd[tuple(where)].rechunk({h_axis: -1, w_axis: -1})
             pads = ((t, bt), (left, right))
             if not checked:  # the method must accept a chunk (conv2d's error if not)
-                window = make_spec(piece.shape, wa.shape, dtypes=dtypes, padding=pads, **options)
+                window = make_spec(
+                    piece.shape,
+                    wa.shape,
+                    dtypes=dtypes,
+                    padding=pads,
+                    memory_check=False,  # checked above, per chunk
+                    **options,
+                )
                 resolve_method(method, window)
                 checked = True
             chunks = list(piece.chunks)
