@@ -315,3 +315,23 @@ def test_mixed_integer_dtypes_stay_exact() -> None:
         x, np.array([[1, 1]], dtype=np.int8), padding_mode="reflect", padding=(0, 1)
     )
     assert reflected.tolist() == [[2**53 + 1] * 3]
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular", "symmetric"])
+def test_exact_path_in_every_padding_mode(mode: str) -> None:
+    """Values of +-2**29: every sum's bound leaves int64, so the Python-integer path
+    runs; the answers are the small ones times 2**58, or an OverflowError."""
+    rng = np.random.default_rng(11)
+    options: dict[str, Any] = {"padding": 1, "padding_mode": mode, "dilation": 2}
+    x, w = rng.choice([-1, 1], (1, 2, 5, 5)), rng.choice([-1, 1], (3, 2, 3, 3))
+    g = rng.choice([-1, 1], dilconv.output_shape(x.shape, w.shape, padding=1, dilation=2))
+    scale, big = 2**58, 2**29
+    calls = [
+        (lambda a, b: dilconv.conv2d(a, b, **options), x, w),
+        (lambda a, b: dilconv.conv2d_grad_input(a, b, x.shape, **options), g, w),
+        (lambda a, b: dilconv.conv2d_grad_weight(a, b, w.shape, **options), x, g),
+    ]
+    for call, a, b in calls:
+        small = call(a, b)
+        expected = [int(v) * scale for v in small.ravel()]
+        exact_or_overflow(lambda call=call, a=a, b=b: call(a * big, b * big), expected)
