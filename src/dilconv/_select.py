@@ -7,7 +7,10 @@ fits them is ``benchmarks/fit_cost_model.py`` (see ``benchmarks/RESULTS.md``).
 
 Guards: an algorithm is a candidate for ``"auto"`` when it accepts the spec
 (``refusal`` is None) and its workspace fits :func:`dilconv.get_workspace_limit`.
-The loop oracle ``"direct"`` is never chosen automatically.
+The loop oracle ``"direct"`` is never chosen automatically, nor is a method whose
+error at one output depends on input values that output does not read
+(:data:`NONLOCAL`: the FFT) unless :func:`allow_fft` says so. Where the arrays hold
+NaN or Inf, the methods of :data:`FINITE_ONLY` are left out too.
 """
 
 from __future__ import annotations
@@ -288,24 +291,72 @@ def estimate_seconds(name: str, spec: ConvSpec) -> float:
     raise ValueError(f"no cost model for method {name!r}")
 
 
-def candidates(spec: ConvSpec) -> list[str]:
-    """Algorithms ``"auto"`` may pick for a lowered spec: accepted and within workspace."""
+#: Methods whose error at an output depends on input values that output does not
+#: read: the FFT spreads every input's rounding error, and any NaN or Inf, over the
+#: whole output (see :mod:`dilconv._methods.fft`). ``"auto"`` picks them only when
+#: :func:`allow_fft` is true; ``method="fft"`` always runs the FFT.
+NONLOCAL = frozenset({"fft"})
+
+#: Methods equal to ``"direct"`` on finite input whose answer differs where the input
+#: holds NaN or Inf: ``dilated_kernel`` multiplies the zeros between the dilated taps
+#: (``0 * inf`` is NaN at outputs that never read that pixel), ``winograd``'s
+#: transforms add and subtract an Inf (NaN where ``direct`` gives Inf). ``"auto"``
+#: leaves them out when :func:`all_finite` is false for the call's arrays.
+FINITE_ONLY = frozenset({"dilated_kernel", "winograd"})
+
+#: Whether ``"auto"`` may choose a method of :data:`NONLOCAL`; off by default. A
+#: setting (``set_config(allow_fft=True)``) sets this flag.
+ALLOW_FFT = False
+
+
+def allow_fft() -> bool:
+    """Whether ``method="auto"`` may choose the FFT (default False).
+
+    Examples
+    --------
+    >>> allow_fft()
+    False
+    """
+    return ALLOW_FFT
+
+
+def all_finite(arrays: tuple[np.ndarray, ...]) -> bool:
+    """Whether the floating-point arrays hold no NaN or Inf: one sum each, no copy.
+
+    A sum that overflows to Inf counts as non-finite, which only makes ``"auto"``
+    more careful.
+    """
+    with np.errstate(all="ignore"):
+        return all(
+            a.dtype.kind != "f" or bool(np.isfinite(np.add.reduce(a, axis=None))) for a in arrays
+        )
+
+
+def candidates(spec: ConvSpec, *, finite: bool = True) -> list[str]:
+    """Algorithms ``"auto"`` may pick for a lowered spec: accepted and within workspace.
+
+    Leaves out ``"direct"``, :data:`NONLOCAL` unless :func:`allow_fft`, and
+    :data:`FINITE_ONLY` unless ``finite`` (the arrays hold no NaN or Inf).
+    """
     limit = get_workspace_limit()
+    left_out = {"direct"} | (set() if allow_fft() else NONLOCAL)
+    if not finite:
+        left_out |= FINITE_ONLY
     return [
         name
         for name, m in METHODS.items()
-        if name != "direct" and m.refusal(spec) is None and m.workspace_bytes(spec) <= limit
+        if name not in left_out and m.refusal(spec) is None and m.workspace_bytes(spec) <= limit
     ]
 
 
-def cheapest(spec: ConvSpec) -> str:
+def cheapest(spec: ConvSpec, *, finite: bool = True) -> str:
     """The candidate with the lowest estimated time (remembered per spec and setting)."""
-    return _cheapest(spec, get_workspace_limit(), pool.num_threads())
+    return _cheapest(spec, get_workspace_limit(), pool.num_threads(), allow_fft(), finite)
 
 
 @functools.lru_cache(maxsize=512)
-def _cheapest(spec: ConvSpec, limit: int, threads: int) -> str:
-    names = candidates(spec)
+def _cheapest(spec: ConvSpec, limit: int, threads: int, fft: bool, finite: bool) -> str:
+    names = candidates(spec, finite=finite)
     if not names:  # im2col and shift_add always fit; kept as a clear error all the same
         raise ValueError(f"no algorithm fits the workspace limit {get_workspace_limit()} bytes")
     return min(names, key=lambda name: estimate_seconds(name, spec))
@@ -324,6 +375,8 @@ def explain(spec: ConvSpec) -> dict[str, str]:
             text = "the loop oracle, never chosen"
         elif (reason := m.refusal(spec)) is not None:
             text = f"refused: {reason}"
+        elif name == "fft" and not allow_fft():
+            text = "never chosen by auto unless allowed (its error depends on far values)"
         elif (need := m.workspace_bytes(spec)) > limit:
             text = (
                 f"needs {need / 2**20:.1f} MiB of workspace, over the limit of "
@@ -336,12 +389,19 @@ def explain(spec: ConvSpec) -> dict[str, str]:
     return notes
 
 
-def resolve_method(method: Any, spec: ConvSpec) -> str:
-    """Check ``method`` against the registry and the spec; ``"auto"`` asks the model."""
+def resolve_method(method: Any, spec: ConvSpec, arrays: tuple[np.ndarray, ...] = ()) -> str:
+    """Check ``method`` against the registry and the spec; ``"auto"`` asks the model.
+
+    ``arrays``: the call's input arrays; where ``"auto"``'s choice is one of
+    :data:`FINITE_ONLY`, they are checked for NaN and Inf (one sum each).
+    """
     if not isinstance(method, str):
         raise TypeError(f"method must be a str, got {method!r}")
     if method == "auto":
-        return cheapest(spec.lowered())
+        name = cheapest(spec.lowered())
+        if name in FINITE_ONLY and not all_finite(arrays):
+            name = cheapest(spec.lowered(), finite=False)
+        return name
     if method not in METHODS:
         raise ValueError(f"method must be 'auto' or one of {sorted(METHODS)}, got {method!r}")
     lowered = spec.lowered()

@@ -161,10 +161,10 @@ def dilation_phases(out: int, s: int, d: int) -> list[Phase]:
     g = gcd(s, d)
     step = d // g
     phases = []
-    for r in range(0, d, g):
-        first = next((o for o in range(step) if (o * s) % d == r), None)
-        if first is None or first >= out:
-            continue
+    # outputs 0 .. step-1 have distinct residues and every later output repeats
+    # one of them, so only min(out, step) phases exist: O(outputs), never O(d)
+    for first in sorted(range(min(out, step)), key=lambda o: (o * s) % d):
+        r = (first * s) % d
         count = (out - first + step - 1) // step
         phases.append(Phase(r, first, step, (first * s - r) // d, s // g, count))
     return phases

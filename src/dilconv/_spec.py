@@ -28,6 +28,9 @@ DATA_FORMATS = ("NCHW", "NHWC")
 PADDING_STRINGS = ("valid", "same", "full")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+#: The largest stride, dilation, padding or size option accepted: every size derived
+#: from them (a product of two) then stays far inside int64.
+MAX_OPTION = 2**31 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,19 +157,39 @@ def _lowered(spec: ConvSpec) -> ConvSpec:
 # --- scalar and tuple options ---------------------------------------------------------
 
 
+def _scalar(value: Any) -> Any:
+    """A 0-d array as its scalar (``padding=np.array(1)`` is 1); anything else as given."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
+def _refuse_text(name: str, value: Any) -> None:
+    """Bytes and strings are sequences, but never a pair of ints (``b"\\x02\\x02"``)."""
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"{name} must be an int or a pair of ints, got {value!r} of type {type(value).__name__}"
+        )
+
+
 def as_int(name: str, value: Any, *, minimum: int) -> int:
-    """An integer option (bools refused) that is at least ``minimum``."""
+    """An integer option (bools refused) from ``minimum`` to :data:`MAX_OPTION`."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
     value = operator.index(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > MAX_OPTION:
+        raise ValueError(f"{name} must be at most 2**31 - 1 = {MAX_OPTION}, got {value}")
     return value
 
 
 def as_pair(name: str, value: Any, *, minimum: int) -> Pair:
     """An int or a pair of ints, each at least ``minimum``, as ``(h, w)``."""
-    if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str):
+    value = _scalar(value)
+    _refuse_text(name, value)
+    if isinstance(value, (Sequence, np.ndarray)):
         items = list(value)
         if len(items) != 2:
             raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
@@ -196,6 +219,8 @@ def parse_padding(padding: Any) -> str | Pads:
                 f"{list(PADDING_STRINGS)}, got {padding!r}"
             )
         return key
+    padding = _scalar(padding)
+    _refuse_text("padding", padding)
     if isinstance(padding, (Sequence, np.ndarray)):
         items = list(padding)
         if len(items) != 2:
@@ -205,7 +230,9 @@ def parse_padding(padding: Any) -> str | Pads:
             )
         axes = []
         for axis, item in zip("hw", items, strict=True):
-            if isinstance(item, (Sequence, np.ndarray)) and not isinstance(item, str):
+            item = _scalar(item)
+            _refuse_text(f"padding[{'hw'.index(axis)}]", item)
+            if isinstance(item, (Sequence, np.ndarray)):
                 axes.append(as_pair(f"padding[{'hw'.index(axis)}]", item, minimum=0))
             else:
                 p = as_int(f"padding[{'hw'.index(axis)}]", item, minimum=0)
@@ -239,10 +266,21 @@ def resolve_pads(
 
 
 def as_array(name: str, value: Any) -> np.ndarray:
-    """An array of real numbers: floats (16, 32, 64 bit) or integers (exact, int64)."""
+    """An array of real numbers: floats (16, 32, 64 bit) or integers (exact, int64).
+
+    A big-endian (non-native) array is converted to native byte order, so results
+    are native-endian. A masked array is refused: its mask would be lost.
+    """
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array, whose mask a convolution would lose; pass "
+            f"{name}.filled(0) to treat masked values as zeros, or {name}.data to use them"
+        )
     arr = np.asarray(value)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     kind = arr.dtype.kind
     if kind == "f":
         if arr.dtype not in FLOAT_DTYPES:
@@ -251,11 +289,6 @@ def as_array(name: str, value: Any) -> np.ndarray:
             )
         return arr
     if kind in "iu":
-        if arr.dtype == np.uint64:
-            raise TypeError(
-                f"{name} has dtype uint64, which int64 accumulation cannot hold exactly; "
-                "cast to int64 or a float type"
-            )
         return arr
     if kind == "b":
         raise TypeError(f"{name} has dtype bool; cast it to an integer or float type first")
@@ -267,11 +300,15 @@ def as_array(name: str, value: Any) -> np.ndarray:
 def compute_dtypes(*dtypes: np.dtype) -> tuple[np.dtype, np.dtype]:
     """``(accumulate, result)`` dtypes: numpy's ``result_type``, float16 summed in float32.
 
-    Integer input is exact: it is accumulated and returned as int64.
+    Integer input is exact: it is accumulated and returned as int64 (uint64 too:
+    ``result_type(uint64, int64)`` would be float64), with :mod:`dilconv._exact`
+    where int64 could overflow; its exact path passes ``object``, kept as is.
     """
-    result = np.result_type(*dtypes)
-    if result.kind in "iu":
+    if all(np.dtype(d).kind in "iu" for d in dtypes):
         return np.dtype(np.int64), np.dtype(np.int64)
+    result = np.result_type(*dtypes)
+    if result.kind == "O":
+        return result, result
     if result == np.float16:
         return np.dtype(np.float32), result
     return result, result
@@ -461,15 +498,61 @@ def _build_spec(
     return spec
 
 
+#: The largest result (with the padded copy a padding mode needs) one call may
+#: allocate, in bytes; None: half of this machine's physical memory, since the
+#: result in the canonical layout and in the caller's may both be alive at once.
+#: Raise it here (a setting of the same name, when there is one, sets this value).
+OUTPUT_LIMIT_BYTES: int | None = None
+
+
+def output_limit_bytes() -> int:
+    """The output limit in bytes: :data:`OUTPUT_LIMIT_BYTES`, or half of physical memory."""
+    if OUTPUT_LIMIT_BYTES is not None:
+        return OUTPUT_LIMIT_BYTES
+    return physical_memory_bytes() // 2
+
+
+def size_text(nbytes: int) -> str:
+    """Bytes as GiB, or MiB below one GiB.
+
+    >>> size_text(3 * 2**30), size_text(2**19)
+    ('3.0 GiB', '0.5 MiB')
+    """
+    if nbytes >= 2**30:
+        return f"{nbytes / 2**30:.1f} GiB"
+    return f"{nbytes / 2**20:.1f} MiB"
+
+
+def check_result(what: str, shape: Sequence[int], itemsize: int, extra: int = 0) -> None:
+    """Refuse, before allocating, a result of ``shape`` (plus ``extra`` scratch bytes)
+    larger than :func:`output_limit_bytes`, naming the sizes and the setting."""
+    need = math.prod(shape) * itemsize + extra
+    limit = output_limit_bytes()
+    if need > limit:
+        raise ValueError(
+            f"this call needs {size_text(need)} for its {what} {tuple(shape)}, more than "
+            f"the output limit of {size_text(limit)} (dilconv._spec.OUTPUT_LIMIT_BYTES "
+            f"raises it; by default half of this machine's "
+            f"{size_text(physical_memory_bytes())}); use dilconv.dask for arrays "
+            "larger than memory"
+        )
+
+
 def check_memory(spec: ConvSpec) -> None:
-    """Refuse a call whose output alone would not fit in this machine's memory."""
-    out_bytes = math.prod(spec.out_shape) * spec.dtype.itemsize
+    """Refuse a call whose output (and padded input) would not fit the output limit."""
     padded = spec.batch * spec.in_channels * spec.padded_hw[0] * spec.padded_hw[1]
     pad_bytes = padded * spec.dtype.itemsize if spec.padding_mode != "zeros" else 0
-    total = physical_memory_bytes()
-    if out_bytes + pad_bytes > total:
-        raise ValueError(
-            f"this call needs {(out_bytes + pad_bytes) / 2**30:.1f} GiB for its output "
-            f"{spec.out_shape} (padding {spec.pad}), more than this machine's "
-            f"{total / 2**30:.1f} GiB; use dilconv.dask for arrays larger than memory"
-        )
+    check_result(f"output (padding {spec.pad})", spec.out_shape, spec.dtype.itemsize, pad_bytes)
+
+
+def input_shape(spec: ConvSpec) -> tuple[int, ...]:
+    """The forward input's shape in the caller's layout and rank: what a transposed
+    convolution or an input gradient returns."""
+    h, w = spec.in_hw
+    if spec.x_ndim == 2:
+        return (h, w)
+    if spec.data_format == "NCHW":
+        full: tuple[int, ...] = (spec.batch, spec.in_channels, h, w)
+    else:
+        full = (spec.batch, h, w, spec.in_channels)
+    return full if spec.x_ndim == 4 else full[1:]

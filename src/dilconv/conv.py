@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from dilconv import _select, _shapes
+from dilconv import _exact, _select, _shapes
 from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
 from dilconv._methods import METHODS
 from dilconv._padding import pad_spatial
@@ -28,14 +28,25 @@ def _array_spec(
 def run_conv(
     x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: ConvSpec, method: str
 ) -> np.ndarray:
-    """Run a resolved method on validated arrays; the shared path of every forward call."""
+    """Run a resolved method on validated arrays; the shared path of every forward call.
+
+    Integer calls whose sums could leave int64 run on Python integers instead
+    (:mod:`dilconv._exact`) and give int64 or an OverflowError; ``method="exact"``
+    (a caller's object-dtype spec) returns the Python integers for the caller to check.
+    """
+    keep_object = method == "exact"
+    terms = spec.kernel_hw[0] * spec.kernel_hw[1] * spec.in_per_group
+    if method == "exact" or _exact.overflows(spec, x, w, terms, bias):
+        spec, method = _exact.exact_spec(spec), "exact"
     xc = to_canonical(x, spec)
     if spec.padding_mode != "zeros":
         xc = pad_spatial(xc, spec.pad, spec.padding_mode)
-    y = METHODS[method].conv(xc, weight_to_canonical(w, spec), spec.lowered())
+    run = _exact.conv if method == "exact" else METHODS[method].conv
+    y = run(xc, weight_to_canonical(w, spec), spec.lowered())
     if bias is not None:
         y += bias.astype(spec.dtype)
-    return from_canonical(y, spec)
+    y = from_canonical(y, spec)
+    return y if keep_object else _exact.to_int64(y, "conv2d")
 
 
 def conv2d(
@@ -88,7 +99,13 @@ def conv2d(
         ``"blocked"``, ``"winograd"``, ``"tap_gemm"``, ``"im2col"``, ``"space_to_batch"``,
         ``"fft"``
         (:data:`dilconv.METHODS`);
-        all give the same answer.
+        all give the same answer within rounding, each output's error
+        depending only on the input values it reads, except ``"fft"``, whose
+        rounding error, NaN and Inf spread over the whole output, and which
+        ``"auto"`` never picks unless the FFT is allowed (see
+        :func:`choose_method`). Where ``x``, ``w`` or ``bias`` hold NaN or Inf,
+        ``"auto"`` keeps to the methods that put them exactly where
+        ``"direct"`` does.
 
     Returns
     -------
@@ -127,7 +144,8 @@ def conv2d(
         data_format=data_format,
         flip=flip,
     )
-    return run_conv(xa, wa, ba, spec, _select.resolve_method(method, spec))
+    arrays = (xa, wa) if ba is None else (xa, wa, ba)
+    return run_conv(xa, wa, ba, spec, _select.resolve_method(method, spec, arrays))
 
 
 def choose_method(
@@ -149,7 +167,11 @@ def choose_method(
 
     Algorithms that refuse the call (``"fft"`` on integers) or whose workspace
     exceeds :func:`get_workspace_limit` are left out; the oracle ``"direct"`` is
-    never chosen. The rest are ranked by a cost model (seconds estimated from the
+    never chosen, nor ``"fft"`` unless it is allowed (``dilconv._select.ALLOW_FFT``,
+    off by default: its error at one output depends on every input value). With
+    NaN or Inf in the arrays, ``"winograd"`` and ``"dilated_kernel"`` are left out
+    (they would turn an Inf into NaN, or spread a NaN, where ``"direct"`` does not).
+    The rest are ranked by a cost model (seconds estimated from the
     sizes, with rates fitted by ``benchmarks/fit_cost_model.py``).
 
     Parameters
@@ -198,13 +220,16 @@ def choose_method(
         raise TypeError(f"explain must be a bool, got {explain!r}")
     if measure and explain:
         raise ValueError("measure and explain cannot both be True; ask for one at a time")
-    best = _select.resolve_method("auto", spec)
+    arrays = (xa, wa) if ba is None else (xa, wa, ba)
+    best = _select.resolve_method("auto", spec, arrays)
     if explain:
         return best, _select.explain(spec.lowered())
     if not measure:
         return best
+    finite = _select.all_finite(arrays)
     times = _select.measure(
-        lambda name: run_conv(xa, wa, ba, spec, name), _select.candidates(spec.lowered())
+        lambda name: run_conv(xa, wa, ba, spec, name),
+        _select.candidates(spec.lowered(), finite=finite),
     )
     return min(times, key=times.__getitem__), times
 

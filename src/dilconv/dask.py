@@ -8,6 +8,7 @@ and the answer is the in-memory one (the same algorithm on the same numbers).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import dask.array as da
@@ -16,7 +17,7 @@ import numpy as np
 from dilconv import _shapes
 from dilconv._dask_halo import pad_axis
 from dilconv._select import resolve_method
-from dilconv._spec import ConvSpec, as_array, make_spec
+from dilconv._spec import ConvSpec, as_array, make_spec, output_limit_bytes, size_text
 from dilconv.conv import conv2d as _conv2d
 
 __all__ = ["conv2d", "spatial_axes"]
@@ -64,6 +65,130 @@ def _block_conv(
     return _conv2d(block[tuple(where)], w, bias, padding=0, padding_mode="zeros", **options)
 
 
+def _window_conv(
+    block: np.ndarray, w: np.ndarray, bias: Any, pads: tuple[Any, Any], options: dict[str, Any]
+) -> Any:
+    """One output chunk of a zero-padded call: the real input rows and columns it
+    reads, and the zero padding around them given as pads, never built."""
+    return _conv2d(block, w, bias, padding=pads, **options)
+
+
+def _window(out0: int, out1: int, n: int, lo: int, k: int, s: int, d: int) -> tuple[int, ...]:
+    """Input rows ``[a, b)`` that outputs ``[out0, out1)`` read, and the zeros
+    ``(before, after)`` around them: padded rows ``out0 * s`` to ``(out1 - 1) * s + k_eff``.
+    ``a == b``: these outputs read padding only."""
+    first = out0 * s - lo
+    stop = first + _shapes.input_span(out1 - out0, k, s, d)
+    a, b = min(max(first, 0), n), max(min(stop, n), 0)
+    if a >= b:
+        return 0, 0, 0, 0
+    return a, b, a - first, stop - b
+
+
+def _zero_padded(
+    xd: da.Array,
+    wa: np.ndarray,
+    ba: Any,
+    spec: ConvSpec,
+    options: dict[str, Any],
+    dtypes: list[Any],
+) -> da.Array:
+    """The zero-padded call as a grid of output chunks, each from its real input only.
+
+    Output chunks have ``ceil(c / stride)`` outputs for input chunks of ``c``; each is
+    one :func:`dilconv.conv2d` of the input rows and columns it reads (at most its
+    halo, ``(b - 1) * s + k_eff``, and never more than the input) with the zero
+    padding passed as pads, so no padding is ever materialised.
+    """
+    h_axis, w_axis, c_axis = spatial_axes(spec)
+    axes = (h_axis, w_axis)
+    if c_axis is not None:
+        xd = xd.rechunk({c_axis: -1})
+    plans = []
+    for i, axis in enumerate(axes):
+        out = spec.out_hw[i]
+        block = max(1, min(out, -(-xd.chunks[axis][0] // spec.stride[i])))
+        edges = [*range(0, out, block), out]
+        k, s, d, lo = spec.kernel_hw[i], spec.stride[i], spec.dilation[i], spec.pad[i][0]
+        plans.append(
+            [
+                (o1 - o0, _window(o0, o1, spec.in_hw[i], lo, k, s, d))
+                for o0, o1 in zip(edges[:-1], edges[1:], strict=True)
+            ]
+        )
+    item = np.dtype(spec.dtype).itemsize
+    lead = math.prod(max(c) for a, c in enumerate(xd.chunks) if a not in axes)
+    rows = max(b - a for _, (a, b, _, _) in plans[0])
+    cols = max(b - a for _, (a, b, _, _) in plans[1])
+    need = lead * rows * cols * item
+    if need > output_limit_bytes():
+        raise ValueError(
+            f"each output chunk would read a {rows}x{cols} window of the input "
+            f"({size_text(need)} with its other axes), more than the output limit of "
+            f"{size_text(output_limit_bytes())} (dilconv._spec.OUTPUT_LIMIT_BYTES); "
+            "use smaller input chunks"
+        )
+    method = options.pop("method")
+    checked = False
+    grid = np.empty((len(plans[0]), len(plans[1])), dtype=object)
+    for r, (bh, (a0, a1, t, bt)) in enumerate(plans[0]):
+        for c, (bw, (b0, b1, left, right)) in enumerate(plans[1]):
+            where: list[Any] = [slice(None)] * xd.ndim
+            where[h_axis], where[w_axis] = slice(a0, a1), slice(b0, b1)
+            shape = list(xd.shape)
+            shape[h_axis], shape[w_axis] = bh, bw
+            if c_axis is not None:
+                shape[c_axis] = spec.out_channels
+            if a0 == a1 or b0 == b1:  # outputs that read padding only: the bias
+                grid[r, c] = _bias_only(tuple(shape), ba, spec, c_axis, xd.chunks[0])
+                continue
+            piece = xd[tuple(where)].rechunk({h_axis: -1, w_axis: -1})
+            pads = ((t, bt), (left, right))
+            if not checked:  # the method must accept a chunk (conv2d's error if not)
+                window = make_spec(
+                    piece.shape,
+                    wa.shape,
+                    dtypes=dtypes,
+                    padding=pads,
+                    memory_check=False,  # checked above, per chunk
+                    **options,
+                )
+                resolve_method(method, window)
+                checked = True
+            chunks = list(piece.chunks)
+            chunks[h_axis], chunks[w_axis] = (bh,), (bw,)
+            if c_axis is not None:
+                chunks[c_axis] = (spec.out_channels,)
+            grid[r, c] = piece.map_blocks(
+                _window_conv,
+                w=wa,
+                bias=ba,
+                pads=pads,
+                options={**options, "method": method},
+                chunks=tuple(chunks),
+                dtype=spec.out_dtype,
+                meta=np.empty((0,) * xd.ndim, dtype=spec.out_dtype),
+            )
+    rows_of_blocks = [da.concatenate(list(grid[r]), axis=w_axis) for r in range(grid.shape[0])]
+    return da.concatenate(rows_of_blocks, axis=h_axis)
+
+
+def _bias_only(
+    shape: tuple[int, ...], bias: Any, spec: ConvSpec, c_axis: int | None, lead: Any
+) -> da.Array:
+    """An output chunk whose every tap reads zero padding: zeros plus the bias."""
+    chunks = tuple((n,) for n in shape)
+    if c_axis is not None and spec.x_ndim == 4:
+        chunks = (lead, *chunks[1:])
+    zeros = da.zeros(shape, dtype=spec.out_dtype, chunks=chunks)
+    if bias is None:
+        return zeros
+    where = [1] * len(shape)
+    if c_axis is not None:
+        where[c_axis] = -1
+    return zeros + np.reshape(bias.astype(spec.out_dtype), where)
+
+
 def _small(name: str, value: Any) -> np.ndarray:
     """Weights or bias as a NumPy array (a Dask one is small: computed here)."""
     if isinstance(value, da.Array):
@@ -109,9 +234,17 @@ def conv2d(
 
     Notes
     -----
-    Built on ``dask.array.map_overlap`` with asymmetric halos and
-    ``boundary="none"``. Per spatial axis, with input size ``i``, pads ``lo`` and
-    ``hi``, ``k`` taps, dilation ``d``, stride ``s`` and ``k_eff = d * (k - 1) + 1``:
+    With ``padding_mode="zeros"`` no padding is ever built: output chunks of
+    ``ceil(c / stride)`` outputs (for input chunks of ``c``) are each one
+    :func:`dilconv.conv2d` of the input rows and columns they read, at most their
+    halo ``(b - 1) * s + k_eff`` and never more than the input, with the zeros
+    around them passed as explicit pads (a chunk that reads padding only is the
+    bias). A window larger than the output limit
+    (:func:`dilconv._spec.output_limit_bytes`) is refused when the graph is built.
+    The other padding modes are built on ``dask.array.map_overlap`` with
+    asymmetric halos and ``boundary="none"``. Per spatial axis, with input size
+    ``i``, pads ``lo`` and ``hi``, ``k`` taps, dilation ``d``, stride ``s`` and
+    ``k_eff = d * (k - 1) + 1``:
 
     1. The outer border is added lazily in ``padding_mode`` with the index map
        that :func:`dilconv.conv2d` pads with (so every mode fills it as the
@@ -166,6 +299,8 @@ def conv2d(
         memory_check=False,
         **options,
     )
+    if spec.padding_mode == "zeros":
+        return _zero_padded(xd, wa, ba, spec, {**options, "method": method}, dtypes)
     h_axis, w_axis, c_axis = spatial_axes(spec)
     in_chunks: dict[int, Any] = {} if c_axis is None else {c_axis: -1}
     out_chunks = list(xd.chunks)

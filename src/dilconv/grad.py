@@ -17,10 +17,21 @@ from typing import Any
 
 import numpy as np
 
-from dilconv import _grad_weight, _select, _shapes
+from dilconv import _exact, _grad_weight, _select, _shapes
 from dilconv._layout import to_canonical, weight_from_canonical
 from dilconv._padding import pad_spatial
-from dilconv._spec import DATA_FORMATS, ConvSpec, as_array, as_choice, compute_dtypes, make_spec
+from dilconv._spec import (
+    DATA_FORMATS,
+    ConvSpec,
+    as_array,
+    as_choice,
+    check_result,
+    compute_dtypes,
+    make_spec,
+)
+from dilconv._spec import (
+    input_shape as _input_shape,
+)
 from dilconv._transpose import resolve_transpose_method, run_conv_transpose
 from dilconv._transpose.spec import as_shape
 from dilconv.conv import run_conv
@@ -106,6 +117,7 @@ def conv2d_grad_input(
         flip=flip,
     )
     _check_grad_out(ga, spec, f"input_shape {tuple(input_shape)} and w {wa.shape}")
+    check_result("input gradient", _input_shape(spec), spec.dtype.itemsize)
     return run_conv_transpose(ga, wa, None, spec, resolve_transpose_method(method, spec))
 
 
@@ -233,8 +245,12 @@ def conv2d_grad_weight(
         flip=flip,
     )
     _check_grad_out(ga, spec, f"x {xa.shape} and weight_shape {tuple(weight_shape)}")
+    check_result("weight gradient", tuple(weight_shape), spec.dtype.itemsize)
+    exact = _exact.overflows(spec, xa, ga, spec.batch * spec.out_hw[0] * spec.out_hw[1])
+    if exact:  # sums that could leave int64: Python integers, then int64 or OverflowError
+        spec = _exact.exact_spec(spec)
     lowered = spec.lowered()
-    if method == "auto" and _grad_weight.applies(lowered):
+    if method == "auto" and not exact and _grad_weight.applies(lowered):
         xc = to_canonical(xa, spec)
         if spec.padding_mode != "zeros":
             xc = pad_spatial(xc, spec.pad, spec.padding_mode)
@@ -250,12 +266,15 @@ def conv2d_grad_weight(
         # with the whole output gradient. The cost model agrees, but its per-tap
         # estimates take time proportional to Ho * Wo, more than the product itself.
         preferred = method
-        if method == "auto":  # im2col where it fits the workspace, else the cost model's
-            fits = "im2col" in _select.candidates(swapped.lowered())
-            preferred = "im2col" if fits else "auto"
-        name = _select.resolve_method(preferred, swapped)
+        if exact:
+            name = "exact"
+        else:
+            if method == "auto":  # im2col where it fits the workspace, else the model's
+                fits = "im2col" in _select.candidates(swapped.lowered())
+                preferred = "im2col" if fits else "auto"
+            name = _select.resolve_method(preferred, swapped, (xs, ks))
         dw = run_conv(xs, ks, None, swapped, name).transpose(1, 2, 0, 3)
-    return weight_from_canonical(dw, spec)
+    return _exact.to_int64(weight_from_canonical(dw, spec), "conv2d_grad_weight")
 
 
 def conv2d_grad_bias(grad_out: Any, *, data_format: str = "NCHW") -> np.ndarray:
@@ -287,5 +306,9 @@ def conv2d_grad_bias(grad_out: Any, *, data_format: str = "NCHW") -> np.ndarray:
             f"grad_out must be 2-D, 3-D or 4-D ({data_format}), got {ga.ndim}-D shape {ga.shape}"
         )
     accumulate, result = compute_dtypes(ga.dtype)
-    total = ga.sum(axis=axes, dtype=accumulate).astype(result)
+    if result.kind == "i" and _exact.largest(ga) * ga.size > _exact.INT64_MAX:
+        exact = ga.astype(object).sum(axis=axes)
+        total = _exact.to_int64(np.asarray(exact, dtype=object), "conv2d_grad_bias")
+    else:
+        total = ga.sum(axis=axes, dtype=accumulate).astype(result)
     return total.reshape(1) if ga.ndim == 2 else total

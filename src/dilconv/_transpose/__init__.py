@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from dilconv import _exact
 from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
 from dilconv._padding import pad_spatial_adjoint
 from dilconv._spec import ConvSpec
@@ -96,7 +97,8 @@ def adjoint_canonical(g: Any, w: np.ndarray, spec: ConvSpec, method: str) -> np.
     (ho, wo), (gh, gw) = spec.out_hw, gc.shape[1:3]
     if (gh, gw) != (ho, wo):
         gc = np.pad(gc, ((0, 0), (0, ho - gh), (0, wo - gw), (0, 0)))
-    x = TRANSPOSE_METHODS[method].conv_transpose(gc, weight_to_canonical(w, spec), spec.lowered())
+    run = _exact.conv_transpose if method == "exact" else TRANSPOSE_METHODS[method].conv_transpose
+    x = run(gc, weight_to_canonical(w, spec), spec.lowered())
     if spec.padding_mode != "zeros":
         x = pad_spatial_adjoint(x, spec.pad, spec.padding_mode, spec.in_hw)
     return x
@@ -108,8 +110,13 @@ def run_conv_transpose(
     """The shared path of ``conv2d_transpose`` and ``conv2d_grad_input``.
 
     Returns the result in the caller's layout and rank, in ``spec.out_dtype``.
+    Integer calls whose sums could leave int64 run on Python integers
+    (:mod:`dilconv._exact`) and give int64 or an OverflowError, never a wrapped value.
     """
+    terms = spec.kernel_hw[0] * spec.kernel_hw[1] * spec.out_per_group
+    if _exact.overflows(spec, g, w, terms, bias):
+        spec, method = _exact.exact_spec(spec), "exact"
     x = adjoint_canonical(g, w, spec, method)
     if bias is not None:
         x += bias.astype(spec.dtype)
-    return from_canonical(x, spec)
+    return _exact.to_int64(from_canonical(x, spec), "the transposed convolution")

@@ -57,6 +57,6 @@ def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     inner, (rows, cols) = adjoint_spec(spec)
     if min(inner.in_hw) < 1:  # every source lands in the padding
         return np.zeros((spec.batch, *spec.in_hw, spec.in_channels), dtype=spec.dtype)
-    name = _select.resolve_method("auto", inner)
     src = np.ascontiguousarray(g[:, rows, cols])
+    name = _select.resolve_method("auto", inner, (src, w))
     return METHODS[name].conv(src, transposed_weight(w, spec.groups), inner)

@@ -23,6 +23,8 @@ from dilconv._spec import (
     as_choice,
     as_int,
     as_pair,
+    check_result,
+    input_shape,
     make_spec,
     parse_padding,
     split_layout,
@@ -179,7 +181,7 @@ def make_transpose_spec(
         fwd_shape = (batch, *out_hw, out_channels)
     if len(x_shape) == 3:
         fwd_shape = fwd_shape[1:]
-    return make_spec(
+    spec = make_spec(
         fwd_shape,
         w_shape,
         dtypes=dtypes,
@@ -189,3 +191,5 @@ def make_transpose_spec(
         groups=n_groups,
         data_format=data_format,
     )
+    check_result("output", input_shape(spec), spec.dtype.itemsize)
+    return spec
