@@ -11,6 +11,7 @@ from dilconv.conv import (
     output_shape,
     same_padding,
 )
+from dilconv.convnd import conv1d, conv3d
 from dilconv.grad import conv2d_grad_bias, conv2d_grad_input, conv2d_grad_weight
 from dilconv.receptive import ReceptiveField, coverage, receptive_field
 from dilconv.transpose import atrous_conv2d_transpose, conv2d_transpose
@@ -25,7 +26,9 @@ __all__ = [
     "atrous_conv2d",
     "atrous_conv2d_transpose",
     "choose_method",
+    "conv1d",
     "conv2d",
+    "conv3d",
     "conv2d_grad_bias",
     "conv2d_grad_input",
     "conv2d_grad_weight",

@@ -49,6 +49,18 @@ def full_pads(k: int, d: int) -> tuple[int, int]:
     return e, e
 
 
+def causal_pads(k: int, d: int) -> tuple[int, int]:
+    """Keras's causal padding: ``d * (k - 1)`` before, none after, at every stride.
+
+    With it output ``t`` reads inputs up to ``t * s`` and there are ``ceil(i / s)``
+    outputs (``floor((i - 1) / s) + 1``).
+
+    >>> causal_pads(3, 4)
+    (8, 0)
+    """
+    return effective_size(k, d) - 1, 0
+
+
 def transpose_out_size(i: int, k: int, s: int, d: int, lo: int, hi: int, out_pad: int) -> int:
     """Output size of a transposed convolution (PyTorch's ``conv_transpose2d`` rule)."""
     return (i - 1) * s - lo - hi + effective_size(k, d) + out_pad

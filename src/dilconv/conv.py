@@ -11,6 +11,7 @@ from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
 from dilconv._methods import METHODS
 from dilconv._padding import pad_spatial
 from dilconv._spec import ConvSpec, as_array, as_choice, as_int, as_pair, make_spec
+from dilconv._spec_nd import rank_of_format, same_padding_nd, sequence_rank
 
 
 def _array_spec(
@@ -246,7 +247,9 @@ def output_shape(
 ) -> tuple[int, ...]:
     """The shape :func:`conv2d` returns for inputs of these shapes.
 
-    Raises the same ValueError or TypeError that :func:`conv2d` would.
+    Raises the same ValueError or TypeError that :func:`conv2d` would. A 1-D or
+    3-D ``data_format`` (``"NCW"``, ``"NWC"``, ``"NCDHW"``, ``"NDHWC"``) gives the
+    shape :func:`conv1d` or :func:`conv3d` returns (``padding="causal"`` in 1-D).
 
     Examples
     --------
@@ -254,12 +257,31 @@ def output_shape(
     (1, 8, 24, 24)
     >>> output_shape((32, 32, 3), (3, 3, 3, 8), stride=2, padding="same", data_format="NHWC")
     (16, 16, 8)
+    >>> output_shape((1, 64, 1000), (64, 64, 2), dilation=16, stride=3, padding="causal",
+    ...              data_format="NCW")
+    (1, 64, 334)
+    >>> output_shape((1, 32, 64, 64, 64), (32, 32, 3, 3, 3), dilation=2, data_format="NCDHW")
+    (1, 32, 60, 60, 60)
     """
     shapes = []
     for name, shape in (("x_shape", x_shape), ("w_shape", w_shape)):
         if not isinstance(shape, (tuple, list)):
             raise TypeError(f"{name} must be a tuple of ints, got {shape!r}")
         shapes.append(tuple(as_int(f"{name}[{i}]", v, minimum=0) for i, v in enumerate(shape)))
+    rank = rank_of_format(data_format)
+    if rank in (1, 3):
+        from dilconv.convnd import output_shape_nd
+
+        return output_shape_nd(
+            rank,
+            shapes[0],
+            shapes[1],
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            data_format=data_format,
+        )
     spec = make_spec(
         shapes[0],
         shapes[1],
@@ -274,11 +296,13 @@ def output_shape(
 
 def same_padding(
     in_hw: Any, kernel_hw: Any, *, stride: Any = 1, dilation: Any = 1
-) -> tuple[tuple[int, int], tuple[int, int]]:
+) -> tuple[tuple[int, int], ...]:
     """The ``((top, bottom), (left, right))`` pads that ``padding="same"`` uses.
 
     TensorFlow's rule: the output has ``ceil(in / stride)`` pixels and the odd
-    pixel of padding goes to the bottom/right.
+    pixel of padding goes to the bottom/right. Sizes given per axis for one or
+    three axes give one ``(before, after)`` pair per axis (for ``conv1d`` and
+    ``conv3d``).
 
     Examples
     --------
@@ -286,7 +310,14 @@ def same_padding(
     ((4, 4), (4, 4))
     >>> same_padding((11, 9), (2, 3), stride=2)
     ((0, 1), (1, 1))
+    >>> same_padding((100,), 2, dilation=5)
+    ((2, 3),)
+    >>> same_padding((8, 16, 16), 3, stride=(1, 2, 2))
+    ((1, 1), (0, 1), (0, 1))
     """
+    rank = sequence_rank(in_hw, kernel_hw, stride, dilation)
+    if rank in (1, 3):
+        return same_padding_nd(rank, in_hw, kernel_hw, stride, dilation)
     (h, w), (kh, kw) = (
         as_pair("in_hw", in_hw, minimum=1),
         as_pair("kernel_hw", kernel_hw, minimum=1),

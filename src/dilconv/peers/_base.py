@@ -189,7 +189,8 @@ def explicit_pads(g: Geometry, in_hw: tuple[int, int], kernel_hw: tuple[int, int
     if g.padding == "valid":
         return (0, 0), (0, 0)
     if g.padding == "same":
-        return same_padding(in_hw, kernel_hw, stride=g.stride, dilation=g.dilation)
+        rows, cols = same_padding(in_hw, kernel_hw, stride=g.stride, dilation=g.dilation)
+        return rows, cols
     if g.padding == "full":
         return (
             _shapes.full_pads(kernel_hw[0], g.dilation[0]),

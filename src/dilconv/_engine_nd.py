@@ -1,0 +1,277 @@
+"""1-D and 3-D convolutions, their adjoints and weight gradients, on the 2-D engine.
+
+Every rank is lifted to three spatial axes ``(D, H, W)``: a 1-D signal is one
+row of one plane, a 2-D image one plane. A 3-D convolution is then a sum over
+its depth taps: tap ``kd`` reads input planes ``od * sd + kd * dd - pad_front``
+for the outputs ``od`` where that plane is real (:func:`dilconv._shapes.tap_output_range`),
+so those planes, stacked on the batch axis, go through one 2-D call whose result
+is added in place into the output planes. The adjoint scatters the 2-D
+transposed convolution of each output-plane stack back into the same input
+planes; the weight gradient of tap ``kd`` is the 2-D weight gradient of the same
+stacks. Zero taps (planes in the padding) cost nothing; the 2-D engine (its
+``method`` argument, its cost model, its workspace limit) does the rest.
+
+Arrays here are channels-last and lifted: activations ``(N, D, H, W, C)``,
+weights ``(kd, kh, kw, C/groups, O)``, in the spec's accumulation dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from dilconv import _select, _shapes
+from dilconv._methods import METHODS
+from dilconv._padding import pad_spatial_adjoint
+from dilconv._spec import ConvSpec, make_spec
+from dilconv._spec_nd import SpecN
+from dilconv._transpose import TRANSPOSE_METHODS, resolve_transpose_method, run_conv_transpose
+from dilconv.conv import run_conv
+
+_NUMPY_MODES = {
+    "reflect": "reflect",
+    "replicate": "edge",
+    "circular": "wrap",
+    "symmetric": "symmetric",
+}
+
+Triple = tuple[int, int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Volume:
+    """A zero-padded cross-correlation over ``(D, H, W)``: the lifted, lowered spec."""
+
+    in_size: Triple
+    kernel: Triple
+    stride: Triple
+    dilation: Triple
+    pad: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+    groups: int
+    in_channels: int
+    out_channels: int
+    dtype: np.dtype
+
+    @property
+    def out_size(self) -> Triple:
+        """Output size per axis."""
+        d, h, w = (
+            _shapes.conv_out_size(n, k, s, dl, lo, hi)
+            for n, k, s, dl, (lo, hi) in zip(
+                self.in_size, self.kernel, self.stride, self.dilation, self.pad, strict=True
+            )
+        )
+        return d, h, w
+
+    def depth_taps(self) -> list[tuple[int, int, int, int]]:
+        """``(kd, first, stop, start)`` per depth tap that reads real planes: outputs
+        ``[first, stop)`` read input planes ``start, start + sd, ...``."""
+        n, (lo, _), s, dl = self.in_size[0], self.pad[0], self.stride[0], self.dilation[0]
+        out = self.out_size[0]
+        taps = []
+        for kd in range(self.kernel[0]):
+            first, stop = _shapes.tap_output_range(n, kd, s, dl, lo, out)
+            if first < stop:
+                taps.append((kd, first, stop, first * s + kd * dl - lo))
+        return taps
+
+    def plane_spec(self, batch: int) -> ConvSpec:
+        """The 2-D spec of one stack of ``batch`` planes through one depth tap."""
+        (_, h, w), (_, kh, kw) = self.in_size, self.kernel
+        return make_spec(
+            (batch, h, w, self.in_channels),
+            (kh, kw, self.in_channels // self.groups, self.out_channels),
+            dtypes=[self.dtype],
+            stride=self.stride[1:],
+            padding=self.pad[1:],
+            dilation=self.dilation[1:],
+            groups=self.groups,
+            data_format="NHWC",
+        )
+
+
+def _lift(values: tuple[Any, ...], rank: int, fill: Any) -> tuple[Any, Any, Any]:
+    full = (fill,) * (3 - rank) + tuple(values)
+    return full[0], full[1], full[2]
+
+
+def volume(spec: SpecN) -> Volume:
+    """The lifted problem the engine solves: zero padding, correlation, three axes.
+
+    A non-zero ``padding_mode`` is applied to the input first (:func:`pad_input`),
+    so the volume then has the padded size and no padding.
+    """
+    zeros = spec.padding_mode == "zeros"
+    size = spec.in_size if zeros else spec.padded_size
+    pad = spec.pad if zeros else tuple((0, 0) for _ in spec.pad)
+    return Volume(
+        in_size=_lift(size, spec.rank, 1),
+        kernel=_lift(spec.kernel, spec.rank, 1),
+        stride=_lift(spec.stride, spec.rank, 1),
+        dilation=_lift(spec.dilation, spec.rank, 1),
+        pad=_lift(pad, spec.rank, (0, 0)),
+        groups=spec.groups,
+        in_channels=spec.in_channels,
+        out_channels=spec.out_channels,
+        dtype=spec.dtype,
+    )
+
+
+# --- layouts ----------------------------------------------------------------------------
+
+
+def to_channels_last(a: np.ndarray, spec: SpecN) -> np.ndarray:
+    """Activations in the caller's layout and rank -> lifted ``(N, D, H, W, C)``."""
+    if spec.x_ndim == spec.rank:
+        a = a[None, ..., None]
+    else:
+        if spec.x_ndim == spec.rank + 1:
+            a = a[None]
+        if spec.channels_first:
+            a = np.moveaxis(a, 1, -1)
+    a = a.reshape(a.shape[0], *(1,) * (3 - spec.rank), *a.shape[1:])
+    return np.ascontiguousarray(a, dtype=spec.dtype)
+
+
+def from_channels_last(a: np.ndarray, spec: SpecN) -> np.ndarray:
+    """Lifted ``(N, D, H, W, C)`` -> the caller's layout and rank, in ``spec.out_dtype``."""
+    a = a.reshape(a.shape[0], *a.shape[4 - spec.rank :])
+    if spec.x_ndim == spec.rank:
+        a = a[0, ..., 0]
+    else:
+        if spec.channels_first:
+            a = np.moveaxis(a, -1, 1)
+        if spec.x_ndim == spec.rank + 1:
+            a = a[0]
+    return np.ascontiguousarray(a, dtype=spec.out_dtype)
+
+
+def weight_to_channels_last(w: np.ndarray, spec: SpecN) -> np.ndarray:
+    """Weights in the caller's layout -> lifted ``(kd, kh, kw, C/g, O)``, flipped if asked."""
+    if spec.x_ndim == spec.rank:
+        w = w[..., None, None]
+    elif spec.channels_first:
+        w = np.moveaxis(w, (0, 1), (-1, -2))
+    if spec.flip:
+        w = w[tuple(slice(None, None, -1) for _ in range(spec.rank))]
+    w = w.reshape(*(1,) * (3 - spec.rank), *w.shape)
+    return np.ascontiguousarray(w, dtype=spec.dtype)
+
+
+def weight_from_channels_last(w: np.ndarray, spec: SpecN) -> np.ndarray:
+    """Lifted ``(kd, kh, kw, C/g, O)`` -> the caller's weight layout, flip undone."""
+    w = w.reshape(w.shape[3 - spec.rank :])
+    if spec.flip:
+        w = w[tuple(slice(None, None, -1) for _ in range(spec.rank))]
+    if spec.x_ndim == spec.rank:
+        w = w[..., 0, 0]
+    elif spec.channels_first:
+        w = np.moveaxis(w, (-1, -2), (0, 1))
+    return np.ascontiguousarray(w, dtype=spec.out_dtype)
+
+
+def pad_input(x: np.ndarray, spec: SpecN) -> np.ndarray:
+    """Lifted ``x`` padded by ``spec.padding_mode`` (unchanged for zero padding)."""
+    if spec.padding_mode == "zeros":
+        return x
+    widths = [(0, 0), *_lift(spec.pad, spec.rank, (0, 0)), (0, 0)]
+    return np.pad(x, widths, mode=_NUMPY_MODES[spec.padding_mode])  # type: ignore[call-overload]
+
+
+def unpad_adjoint(x: np.ndarray, spec: SpecN) -> np.ndarray:
+    """Adjoint of :func:`pad_input`: padded pixels' gradients added into their sources."""
+    if spec.padding_mode == "zeros":
+        return x
+    axes = tuple(range(4 - spec.rank, 4))
+    return pad_spatial_adjoint(x, spec.pad, spec.padding_mode, spec.in_size, axes)  # type: ignore[arg-type]
+
+
+# --- methods ----------------------------------------------------------------------------
+
+
+def check_method(method: Any) -> None:
+    """``method`` names a forward algorithm (or ``"auto"``)."""
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a str, got {method!r}")
+    if method != "auto" and method not in METHODS:
+        raise ValueError(f"method must be 'auto' or one of {sorted(METHODS)}, got {method!r}")
+
+
+def check_transpose_method(method: Any) -> None:
+    """``method`` names a transposed-convolution algorithm (or ``"auto"``)."""
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a str, got {method!r}")
+    if method != "auto" and method not in TRANSPOSE_METHODS:
+        raise ValueError(
+            f"method must be 'auto' or one of {sorted(TRANSPOSE_METHODS)}, got {method!r}"
+        )
+
+
+# --- the three operations ---------------------------------------------------------------
+
+
+def _planes(a: np.ndarray, start: int, step: int, count: int) -> np.ndarray:
+    """Planes ``start, start + step, ...`` (``count`` of them) of ``(N, D, H, W, C)`` as
+    one stack ``(N * count, H, W, C)``."""
+    part = a[:, start : start + (count - 1) * step + 1 : step]
+    return part.reshape(-1, *a.shape[2:])
+
+
+def forward(x: np.ndarray, w: np.ndarray, vol: Volume, method: str) -> np.ndarray:
+    """The lifted cross-correlation: ``(N, D, H, W, C)`` -> ``(N, Do, Ho, Wo, O)``."""
+    check_method(method)
+    n = x.shape[0]
+    do, ho, wo = vol.out_size
+    y = np.zeros((n, do, ho, wo, vol.out_channels), dtype=vol.dtype)
+    for kd, first, stop, start in vol.depth_taps():
+        count = stop - first
+        xs = _planes(x, start, vol.stride[0], count)
+        plane = vol.plane_spec(xs.shape[0])
+        part = run_conv(xs, w[kd], None, plane, _select.resolve_method(method, plane))
+        y[:, first:stop] += part.reshape(n, count, ho, wo, vol.out_channels)
+    return y
+
+
+def adjoint(g: np.ndarray, w: np.ndarray, vol: Volume, method: str) -> np.ndarray:
+    """The adjoint of :func:`forward`: ``(N, Do, Ho, Wo, O)`` -> ``(N, D, H, W, C)``."""
+    check_transpose_method(method)
+    n = g.shape[0]
+    d, h, wd = vol.in_size
+    x = np.zeros((n, d, h, wd, vol.in_channels), dtype=vol.dtype)
+    sd = vol.stride[0]
+    for kd, first, stop, start in vol.depth_taps():
+        count = stop - first
+        gs = g[:, first:stop].reshape(n * count, *g.shape[2:])
+        plane = vol.plane_spec(n * count)
+        part = run_conv_transpose(gs, w[kd], None, plane, resolve_transpose_method(method, plane))
+        x[:, start : start + (count - 1) * sd + 1 : sd] += part.reshape(n, count, h, wd, -1)
+    return x
+
+
+def grad_weight(x: np.ndarray, g: np.ndarray, vol: Volume, method: str) -> np.ndarray:
+    """The weight gradient of :func:`forward`: lifted ``(kd, kh, kw, C/g, O)``."""
+    from dilconv.grad import conv2d_grad_weight
+
+    check_method(method)
+    n = x.shape[0]
+    kd_, kh, kw = vol.kernel
+    shape = (kh, kw, vol.in_channels // vol.groups, vol.out_channels)
+    dw = np.zeros((kd_, *shape), dtype=vol.dtype)
+    for kd, first, stop, start in vol.depth_taps():
+        count = stop - first
+        xs = _planes(x, start, vol.stride[0], count)
+        gs = g[:, first:stop].reshape(n * count, *g.shape[2:])
+        dw[kd] = conv2d_grad_weight(
+            xs,
+            gs,
+            shape,
+            stride=vol.stride[1:],
+            padding=vol.pad[1:],
+            dilation=vol.dilation[1:],
+            groups=vol.groups,
+            data_format="NHWC",
+            method=method,
+        )
+    return dw
