@@ -1,4 +1,4 @@
-"""dilconv: exact, fast and visible dilated (atrous) 2-D convolution for NumPy."""
+"""dilconv: exact, fast and visible dilated (atrous) convolution for NumPy, in 1-D, 2-D and 3-D."""
 
 from dilconv._config import get_workspace_limit, set_workspace_limit, workspace_limit
 from dilconv._kernel import dilate_kernel, effective_kernel_size
@@ -13,6 +13,16 @@ from dilconv.conv import (
 )
 from dilconv.convnd import conv1d, conv3d
 from dilconv.grad import conv2d_grad_bias, conv2d_grad_input, conv2d_grad_weight
+from dilconv.gradnd import (
+    conv1d_grad_bias,
+    conv1d_grad_input,
+    conv1d_grad_weight,
+    conv1d_transpose,
+    conv3d_grad_bias,
+    conv3d_grad_input,
+    conv3d_grad_weight,
+    conv3d_transpose,
+)
 from dilconv.receptive import ReceptiveField, coverage, receptive_field
 from dilconv.transpose import atrous_conv2d_transpose, conv2d_transpose
 
@@ -27,8 +37,16 @@ __all__ = [
     "atrous_conv2d_transpose",
     "choose_method",
     "conv1d",
+    "conv1d_grad_bias",
+    "conv1d_grad_input",
+    "conv1d_grad_weight",
+    "conv1d_transpose",
     "conv2d",
     "conv3d",
+    "conv3d_grad_bias",
+    "conv3d_grad_input",
+    "conv3d_grad_weight",
+    "conv3d_transpose",
     "conv2d_grad_bias",
     "conv2d_grad_input",
     "conv2d_grad_weight",
