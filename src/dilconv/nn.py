@@ -4,18 +4,22 @@ Every layer has ``forward(x)`` and ``backward(grad_out)``; ``backward`` returns 
 gradient with respect to the layer's input and adds the gradients of its parameters
 into their ``.grad`` (as PyTorch does; :meth:`Module.zero_grad` clears them). The
 convolution's backward pass is :func:`dilconv.conv2d_grad_input` (a transposed
-convolution) and :func:`dilconv.conv2d_grad_weight`. Activations are NCHW.
+convolution) and :func:`dilconv.conv2d_grad_weight` (their 1-D and 3-D
+counterparts for :class:`Conv1d` and :class:`Conv3d`). Activations are
+channels-first: NCW, NCHW, NCDHW.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
+from dilconv import convnd, gradnd
 from dilconv._spec import PADDING_MODES, as_choice, as_int, as_pair
+from dilconv._spec_nd import as_tuple
 from dilconv.conv import conv2d
 from dilconv.grad import conv2d_grad_bias, conv2d_grad_input, conv2d_grad_weight
 from dilconv.receptive import receptive_field
@@ -164,6 +168,130 @@ class Conv2d(Module):
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"Conv2d({self.in_channels}, {self.out_channels}, {self.kernel_size}, {opts})"
+
+
+class _ConvN(Module):
+    """The 1-D and 3-D layers: :class:`Conv2d`'s parameters and initialisation, per axis."""
+
+    rank: int
+    _forward: Callable[..., np.ndarray]
+    _grad_input: Callable[..., np.ndarray]
+    _grad_weight: Callable[..., np.ndarray]
+    _grad_bias: Callable[..., np.ndarray]
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        *,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        rng: Any = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        self.in_channels = as_int("in_channels", in_channels, minimum=1)
+        self.out_channels = as_int("out_channels", out_channels, minimum=1)
+        self.kernel_size = as_tuple("kernel_size", kernel_size, self.rank, minimum=1)
+        self.groups = as_int("groups", groups, minimum=1)
+        for name, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if channels % self.groups:
+                raise ValueError(f"groups={groups} must divide {name}, got {channels}")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be a bool, got {bias!r}")
+        self.options = {
+            "stride": stride,
+            "padding": padding,
+            "dilation": dilation,
+            "groups": self.groups,
+            "padding_mode": as_choice("padding_mode", padding_mode, PADDING_MODES),
+        }
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        generator = np.random.default_rng(rng)
+        fan_in = self.in_channels // self.groups * math.prod(self.kernel_size)
+        bound = 1 / math.sqrt(fan_in)
+        self.weight = Parameter(generator.uniform(-bound, bound, shape).astype(dtype))
+        self.bias = (
+            Parameter(generator.uniform(-bound, bound, self.out_channels).astype(dtype))
+            if bias
+            else None
+        )
+        self._x: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The convolution of ``x`` with the layer's weight, bias and options."""
+        self._x = np.asarray(x)
+        return type(self)._forward(self._x, self.weight, self.bias, **self.options)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """Input gradient (a transposed convolution); fills ``weight.grad`` and ``bias.grad``."""
+        if self._x is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        grad_out = np.asarray(grad_out)
+        cls = type(self)
+        _accumulate(
+            self.weight, cls._grad_weight(self._x, grad_out, self.weight.shape, **self.options)
+        )
+        if self.bias is not None:
+            _accumulate(self.bias, cls._grad_bias(grad_out))
+        return cls._grad_input(grad_out, self.weight, self._x.shape, **self.options)
+
+    def parameters(self) -> list[Parameter]:
+        """``[weight, bias]`` (or ``[weight]``)."""
+        return [self.weight] + ([] if self.bias is None else [self.bias])
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        name = type(self).__name__
+        return f"{name}({self.in_channels}, {self.out_channels}, {self.kernel_size}, {opts})"
+
+
+class Conv1d(_ConvN):
+    """A dilated 1-D convolution layer, like ``torch.nn.Conv1d``, on NCW activations.
+
+    Parameters are those of :class:`Conv2d`, per axis, and ``padding`` may be
+    ``"causal"`` (Keras's rule, :func:`dilconv.conv1d`): the layers of a WaveNet or
+    a temporal convolutional network.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> layer = Conv1d(2, 4, 2, dilation=8, padding="causal", rng=0)
+    >>> y = layer(np.ones((1, 2, 100), dtype=np.float32))
+    >>> y.shape, layer.backward(np.ones_like(y)).shape, layer.weight.grad.shape
+    ((1, 4, 100), (1, 2, 100), (4, 2, 2))
+    """
+
+    rank = 1
+    _forward = staticmethod(convnd.conv1d)
+    _grad_input = staticmethod(gradnd.conv1d_grad_input)
+    _grad_weight = staticmethod(gradnd.conv1d_grad_weight)
+    _grad_bias = staticmethod(gradnd.conv1d_grad_bias)
+
+
+class Conv3d(_ConvN):
+    """A dilated 3-D convolution layer, like ``torch.nn.Conv3d``, on NCDHW activations.
+
+    Parameters are those of :class:`Conv2d`, per axis ``(d, h, w)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> layer = Conv3d(1, 2, 3, padding=2, dilation=2, rng=0)
+    >>> y = layer(np.ones((1, 1, 6, 6, 6), dtype=np.float32))
+    >>> y.shape, layer.backward(np.ones_like(y)).shape, layer.weight.grad.shape
+    ((1, 2, 6, 6, 6), (1, 1, 6, 6, 6), (2, 1, 3, 3, 3))
+    """
+
+    rank = 3
+    _forward = staticmethod(convnd.conv3d)
+    _grad_input = staticmethod(gradnd.conv3d_grad_input)
+    _grad_weight = staticmethod(gradnd.conv3d_grad_weight)
+    _grad_bias = staticmethod(gradnd.conv3d_grad_bias)
 
 
 class ReLU(Module):
