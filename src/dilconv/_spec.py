@@ -213,6 +213,11 @@ def parse_padding(padding: Any) -> str | Pads:
     """``padding`` as a lower-case keyword or ``((top, bottom), (left, right))``."""
     if isinstance(padding, str):
         key = padding.lower()
+        if key == "causal":
+            raise ValueError(
+                "padding='causal' is for 1-D convolutions only (conv1d, conv1d_grad_*, "
+                "nn.Conv1d), got it for a 2-D convolution; give the pads explicitly"
+            )
         if key not in PADDING_STRINGS:
             raise ValueError(
                 f"padding must be an int, a pair, a pair of pairs or one of "

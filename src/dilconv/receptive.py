@@ -37,7 +37,8 @@ def receptive_field(layers: Any) -> list[ReceptiveField]:
     Parameters
     ----------
     layers : sequence of (kernel, stride, dilation)
-        The stack, input side first; each layer is square.
+        The stack, input side first; each layer is square. The sizes hold per
+        axis, so for ``conv1d`` and ``conv3d`` stacks too.
 
     Returns
     -------
@@ -68,18 +69,21 @@ def _path_counts(layers: list[tuple[int, int, int]]) -> np.ndarray:
     return counts
 
 
-def coverage(layers: Any) -> np.ndarray:
+def coverage(layers: Any, *, rank: int = 2) -> np.ndarray:
     """How many paths lead from one output pixel to each input pixel of its field.
 
     Parameters
     ----------
     layers : sequence of (kernel, stride, dilation)
         The stack, input side first.
+    rank : {1, 2, 3}
+        Spatial axes: a stack of ``conv1d``, ``conv2d`` or ``conv3d`` layers (each
+        layer the same along every axis).
 
     Returns
     -------
     numpy.ndarray
-        ``(size, size)`` int64 counts; zeros inside the field are the gridding
+        ``(size,) * rank`` int64 counts; zeros inside the field are the gridding
         holes that a stack of equal dilations leaves.
 
     Examples
@@ -88,6 +92,14 @@ def coverage(layers: Any) -> np.ndarray:
     array([1, 0, 2, 0, 3, 0, 2, 0, 1])
     >>> int((coverage([(3, 1, 1), (3, 1, 2), (3, 1, 5)]) == 0).sum())
     0
+    >>> coverage([(2, 1, 1), (2, 1, 2)], rank=1)
+    array([1, 1, 1, 1])
     """
+    rank = as_int("rank", rank, minimum=1)
+    if rank > 3:
+        raise ValueError(f"rank must be 1, 2 or 3, got {rank}")
     counts = _path_counts(_layers(layers))
-    return np.outer(counts, counts)
+    grid = counts
+    for _ in range(rank - 1):
+        grid = np.multiply.outer(grid, counts)
+    return grid
