@@ -159,7 +159,7 @@ def test_missing_peer_is_reported_with_its_install_command(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--ops", "conv3d"], "--ops must be a comma-separated list"),
+        (["--ops", "conv4d"], "--ops must be a comma-separated list"),
         (["--peers", "mxnet"], "--peers must be a comma-separated list"),
     ],
 )

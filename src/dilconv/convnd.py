@@ -98,7 +98,9 @@ def conv1d(
     zeros before the signal and none after, for every stride, then an ordinary
     (valid) convolution. There are ``ceil(L / s)`` outputs and output ``t`` reads
     inputs ``t * s - d * (k - 1), ..., t * s``: never one later than ``t * s``.
-    (Keras pads the same way at stride > 1, and its outputs are these.)
+    Keras gives exactly these outputs at stride > 1 with dilation 1 (and at any
+    dilation with stride 1); it refuses stride > 1 together with dilation > 1,
+    which dilconv computes by the same rule.
 
     Examples
     --------

@@ -1,7 +1,8 @@
 """A randomized parity sweep of dilconv against PyTorch, TensorFlow, JAX and SciPy.
 
 :func:`generate_cases` draws calls of ``conv2d``, ``conv2d_transpose``,
-``conv2d_grad_input`` and ``conv2d_grad_weight`` across stride, padding,
+``conv2d_grad_input`` and ``conv2d_grad_weight`` (and, asked for by name, their 1-D and 3-D
+counterparts: :mod:`dilconv.verify_nd`) across stride, padding,
 dilation (per axis, up to 8), groups (depthwise included), both layouts, float32
 and float64 and batch sizes. :func:`run_sweep` runs every case on dilconv and on
 every route of every peer, and :func:`format_table` prints one row per peer and
@@ -30,7 +31,18 @@ import numpy as np
 
 import dilconv
 from dilconv._spec import make_spec
-from dilconv.peers import OPS, PEERS, Case, NotApplicable, PeerRefused, Route, available, routes
+from dilconv.peers import (
+    ALL_OPS,
+    OPS,
+    PEERS,
+    Case,
+    NotApplicable,
+    PeerRefused,
+    Route,
+    available,
+    routes,
+)
+from dilconv.verify_nd import OURS_ND, draw_case_nd
 
 #: dtype -> largest accepted ``|ours - peer| / magnitude``.
 TOLERANCE: dict[np.dtype, float] = {
@@ -48,6 +60,7 @@ OURS: dict[str, Callable[[Case], np.ndarray]] = {
     "conv2d_grad_weight": lambda c: dilconv.conv2d_grad_weight(
         c.x, c.grad_out, c.w_shape, **c.options
     ),
+    **OURS_ND,
 }
 
 
@@ -129,6 +142,8 @@ def _shapes_for(
 
 def _draw_case(rng: np.random.Generator, op: str, seed: int) -> Case | None:
     """One case, or None when the drawn arguments are not a valid call."""
+    if op in OURS_ND:
+        return draw_case_nd(rng, op, seed)
     rank = int(rng.choice([2, 3, 4, 4, 4, 4]))
     options = _draw_options(rng, op, rank)
     x_shape, w_shape, groups = _shapes_for(rng, op, rank, options)
@@ -175,8 +190,8 @@ def generate_cases(count: int, seed: int = 0, ops: Sequence[str] = OPS) -> list[
     ['conv2d', 'conv2d_grad_weight', 'conv2d']
     """
     for op in ops:
-        if op not in OPS:
-            raise ValueError(f"ops must be among {list(OPS)}, got {op!r}")
+        if op not in ALL_OPS:
+            raise ValueError(f"ops must be among {list(ALL_OPS)}, got {op!r}")
     return [draw_case(ops[i % len(ops)], seed * 1_000_003 + i) for i in range(count)]
 
 
@@ -189,8 +204,8 @@ def draw_case(op: str, seed: int) -> Case:
     >>> case.op, case.seed
     ('conv2d', 7)
     """
-    if op not in OPS:
-        raise ValueError(f"op must be one of {list(OPS)}, got {op!r}")
+    if op not in ALL_OPS:
+        raise ValueError(f"op must be one of {list(ALL_OPS)}, got {op!r}")
     rng = np.random.default_rng(seed)
     while (case := _draw_case(rng, op, seed)) is None:
         pass

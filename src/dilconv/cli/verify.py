@@ -23,14 +23,15 @@ def _names(choices: tuple[str, ...], what: str) -> Callable[[str], list[str]]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from dilconv.peers import OPS, PEERS
+    from dilconv.peers import ALL_OPS, OPS, PEERS
 
     p = sub.add_parser(
         "verify",
         help="randomized parity sweep against PyTorch, TensorFlow, JAX and SciPy",
         description=(
             "Run random calls of conv2d, conv2d_transpose, conv2d_grad_input and "
-            "conv2d_grad_weight on dilconv and on every installed peer, print one table "
+            "conv2d_grad_weight (with --ops, also conv1d, conv3d, their transposes and "
+            "gradients) on dilconv and on every installed peer, print one table "
             "and exit 1 on any mismatch. A case a peer refuses is counted as refused by "
             "peer, with its message."
         ),
@@ -38,7 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--count", type=int, default=200, help="number of cases (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of the case generator")
     p.add_argument(
-        "--ops", type=_names(OPS, "--ops"), default=list(OPS), help=f"from {','.join(OPS)}"
+        "--ops",
+        type=_names(ALL_OPS, "--ops"),
+        default=list(OPS),
+        help=f"from {','.join(ALL_OPS)} (default: the 2-D ones)",
     )
     p.add_argument(
         "--peers",

@@ -29,6 +29,20 @@ from dilconv.peers._base import (
     available,
 )
 
+#: Every operation a case can name: the 2-D ones (``OPS``, what ``dilconv verify`` runs
+#: by default), then those of 1-D and 3-D.
+ALL_OPS = (
+    *OPS,
+    "conv1d",
+    "conv1d_transpose",
+    "conv1d_grad_input",
+    "conv1d_grad_weight",
+    "conv3d",
+    "conv3d_transpose",
+    "conv3d_grad_input",
+    "conv3d_grad_weight",
+)
+
 #: The peers, in the order tables list them.
 PEERS = ("torch", "tensorflow", "jax", "scipy")
 
@@ -41,11 +55,15 @@ def load(peer: str) -> ModuleType:
 
 
 def routes(peer: str) -> tuple[Route, ...]:
-    """Every route of ``peer``."""
-    return tuple(load(peer).ROUTES)
+    """Every route of ``peer``: its 2-D ones, then those of 1-D and 3-D
+    (:mod:`dilconv.peers.ranks`)."""
+    from dilconv.peers.ranks import ROUTES_ND
+
+    return tuple(load(peer).ROUTES) + ROUTES_ND[peer]
 
 
 __all__ = [
+    "ALL_OPS",
     "INSTALL",
     "OPS",
     "PEERS",
