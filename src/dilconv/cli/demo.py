@@ -35,6 +35,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--padding", choices=("valid", "same"), default="valid")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument(
+        "--rank",
+        type=int,
+        choices=(1, 2, 3),
+        default=2,
+        help="1: a signal and conv1d; 2: the tutorial's matrix (default); 3: a volume and conv3d",
+    )
     p.set_defaults(run=run)
 
 
@@ -68,8 +75,76 @@ def _grid(a: np.ndarray) -> str:
     return "\n".join("  " + " ".join(f"{v:>5g}" for v in row) for row in np.asarray(a))
 
 
+def _show(a: np.ndarray) -> str:
+    """A signal as one row; a volume as its shape, sum and middle plane."""
+    a = np.asarray(a)
+    if a.ndim == 1:
+        return _grid(a[None])
+    if a.ndim == 2:
+        return _grid(a)
+    mid = a.shape[0] // 2
+    return f"  shape {a.shape}, sum {a.sum():g}; plane {mid} of {a.shape[0]}:\n{_grid(a[mid])}"
+
+
+def run_rank(args: argparse.Namespace) -> int:
+    """The experiment in 1-D or 3-D (:mod:`dilconv.tutorial_nd`)."""
+    from dilconv.tutorial_nd import default_size, inputs, run_experiment
+
+    size = args.size if args.size is not None else default_size(args.rank, args.dilations)
+    if size < 1:
+        raise ValueError(f"--size must be >= 1, got {size}")
+    x, kernel = inputs(args.rank, size, args.seed)
+    found = run_experiment(x, kernel, args.dilations, args.padding)
+    agree = all(r.max_difference <= AGREE_TOLERANCE for r in found)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "rank": args.rank,
+                    "input": x.tolist(),
+                    "kernel": kernel.tolist(),
+                    "padding": args.padding,
+                    "dilations": [
+                        {
+                            "dilation": r.dilation,
+                            "dilated_kernel": r.dilated_kernel.tolist(),
+                            "results": {k: v.tolist() for k, v in r.results.items()},
+                            "unavailable": r.unavailable,
+                            "differences": {
+                                f"{a} vs {b}": v for (a, b), v in r.differences.items()
+                            },
+                            "max_difference": r.max_difference,
+                        }
+                        for r in found
+                    ],
+                    "agree": agree,
+                },
+                indent=1,
+            )
+        )
+        return 0 if agree else 1
+    what = "signal" if args.rank == 1 else "volume"
+    print(f"The {what} ({'x'.join([str(size)] * args.rank)}, seed {args.seed}):\n{_show(x)}")
+    print(f"The kernel:\n{_show(kernel)}")
+    for r in found:
+        print(f"\n=== dilation {r.dilation}: dilated kernel {r.dilated_kernel.shape} ===")
+        for label, value in r.results.items():
+            print(f"{label}  ->  {value.shape}\n{_show(value)}")
+        for label, why in r.unavailable.items():
+            print(f"{label}: {why}")
+        for (a, b), diff in r.differences.items():
+            print(f"  max |{a} - {b}| = {diff:.3g}")
+        verdict = "agree" if r.max_difference <= AGREE_TOLERANCE else "DISAGREE"
+        print(f"  verdict: {verdict} (largest difference {r.max_difference:.3g})")
+    print(f"\nOverall: {'every route agrees at every dilation' if agree else 'routes DISAGREE'}")
+    return 0 if agree else 1
+
+
 def run(args: argparse.Namespace) -> int:
     from dilconv.tutorial import default_size, inputs, run_experiment
+
+    if getattr(args, "rank", 2) != 2:
+        return run_rank(args)
 
     size = args.size if args.size is not None else default_size(args.dilations)
     if size < 1:
