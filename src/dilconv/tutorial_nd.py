@@ -11,6 +11,7 @@ flipped (they compute cross-correlation; ``flip=True`` in dilconv).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import signal
@@ -43,7 +44,8 @@ def scipy_route(x: np.ndarray, kernel: np.ndarray, dilation: int, padding: str) 
 
 def numpy_route(x: np.ndarray, kernel: np.ndarray, dilation: int, padding: str) -> np.ndarray:
     """``np.convolve(x, dilate(kernel))`` (1-D only)."""
-    return np.convolve(x, dilate(kernel, dilation), mode=padding)
+    mode: Any = padding
+    return np.convolve(x, dilate(kernel, dilation), mode=mode)
 
 
 def dilconv_route(x: np.ndarray, kernel: np.ndarray, dilation: int, padding: str) -> np.ndarray:

@@ -265,4 +265,7 @@ def all_cases(quick: bool = False) -> dict[str, list[Row]]:
         for k, d in enumerate(CONTEXT_DILATIONS, start=1):
             cases["context"].append(forward_row("context", f"C={c} L{k} d={d}", 1, c, hw, c, d))
         cases["context"].append(chain_row("context", f"C={c} chain", c, hw))
+    from dilconv.bench.cases_nd import all_cases_nd
+
+    cases.update(all_cases_nd(quick))
     return cases

@@ -205,7 +205,7 @@ def to_nhwc(result: Any, label: str) -> np.ndarray | None:
         return None
     a = result.numpy() if hasattr(result, "numpy") else np.asarray(result)
     if label.startswith("torch"):
-        a = a.transpose(0, 2, 3, 1)
+        a = np.moveaxis(a, 1, -1)  # NCHW (or NCW, NCDHW) -> channels-last
     elif a.ndim == 2:
         a = a[None, :, :, None]
     return np.asarray(a)

@@ -32,7 +32,8 @@ def row_block(row: dict[str, Any]) -> list[str]:
             f"{'' if agree is None else f'{agree:.0e}':>8}"
         )
     for name, why in row["skipped"].items():
-        lines.append(f"  {'dilconv ' + name:<22}   not run: {why}")
+        label = name if " " in name else f"dilconv {name}"  # a peer's label, or a method
+        lines.append(f"  {label:<22}   not run: {why}")
     return lines
 
 
