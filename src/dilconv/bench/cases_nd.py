@@ -2,8 +2,8 @@
 
 dilconv runs channels-last (NWC, NDHWC: its engine's layout, so no layout copy is
 timed); PyTorch runs its own NCW / NCDHW (and channels_last_3d), TensorFlow NWC /
-NDHWC. A peer call that raises when the row is built (TensorFlow's CPU Conv3D
-refuses dilation > 1) is listed as refused with its message instead of timed.
+NDHWC. A peer call that raises at warm-up (TensorFlow's CPU Conv3D refuses
+dilation > 1) is listed by the runner as refused, with its message.
 """
 
 from __future__ import annotations
@@ -16,21 +16,6 @@ import numpy as np
 import dilconv
 from dilconv.bench import peers as P
 from dilconv.bench.cases import Built, Row, Thunk
-
-
-def _refusals(contenders: dict[str, Thunk]) -> tuple[dict[str, Thunk], dict[str, str]]:
-    """The contenders that run, and ``{label: "refused: message"}`` for those that raise."""
-    kept, refused = {}, {}
-    for label, fn in contenders.items():
-        try:
-            fn()
-        except Exception as err:  # the peer's own error types
-            from dilconv.peers._base import first_sentence
-
-            refused[label] = f"refused: {first_sentence(str(err))}"
-            continue
-        kept[label] = fn
-    return kept, refused
 
 
 def _torch_forward(
@@ -108,9 +93,8 @@ def forward_row_nd(
         }
         contenders.update(_torch_forward(x, w, torch_pads, d, peers))
         contenders.update(_tf_forward(x, w, tf_pads, d, peers))
-        kept, refused = _refusals(contenders)
         macs = n * int(np.prod(spatial)) * o * c * k**rank
-        return Built(2.0 * macs, kept, "dilconv auto", refused)
+        return Built(2.0 * macs, contenders, "dilconv auto")
 
     return Row(case, label, build)
 
