@@ -270,19 +270,6 @@ class SpecN:
         """The shape returned to the caller, in the caller's layout and rank."""
         return self.activation_shape(self.out_size, self.out_channels)
 
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        """The caller's input shape."""
-        return self.activation_shape(self.in_size, self.in_channels)
-
-    @property
-    def weight_shape(self) -> tuple[int, ...]:
-        """The caller's weight shape."""
-        if self.x_ndim == self.rank:
-            return self.kernel
-        o, cg = self.out_channels, self.in_per_group
-        return (o, cg, *self.kernel) if self.channels_first else (*self.kernel, cg, o)
-
 
 def make_spec_nd(
     rank: int,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from dilconv import _engine_nd
-from dilconv._spec import as_array, as_int
+from dilconv._spec import as_array
 from dilconv._spec_nd import SpecN, make_spec_nd
 
 
@@ -215,11 +215,3 @@ def output_shape_nd(
 ) -> tuple[int, ...]:
     """:func:`dilconv.output_shape` for a ``rank``-D layout."""
     return make_spec_nd(rank, x_shape, w_shape, **options).out_shape
-
-
-def check_rank(rank: Any) -> int:
-    """``rank`` is 1, 2 or 3."""
-    value = as_int("rank", rank, minimum=1)
-    if value > 3:
-        raise ValueError(f"rank must be 1, 2 or 3, got {value}")
-    return value
