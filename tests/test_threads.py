@@ -129,10 +129,10 @@ def test_spin_time_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert spin.spin_seconds() == pytest.approx(0.0075)
     monkeypatch.setenv("DILCONV_SPIN_MS", "0")
     assert spin.spin_seconds() == 0.0
-    monkeypatch.setenv("DILCONV_SPIN_MS", "-3")
-    assert spin.spin_seconds() == 0.0
-    monkeypatch.setenv("DILCONV_SPIN_MS", "soon")
-    assert spin.spin_seconds() == spin.DEFAULT_SPIN_MS / 1000
+    for bad in ("-3", "soon", "inf", "1e9"):  # refused with a warning: the default instead
+        monkeypatch.setenv("DILCONV_SPIN_MS", bad)
+        with pytest.warns(RuntimeWarning, match=f"ignoring DILCONV_SPIN_MS='{bad}'"):
+            assert spin.spin_seconds() == spin.DEFAULT_SPIN_MS / 1000
 
 
 def test_busy_pause_lasts_as_long_as_asked() -> None:

@@ -1,6 +1,13 @@
 """dilconv: exact, fast and visible dilated (atrous) convolution for NumPy, in 1-D, 2-D and 3-D."""
 
-from dilconv._config import get_workspace_limit, set_workspace_limit, workspace_limit
+from dilconv._config import (
+    config_context,
+    get_config,
+    get_workspace_limit,
+    set_config,
+    set_workspace_limit,
+    workspace_limit,
+)
 from dilconv._kernel import dilate_kernel, effective_kernel_size
 from dilconv._methods import METHODS as _METHODS
 from dilconv._version import __version__
@@ -36,6 +43,7 @@ __all__ = [
     "atrous_conv2d",
     "atrous_conv2d_transpose",
     "choose_method",
+    "config_context",
     "conv1d",
     "conv1d_grad_bias",
     "conv1d_grad_input",
@@ -54,10 +62,12 @@ __all__ = [
     "coverage",
     "dilate_kernel",
     "effective_kernel_size",
+    "get_config",
     "get_workspace_limit",
     "output_shape",
     "receptive_field",
     "same_padding",
+    "set_config",
     "set_workspace_limit",
     "workspace_limit",
 ]

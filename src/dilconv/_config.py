@@ -1,21 +1,338 @@
-"""Process-wide settings: the workspace bound every algorithm stays under."""
+"""Settings, the scikit-learn way: :func:`get_config`, :func:`set_config`, :func:`config_context`.
+
+Each setting is looked up, at the moment a call needs it, in three layers:
+
+1. the innermost :func:`config_context` block of the calling thread (a
+   :class:`contextvars.ContextVar`, so threads and asyncio tasks never see each
+   other's blocks);
+2. the process-wide value given to :func:`set_config`;
+3. the environment variable (``DILCONV_THREADS``, ``DILCONV_SPIN_MS``,
+   ``DILCONV_CACHE_DIR``, ``DILCONV_WORKSPACE_BYTES``), else the built-in default.
+
+A value given to :func:`set_config` or :func:`config_context` that is out of range
+raises ValueError (TypeError for a wrong type) naming the setting. An environment
+value that would be refused gives one :class:`RuntimeWarning` per value and the
+default instead: a typo in a shell must not break ``import dilconv`` or every call.
+``threads`` is clamped to the CPUs this process may run on.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
+import math
+import numbers
 import os
-from collections.abc import Iterator
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 #: Default bound, in bytes, on the scratch memory one call may allocate beyond its
 #: input, output and weights (gathered windows, FFT buffers, padded slabs).
 DEFAULT_WORKSPACE_BYTES = 256 * 2**20
+#: Smallest workspace bound accepted.
+MIN_WORKSPACE_BYTES = 2**20
+#: Default milliseconds an idle pool worker spins before it sleeps
+#: (:data:`dilconv._native.spin.DEFAULT_SPIN_MS`, measured there).
+DEFAULT_SPIN_MS = 20.0
+#: Longest spin accepted: past this a worker burns a core for nothing measurable.
+MAX_SPIN_MS = 100.0
 
-_workspace_bytes = int(os.environ.get("DILCONV_WORKSPACE_BYTES", DEFAULT_WORKSPACE_BYTES))
+#: The environment variable that gives each setting its default (None: none).
+ENVIRONMENT = {
+    "threads": "DILCONV_THREADS",
+    "spin_ms": "DILCONV_SPIN_MS",
+    "cache_dir": "DILCONV_CACHE_DIR",
+    "workspace_bytes": "DILCONV_WORKSPACE_BYTES",
+    "allow_fft": None,
+}
+NAMES = tuple(ENVIRONMENT)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return str(Path(base) / "dilconv")
+
+
+_DEFAULTS: dict[str, Callable[[], Any]] = {
+    "threads": available_cpus,
+    "spin_ms": lambda: DEFAULT_SPIN_MS,
+    "cache_dir": _default_cache_dir,
+    "workspace_bytes": lambda: DEFAULT_WORKSPACE_BYTES,
+    "allow_fft": lambda: False,
+}
+
+
+# --- validation: one function per setting, shared by set_config and the environment --------
+
+
+def _integer(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
+    return int(value)
+
+
+def _threads(value: Any, name: str = "threads") -> int:
+    value = _integer(name, value)
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int (1: no worker threads), got {value}")
+    return value
+
+
+def _spin_ms(value: Any, name: str = "spin_ms") -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a number of milliseconds, got {value!r} of type {type(value).__name__}"
+        )
+    value = float(value)
+    if not (math.isfinite(value) and 0 <= value <= MAX_SPIN_MS):
+        raise ValueError(f"{name} must be between 0 and {MAX_SPIN_MS:g} milliseconds, got {value}")
+    return value
+
+
+def _cache_dir(value: Any, name: str = "cache_dir") -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(
+            f"{name} must be a str or a path, got {value!r} of type {type(value).__name__}"
+        )
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"{name} must name a folder, got {value!r}")
+    return text
+
+
+def _workspace_bytes(value: Any, name: str = "workspace_bytes") -> int:
+    value = _integer(name, value)
+    if value < MIN_WORKSPACE_BYTES:
+        raise ValueError(f"{name} must be at least 1 MiB ({MIN_WORKSPACE_BYTES}), got {value}")
+    return value
+
+
+def _allow_fft(value: Any, name: str = "allow_fft") -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+_VALIDATE: dict[str, Callable[..., Any]] = {
+    "threads": _threads,
+    "spin_ms": _spin_ms,
+    "cache_dir": _cache_dir,
+    "workspace_bytes": _workspace_bytes,
+    "allow_fft": _allow_fft,
+}
+#: How an environment variable's text becomes a value (then validated as above).
+_PARSE: dict[str, Callable[[str], Any]] = {
+    "threads": int,
+    "spin_ms": float,
+    "cache_dir": str,
+    "workspace_bytes": int,
+}
+
+_EXPECTED = {
+    "threads": "a positive integer",
+    "spin_ms": f"a number of milliseconds from 0 to {MAX_SPIN_MS:g}",
+    "cache_dir": "a folder",
+    "workspace_bytes": f"an integer number of bytes, at least {MIN_WORKSPACE_BYTES}",
+}
+
+
+def validate(name: str, value: Any, argument: str | None = None) -> Any:
+    """``value`` checked for setting ``name`` (errors name ``argument``, else ``name``)."""
+    return _VALIDATE[name](value, argument or name)
+
+
+# --- the three layers -------------------------------------------------------------------------
+
+_EMPTY: Mapping[str, Any] = {}
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "dilconv_config", default=_EMPTY
+)
+_process: dict[str, Any] = {}
+_lock = threading.Lock()
+#: (setting, environment text) -> value, so each bad text warns once.
+_from_environment: dict[tuple[str, str], Any] = {}
+
+
+def _environment(name: str) -> Any:
+    variable = ENVIRONMENT[name]
+    text = os.environ.get(variable, "").strip() if variable else ""
+    if not text:
+        return _DEFAULTS[name]()
+    key = (name, text)
+    with _lock:
+        if key in _from_environment:
+            found = _from_environment[key]
+            return _DEFAULTS[name]() if found is None else found
+        try:
+            try:
+                parsed = _PARSE[name](text)
+            except ValueError:
+                raise ValueError(f"{variable} must be {_EXPECTED[name]}") from None
+            value = validate(name, parsed, variable)
+        except (TypeError, ValueError) as err:
+            value = None
+            warnings.warn(
+                f"dilconv: ignoring {variable}={text!r} ({err}); using the default, "
+                f"{_DEFAULTS[name]()!r}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        _from_environment[key] = value
+    return _DEFAULTS[name]() if value is None else value
+
+
+def get(name: str) -> Any:
+    """The value of one setting now, in this thread (the fast path for readers).
+
+    Examples
+    --------
+    >>> from dilconv import _config
+    >>> _config.get("allow_fft")
+    False
+    """
+    overrides = _context.get()
+    if name in overrides:
+        value = overrides[name]
+    elif name in _process:
+        value = _process[name]
+    else:
+        value = _environment(name)
+    if name == "threads":
+        return min(value, available_cpus())
+    return value
+
+
+def get_config() -> dict[str, Any]:
+    """The settings in effect for the next call from this thread, as a new dict.
+
+    Returns
+    -------
+    dict
+        ``threads`` (int, after clamping to the CPUs available), ``spin_ms``
+        (float), ``cache_dir`` (str), ``workspace_bytes`` (int) and ``allow_fft``
+        (bool).
+
+    Examples
+    --------
+    >>> import dilconv
+    >>> sorted(dilconv.get_config())
+    ['allow_fft', 'cache_dir', 'spin_ms', 'threads', 'workspace_bytes']
+    >>> with dilconv.config_context(threads=1):
+    ...     dilconv.get_config()["threads"]
+    1
+    """
+    return {name: get(name) for name in NAMES}
+
+
+def _checked(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: validate(name, value) for name, value in values.items() if value is not None}
+
+
+def set_config(
+    *,
+    threads: int | None = None,
+    spin_ms: float | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    workspace_bytes: int | None = None,
+    allow_fft: bool | None = None,
+) -> None:
+    """Set settings for the whole process, from the next call on (None: leave as is).
+
+    Parameters
+    ----------
+    threads : int, optional
+        Threads dilconv's own loops use, the caller's included; at least 1,
+        clamped to the CPUs available. ``1`` runs every call on the caller's
+        thread and starts no worker. BLAS threads are limited separately, with
+        :func:`threadpoolctl.threadpool_limits`.
+    spin_ms : float, optional
+        Milliseconds an idle worker spins before it sleeps, 0 to 100 (0: sleep at
+        once). Read by the workers themselves, so only the process-wide value
+        counts.
+    cache_dir : str or path, optional
+        Folder for compiled machine code kept between processes.
+    workspace_bytes : int, optional
+        Bound on one call's scratch memory, at least 1 MiB.
+    allow_fft : bool, optional
+        Whether ``method="auto"`` may choose ``"fft"``, whose rounding error at
+        one pixel depends on values far from it.
+
+    Notes
+    -----
+    Inside a :func:`config_context` block that sets the same name, the block's
+    value keeps precedence until the block ends.
+
+    Examples
+    --------
+    >>> import dilconv
+    >>> before = dilconv.get_config()["spin_ms"]
+    >>> dilconv.set_config(spin_ms=5)
+    >>> dilconv.get_config()["spin_ms"]
+    5.0
+    >>> dilconv.set_config(spin_ms=before)
+    """
+    values = _checked(
+        {"threads": threads, "spin_ms": spin_ms, "cache_dir": cache_dir,
+         "workspace_bytes": workspace_bytes, "allow_fft": allow_fft}
+    )  # fmt: skip
+    with _lock:
+        _process.update(values)
+
+
+@contextlib.contextmanager
+def config_context(
+    *,
+    threads: int | None = None,
+    spin_ms: float | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    workspace_bytes: int | None = None,
+    allow_fft: bool | None = None,
+) -> Iterator[None]:
+    """Settings for the calls inside a ``with`` block, in this thread only.
+
+    Arguments as for :func:`set_config`. Blocks nest; leaving one, by an
+    exception too, restores what was in effect before it. Other threads, and
+    threads started inside the block, keep the process-wide values.
+
+    Examples
+    --------
+    >>> import dilconv
+    >>> with dilconv.config_context(workspace_bytes=2**20):
+    ...     with dilconv.config_context(allow_fft=True):
+    ...         config = dilconv.get_config()
+    >>> config["workspace_bytes"], config["allow_fft"]
+    (1048576, True)
+    >>> dilconv.get_config()["allow_fft"]
+    False
+    """
+    values = _checked(
+        {"threads": threads, "spin_ms": spin_ms, "cache_dir": cache_dir,
+         "workspace_bytes": workspace_bytes, "allow_fft": allow_fft}
+    )  # fmt: skip
+    token = _context.set({**_context.get(), **values})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+# --- the workspace functions, kept as aliases -------------------------------------------------
 
 
 def get_workspace_limit() -> int:
-    """Return the current workspace bound in bytes.
+    """Return the current workspace bound in bytes (``get_config()["workspace_bytes"]``).
 
     Examples
     --------
@@ -23,27 +340,25 @@ def get_workspace_limit() -> int:
     >>> dilconv.get_workspace_limit() > 0
     True
     """
-    return _workspace_bytes
+    value: int = get("workspace_bytes")
+    return value
 
 
 def set_workspace_limit(nbytes: int) -> None:
-    """Set the workspace bound in bytes (at least 1 MiB).
+    """Set the workspace bound in bytes (at least 1 MiB): ``set_config(workspace_bytes=...)``.
 
     Chunked algorithms split their work to stay under it; an algorithm that cannot
     is refused with a ValueError when asked for by name, and skipped by ``"auto"``.
     The environment variable ``DILCONV_WORKSPACE_BYTES`` sets the starting value.
     """
-    global _workspace_bytes
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int):
-        raise TypeError(f"nbytes must be an int, got {nbytes!r} of type {type(nbytes).__name__}")
-    if nbytes < 2**20:
-        raise ValueError(f"nbytes must be at least 1 MiB (1048576), got {nbytes}")
-    _workspace_bytes = nbytes
+    value = validate("workspace_bytes", nbytes, "nbytes")
+    with _lock:
+        _process["workspace_bytes"] = value
 
 
 @contextlib.contextmanager
 def workspace_limit(nbytes: int) -> Iterator[None]:
-    """Temporarily set the workspace bound.
+    """Set the workspace bound for a block: ``config_context(workspace_bytes=...)``.
 
     Examples
     --------
@@ -52,12 +367,8 @@ def workspace_limit(nbytes: int) -> Iterator[None]:
     ...     dilconv.get_workspace_limit() == 64 * 2**20
     True
     """
-    before = get_workspace_limit()
-    set_workspace_limit(nbytes)
-    try:
+    with config_context(workspace_bytes=validate("workspace_bytes", nbytes, "nbytes")):
         yield
-    finally:
-        set_workspace_limit(before)
 
 
 @functools.cache

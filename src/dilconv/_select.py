@@ -35,7 +35,7 @@ from dilconv._methods import (
     tap_gemm,
     winograd,
 )
-from dilconv._native import pool, spin
+from dilconv._native import pool
 from dilconv._spec import ConvSpec
 
 #: Rates and fixed costs of the model (seconds, bytes, operations per second) on this
@@ -421,17 +421,15 @@ def resolve_method(method: Any, spec: ConvSpec, arrays: tuple[np.ndarray, ...] =
 def measure(run: Any, names: list[str], repeats: int = 3) -> dict[str, float]:
     """Best-of-``repeats`` wall time of ``run(name)`` for each name.
 
-    Each name's runs start after a pause of ``spin.SETTLE_SECONDS`` spent spinning
-    on every core: a method that ran BLAS leaves its idle threads spinning for up
-    to 0.1 s, which would slow whichever method is timed next.
+    The names take turns, one call each per round, so whatever one call leaves
+    behind (idle BLAS threads still spinning, caches) falls on every name alike;
+    nothing pauses or spins between them. Benchmarks that need a settled machine
+    before every timed call pause in ``dilconv.bench`` (``--settle``).
     """
-    times = {}
-    for name in names:
-        spin.busy_pause(spin.SETTLE_SECONDS, pool.num_threads())
-        best = np.inf
-        for _ in range(repeats):
+    best = dict.fromkeys(names, np.inf)
+    for _ in range(repeats):
+        for name in names:
             start = time.perf_counter()
             run(name)
-            best = min(best, time.perf_counter() - start)
-        times[name] = float(best)
-    return times
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: float(seconds) for name, seconds in best.items()}

@@ -180,9 +180,9 @@ def choose_method(
     x, w, bias, stride, padding, dilation, groups, padding_mode, data_format, flip
         As for :func:`conv2d`.
     measure : bool
-        If True, time every candidate on these very arrays (best of 3, each
-        candidate after a 0.15 s pause that lets idle BLAS threads stop spinning)
-        and return the fastest with the times, as
+        If True, time every candidate on these very arrays (best of 3, the
+        candidates taking turns, with no pause between them) and return the
+        fastest with the times, as
         :func:`scipy.signal.choose_conv_method` does.
     explain : bool
         If True, return the name with ``{name: text}``: each algorithm's estimated

@@ -63,16 +63,13 @@ class Slot(NamedTuple):
 def cache_dir() -> Path | None:
     """Where compiled code is kept between processes, or None if nowhere usable.
 
-    ``$DILCONV_CACHE_DIR``, else ``$XDG_CACHE_HOME/dilconv``, else
-    ``~/.cache/dilconv``; created (mode 0700) when missing. None where it cannot
-    be created or is refused (see :func:`refusal`).
+    ``dilconv.get_config()["cache_dir"]``: by default ``$DILCONV_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/dilconv``, else ``~/.cache/dilconv``; created (mode 0700)
+    when missing. None where it cannot be created or is refused (see :func:`refusal`).
     """
-    env = os.environ.get("DILCONV_CACHE_DIR")
-    if env:
-        path = Path(env)
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        path = Path(base) / "dilconv"
+    from dilconv import _config
+
+    path = Path(_config.get("cache_dir"))
     reason = refusal(path)
     if reason is not None:
         _REFUSED[0] = reason

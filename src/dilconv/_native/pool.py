@@ -17,7 +17,6 @@ import atexit
 import contextlib
 import functools
 import math
-import os
 import sys
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from dilconv import _config
 from dilconv._native import forksafe, spin
 
 _controller: Any = None
@@ -35,14 +35,11 @@ _blas_lock = forksafe.ForkSafeLock()
 
 
 def num_threads() -> int:
-    """Threads the NumPy loops use: the CPUs this process may run on (``DILCONV_THREADS``)."""
-    env = os.environ.get("DILCONV_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    """Threads the NumPy loops use: ``dilconv.get_config()["threads"]`` (1: no pool).
+
+    At most the CPUs this process may run on; ``DILCONV_THREADS`` sets the default.
+    """
+    return int(_config.get("threads"))
 
 
 class Job:

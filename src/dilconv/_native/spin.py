@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -47,13 +46,13 @@ SpinFunction = Callable[[int, int, int], int]
 
 
 def spin_seconds() -> float:
-    """How long an idle worker spins: ``DILCONV_SPIN_MS`` (milliseconds, 0: never)."""
-    env = os.environ.get("DILCONV_SPIN_MS", "")
-    try:
-        value = float(env) if env else DEFAULT_SPIN_MS
-    except ValueError:
-        value = DEFAULT_SPIN_MS
-    return max(0.0, value) / 1000
+    """How long an idle worker spins: ``dilconv.get_config()["spin_ms"]`` (0: never).
+
+    ``DILCONV_SPIN_MS`` sets the default (milliseconds, at most 100).
+    """
+    from dilconv import _config
+
+    return float(_config.get("spin_ms")) / 1000
 
 
 def _ir_source(pause: bool) -> str:
