@@ -89,7 +89,7 @@ def test_conv_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[st
         ["conv", str(tmp_path / "missing.npy"), str(tmp_path / "w.npy"), str(tmp_path / "y.npy")]
     )
     assert status == 2
-    assert "no such file" in capsys.readouterr().err
+    assert "missing.npy' does not exist" in capsys.readouterr().err
 
 
 def test_bad_flag_values_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:

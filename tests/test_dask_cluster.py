@@ -230,10 +230,11 @@ def test_existing_output_needs_overwrite(
     np.save(tmp_path / "in.npy", x)
     w = np.random.default_rng(7).integers(-2, 3, size=(4, 3, 3, 3)).astype(np.float64)
     np.save(tmp_path / "k.npy", w)
-    (tmp_path / "out.npy").write_bytes(b"old")
+    np.save(tmp_path / "out.npy", np.zeros(3))  # an earlier output: --overwrite may replace it
+    old = (tmp_path / "out.npy").read_bytes()
     assert _apply(tmp_path, "in.npy", "--dilation", "2", out="out.npy") == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
-    assert (tmp_path / "out.npy").read_bytes() == b"old"
+    assert (tmp_path / "out.npy").read_bytes() == old
     argv = ["apply", str(tmp_path / "in.npy"), str(tmp_path / "out.npy"), "--kernel"]
     argv += [str(tmp_path / "k.npy"), "--dilation", "2", "--padding", "full", "--overwrite"]
     argv += ["--method", METHOD]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -38,11 +39,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from dilconv.cli._replace import Terminated
+
     try:
         return int(args.run(args))
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, OverflowError, FileNotFoundError) as err:
         print(f"dilconv {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except MemoryError as err:
+        detail = f": {err}" if str(err) else ""
+        print(f"dilconv {args.command}: error: out of memory{detail}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dilconv {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Terminated:
+        print(f"dilconv {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,18 +2,17 @@
 
 The input is read lazily (a Zarr array, or a small ``.npy``), convolved chunk by
 chunk by :func:`dilconv.dask.conv2d`, and written chunk by chunk to a hidden
-sibling of OUT (``.OUT.partial-XXXXXXXX``) that is renamed to OUT only when every
-chunk is written: a failed run leaves no OUT, and the partial one is removed.
+sibling of OUT that replaces OUT only when every chunk is written
+(:mod:`dilconv.cli._replace`): an interrupted or failed run leaves the old OUT, or
+none, never half of one. ``--overwrite`` replaces only an earlier Zarr array or
+``.npy`` file, and OUT may never be, contain or lie inside IN.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from dilconv.cli._options import add_conv_options, conv_options, pair
+from dilconv.cli import _replace
+from dilconv.cli._options import (
+    STDOUT,
+    add_conv_options,
+    add_report_options,
+    conv_options,
+    load_npy,
+    pair,
+    write_report,
+)
 
 LOCAL_SCHEDULERS = ("threads", "processes")
 
@@ -55,7 +63,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--memory-limit", help="memory limit of each LocalCluster worker (default 512MiB)"
     )
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT if it is an earlier output (a Zarr array, or an .npy file)",
+    )
+    add_report_options(p, "a JSON summary (shapes, chunks, seconds, rate)")
     p.set_defaults(run=run)
 
 
@@ -78,10 +91,6 @@ def open_input(path: Path) -> Any:
     if not isinstance(node, zarr.Array):
         raise ValueError(f"input {str(path)!r} is a Zarr group; expected a Zarr array")
     return da.from_zarr(node)
-
-
-def _partial_path(output: Path) -> Path:
-    return output.with_name(f".{output.name}.partial-{uuid.uuid4().hex[:8]}")
 
 
 def create_output(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: Any) -> str:
@@ -112,29 +121,6 @@ def write_block(
         out.flush()
         del out
     return np.ones((1,) * block.ndim, dtype=np.int8)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-def _discard(partial: Path) -> None:
-    """Remove a failed run's partial output, even with chunk writes still in flight.
-
-    The Zarr metadata goes first, so a chunk task that has not opened the array
-    yet fails instead of writing; one that already has is given a moment to
-    finish, and anything it wrote is removed with the rest.
-    """
-    if partial.is_dir():
-        (partial / "zarr.json").unlink(missing_ok=True)
-    for _ in range(20):
-        _remove(partial)
-        time.sleep(0.1)
-        if not partial.exists():
-            return
 
 
 # --- schedulers and progress -------------------------------------------------------------
@@ -181,11 +167,11 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
         yield client
 
 
-def _run_local(marks: Any, scheduler: str, workers: int | None) -> float:
+def _run_local(marks: Any, scheduler: str, workers: int | None, progress: bool) -> float:
     from dask.callbacks import Callback
     from tqdm import tqdm
 
-    with tqdm(desc="dilconv apply", unit="task", file=sys.stderr) as bar:
+    with tqdm(desc="dilconv apply", unit="task", file=sys.stderr, disable=not progress) as bar:
 
         class Progress(Callback):
             def _start_state(self, dsk: Any, state: Any) -> None:
@@ -201,13 +187,20 @@ def _run_local(marks: Any, scheduler: str, workers: int | None) -> float:
         return time.perf_counter() - start
 
 
-def _run_distributed(marks: Any, client: Any) -> float:
+def _run_distributed(marks: Any, client: Any, progress: bool) -> float:
     from distributed import as_completed, futures_of
     from tqdm import tqdm
 
     start = time.perf_counter()
     futures = futures_of(client.persist(marks))
-    with tqdm(total=len(futures), desc="dilconv apply", unit="chunk", file=sys.stderr) as bar:
+    bar = tqdm(
+        total=len(futures),
+        desc="dilconv apply",
+        unit="chunk",
+        file=sys.stderr,
+        disable=not progress,
+    )
+    with bar:
         for _ in as_completed(futures):
             bar.update(1)
     client.gather(futures)  # raises the first error of a failed chunk
@@ -233,8 +226,8 @@ def plan(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"{name} {str(path)!r} does not exist")
     x = open_input(args.input)
-    w = np.load(args.kernel, allow_pickle=False)
-    bias = None if args.bias is None else np.load(args.bias, allow_pickle=False)
+    w = load_npy(args.kernel, "kernel")
+    bias = None if args.bias is None else load_npy(args.bias, "bias")
     options = conv_options(args)
     try:
         y = dilconv.dask.conv2d(x, w, bias, **options)
@@ -256,8 +249,7 @@ def plan(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     output: Path = args.output
-    if output.exists() and not args.overwrite:
-        raise ValueError(f"output {str(output)!r} exists; pass --overwrite to replace it")
+    _replace.check_target(args.input, output, overwrite=args.overwrite)
     if not output.parent.is_dir():
         raise FileNotFoundError(f"output directory {str(output.parent)!r} does not exist")
     if args.scheduler in LOCAL_SCHEDULERS and args.memory_limit is not None:
@@ -266,33 +258,45 @@ def run(args: argparse.Namespace) -> int:
         )
     x, y, spec = plan(args)
     chunks = tuple(c[0] for c in y.chunks)
-    print(f"input  {args.input}: {x.dtype} {x.shape}, chunks {tuple(c[0] for c in x.chunks)}")
-    print(f"output {output}: {y.dtype} {y.shape}, chunks {chunks} (regular; the last smaller)")
+    say = (lambda text: None) if args.json == STDOUT else print
+    say(f"input  {args.input}: {x.dtype} {x.shape}, chunks {tuple(c[0] for c in x.chunks)}")
+    say(f"output {output}: {y.dtype} {y.shape}, chunks {chunks} (regular; the last smaller)")
     sys.stdout.flush()
-    partial = _partial_path(output)
+    progress = not args.no_progress
+    scheduler = args.scheduler
     start = time.perf_counter()
-    try:
-        kind = create_output(partial, y.shape, chunks, y.dtype)
+    with _replace.signals_as_interrupts(), _replace.Replacement(output) as target:
+        kind = create_output(target.partial, y.shape, chunks, y.dtype)
+        target.pause("writing")
         marks = y.map_blocks(
-            write_block, target=str(partial), kind=kind, dtype=np.int8, chunks=(1,) * y.ndim
+            write_block, target=str(target.partial), kind=kind, dtype=np.int8, chunks=(1,) * y.ndim
         )
         if args.scheduler in LOCAL_SCHEDULERS:
-            seconds = _run_local(marks, args.scheduler, args.workers)
+            seconds = _run_local(marks, args.scheduler, args.workers, progress)
         else:
             with _client(args) as client:
-                print(f"scheduler {client.scheduler.address}: {_describe(client)}")
+                scheduler = str(client.scheduler.address)
+                say(f"scheduler {scheduler}: {_describe(client)}")
                 sys.stdout.flush()
-                seconds = _run_distributed(marks, client)
-        if output.exists():
-            _remove(output)
-        os.replace(partial, output)
-    finally:
-        if partial.exists():
-            _discard(partial)
+                seconds = _run_distributed(marks, client, progress)
+        target.commit()
     total = time.perf_counter() - start
     pixels = spec.batch * spec.in_hw[0] * spec.in_hw[1]
-    print(
+    rate = pixels / seconds / 1e6
+    say(
         f"wrote {output}: computed and written in {seconds:.2f} s "
-        f"({pixels / seconds / 1e6:.2f} Mpx/s of input), {total:.2f} s in all"
+        f"({rate:.2f} Mpx/s of input), {total:.2f} s in all"
     )
+    if args.json is not None:
+        record = {
+            "input": {"path": str(args.input), "dtype": str(x.dtype), "shape": list(x.shape),
+                      "chunks": [c[0] for c in x.chunks]},
+            "output": {"path": str(output), "dtype": str(y.dtype), "shape": list(y.shape),
+                       "chunks": list(chunks), "kind": kind},
+            "scheduler": scheduler or "LocalCluster",
+            "seconds": seconds,
+            "total_seconds": total,
+            "mpx_per_second": rate,
+        }  # fmt: skip
+        write_report(args.json, record)
     return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from dilconv.bench.runner import SETTLE_SECONDS
+from dilconv.cli._options import STDOUT, add_report_options, write_report
 
 
 def _names(text: str) -> list[str]:
@@ -18,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "bench",
         help="time dilconv against the peers",
         description="Time every case side by side (alternating, warm-up first, medians) "
-        "and print a table; --json writes the full record.",
+        "and print a table; --json gives the full record.",
     )
     p.add_argument(
         "--cases",
@@ -48,8 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "contender runs while another library's idle threads still spin and none starts "
         f"on halted cores (default {SETTLE_SECONDS})",
     )
-    p.add_argument("--json", type=Path, default=None, help="write the full record here")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_report_options(p, "the full record")
     p.set_defaults(run=run)
 
 
@@ -70,9 +68,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         settle=args.settle,
     )
-    print(render(result))
+    if args.json != STDOUT:
+        print(render(result))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+        write_report(args.json, result)
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("figures", help="write the tutorial's figures (PNG and SVG) into a folder")
-    p.add_argument("--out", type=Path, required=True, help="folder to write into (created)")
+    p.add_argument("--out", type=Path, help="folder to write into (created; needed unless --list)")
     p.add_argument(
         "--format",
         dest="formats",
@@ -27,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
         for name, build in FIGURES.items():
             print(f"{name}: {(build.__doc__ or '').strip().splitlines()[0]}")
         return 0
+    if args.out is None:
+        raise ValueError("--out FOLDER is needed to write figures (only --list works without)")
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out must be a folder, got the file {args.out}")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
+
+from dilconv.cli._options import STDOUT, add_report_options, write_report
 
 
 def _names(choices: tuple[str, ...], what: str) -> Callable[[str], list[str]]:
@@ -50,8 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help=f"from {','.join(PEERS)} (default: all)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_report_options(p, "the report")
     p.set_defaults(run=run)
 
 
@@ -83,11 +83,11 @@ def run(args: argparse.Namespace) -> int:
     peers = args.peers or list(PEERS)
     cases = generate_cases(args.count, args.seed, args.ops)
     rows, missing = run_sweep(cases, peers, progress=False if args.no_progress else None)
-    if args.json:
-        print(json.dumps(as_json(rows, missing, count=args.count, seed=args.seed), indent=1))
-    else:
+    if args.json != STDOUT:
         print(f"dilconv verify: {len(cases)} cases, seed {args.seed}, ops {', '.join(args.ops)}")
         print(format_table(rows, missing))
+    if args.json is not None:
+        write_report(args.json, as_json(rows, missing, count=args.count, seed=args.seed))
     if any(r.failures for r in rows):
         return 1
     if args.peers and missing:  # a peer asked for by name must be there

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from dilconv.explore import _schema
@@ -10,6 +11,9 @@ from dilconv.receptive import coverage, receptive_field
 
 #: Most layers, and widest field, the panel draws.
 MAX_LAYERS, MAX_FIELD = 10, 255
+#: One number of a layer: ASCII digits only (``str.isdigit`` also accepts "³", which
+#: ``int`` refuses).
+_NUMBER = re.compile(r"[0-9]{1,6}")
 
 
 def parse_stack(spec: str) -> list[tuple[int, int, int]]:
@@ -26,7 +30,7 @@ def parse_stack(spec: str) -> list[tuple[int, int, int]]:
         raise ApiError(422, f"stack has {len(parts)} layers; at most {MAX_LAYERS}", field="stack")
     for n, part in enumerate(parts):
         pieces = part.split(":")
-        if not 2 <= len(pieces) <= 3 or not all(s.strip().isdigit() for s in pieces):
+        if not 2 <= len(pieces) <= 3 or not all(_NUMBER.fullmatch(s.strip()) for s in pieces):
             raise ApiError(
                 422,
                 f"layer {n + 1} is {part!r}; write kernel:dilation or kernel:dilation:stride, "

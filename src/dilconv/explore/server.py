@@ -7,6 +7,10 @@ files listed in :data:`ASSETS`); ``GET /api/limits`` gives the caps;
 allows only this server's own scripts and styles, and ``nosniff``. A request
 whose ``Host`` header does not name this server is refused (a DNS-rebinding
 page cannot talk to it).
+
+A connection that sends nothing for :data:`REQUEST_TIMEOUT` seconds is closed, and
+at most :data:`MAX_CONNECTIONS` are served at once: one more is answered 503 and
+closed at once, so slow or idle clients cannot hold every thread.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import socket
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +53,15 @@ ROUTES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "/api/receptive": api.receptive_view,
 }
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Seconds a connection may stay silent (reading a request, or between two) before
+#: it is closed.
+REQUEST_TIMEOUT = 10.0
+#: Connections served at once; one more is refused with 503.
+MAX_CONNECTIONS = 32
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+    b"Connection: close\r\nRetry-After: 1\r\nContent-Length: %d\r\n\r\n%s"
+)
 #: ``name:port`` or ``[ipv6]:port``, nothing else (no user info, no path).
 _HOST_HEADER = re.compile(
     r"(?:(?P<name>[A-Za-z0-9.-]+)|\[(?P<ipv6>[0-9A-Fa-f:.]+)\]):(?P<port>\d{1,5})"
@@ -159,13 +174,61 @@ class ExplorerServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, *, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        quiet: bool = False,
+        timeout: float = REQUEST_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        if not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise TypeError(f"max_connections must be an int, got {max_connections!r}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         super().__init__((host, port), Handler)
         self.quiet = quiet
+        self.request_timeout = float(timeout)
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
         self.host = host
         self.port = int(self.server_address[1])
         self.names = {host, *LOOPBACK} if host in LOOPBACK else {host}
         self.url = f"http://{host}:{self.port}/"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection on a thread if a slot is free, else answer 503 and close."""
+        if not self._slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            request.settimeout(self.request_timeout)
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        body = json.dumps(
+            {"error": {"message": f"the server is busy: {self.max_connections} connections "
+                       "are open; try again", "field": None, "nearest": None}}
+        ).encode()  # fmt: skip
+        try:
+            request.settimeout(1.0)
+            request.sendall(_BUSY % (len(body), body))
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
 
     def host_allowed(self, header: str | None) -> bool:
         """Whether a ``Host`` header names this server (the DNS-rebinding defence).
@@ -189,8 +252,18 @@ class ExplorerServer(ThreadingHTTPServer):
         return True
 
 
-def make_server(host: str = "127.0.0.1", port: int = 0, *, quiet: bool = False) -> ExplorerServer:
+def make_server(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    quiet: bool = False,
+    timeout: float = REQUEST_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+) -> ExplorerServer:
     """A server bound to ``host:port`` (0: a free port); its ``url`` says where.
+
+    ``timeout``: seconds a connection may stay silent; ``max_connections``: served
+    at once (one more is answered 503).
 
     Examples
     --------
@@ -199,7 +272,7 @@ def make_server(host: str = "127.0.0.1", port: int = 0, *, quiet: bool = False) 
     True
     >>> server.server_close()
     """
-    return ExplorerServer(host, port, quiet=quiet)
+    return ExplorerServer(host, port, quiet=quiet, timeout=timeout, max_connections=max_connections)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, *, quiet: bool = False) -> None:
