@@ -171,6 +171,9 @@ def _environment(name: str) -> Any:
     if not text:
         return _DEFAULTS[name]()
     key = (name, text)
+    found = _from_environment.get(key, _from_environment)  # no lock: a dict read is atomic
+    if found is not _from_environment:
+        return _DEFAULTS[name]() if found is None else found
     with _lock:
         if key in _from_environment:
             found = _from_environment[key]
