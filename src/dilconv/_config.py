@@ -12,8 +12,8 @@ Each setting is looked up, at the moment a call needs it, in three layers:
 
 A value given to :func:`set_config` or :func:`config_context` that is out of range
 raises ValueError (TypeError for a wrong type) naming the setting. An environment
-value that would be refused gives one :class:`RuntimeWarning` per value and the
-default instead: a typo in a shell must not break ``import dilconv`` or every call.
+value that would be refused gives one :class:`RuntimeWarning` (it is read once) and
+the default instead: a typo in a shell must not break ``import dilconv`` or every call.
 ``threads`` is clamped to the CPUs this process may run on.
 """
 
