@@ -311,3 +311,22 @@ def test_threadpoolctl_limits_the_blas_dilconv_calls(monkeypatch: pytest.MonkeyP
     assert seen
     assert all(s == {1} for s in seen)
     assert blas() == before
+
+
+def test_measuring_takes_turns_and_never_spins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``choose_method(measure=True)`` no longer spins every core before each candidate
+    (the settle pause belongs to ``dilconv bench``); the candidates take turns."""
+    from dilconv import _select
+
+    def no_spinning(*args: object) -> None:
+        raise AssertionError("choose_method(measure=True) spun the cores")
+
+    monkeypatch.setattr(spin, "busy_pause", no_spinning)
+    order: list[str] = []
+    times = _select.measure(order.append, ["a", "b", "c"], repeats=2)
+    assert order == ["a", "b", "c", "a", "b", "c"]
+    assert set(times) == {"a", "b", "c"}
+    x, w = np.ones((1, 2, 16, 16), np.float32), np.ones((2, 2, 3, 3), np.float32)
+    best, measured = dilconv.choose_method(x, w, dilation=2, measure=True)
+    assert best in measured
+    assert all(t > 0 for t in measured.values())
