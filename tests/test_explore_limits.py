@@ -187,9 +187,38 @@ def test_idle_connections_are_closed_and_capped() -> None:
         srv.server_close()
 
 
+def test_a_trickling_client_is_cut_off_at_the_deadline() -> None:
+    """A byte every 0.1 s never trips the silence timeout; the deadline closes it."""
+    srv = make_server(quiet=True, timeout=0.5, deadline=1.0, max_connections=2)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        slow = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        slow.sendall(b"GET /api/limits HTTP/1.1\r\n")
+        slow.settimeout(0.1)
+        closed = False
+        for _ in range(300):  # at most about 30 s, so the test is bounded either way
+            try:
+                slow.sendall(b"X")
+                closed = slow.recv(4096) == b""
+            except TimeoutError:
+                continue  # still open: trickle on
+            except OSError:  # reset or broken pipe: closed by the server
+                closed = True
+            if closed:
+                break
+        slow.close()
+        assert closed
+        assert _limits(srv) == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 @pytest.mark.parametrize(
     ("options", "error"),
     [({"timeout": 0}, ValueError), ({"timeout": float("inf")}, ValueError),
+     ({"deadline": -1}, ValueError),
      ({"max_connections": 0}, ValueError), ({"max_connections": 2.0}, TypeError)],
 )  # fmt: skip
 def test_server_limits_are_checked(options: dict[str, Any], error: type[Exception]) -> None:

@@ -8,13 +8,16 @@ allows only this server's own scripts and styles, and ``nosniff``. A request
 whose ``Host`` header does not name this server is refused (a DNS-rebinding
 page cannot talk to it).
 
-A connection that sends nothing for :data:`REQUEST_TIMEOUT` seconds is closed, and
-at most :data:`MAX_CONNECTIONS` are served at once: one more is answered 503 and
+A connection that sends nothing for :data:`REQUEST_TIMEOUT` seconds is closed, so is
+one whose request is not read and answered within :data:`REQUEST_DEADLINE` seconds
+(a client trickling a byte at a time), and at most :data:`MAX_CONNECTIONS` are
+served at once: one more is answered 503 and
 closed at once, so slow or idle clients cannot hold every thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import re
@@ -56,6 +59,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: Seconds a connection may stay silent (reading a request, or between two) before
 #: it is closed.
 REQUEST_TIMEOUT = 10.0
+#: Seconds one request may take from its first byte awaited to its answer sent.
+REQUEST_DEADLINE = 60.0
 #: Connections served at once; one more is refused with 503.
 MAX_CONNECTIONS = 32
 _BUSY = (
@@ -90,6 +95,21 @@ class Handler(BaseHTTPRequestHandler):
     server: ExplorerServer
     server_version = "dilconv-explore"
     sys_version = ""
+
+    def handle_one_request(self) -> None:
+        """One request, its connection shut down if it is still running at the deadline."""
+        watchdog = threading.Timer(self.server.request_deadline, self._expire)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            super().handle_one_request()
+        finally:
+            watchdog.cancel()
+
+    def _expire(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
         if not self.server.quiet:
@@ -181,10 +201,12 @@ class ExplorerServer(ThreadingHTTPServer):
         *,
         quiet: bool = False,
         timeout: float = REQUEST_TIMEOUT,
+        deadline: float = REQUEST_DEADLINE,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
-        if not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        for name, value in (("timeout", timeout), ("deadline", deadline)):
+            if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
             raise TypeError(f"max_connections must be an int, got {max_connections!r}")
         if max_connections < 1:
@@ -192,6 +214,7 @@ class ExplorerServer(ThreadingHTTPServer):
         super().__init__((host, port), Handler)
         self.quiet = quiet
         self.request_timeout = float(timeout)
+        self.request_deadline = float(deadline)
         self.max_connections = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
         self.host = host
@@ -258,12 +281,13 @@ def make_server(
     *,
     quiet: bool = False,
     timeout: float = REQUEST_TIMEOUT,
+    deadline: float = REQUEST_DEADLINE,
     max_connections: int = MAX_CONNECTIONS,
 ) -> ExplorerServer:
     """A server bound to ``host:port`` (0: a free port); its ``url`` says where.
 
-    ``timeout``: seconds a connection may stay silent; ``max_connections``: served
-    at once (one more is answered 503).
+    ``timeout``: seconds a connection may stay silent; ``deadline``: seconds one
+    request may take; ``max_connections``: served at once (one more is answered 503).
 
     Examples
     --------
@@ -272,7 +296,9 @@ def make_server(
     True
     >>> server.server_close()
     """
-    return ExplorerServer(host, port, quiet=quiet, timeout=timeout, max_connections=max_connections)
+    return ExplorerServer(
+        host, port, quiet=quiet, timeout=timeout, deadline=deadline, max_connections=max_connections
+    )
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, *, quiet: bool = False) -> None:
