@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -16,9 +15,8 @@ from dilconv._spec import make_spec
 
 
 @pytest.fixture
-def two_threads() -> Iterator[None]:
-    with dilconv.config_context(threads=2):
-        yield
+def two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DILCONV_THREADS", "2")
 
 
 @pytest.mark.usefixtures("two_threads")
@@ -77,14 +75,9 @@ def test_results_are_the_same_with_and_without_spinning(monkeypatch: pytest.Monk
     x = rng.standard_normal((1, 128, 128, 24)).astype(np.float32)
     w = rng.standard_normal((3, 3, 24, 24)).astype(np.float32)
     spun = dilconv.conv2d(x, w, padding="same", dilation=3, data_format="NHWC", method="blocked")
-    before = dilconv.get_config()["spin_ms"]
-    dilconv.set_config(spin_ms=0)  # process-wide: the workers read it
-    try:
-        time.sleep(0.05)  # the workers go to sleep
-        slept = dilconv.conv2d(x, w, padding="same", dilation=3, data_format="NHWC",
-                               method="blocked")  # fmt: skip
-    finally:
-        dilconv.set_config(spin_ms=before)
+    monkeypatch.setenv("DILCONV_SPIN_MS", "0")
+    time.sleep(0.05)  # the workers go to sleep
+    slept = dilconv.conv2d(x, w, padding="same", dilation=3, data_format="NHWC", method="blocked")
     np.testing.assert_array_equal(spun, slept)
 
 
@@ -132,18 +125,12 @@ def test_workers_spin_only_where_llvm_is_loaded_already() -> None:
 
 
 def test_spin_time_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dilconv import _config
-
-    monkeypatch.setattr(_config, "_process", {})
-    monkeypatch.setattr(_config, "_from_environment", {})
     monkeypatch.setenv("DILCONV_SPIN_MS", "7.5")
     assert spin.spin_seconds() == pytest.approx(0.0075)
     monkeypatch.setenv("DILCONV_SPIN_MS", "0")
-    _config.reread_environment()
     assert spin.spin_seconds() == 0.0
     for bad in ("-3", "soon", "inf", "1e9"):  # refused with a warning: the default instead
         monkeypatch.setenv("DILCONV_SPIN_MS", bad)
-        _config.reread_environment()
         with pytest.warns(RuntimeWarning, match=f"ignoring DILCONV_SPIN_MS='{bad}'"):
             assert spin.spin_seconds() == spin.DEFAULT_SPIN_MS / 1000
 
@@ -187,9 +174,9 @@ def test_compiled_results_do_not_depend_on_the_thread_count(
     x = rng.standard_normal((2, 1, 600, 500)).astype(np.float32)
     w = rng.standard_normal((1, 1, 3, 3)).astype(np.float32)
     results = []
-    for threads in (1, 2, 5):
-        with dilconv.config_context(threads=threads):
-            results.append(dilconv.conv2d(x, w, padding="same", dilation=4, method="compiled"))
+    for threads in ("1", "2", "5"):
+        monkeypatch.setenv("DILCONV_THREADS", threads)
+        results.append(dilconv.conv2d(x, w, padding="same", dilation=4, method="compiled"))
     np.testing.assert_array_equal(results[1], results[0])
     np.testing.assert_array_equal(results[2], results[0])
 

@@ -7,13 +7,14 @@ Each setting is looked up, at the moment a call needs it, in three layers:
    other's blocks);
 2. the process-wide value given to :func:`set_config`;
 3. the environment variable (``DILCONV_THREADS``, ``DILCONV_SPIN_MS``,
-   ``DILCONV_CACHE_DIR``, ``DILCONV_WORKSPACE_BYTES``), read once at the setting's
-   first use (:func:`reread_environment` reads them again), else the built-in default.
+   ``DILCONV_CACHE_DIR``, ``DILCONV_WORKSPACE_BYTES``), read at every lookup (so a
+   program may change it between calls), else the built-in default.
 
 A value given to :func:`set_config` or :func:`config_context` that is out of range
 raises ValueError (TypeError for a wrong type) naming the setting. An environment
-value that would be refused gives one :class:`RuntimeWarning` (it is read once) and
-the default instead: a typo in a shell must not break ``import dilconv`` or every call.
+value that would be refused gives one :class:`RuntimeWarning` per value (each text is
+parsed once) and the default instead: a typo in a shell must not break
+``import dilconv`` or every call.
 ``threads`` is clamped to the CPUs this process may run on.
 """
 
@@ -162,55 +163,39 @@ _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 )
 _process: dict[str, Any] = {}
 _lock = threading.Lock()
-#: setting -> its environment value (None: unset or bad), read at its first use.
-_from_environment: dict[str, Any] = {}
-_UNSET = object()
+#: (setting, environment text) -> value, so each bad text warns once.
+_from_environment: dict[tuple[str, str], Any] = {}
 
 
 def _environment(name: str) -> Any:
-    """The default of one setting: its environment variable, read once (then remembered:
-    the lookups stay off every call's path), else the built-in default."""
-    found = _from_environment.get(name, _UNSET)  # no lock: a dict read is atomic
-    if found is not _UNSET:
-        return _DEFAULTS[name]() if found is None else found
-    with _lock:
-        found = _from_environment.get(name, _UNSET)
-        if found is _UNSET:
-            found = _read_environment(name)
-            _from_environment[name] = found
-    return _DEFAULTS[name]() if found is None else found
-
-
-def _read_environment(name: str) -> Any:
-    """The environment's value for ``name``; None (with one warning if it is bad): none."""
     variable = ENVIRONMENT[name]
     text = os.environ.get(variable, "").strip() if variable else ""
     if not text:
-        return None
-    try:
-        try:
-            parsed = _PARSE[name](text)
-        except ValueError:
-            raise ValueError(f"{variable} must be {_EXPECTED[name]}") from None
-        return validate(name, parsed, variable)
-    except (TypeError, ValueError) as err:
-        warnings.warn(
-            f"dilconv: ignoring {variable}={text!r} ({err}); using the default, "
-            f"{_DEFAULTS[name]()!r}",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-        return None
-
-
-def reread_environment() -> None:
-    """Forget the environment values read so far: the next lookups read them again.
-
-    The environment is read once per setting, at its first use; a program (or a
-    test) that changes ``DILCONV_*`` later calls this for the change to count.
-    """
+        return _DEFAULTS[name]()
+    key = (name, text)
+    found = _from_environment.get(key, _from_environment)  # no lock: a dict read is atomic
+    if found is not _from_environment:
+        return _DEFAULTS[name]() if found is None else found
     with _lock:
-        _from_environment.clear()
+        if key in _from_environment:
+            found = _from_environment[key]
+            return _DEFAULTS[name]() if found is None else found
+        try:
+            try:
+                parsed = _PARSE[name](text)
+            except ValueError:
+                raise ValueError(f"{variable} must be {_EXPECTED[name]}") from None
+            value = validate(name, parsed, variable)
+        except (TypeError, ValueError) as err:
+            value = None
+            warnings.warn(
+                f"dilconv: ignoring {variable}={text!r} ({err}); using the default, "
+                f"{_DEFAULTS[name]()!r}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        _from_environment[key] = value
+    return _DEFAULTS[name]() if value is None else value
 
 
 def get(name: str) -> Any:
