@@ -296,6 +296,10 @@ def test_threadpoolctl_limits_the_blas_dilconv_calls(monkeypatch: pytest.MonkeyP
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 64, 64, 8)).astype(np.float32)
     w = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    for method in ("shift_add", "tap_gemm"):  # loads SciPy's BLAS, lazily imported, first:
+        # threadpoolctl limits the libraries loaded when its block starts (README, Settings)
+        dilconv.conv2d(x, w, padding="same", dilation=2, data_format="NHWC", method=method)
+    seen.clear()
     before = blas()
     with threadpool_limits(limits=1, user_api="blas"):
         for method in ("shift_add", "tap_gemm", "shift_add"):
