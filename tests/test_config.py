@@ -327,3 +327,18 @@ def test_measuring_takes_turns_and_never_spins(monkeypatch: pytest.MonkeyPatch) 
     best, measured = dilconv.choose_method(x, w, dilation=2, measure=True)
     assert best in measured
     assert all(t > 0 for t in measured.values())
+
+
+def test_allow_fft_lets_auto_choose_the_fft() -> None:
+    """Off by default; on for a block, ``"auto"`` may rank ``"fft"`` among the others."""
+    from dilconv import _select
+    from dilconv._spec import make_spec
+
+    spec = make_spec((1, 3, 64, 64), (1, 3, 15, 15), dtypes=[np.dtype(np.float64)]).lowered()
+    assert not _select.allow_fft()
+    assert "fft" not in _select.candidates(spec)
+    with dilconv.config_context(allow_fft=True):
+        assert _select.allow_fft()
+        assert "fft" in _select.candidates(spec)
+    dilconv.set_config(allow_fft=True)
+    assert _select.allow_fft()

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from dilconv import _config
 from dilconv._config import get_workspace_limit
 from dilconv._methods import (
     METHODS,
@@ -304,20 +305,20 @@ NONLOCAL = frozenset({"fft"})
 #: leaves them out when :func:`all_finite` is false for the call's arrays.
 FINITE_ONLY = frozenset({"dilated_kernel", "winograd"})
 
-#: Whether ``"auto"`` may choose a method of :data:`NONLOCAL`; off by default. A
-#: setting (``set_config(allow_fft=True)``) sets this flag.
+#: Whether ``"auto"`` may choose a method of :data:`NONLOCAL` whatever the settings
+#: say; off by default (the setting is ``dilconv.set_config(allow_fft=True)``).
 ALLOW_FFT = False
 
 
 def allow_fft() -> bool:
-    """Whether ``method="auto"`` may choose the FFT (default False).
+    """Whether ``method="auto"`` may choose the FFT: ``get_config()["allow_fft"]`` (False).
 
     Examples
     --------
     >>> allow_fft()
     False
     """
-    return ALLOW_FFT
+    return ALLOW_FFT or bool(_config.get("allow_fft"))
 
 
 def all_finite(arrays: tuple[np.ndarray, ...]) -> bool:

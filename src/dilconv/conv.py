@@ -168,7 +168,7 @@ def choose_method(
 
     Algorithms that refuse the call (``"fft"`` on integers) or whose workspace
     exceeds :func:`get_workspace_limit` are left out; the oracle ``"direct"`` is
-    never chosen, nor ``"fft"`` unless it is allowed (``dilconv._select.ALLOW_FFT``,
+    never chosen, nor ``"fft"`` unless it is allowed (``set_config(allow_fft=True)``,
     off by default: its error at one output depends on every input value). With
     NaN or Inf in the arrays, ``"winograd"`` and ``"dilated_kernel"`` are left out
     (they would turn an Inf into NaN, or spread a NaN, where ``"direct"`` does not).
