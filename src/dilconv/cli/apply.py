@@ -1,9 +1,11 @@
 """``dilconv apply IN OUT --kernel K.npy``: convolve an array larger than memory on Dask.
 
-The input is read lazily (a Zarr array, or a small ``.npy``), convolved chunk by
-chunk by :func:`dilconv.dask.conv2d`, and written chunk by chunk to a hidden
-sibling of OUT (``.OUT.partial-XXXXXXXX``) that is renamed to OUT only when every
-chunk is written: a failed run leaves no OUT, and the partial one is removed.
+The input is read lazily (a Zarr array, or a small ``.npy``) and convolved chunk
+by chunk: by :func:`dilconv.dask.conv2d_zarr` for a Zarr array (each output
+chunk's task reads its own window from the store), by :func:`dilconv.dask.conv2d`
+for a ``.npy``. Chunks are written to a hidden sibling of OUT
+(``.OUT.partial-XXXXXXXX``) that is renamed to OUT only when every chunk is
+written: a failed run leaves no OUT, and the partial one is removed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from dilconv.cli._options import add_conv_options, conv_options, pair
 
 LOCAL_SCHEDULERS = ("threads", "processes")
+COMPRESSORS = ("none", "zstd", "blosc")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +59,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--memory-limit", help="memory limit of each LocalCluster worker (default 512MiB)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument(
+        "--compressor",
+        choices=COMPRESSORS,
+        default="zstd",
+        help="codec of a Zarr OUT's chunks (default zstd; random floats barely compress)",
+    )
     p.set_defaults(run=run)
 
 
@@ -84,14 +93,29 @@ def _partial_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.partial-{uuid.uuid4().hex[:8]}")
 
 
-def create_output(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: Any) -> str:
-    """Create an empty output at ``path``; return its kind, ``"zarr"`` or ``"npy"``."""
+def create_output(
+    path: Path,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: Any,
+    compressor: str = "zstd",
+) -> str:
+    """Create an empty output at ``path``; return its kind, ``"zarr"`` or ``"npy"``.
+
+    ``compressor`` (one of :data:`COMPRESSORS`) is the Zarr chunks' codec.
+    """
     if path.name.endswith(".npy") or ".npy.partial-" in path.name:
         np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
         return "npy"
     import zarr
+    from zarr.codecs import BloscCodec, ZstdCodec
 
-    zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=dtype)
+    codecs = {"none": None, "zstd": ZstdCodec(), "blosc": BloscCodec()}
+    if compressor not in codecs:
+        raise ValueError(f"compressor must be one of {COMPRESSORS}, got {compressor!r}")
+    zarr.create_array(
+        store=str(path), shape=shape, chunks=chunks, dtype=dtype, compressors=codecs[compressor]
+    )
     return "zarr"
 
 
@@ -227,6 +251,7 @@ def _describe(client: Any) -> str:
 def plan(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """``(x, y, spec)``: the lazy input and result of the arguments, validated, not computed."""
     import dilconv.dask
+    from dilconv._dask_zarr import zarr_source
     from dilconv._spec import make_spec
 
     for name, path in (("kernel", args.kernel), ("bias", args.bias)):
@@ -237,9 +262,13 @@ def plan(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     bias = None if args.bias is None else np.load(args.bias, allow_pickle=False)
     options = conv_options(args)
     try:
-        y = dilconv.dask.conv2d(x, w, bias, **options)
+        source = zarr_source(x)
+        if source is not None:  # each output chunk reads its window from the store
+            y = dilconv.dask.conv2d_zarr(source, w, bias, chunks=args.chunks, **options)
+        else:
+            y = dilconv.dask.conv2d(x, w, bias, **options)
         spec = make_spec(x.shape, w.shape, memory_check=False, **conv_options(args, methods=False))
-        if args.chunks is not None:
+        if source is None and args.chunks is not None:
             h_axis, w_axis, _ = dilconv.dask.spatial_axes(spec)
             rows, cols = (args.chunks, args.chunks) if isinstance(args.chunks, int) else args.chunks
             if rows < 1 or cols < 1:
@@ -272,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     partial = _partial_path(output)
     start = time.perf_counter()
     try:
-        kind = create_output(partial, y.shape, chunks, y.dtype)
+        kind = create_output(partial, y.shape, chunks, y.dtype, args.compressor)
         marks = y.map_blocks(
             write_block, target=str(partial), kind=kind, dtype=np.int8, chunks=(1,) * y.ndim
         )
