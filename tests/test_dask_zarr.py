@@ -22,10 +22,18 @@ from hypothesis import strategies as st
 
 import dilconv
 import dilconv.dask
-from dilconv._dask_zarr import AxisPlan, compute_chunk, plan_zarr, read_window, zarr_source
+from dilconv._dask_zarr import (
+    AxisPlan,
+    compute_chunk,
+    plan_zarr,
+    read_window,
+    write_chunks,
+    zarr_source,
+)
 from dilconv._padding import source_index
 from dilconv._spec import PADDING_MODES
 from dilconv._zarr_edges import CACHE
+from dilconv.cli.apply import create_output, write_block
 from tests.strategies import Case, conv_cases
 from tests.tolerance import assert_close
 
@@ -154,6 +162,26 @@ def test_graph_size_of_a_large_image() -> None:
     y = dilconv.dask.conv2d_zarr(z, w, dilation=4, padding="same", padding_mode="reflect")
     assert y.numblocks == (128, 128)
     assert task_count(y) == 128 * 128 + 1 <= 2 * 128 * 128
+
+
+def test_graph_size_of_apply_on_a_large_image(tmp_path: Any) -> None:
+    """``dilconv apply``'s graph of the same: each chunk computed and written in one task."""
+    z = zarr.create_array(store={}, shape=(65536, 65536), chunks=(512, 512), dtype="float32")
+    y = dilconv.dask.conv2d_zarr(z, np.ones((3, 3), dtype=np.float32), dilation=4)
+    marks = write_chunks(y, write_block, target=str(tmp_path / "never.zarr"), kind="zarr")
+    assert marks.numblocks == (128, 128)
+    assert task_count(marks) == 128 * 128 + 1
+
+
+def test_write_chunks_writes_every_chunk(tmp_path: Any) -> None:
+    x = np.arange(37 * 29).reshape(37, 29)
+    w = np.ones((2, 3), dtype=np.int64)
+    y = dilconv.dask.conv2d_zarr(to_zarr(x, (8, 8)), w, dilation=(3, 2), padding="full")
+    create_output(tmp_path / "y.zarr", y.shape, y.chunksize, y.dtype, "none")
+    marks = write_chunks(y, write_block, target=str(tmp_path / "y.zarr"), kind="zarr")
+    assert marks.compute(scheduler="threads").sum() == y.npartitions
+    expected = dilconv.conv2d(x, w, dilation=(3, 2), padding="full")
+    np.testing.assert_array_equal(zarr.open_array(store=str(tmp_path / "y.zarr"))[:], expected)
 
 
 def test_graph_size_against_map_overlap() -> None:

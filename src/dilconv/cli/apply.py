@@ -284,6 +284,8 @@ def plan(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dilconv._dask_zarr import write_chunks
+
     output: Path = args.output
     if output.exists() and not args.overwrite:
         raise ValueError(f"output {str(output)!r} exists; pass --overwrite to replace it")
@@ -302,9 +304,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         kind = create_output(partial, y.shape, chunks, y.dtype, args.compressor)
-        marks = y.map_blocks(
-            write_block, target=str(partial), kind=kind, dtype=np.int8, chunks=(1,) * y.ndim
-        )
+        marks = write_chunks(y, write_block, target=str(partial), kind=kind)
         if args.scheduler in LOCAL_SCHEDULERS:
             seconds = _run_local(marks, args.scheduler, args.workers)
         else:
