@@ -202,7 +202,13 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
         ) as cluster,
         Client(cluster) as client,
     ):
+        # Its workers import dilconv now, as --scheduler threads has before its run.
+        client.run(_import_dilconv)
         yield client
+
+
+def _import_dilconv() -> None:
+    import dilconv._dask_zarr  # noqa: F401
 
 
 def _run_local(marks: Any, scheduler: str, workers: int | None) -> float:
