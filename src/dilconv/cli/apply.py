@@ -170,6 +170,8 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
     from dask.utils import parse_bytes
     from distributed import Client, LocalCluster
 
+    from dilconv._native.pool import num_threads
+
     if args.scheduler is not None:
         if args.workers is not None or args.memory_limit is not None:
             raise ValueError(
@@ -189,6 +191,9 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
     limit = parse_bytes(args.memory_limit or "512MiB")
     # Each chunk's algorithm keeps its scratch memory to an eighth of the worker's.
     env = {"DILCONV_WORKSPACE_BYTES": str(max(2**20, limit // 8))}
+    # And shares the CPUs with the other workers: 2 workers of 2 threads each on 2
+    # CPUs would have their idle threads spin against each other's work.
+    env["DILCONV_THREADS"] = str(max(1, num_threads() // workers))
     with (
         LocalCluster(
             n_workers=workers,
