@@ -25,6 +25,7 @@ import dilconv.dask
 from dilconv._dask_zarr import (
     AxisPlan,
     compute_chunk,
+    plan_of,
     plan_zarr,
     read_window,
     write_chunks,
@@ -182,6 +183,19 @@ def test_write_chunks_writes_every_chunk(tmp_path: Any) -> None:
     assert marks.compute(scheduler="threads").sum() == y.npartitions
     expected = dilconv.conv2d(x, w, dilation=(3, 2), padding="full")
     np.testing.assert_array_equal(zarr.open_array(store=str(tmp_path / "y.zarr"))[:], expected)
+
+
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+def test_plan_of_and_warm_up(data_format: str) -> None:
+    shape = (3, 2, 40, 30) if data_format == "NCHW" else (3, 40, 30, 2)
+    w = np.ones((4, 2, 3, 3) if data_format == "NCHW" else (3, 3, 2, 4))
+    z = to_zarr(np.ones(shape), (2, 2, 16, 16))
+    y = dilconv.dask.conv2d_zarr(z, w, dilation=3, data_format=data_format)
+    plan = plan_of(y)
+    assert plan is not None
+    assert plan.out_chunks == y.chunks
+    plan.warm_up()  # a window of zeros of the first chunk's shape: accepted by conv2d
+    assert plan_of(dilconv.dask.conv2d(da.ones((8, 8), chunks=4), np.ones((3, 3)))) is None
 
 
 def test_graph_size_against_map_overlap() -> None:

@@ -21,6 +21,7 @@ import functools
 import itertools
 import os
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -172,6 +173,17 @@ class ZarrConv:
         for a in self.spatial:
             where[a.axis] = a.window(index[a.axis])
         return where
+
+    def warm_up(self) -> None:
+        """Convolve zeros shaped as the first window: what a process compiles first."""
+        shape = [c[0] for c in self.out_chunks]
+        for a in self.spatial:
+            shape[a.axis] = _shapes.input_span(a.chunks[0], a.kernel, a.stride, a.dilation)
+        for axis, n in enumerate(self.source.shape):
+            if axis not in self.batch_chunks and all(a.axis != axis for a in self.spatial):
+                shape[axis] = n  # the channels, read whole
+        x = np.zeros(shape, dtype=self.source.dtype)
+        self.conv(x, self.w, self.bias, padding=0, padding_mode="zeros", **self.options)
 
     def graph(self, name: str) -> tuple[dict[Any, Any], list[tuple[Any, ...]]]:
         """One task per output chunk, and a key holding this plan, which they all read."""
@@ -409,6 +421,14 @@ def _edge_reader(source: Any, spatial: Sequence[AxisPlan]) -> EdgeReader | None:
     return EdgeReader(token=uuid.uuid4().hex, widths=tuple(widths))
 
 
+_PLANS: weakref.WeakValueDictionary[str, ZarrConv] = weakref.WeakValueDictionary()
+
+
+def plan_of(y: da.Array) -> ZarrConv | None:
+    """The plan of an array :func:`conv2d_zarr` returned (while its graph lives), else None."""
+    return _PLANS.get(y.name)
+
+
 def as_dask(plan: ZarrConv) -> da.Array:
     """The lazy result of ``plan``: one task per output chunk."""
     token = tokenize(
@@ -422,6 +442,7 @@ def as_dask(plan: ZarrConv) -> da.Array:
         plan.out_chunks,
     )
     name = f"conv-zarr-{token}"
+    _PLANS[name] = plan
     dsk, _ = plan.graph(name)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
     meta = np.empty((0,) * len(plan.out_chunks), dtype=plan.out_dtype)

@@ -295,7 +295,7 @@ def plan(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dilconv._dask_zarr import write_chunks
+    from dilconv._dask_zarr import plan_of, write_chunks
 
     output: Path = args.output
     if output.exists() and not args.overwrite:
@@ -316,12 +316,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         kind = create_output(partial, y.shape, chunks, y.dtype, args.compressor)
         marks = write_chunks(y, write_block, target=str(partial), kind=kind)
+        zarr_plan = plan_of(y)
         if args.scheduler in LOCAL_SCHEDULERS:
+            if zarr_plan is not None:
+                zarr_plan.warm_up()
             seconds = _run_local(marks, args.scheduler, args.workers)
         else:
             with _client(args) as client:
                 print(f"scheduler {client.scheduler.address}: {_describe(client)}")
                 sys.stdout.flush()
+                if zarr_plan is not None:  # compiled on every worker before the clock starts
+                    client.run(zarr_plan.warm_up)
                 seconds = _run_distributed(marks, client)
         if output.exists():
             _remove(output)
