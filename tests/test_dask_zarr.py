@@ -347,3 +347,22 @@ def test_edges_spare_decoding_the_neighbours(order: str) -> None:
         np.testing.assert_array_equal(y, expected)
         decoded[edges] = store.decoded
     assert decoded[True] <= 2 * 12 < 4 * 12 <= decoded[False]
+
+
+@pytest.mark.parametrize("mode", PADDING_MODES)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv1d_and_conv3d(mode: str, stride: int) -> None:
+    """Rank 1 and 3: chunks smaller than the halo, every padding mode, against conv1d/3d."""
+    rng = np.random.default_rng(11)
+    x1 = rng.integers(-9, 10, size=(2, 3, 23))
+    w1 = rng.integers(-3, 4, size=(4, 3, 3))
+    options = dict(stride=stride, dilation=3, padding="same", padding_mode=mode)
+    y1 = dilconv.dask.conv1d_zarr(to_zarr(x1, (1, 2, 4)), w1, **options)
+    assert task_count(y1) == y1.npartitions + 1
+    np.testing.assert_array_equal(y1.compute(scheduler="sync"), dilconv.conv1d(x1, w1, **options))
+    x3 = rng.integers(-9, 10, size=(2, 7, 9, 8))
+    w3 = rng.integers(-3, 4, size=(3, 2, 2, 3, 2))
+    options3 = dict(stride=stride, dilation=(2, 2, 3), padding="same", padding_mode=mode)
+    y3 = dilconv.dask.conv3d_zarr(to_zarr(x3, (1, 3, 2, 4)), w3, chunks=2, **options3)
+    expected = dilconv.conv3d(x3, w3, **options3)
+    np.testing.assert_array_equal(y3.compute(scheduler="sync"), expected)

@@ -529,3 +529,109 @@ def conv2d_zarr(
     options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     options.update(padding_mode=padding_mode, data_format=data_format, flip=flip, method=method)
     return as_dask(plan_zarr(source, w, bias, options, chunks=chunks))
+
+
+def _spatial_axes_nd(rank: int, x_ndim: int, channels_first: bool) -> tuple[list[int], int | None]:
+    """Spatial axes and channel axis of a ``rank``-D call's array of ``x_ndim`` axes."""
+    if x_ndim == rank:
+        return list(range(rank)), None
+    lead = x_ndim - rank - 1  # 1 with a batch axis, 0 without
+    if channels_first:
+        return list(range(lead + 1, lead + 1 + rank)), lead
+    return list(range(lead, lead + rank)), lead + rank
+
+
+def conv_nd_zarr(
+    rank: int, path_or_array: Any, w: Any, bias: Any = None, *, chunks: Any = None, **options: Any
+) -> da.Array:
+    """:func:`conv2d_zarr` for :func:`dilconv.conv1d` (``rank=1``) or :func:`dilconv.conv3d`.
+
+    The same window reads, one task per output chunk; ``options`` are those of
+    the in-memory call of that rank, validated by the same code. ``chunks``: outputs
+    per chunk along each spatial axis (default: the store's chunk over the stride).
+
+    Examples
+    --------
+    >>> import numpy as np, zarr, dilconv
+    >>> z = zarr.create_array(store={}, shape=(2, 9, 8, 10), chunks=(1, 4, 4, 4), dtype="int64")
+    >>> z[:] = np.arange(z.size).reshape(z.shape) % 7
+    >>> w = np.ones((3, 2, 2, 3, 2), dtype=int)
+    >>> options = dict(dilation=2, padding="same", padding_mode="reflect")
+    >>> y = conv_nd_zarr(3, z, w, **options)
+    >>> bool(np.array_equal(y.compute(), dilconv.conv3d(z[:], w, **options)))
+    True
+    """
+    from dilconv import convnd
+    from dilconv._spec_nd import make_spec_nd
+
+    source = _open(path_or_array)
+    as_array("x", np.empty(0, dtype=source.dtype))
+    wa = as_array("w", w.compute() if isinstance(w, da.Array) else w)
+    ba = None if bias is None else as_array("bias", bias)
+    dtypes = [np.dtype(source.dtype), wa.dtype] + ([] if ba is None else [ba.dtype])
+    method = options.pop("method", "auto")
+    spec = make_spec_nd(
+        rank,
+        tuple(source.shape),
+        wa.shape,
+        bias_shape=None if ba is None else ba.shape,
+        dtypes=dtypes,
+        memory_check=False,
+        **options,
+    )
+    axes, c_axis = _spatial_axes_nd(rank, spec.x_ndim, spec.channels_first)
+    blocks = _blocks(chunks, spec.stride, [source.chunks[a] for a in axes])
+    spatial = tuple(
+        AxisPlan(
+            axis=axis,
+            size=spec.in_size[i],
+            pad=spec.pad[i],
+            kernel=spec.kernel[i],
+            stride=spec.stride[i],
+            dilation=spec.dilation[i],
+            out=spec.out_size[i],
+            block=min(blocks[i], spec.out_size[i]),
+            mode=spec.padding_mode,
+        )
+        for i, axis in enumerate(axes)
+    )
+    out_shape = spec.out_shape
+    out_chunks: list[tuple[int, ...]] = [(n,) for n in out_shape]
+    batch_chunks: dict[int, tuple[int, ...]] = {}
+    for axis in range(len(out_shape)):
+        if axis not in axes and axis != c_axis:
+            n, c = out_shape[axis], source.chunks[axis]
+            batch_chunks[axis] = (c,) * (n // c) + ((n % c,) if n % c else ())
+            out_chunks[axis] = batch_chunks[axis]
+    for a in spatial:
+        out_chunks[a.axis] = a.chunks
+    kept = {k: v for k, v in options.items() if k not in ("padding", "padding_mode")}
+    plan = ZarrConv(
+        source=source,
+        w=wa,
+        bias=ba,
+        options={**kept, "method": method},
+        spatial=spatial,
+        batch_chunks=batch_chunks,
+        out_chunks=tuple(out_chunks),
+        out_dtype=spec.out_dtype,
+        edges=_edge_reader(source, spatial),
+        conv=convnd.conv1d if rank == 1 else convnd.conv3d,
+    )
+    return as_dask(plan)
+
+
+def conv1d_zarr(path_or_array: Any, w: Any, bias: Any = None, **options: Any) -> da.Array:
+    """:func:`dilconv.conv1d` of a Zarr array, each output chunk reading its own window.
+
+    The options are :func:`dilconv.conv1d`'s, and ``chunks``; see :func:`conv2d_zarr`.
+    """
+    return conv_nd_zarr(1, path_or_array, w, bias, **options)
+
+
+def conv3d_zarr(path_or_array: Any, w: Any, bias: Any = None, **options: Any) -> da.Array:
+    """:func:`dilconv.conv3d` of a Zarr volume, each output chunk reading its own window.
+
+    The options are :func:`dilconv.conv3d`'s, and ``chunks``; see :func:`conv2d_zarr`.
+    """
+    return conv_nd_zarr(3, path_or_array, w, bias, **options)

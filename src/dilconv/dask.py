@@ -16,12 +16,12 @@ import numpy as np
 
 from dilconv import _dask_zarr, _shapes
 from dilconv._dask_halo import pad_axis
-from dilconv._dask_zarr import conv2d_zarr, zarr_source
+from dilconv._dask_zarr import conv1d_zarr, conv2d_zarr, conv3d_zarr, zarr_source
 from dilconv._select import resolve_method
 from dilconv._spec import ConvSpec, as_array, make_spec, output_limit_bytes, size_text
 from dilconv.conv import conv2d as _conv2d
 
-__all__ = ["conv2d", "conv2d_zarr", "spatial_axes"]
+__all__ = ["conv1d_zarr", "conv2d", "conv2d_zarr", "conv3d_zarr", "spatial_axes"]
 
 
 def spatial_axes(spec: ConvSpec) -> tuple[int, int, int | None]:
