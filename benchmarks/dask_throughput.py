@@ -1,14 +1,29 @@
-"""Throughput of ``dilconv apply`` on 1 and 2 Dask workers against in-memory ``conv2d``.
+"""Throughput of ``dilconv apply`` on Dask against in-memory ``conv2d`` and dask-image.
 
-Also ``--scheduler threads`` (Dask's thread pool in the command's own process):
-the difference is the cost of the cluster's processes and transfers.
+For each Zarr compressor (``none``, ``zstd``, ``blosc``; input and output alike)
+the float32 image is written, then convolved Zarr to Zarr by:
 
-Writes a float32 Zarr image, runs the command as a user would (a subprocess,
-a fresh ``LocalCluster`` on 127.0.0.1 each time), checks the result against the
-in-memory call, and prints a Markdown table of megapixels (of input) per second.
-Two rates are given for ``apply``: the whole command (cluster start, worker
-imports, reading and writing Zarr included) and the compute-and-write phase the
-command reports. Run::
+- ``dilconv apply`` on a LocalCluster of 1 and 2 worker processes (the default
+  cluster: one thread each, 127.0.0.1), run as a user would (a subprocess);
+- ``dilconv apply --scheduler threads`` (Dask's thread pool in the command's own
+  process: the difference is the cost of the cluster's processes);
+- ``dask_image.ndfilters.correlate`` with the dilated kernel (zeros inserted),
+  on a LocalCluster of the same shape, ``from_zarr`` to ``to_zarr``;
+
+and compared with in-memory :func:`dilconv.conv2d` on the same image. Rates are
+megapixels of input per second of computing and writing (cluster start and
+imports excluded; the whole command's wall time is printed too). Every result is
+checked against the in-memory one.
+
+Then the graph of a 65,536^2 image in 512^2 chunks (16,384 chunks, never written):
+the time to build ``dilconv apply``'s graph (convolution and writes) and its task
+count after Dask's optimisation, without computing it.
+
+Targets (issue 21), printed as met or not: on the 2-process cluster ``apply``
+computes and writes at >= 0.8x the rate of ``--scheduler threads`` and >= 0.5x
+in-memory ``conv2d``, ahead of dask-image; the large graph is built in < 2 s with
+at most 2 tasks per chunk. Run (dask-image is needed for its row: ``pip install
+dask-image``)::
 
     .venv/bin/python benchmarks/dask_throughput.py --size 8192 --chunk 1024
 """
@@ -25,31 +40,93 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import dask
+import dask.array as da
 import distributed
 import numpy as np
 import zarr
+from zarr.codecs import BloscCodec, ZstdCodec
 
 import dilconv
+import dilconv.dask
+from dilconv._dask_zarr import write_chunks
+from dilconv.cli.apply import create_output, write_block
+
+CODECS: dict[str, Any] = {"none": None, "zstd": ZstdCodec(), "blosc": BloscCodec()}
 
 
-def write_image(path: Path, size: int, chunk: int) -> None:
-    z = zarr.create_array(store=str(path), shape=(size, size), chunks=(chunk, chunk), dtype="f4")
+def write_image(path: Path, size: int, chunk: int, compressor: str) -> None:
+    z = zarr.create_array(
+        store=str(path),
+        shape=(size, size),
+        chunks=(chunk, chunk),
+        dtype="f4",
+        compressors=CODECS[compressor],
+    )
     rng = np.random.default_rng(0)
     for r in range(0, size, chunk):
         z[r : r + chunk] = rng.standard_normal((min(chunk, size - r), size), dtype=np.float32)
 
 
-def run_apply(argv: list[str]) -> tuple[float, float, str]:
-    """``(wall seconds, reported compute-and-write seconds, stdout)`` of one command."""
+def run_apply(argv: list[str]) -> tuple[float, float]:
+    """``(wall seconds, reported compute-and-write seconds)`` of one command."""
     start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     found = re.search(r"computed and written in ([0-9.]+) s", done.stdout)
-    if found is None:
-        raise RuntimeError(f"unexpected output: {done.stdout}\n{done.stderr}")
-    return wall, float(found.group(1)), done.stdout
+    if done.returncode or found is None:
+        raise RuntimeError(f"{argv} failed: {done.stdout}\n{done.stderr}")
+    return wall, float(found.group(1))
+
+
+def dask_image_rate(image: Path, out: Path, w: np.ndarray, args: Any, compressor: str) -> float:
+    """Seconds for dask-image's correlate, Zarr to Zarr, on a 2-process LocalCluster."""
+    from dask_image import ndfilters
+
+    d = args.dilation
+    dilated = np.zeros(((w.shape[0] - 1) * d + 1,) * 2, dtype=w.dtype)
+    dilated[::d, ::d] = w
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            memory_limit=args.memory_limit,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        client.wait_for_workers(2)
+        start = time.perf_counter()
+        x = da.from_zarr(str(image))
+        y = ndfilters.correlate(x, dilated, mode="constant", cval=0.0)
+        target = zarr.create_array(
+            store=str(out), shape=y.shape, chunks=x.chunksize, dtype=y.dtype,
+            compressors=CODECS[compressor],
+        )  # fmt: skip
+        da.store(y, target, lock=False)
+        return time.perf_counter() - start
+
+
+def graph_facts(size: int, chunk: int, tmp: Path) -> tuple[float, float, int, int]:
+    """``(build s, optimise s, tasks, chunks)`` of ``apply``'s graph (nothing computed)."""
+    z = zarr.create_array(
+        store=str(tmp / "big.zarr"), shape=(size, size), chunks=(chunk, chunk), dtype="f4"
+    )
+    w = np.ones((3, 3), dtype=np.float32)
+    start = time.perf_counter()
+    y = dilconv.dask.conv2d_zarr(z, w, dilation=4, padding="same")
+    kind = create_output(tmp / "big-out.zarr", y.shape, y.chunksize, y.dtype)
+    marks = write_chunks(y, write_block, target=str(tmp / "big-out.zarr"), kind=kind)
+    build = time.perf_counter() - start
+    start = time.perf_counter()
+    (optimised,) = dask.optimize(marks)
+    tasks = len(dict(optimised.__dask_graph__()))
+    return build, time.perf_counter() - start, tasks, y.npartitions
 
 
 def main() -> int:
@@ -59,51 +136,94 @@ def main() -> int:
     parser.add_argument("--dilation", type=int, default=4)
     parser.add_argument("--kernel", type=int, default=3, help="kernel side (taps)")
     parser.add_argument("--memory-limit", default="512MiB")
+    parser.add_argument("--compressors", default="none,zstd,blosc", help="comma-separated")
+    parser.add_argument("--graph-size", type=int, default=65536, help="0: no graph row")
+    parser.add_argument("--graph-chunk", type=int, default=512)
     args = parser.parse_args()
+    compressors = args.compressors.split(",")
 
     tmp = Path(tempfile.mkdtemp(prefix="dilconv-dask-bench-"))
+    rows: list[str] = []
+    verdicts: list[str] = []
     try:
-        image, kernel = tmp / "in.zarr", tmp / "k.npy"
-        write_image(image, args.size, args.chunk)
+        kernel = tmp / "k.npy"
         w = np.random.default_rng(1).standard_normal((args.kernel,) * 2).astype(np.float32)
         np.save(kernel, w)
         mpx = args.size * args.size / 1e6
         options = ["--dilation", str(args.dilation), "--padding", "same"]
         exe = str(Path(sys.executable).with_name("dilconv"))
-
-        x = zarr.open_array(store=str(image), mode="r")[:]
-        start = time.perf_counter()
-        expected = dilconv.conv2d(x, w, dilation=args.dilation, padding="same")
-        in_memory = time.perf_counter() - start
-        method = dilconv.choose_method(x, w, dilation=args.dilation, padding="same")
-
-        rows = [
-            f"| in-memory `dilconv.conv2d` ({method}) | {in_memory:.2f} s | - | "
-            f"{mpx / in_memory:.1f} |"
-        ]
-        for workers in (1, 2):
-            out = tmp / f"out{workers}.zarr"
-            argv = [exe, "apply", str(image), str(out), "--kernel", str(kernel), *options]
-            argv += ["--workers", str(workers), "--memory-limit", args.memory_limit]
-            wall, compute, _ = run_apply(argv)
-            y = zarr.open_array(store=str(out), mode="r")[:]
-            np.testing.assert_allclose(y, expected, rtol=2e-5, atol=2e-5)
-            rows.append(
-                f"| `dilconv apply`, {workers} worker{'s' * (workers > 1)} of "
-                f"{args.memory_limit} | {wall:.2f} s | {compute:.2f} s | "
-                f"{mpx / wall:.1f} (compute and write: {mpx / compute:.1f}) |"
+        expected = None
+        in_memory_rate = 0.0
+        for compressor in compressors:
+            image = tmp / f"in-{compressor}.zarr"
+            write_image(image, args.size, args.chunk, compressor)
+            if expected is None:
+                x = zarr.open_array(store=str(image), mode="r")[:]
+                dilconv.conv2d(x, w, dilation=args.dilation, padding="same")  # compiled once
+                start = time.perf_counter()
+                expected = dilconv.conv2d(x, w, dilation=args.dilation, padding="same")
+                in_memory = time.perf_counter() - start
+                in_memory_rate = mpx / in_memory
+                method = dilconv.choose_method(x, w, dilation=args.dilation, padding="same")
+                rows.append(
+                    f"| in-memory `dilconv.conv2d` ({method}), no Zarr | - | "
+                    f"{in_memory:.2f} s | {in_memory_rate:.1f} |"
+                )
+                del x
+            rates: dict[str, float] = {}
+            runs = [(f"{n} worker{'s' * (n > 1)}", ["--workers", str(n)]) for n in (1, 2)]
+            runs.append(("threads", ["--scheduler", "threads"]))
+            for label, extra in runs:
+                out = tmp / "out.zarr"
+                argv = [exe, "apply", str(image), str(out), "--kernel", str(kernel), *options]
+                argv += ["--compressor", compressor, *extra]
+                if label != "threads":
+                    argv += ["--memory-limit", args.memory_limit]
+                wall, compute = run_apply(argv)
+                y = zarr.open_array(store=str(out), mode="r")[:]
+                np.testing.assert_allclose(y, expected, rtol=2e-5, atol=2e-5)
+                shutil.rmtree(out)
+                rates[label] = mpx / compute
+                name = f"LocalCluster of {label}" if label != "threads" else "--scheduler threads"
+                rows.append(
+                    f"| `dilconv apply`, {name} | {compressor} | {compute:.2f} s "
+                    f"(whole command {wall:.2f} s) | {rates[label]:.1f} |"
+                )
+            try:
+                seconds = dask_image_rate(image, tmp / "di.zarr", w, args, compressor)
+            except ImportError:
+                rows.append(f"| dask-image: not installed | {compressor} | - | - |")
+            else:
+                y = zarr.open_array(store=str(tmp / "di.zarr"), mode="r")[:]
+                np.testing.assert_allclose(y, expected, rtol=2e-5, atol=2e-5)
+                shutil.rmtree(tmp / "di.zarr")
+                rates["dask-image"] = mpx / seconds
+                rows.append(
+                    f"| dask-image `ndfilters.correlate`, LocalCluster of 2 workers | "
+                    f"{compressor} | {seconds:.2f} s | {rates['dask-image']:.1f} |"
+                )
+            two = rates["2 workers"]
+            verdicts.append(
+                f"{compressor}: 2 workers / threads {two / rates['threads']:.2f} (>= 0.8: "
+                f"{'met' if two >= 0.8 * rates['threads'] else 'NOT met'}); 2 workers / "
+                f"in-memory {two / in_memory_rate:.2f} (>= 0.5: "
+                f"{'met' if two >= 0.5 * in_memory_rate else 'NOT met'})"
+                + (
+                    f"; 2 workers / dask-image {two / rates['dask-image']:.2f} (> 1: "
+                    f"{'met' if two > rates['dask-image'] else 'NOT met'})"
+                    if "dask-image" in rates
+                    else ""
+                )
             )
-            shutil.rmtree(out)
-        out = tmp / "out-threads.zarr"
-        argv = [exe, "apply", str(image), str(out), "--kernel", str(kernel), *options]
-        wall, compute, _ = run_apply([*argv, "--scheduler", "threads"])
-        np.testing.assert_allclose(
-            zarr.open_array(store=str(out), mode="r")[:], expected, rtol=2e-5, atol=2e-5
-        )
-        rows.append(
-            f"| `dilconv apply --scheduler threads` (no cluster) | {wall:.2f} s | "
-            f"{compute:.2f} s | {mpx / wall:.1f} (compute and write: {mpx / compute:.1f}) |"
-        )
+            shutil.rmtree(image)
+        if args.graph_size:
+            build, optimise, tasks, chunks = graph_facts(args.graph_size, args.graph_chunk, tmp)
+            verdicts.append(
+                f"graph of {args.graph_size}^2 in {args.graph_chunk}^2 chunks: {chunks} chunks, "
+                f"{tasks} tasks after optimisation ({tasks / chunks:.2f} per chunk, <= 2: "
+                f"{'met' if tasks <= 2 * chunks else 'NOT met'}); built in {build:.2f} s "
+                f"(< 2 s: {'met' if build < 2 else 'NOT met'}), optimised in {optimise:.2f} s"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -111,7 +231,7 @@ def main() -> int:
     print(
         f"Image {args.size}x{args.size} float32 ({args.size**2 * 4 / 2**20:.0f} MiB), Zarr "
         f"chunks {args.chunk}x{args.chunk}, kernel {args.kernel}x{args.kernel}, "
-        f"dilation {args.dilation}, padding same."
+        f"dilation {args.dilation}, padding same; workers of {args.memory_limit}."
     )
     print(
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
@@ -120,9 +240,11 @@ def main() -> int:
         f"load average after the run: {load}."
     )
     print()
-    print("| run | wall time | compute and write | Mpx/s of input |")
+    print("| run | compressor | compute and write | Mpx/s of input |")
     print("|---|---|---|---|")
     print("\n".join(rows))
+    print()
+    print("\n".join(f"- {v}" for v in verdicts))
     return 0
 
 

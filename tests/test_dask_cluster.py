@@ -1,6 +1,7 @@
-"""``dilconv apply`` end to end: Zarr larger than the workers' memory, a killed worker, bad input.
+"""``dilconv apply`` end to end: Zarr larger than the workers' memory, compressors, bad input.
 
-Every cluster binds 127.0.0.1 and is closed by the test that starts it. Results
+Every cluster binds 127.0.0.1 and is closed by the test that starts it (a cluster
+of separate commands with a worker killed mid-run: ``test_dask_processes.py``). Results
 are checked without loading a whole image: slab by slab against the in-memory
 :func:`dilconv.conv2d` on the input rows each slab reads. Inputs are small
 integers in float32 and kernels small integers, so every sum is exact in any
@@ -10,10 +11,6 @@ order by every algorithm but the FFT (which rounds): the runs and the references
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +18,6 @@ import numpy as np
 import pytest
 import zarr
 from dask.utils import parse_bytes
-from distributed import Client, LocalCluster
 
 import dilconv
 from dilconv.cli import main
@@ -100,55 +96,6 @@ def test_image_larger_than_the_workers_memory(
     assert zarr.open_array(store=str(tmp_path / "out.zarr"), mode="r").chunks == chunks
     check_by_slabs(tmp_path / "in.zarr", tmp_path / "out.zarr", np.load(k), dilation=6)
     assert leftovers(tmp_path, "out.zarr") == ["out.zarr"]
-
-
-def _chunks_written(tmp_path: Path) -> int:
-    return sum(
-        len(files) for p in tmp_path.glob(".out.zarr.partial-*") for _, _, files in os.walk(p / "c")
-    )
-
-
-def test_worker_killed_mid_run(tmp_path: Path) -> None:
-    """SIGKILL one of two workers after the first chunks are written: the run completes."""
-    shape, chunks = (4096, 8192), (256, 512)
-    write_image(tmp_path / "in.zarr", shape, chunks, seed=2)
-    total = (shape[0] // chunks[0]) * (shape[1] // chunks[1])
-    k = kernel_file(tmp_path)
-    status: dict[str, int] = {}
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            memory_limit="512MiB",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        argv = ["apply", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "--kernel", str(k)]
-        argv += ["--dilation", "5", "--padding", "same", "--method", METHOD]
-        argv += ["--scheduler", cluster.scheduler_address]
-        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-        assert all(a.startswith("tcp://127.0.0.1:") for a in client.scheduler_info()["workers"])
-        run = threading.Thread(target=lambda: status.update(rc=main(argv)))
-        run.start()
-        deadline = time.monotonic() + 120
-        while _chunks_written(tmp_path) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        pids = client.run(os.getpid)
-        victim = min(pids)
-        os.kill(pids[victim], signal.SIGKILL)
-        written_at_kill = _chunks_written(tmp_path)
-        run.join(timeout=300)
-        assert not run.is_alive()
-        survivors = client.run(os.getpid)
-    assert 2 <= written_at_kill < total, "the worker was not killed in the middle of the run"
-    assert pids[victim] not in survivors.values()
-    assert status.get("rc") == 0
-    assert leftovers(tmp_path, "out.zarr") == ["out.zarr"]
-    check_by_slabs(tmp_path / "in.zarr", tmp_path / "out.zarr", np.load(k), dilation=5)
 
 
 # --- bad input: a clear error and no output that looks complete ---------------------------
@@ -269,3 +216,16 @@ def test_chunks_option_sets_the_output_chunking(
     options_ = dict(stride=2, dilation=3, padding=((1, 2), (0, 3)), method=METHOD)
     expected = dilconv.conv2d(x[:], np.load(k), **options_)
     np.testing.assert_array_equal(y[:], expected)
+
+
+@pytest.mark.parametrize("compressor", ["none", "zstd", "blosc"])
+def test_compressor_choice(tmp_path: Path, compressor: str) -> None:
+    x = write_image(tmp_path / "in.zarr", (40, 36), (16, 16), seed=10)
+    k = kernel_file(tmp_path)
+    options = ("--dilation", "9", "--padding", "same", "--padding-mode", "circular")
+    assert _apply(tmp_path, "in.zarr", *options, "--compressor", compressor) == 0
+    y = zarr.open_array(store=str(tmp_path / "out.zarr"), mode="r")
+    names = [type(c).__name__ for c in y.compressors]
+    assert names == {"none": [], "zstd": ["ZstdCodec"], "blosc": ["BloscCodec"]}[compressor]
+    options_ = dict(dilation=9, padding="same", padding_mode="circular", method=METHOD)
+    np.testing.assert_array_equal(y[:], dilconv.conv2d(x[:], np.load(k), **options_))

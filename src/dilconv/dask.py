@@ -14,13 +14,14 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from dilconv import _shapes
+from dilconv import _dask_zarr, _shapes
 from dilconv._dask_halo import pad_axis
+from dilconv._dask_zarr import conv1d_zarr, conv2d_zarr, conv3d_zarr, zarr_source
 from dilconv._select import resolve_method
 from dilconv._spec import ConvSpec, as_array, make_spec, output_limit_bytes, size_text
 from dilconv.conv import conv2d as _conv2d
 
-__all__ = ["conv2d", "spatial_axes"]
+__all__ = ["conv1d_zarr", "conv2d", "conv2d_zarr", "conv3d_zarr", "spatial_axes"]
 
 
 def spatial_axes(spec: ConvSpec) -> tuple[int, int, int | None]:
@@ -265,6 +266,11 @@ def conv2d(
     3. Each output chunk is :func:`dilconv.conv2d`, unpadded, of its chunk and
        halo; output chunks are regular, ``b`` along each axis, the last smaller.
 
+    An array exactly as ``dask.array.from_zarr`` returned it is convolved by
+    :func:`conv2d_zarr` instead, each output chunk reading its own window from
+    the store (chunks of ``ceil(c / s)`` outputs, never raised); see
+    :func:`dilconv._dask_zarr.zarr_source` for what is recognised.
+
     Output ``o`` reads padded row ``o * s + t * d`` for tap ``t``, as in
     :func:`dilconv.conv2d`. With ``method="auto"`` each chunk picks its own
     algorithm for its size, so floating-point results may differ from the
@@ -283,6 +289,14 @@ def conv2d(
     >>> bool(np.array_equal(y.compute(), dilconv.conv2d(x, w, **options)))
     True
     """
+    source = zarr_source(x)
+    if source is not None:
+        kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        kwargs.update(padding_mode=padding_mode, data_format=data_format, flip=flip)
+        plan = _dask_zarr.plan_zarr(
+            source, w, bias, {**kwargs, "method": method}, in_chunks=x.chunks
+        )
+        return _dask_zarr.as_dask(plan)
     xd = x if isinstance(x, da.Array) else da.asarray(as_array("x", x))
     as_array("x", np.empty(0, dtype=xd.dtype))  # the dtype checks of conv2d
     wa, ba = _small("w", w), None if bias is None else _small("bias", bias)

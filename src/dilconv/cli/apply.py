@@ -1,11 +1,13 @@
 """``dilconv apply IN OUT --kernel K.npy``: convolve an array larger than memory on Dask.
 
-The input is read lazily (a Zarr array, or a small ``.npy``), convolved chunk by
-chunk by :func:`dilconv.dask.conv2d`, and written chunk by chunk to a hidden
-sibling of OUT that replaces OUT only when every chunk is written
-(:mod:`dilconv.cli._replace`): an interrupted or failed run leaves the old OUT, or
-none, never half of one. ``--overwrite`` replaces only an earlier Zarr array or
-``.npy`` file, and OUT may never be, contain or lie inside IN.
+The input is read lazily (a Zarr array, or a small ``.npy``) and convolved chunk
+by chunk: by :func:`dilconv.dask.conv2d_zarr` for a Zarr array (each output
+chunk's task reads its own window from the store), by :func:`dilconv.dask.conv2d`
+for a ``.npy``. Chunks are written to a hidden sibling of OUT that replaces OUT
+only when every chunk is written (:mod:`dilconv.cli._replace`): an interrupted or
+failed run leaves the old OUT, or none, never half of one. ``--overwrite`` replaces
+only an earlier Zarr array or ``.npy`` file, and OUT may never be, contain or lie
+inside IN.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dilconv.cli._options import (
 )
 
 LOCAL_SCHEDULERS = ("threads", "processes")
+COMPRESSORS = ("none", "zstd", "blosc")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -68,6 +71,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace OUT if it is an earlier output (a Zarr array, or an .npy file)",
     )
+    p.add_argument(
+        "--compressor",
+        choices=COMPRESSORS,
+        default="zstd",
+        help="codec of a Zarr OUT's chunks (default zstd; random floats barely compress)",
+    )
     add_report_options(p, "a JSON summary (shapes, chunks, seconds, rate)")
     p.set_defaults(run=run)
 
@@ -93,14 +102,29 @@ def open_input(path: Path) -> Any:
     return da.from_zarr(node)
 
 
-def create_output(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: Any) -> str:
-    """Create an empty output at ``path``; return its kind, ``"zarr"`` or ``"npy"``."""
+def create_output(
+    path: Path,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: Any,
+    compressor: str = "zstd",
+) -> str:
+    """Create an empty output at ``path``; return its kind, ``"zarr"`` or ``"npy"``.
+
+    ``compressor`` (one of :data:`COMPRESSORS`) is the Zarr chunks' codec.
+    """
     if path.name.endswith(".npy") or ".npy.partial-" in path.name:
         np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
         return "npy"
     import zarr
+    from zarr.codecs import BloscCodec, ZstdCodec
 
-    zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=dtype)
+    codecs = {"none": None, "zstd": ZstdCodec(), "blosc": BloscCodec()}
+    if compressor not in codecs:
+        raise ValueError(f"compressor must be one of {COMPRESSORS}, got {compressor!r}")
+    zarr.create_array(
+        store=str(path), shape=shape, chunks=chunks, dtype=dtype, compressors=codecs[compressor]
+    )
     return "zarr"
 
 
@@ -132,6 +156,8 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
     from dask.utils import parse_bytes
     from distributed import Client, LocalCluster
 
+    from dilconv._native.pool import num_threads
+
     if args.scheduler is not None:
         if args.workers is not None or args.memory_limit is not None:
             raise ValueError(
@@ -151,6 +177,9 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
     limit = parse_bytes(args.memory_limit or "512MiB")
     # Each chunk's algorithm keeps its scratch memory to an eighth of the worker's.
     env = {"DILCONV_WORKSPACE_BYTES": str(max(2**20, limit // 8))}
+    # And shares the CPUs with the other workers: 2 workers of 2 threads each on 2
+    # CPUs would have their idle threads spin against each other's work.
+    env["DILCONV_THREADS"] = str(max(1, num_threads() // workers))
     with (
         LocalCluster(
             n_workers=workers,
@@ -164,7 +193,13 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
         ) as cluster,
         Client(cluster) as client,
     ):
+        # Its workers import dilconv now, as --scheduler threads has before its run.
+        client.run(_import_dilconv)
         yield client
+
+
+def _import_dilconv() -> None:
+    import dilconv._dask_zarr  # noqa: F401
 
 
 def _run_local(marks: Any, scheduler: str, workers: int | None, progress: bool) -> float:
@@ -220,6 +255,7 @@ def _describe(client: Any) -> str:
 def plan(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """``(x, y, spec)``: the lazy input and result of the arguments, validated, not computed."""
     import dilconv.dask
+    from dilconv._dask_zarr import zarr_source
     from dilconv._spec import make_spec
 
     for name, path in (("kernel", args.kernel), ("bias", args.bias)):
@@ -230,9 +266,13 @@ def plan(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     bias = None if args.bias is None else load_npy(args.bias, "bias")
     options = conv_options(args)
     try:
-        y = dilconv.dask.conv2d(x, w, bias, **options)
+        source = zarr_source(x)
+        if source is not None:  # each output chunk reads its window from the store
+            y = dilconv.dask.conv2d_zarr(source, w, bias, chunks=args.chunks, **options)
+        else:
+            y = dilconv.dask.conv2d(x, w, bias, **options)
         spec = make_spec(x.shape, w.shape, memory_check=False, **conv_options(args, methods=False))
-        if args.chunks is not None:
+        if source is None and args.chunks is not None:
             h_axis, w_axis, _ = dilconv.dask.spatial_axes(spec)
             rows, cols = (args.chunks, args.chunks) if isinstance(args.chunks, int) else args.chunks
             if rows < 1 or cols < 1:
@@ -248,6 +288,8 @@ def plan(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dilconv._dask_zarr import plan_of, write_chunks
+
     output: Path = args.output
     _replace.check_target(args.input, output, overwrite=args.overwrite)
     if not output.parent.is_dir():
@@ -266,18 +308,21 @@ def run(args: argparse.Namespace) -> int:
     scheduler = args.scheduler
     start = time.perf_counter()
     with _replace.signals_as_interrupts(), _replace.Replacement(output) as target:
-        kind = create_output(target.partial, y.shape, chunks, y.dtype)
+        kind = create_output(target.partial, y.shape, chunks, y.dtype, args.compressor)
         target.pause("writing")
-        marks = y.map_blocks(
-            write_block, target=str(target.partial), kind=kind, dtype=np.int8, chunks=(1,) * y.ndim
-        )
+        marks = write_chunks(y, write_block, target=str(target.partial), kind=kind)
+        zarr_plan = plan_of(y)
         if args.scheduler in LOCAL_SCHEDULERS:
+            if zarr_plan is not None:
+                zarr_plan.warm_up()
             seconds = _run_local(marks, args.scheduler, args.workers, progress)
         else:
             with _client(args) as client:
                 scheduler = str(client.scheduler.address)
                 say(f"scheduler {scheduler}: {_describe(client)}")
                 sys.stdout.flush()
+                if zarr_plan is not None:  # compiled on every worker before the clock starts
+                    client.run(zarr_plan.warm_up)
                 seconds = _run_distributed(marks, client, progress)
         target.commit()
     total = time.perf_counter() - start
