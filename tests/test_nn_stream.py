@@ -254,7 +254,7 @@ def test_refusals_name_the_layer() -> None:
         nn.Sequential(causal(2, 2, 2, 1, rng), same).stream()
     with pytest.raises(ValueError, match=r"stack\[0\]\.inner\[0\] .* one kernel row"):
         nn.Sequential(nn.Residual(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1)))).stream()
-    with pytest.raises(ValueError, match=r"stack\[0\] \(Conv2d.*'reflect'|stack\[0\].*zeros"):
+    with pytest.raises(ValueError, match=r"stack\[0\] \(Conv2d.*\) .* padding_mode is 'reflect'"):
         nn.Sequential(causal(2, 2, 2, 1, rng, padding_mode="reflect")).stream()
     with pytest.raises(ValueError, match=r"stack\[1\] \(ContextModule|stack\[1\]\[0\]"):
         nn.Sequential(nn.ReLU(), nn.ContextModule(2)).stream()
@@ -294,3 +294,38 @@ def test_compiled_engine_conditions() -> None:
     assert "float16" in str(compiled_refusal(node, np.dtype(np.float16)))
     conv = causal(1, 1, 2, 1, 0, dtype=np.float16)
     assert conv.stream().engine == "layers"
+
+
+class CausalConv1dStandIn(nn.Module):
+    """The attributes a 1-D causal layer (``nn.Conv1d(..., padding="causal")``) has:
+    weights ``(O, C/g, k)``, bias, ``options`` with per-axis tuples; forward on NCW."""
+
+    def __init__(self, c: int, o: int, k: int, *, dilation: int, stride: int = 1) -> None:
+        rng = np.random.default_rng(k * dilation)
+        self.weight = nn.Parameter(rng.standard_normal((o, c, k)))
+        self.bias = nn.Parameter(rng.standard_normal(o))
+        self.options = {"stride": (stride,), "padding": "causal", "dilation": (dilation,),
+                        "groups": 1, "padding_mode": "zeros"}  # fmt: skip
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        from tests.test_stream import causal_conv1d
+
+        s, d = self.options["stride"][0], self.options["dilation"][0]
+        return causal_conv1d(x, self.weight, self.bias, stride=s, dilation=d)
+
+
+@pytest.mark.parametrize("engine", ["layers", "compiled"])
+def test_one_dimensional_causal_layers_stream(engine: str) -> None:
+    """A layer with 3-D weights and padding "causal" streams like the one-row Conv2d."""
+    layers = [CausalConv1dStandIn(3, 3, 2, dilation=d) for d in (1, 4, 2)]
+    net = nn.Sequential(layers[0], nn.Residual(nn.Sequential(layers[1], nn.Tanh())), layers[2])
+    x = np.random.default_rng(8).standard_normal((2, 3, 40))
+    s = net.stream(batch=2, engine=engine)
+    assert s.receptive_field == 1 + 1 + 4 + 2
+    assert_stack_close(stream_blocks(s, x, [1, 5, 0, 9]), net.forward(x), 1e-12)
+    strided = CausalConv1dStandIn(3, 2, 3, dilation=2, stride=2)
+    assert_stack_close(stream_blocks(strided.stream(batch=2), x, [3]), strided.forward(x), 1e-12)
+    plain = CausalConv1dStandIn(3, 2, 3, dilation=2)
+    plain.options["padding"] = "same"
+    with pytest.raises(ValueError, match=r"stack .* its padding is 'same', not 'causal'"):
+        plain.stream()

@@ -70,14 +70,18 @@ def causal_conv(layer: Any, name: str) -> CausalConv:
     """
     options = getattr(layer, "options", {})
     w = np.asarray(layer.weight)
-    bias = None if layer.bias is None else np.asarray(layer.bias)
+    bias = None if getattr(layer, "bias", None) is None else np.asarray(layer.bias)
     groups = as_int("groups", options.get("groups", 1), minimum=1)
+    if options.get("padding_mode", "zeros") != "zeros":
+        raise _refuse(name, layer, f"its padding_mode is {options['padding_mode']!r}, not 'zeros'")
     if w.ndim == 3:
         if options.get("padding") != "causal":
             raise _refuse(name, layer, f"its padding is {options.get('padding')!r}, not 'causal'")
         stride = _one(options.get("stride", 1), "stride", name)
         dilation = _one(options.get("dilation", 1), "dilation", name)
         return CausalConv(name, w, bias, stride, dilation, groups)
+    if w.ndim != 4:
+        raise _refuse(name, layer, f"its weights {w.shape} are not those of a 1-D convolution")
     kh, k = w.shape[2:]
     (sh, stride), (_, dilation) = (
         as_pair("stride", options.get("stride", 1), minimum=1),
@@ -89,7 +93,7 @@ def causal_conv(layer: Any, name: str) -> CausalConv:
     causal = ((0, 0), (_shapes.effective_size(k, dilation) - 1, 0))
     if kh != 1 or sh != 1:
         raise _refuse(name, layer, "a causal 1-D layer has one kernel row, stride 1 across rows")
-    if padding != causal or options.get("padding_mode", "zeros") != "zeros":
+    if padding != causal:
         raise _refuse(
             name, layer, f"its padding is {padding!r}; a causal layer pads {causal} with zeros"
         )
