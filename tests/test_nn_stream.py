@@ -329,3 +329,13 @@ def test_one_dimensional_causal_layers_stream(engine: str) -> None:
     plain.options["padding"] = "same"
     with pytest.raises(ValueError, match=r"stack .* its padding is 'same', not 'causal'"):
         plain.stream()
+
+
+def test_long_block_runs_in_chunks() -> None:
+    from dilconv._stream_stack import CHUNK
+
+    net = wavenet(channels=2, dtype=np.float64)
+    x = np.random.default_rng(9).standard_normal((1, 2, 2 * CHUNK + 5))
+    s = net.stream()
+    assert s.engine == "compiled"
+    assert_stack_close(s.push(x), forward_1d(net, x), 1e-12)

@@ -118,15 +118,22 @@ class CompiledStack:
     def push(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[2]
         y = np.empty((self.batch, self.out_channels, n), self.dtype)
+        if n <= CHUNK:  # one call (a sample's path: ~15 us of Python and dispatch)
+            if self.regs.shape[2] < n:
+                self.regs = np.zeros((self.nregs, self.batch, n, self.cmax), self.dtype)
+            self._run(x, y)
+            return y
+        if self.regs.shape[2] < CHUNK:
+            self.regs = np.zeros((self.nregs, self.batch, CHUNK, self.cmax), self.dtype)
         for t in range(0, n, CHUNK):
-            m = min(CHUNK, n - t)
-            if self.regs.shape[2] < m:
-                self.regs = np.zeros((self.nregs, self.batch, m, self.cmax), self.dtype)
-            K.run(
-                self.ops, self.regs, x[:, :, t : t + m], y[:, :, t : t + m], self.out,
-                self.params, self.meta, self.ring, self.pos, self.z, self.consts,
-            )  # fmt: skip
+            self._run(x[:, :, t : t + CHUNK], y[:, :, t : t + CHUNK])
         return y
+
+    def _run(self, x: np.ndarray, y: np.ndarray) -> None:
+        K.run(
+            self.ops, self.regs, x, y, self.out, self.params, self.meta, self.ring, self.pos,
+            self.z, self.consts,
+        )  # fmt: skip
 
     def reset(self, index: int | None) -> None:
         for k, ring in enumerate(self.rings()):

@@ -84,8 +84,8 @@ def _conv(
     zero: Any,
 ) -> int:
     """One causal convolution of ``n`` samples of every stream; returns the new ring
-    position."""
-    k, d, groups, cin, cout, p = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
+    position. Its ring ``(batch, p, C)`` is ``ring[off:]``, flat."""
+    k, d, groups, cin, cout, p, off = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5], meta[6]
     span = cin // groups * k
     og = cout // groups
     for b in range(src.shape[0]):
@@ -96,9 +96,9 @@ def _conv(
                     for c in range(cin):
                         z[c * k + j] = src[b, t, c]
                 else:
-                    r = (pos + t) % p
+                    r = off + (b * p + (pos + t) % p) * cin
                     for c in range(cin):
-                        z[c * k + j] = ring[b, r, c]
+                        z[c * k + j] = ring[r + c]
             o = 0
             while o < cout:
                 base = (o // og) * span
@@ -116,9 +116,9 @@ def _conv(
         return 0
     for b in range(src.shape[0]):
         for q in range(max(0, n - p), n):
-            r = (pos + q) % p
+            r = off + (b * p + (pos + q) % p) * cin
             for c in range(cin):
-                ring[b, r, c] = src[b, q, c]
+                ring[r + c] = src[b, q, c]
     return (pos + n) % p
 
 
@@ -151,9 +151,8 @@ def run(
         code, a, b, dst, idx, ch = ops[q, 0], ops[q, 1], ops[q, 2], ops[q, 3], ops[q, 4], ops[q, 5]
         if code == CONV:
             m = meta[idx]
-            ring = rings[m[6] : m[6] + batch * m[5] * m[3]].reshape((batch, m[5], m[3]))
             pos[idx] = _conv(
-                regs[a], regs[dst], n, params[2 * idx], params[2 * idx + 1][0], m, ring,
+                regs[a], regs[dst], n, params[2 * idx], params[2 * idx + 1][0], m, rings,
                 pos[idx], z, zero,
             )  # fmt: skip
             continue

@@ -254,14 +254,23 @@ class StackStream:
 
     def push(self, block: Any) -> np.ndarray:
         """The outputs completed by the next ``n`` samples of every stream."""
-        x = np.asarray(block)
-        if x.ndim != 3 or x.shape[:2] != (self.batch, self.channels):
-            raise ValueError(
-                f"block must have shape (batch={self.batch}, C={self.channels}, n), got {x.shape}"
-            )
-        if not np.can_cast(x.dtype, self.dtype, "same_kind"):
-            raise TypeError(f"block has dtype {x.dtype}, which the {self.dtype} stream refuses")
-        result: np.ndarray = self._impl.push(x.astype(self.dtype, copy=False))
+        x = block
+        if not (
+            type(x) is np.ndarray
+            and x.dtype == self.dtype
+            and x.shape[:2] == (self.batch, self.channels)
+            and x.ndim == 3
+        ):  # the checks and conversions of any other block (a sample costs ~1 us of checks)
+            x = np.asarray(block)
+            if x.ndim != 3 or x.shape[:2] != (self.batch, self.channels):
+                raise ValueError(
+                    f"block must have shape (batch={self.batch}, C={self.channels}, n), "
+                    f"got {x.shape}"
+                )
+            if not np.can_cast(x.dtype, self.dtype, "same_kind"):
+                raise TypeError(f"block has dtype {x.dtype}, which the {self.dtype} stream refuses")
+            x = x.astype(self.dtype)
+        result: np.ndarray = self._impl.push(x)
         return result
 
     def reset(self, index: Any = None) -> None:
