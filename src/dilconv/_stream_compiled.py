@@ -105,7 +105,8 @@ class CompiledStack:
         self.meta = np.array(meta, np.int64)
         self.ring = np.zeros(offset, dtype)  # every layer's ring (batch, p, C), flat
         self.pos = np.zeros(len(convs), np.int64)
-        self.z = np.zeros(max(c.channels * c.w.shape[2] for c in convs), dtype)
+        # the gathered input columns of two samples, (2, C * k), flat
+        self.z = np.zeros(2 * max(c.channels * c.w.shape[2] for c in convs), dtype)
         self.regs = np.zeros((self.nregs, batch, 0, self.cmax), dtype)
 
     def rings(self) -> list[np.ndarray]:

@@ -71,6 +71,26 @@ def _dot4(w: np.ndarray, o: int, z: np.ndarray, zero: Any) -> tuple[Any, Any, An
 
 
 @_jit
+def _dot4x2(
+    w: np.ndarray, o: int, z0: np.ndarray, z1: np.ndarray, zero: Any
+) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any]:
+    """:func:`_dot4` for two samples at once: each load of a weight serves both."""
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
+    for u in range(z0.shape[0]):
+        v, x = z0[u], z1[u]
+        w0, w1, w2, w3 = w[o, u], w[o + 1, u], w[o + 2, u], w[o + 3, u]
+        a0 += w0 * v
+        a1 += w1 * v
+        a2 += w2 * v
+        a3 += w3 * v
+        b0 += w0 * x
+        b1 += w1 * x
+        b2 += w2 * x
+        b3 += w3 * x
+    return a0, a1, a2, a3, b0, b1, b2, b3
+
+
+@_jit
 def _conv(
     src: np.ndarray,
     dst: np.ndarray,
@@ -86,31 +106,44 @@ def _conv(
     """One causal convolution of ``n`` samples of every stream; returns the new ring
     position. Its ring ``(batch, p, C)`` is ``ring[off:]``, flat."""
     k, d, groups, cin, cout, p, off = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5], meta[6]
-    span = cin // groups * k
+    width = cin * k
+    span = width // groups
     og = cout // groups
     for b in range(src.shape[0]):
-        for i in range(n):
-            for j in range(k):
-                t = i - (k - 1 - j) * d
-                if t >= 0:
-                    for c in range(cin):
-                        z[c * k + j] = src[b, t, c]
-                else:
-                    r = off + (b * p + (pos + t) % p) * cin
-                    for c in range(cin):
-                        z[c * k + j] = ring[r + c]
+        for i0 in range(0, n, 2):
+            m = min(2, n - i0)  # samples i0 (and i0 + 1) gathered into z rows 0 (and 1)
+            for h in range(m):
+                for j in range(k):
+                    t = i0 + h - (k - 1 - j) * d
+                    if t >= 0:
+                        for c in range(cin):
+                            z[h * width + c * k + j] = src[b, t, c]
+                    else:
+                        r = off + (b * p + (pos + t) % p) * cin
+                        for c in range(cin):
+                            z[h * width + c * k + j] = ring[r + c]
             o = 0
             while o < cout:
                 base = (o // og) * span
-                if og % 4 == 0:
-                    y0, y1, y2, y3 = _dot4(w, o, z[base : base + span], zero)
-                    dst[b, i, o] = y0 + bias[o]
-                    dst[b, i, o + 1] = y1 + bias[o + 1]
-                    dst[b, i, o + 2] = y2 + bias[o + 2]
-                    dst[b, i, o + 3] = y3 + bias[o + 3]
+                z0 = z[base : base + span]
+                if og % 4 == 0 and m == 2:
+                    z1 = z[width + base : width + base + span]
+                    y = _dot4x2(w, o, z0, z1, zero)
+                    for q in range(4):
+                        dst[b, i0, o + q] = y[q] + bias[o + q]
+                        dst[b, i0 + 1, o + q] = y[4 + q] + bias[o + q]
+                    o += 4
+                elif og % 4 == 0:
+                    y0, y1, y2, y3 = _dot4(w, o, z0, zero)
+                    dst[b, i0, o] = y0 + bias[o]
+                    dst[b, i0, o + 1] = y1 + bias[o + 1]
+                    dst[b, i0, o + 2] = y2 + bias[o + 2]
+                    dst[b, i0, o + 3] = y3 + bias[o + 3]
                     o += 4
                 else:
-                    dst[b, i, o] = _dot(w[o], z[base : base + span], zero) + bias[o]
+                    for h in range(m):
+                        zh = z[h * width + base : h * width + base + span]
+                        dst[b, i0 + h, o] = _dot(w[o], zh, zero) + bias[o]
                     o += 1
     if p == 0:
         return 0
