@@ -313,3 +313,29 @@ def test_reset_of_one_stream_refused_between_stride_boundaries() -> None:
         s.reset(0)
     s.push(np.ones((2, 1, 1)))
     s.reset(0)  # 4 samples: a boundary
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 3), st.integers(1, 2), st.integers(1, 4)), min_size=1, max_size=3
+    )  # fmt: skip
+)
+def test_causal_dependencies_are_the_inputs_that_reach_an_output(
+    layers: list[tuple[int, int, int]],
+) -> None:
+    """An impulse at input ``i`` reaches output ``t`` exactly when ``i`` is listed."""
+    from dilconv.stream import causal_dependencies
+
+    length = 24
+    reached = []
+    for i in range(length):
+        y = np.zeros((1, 1, length), np.int64)
+        y[0, 0, i] = 1
+        for k, s, d in layers:  # all-ones weights: nothing cancels
+            y = causal_conv1d(y, np.ones((1, 1, k), np.int64), stride=s, dilation=d)
+        reached.append(y[0, 0] != 0)
+    for t in range(len(reached[0])):
+        deps = causal_dependencies(t, layers)
+        assert deps[0] == [i for i in range(length) if reached[i][t]], (layers, t)
+        assert deps[-1] == [t]
+        assert len(deps) == len(layers) + 1

@@ -48,6 +48,33 @@ def next_phase(phase: int, n: int, stride: int) -> int:
     return (phase - n) % stride
 
 
+def causal_taps(t: int, *, kernel_size: int, stride: int = 1, dilation: int = 1) -> list[int]:
+    """The inputs causal output ``t`` reads: ``t * stride - dilation * (k - 1 - j)`` for
+    taps ``j < k``, those before the signal's start (the zero padding) left out.
+
+    >>> causal_taps(5, kernel_size=3, dilation=2), causal_taps(1, kernel_size=3, dilation=2)
+    ([1, 3, 5], [1])
+    """
+    last = t * stride
+    return [i for j in range(kernel_size) if (i := last - dilation * (kernel_size - 1 - j)) >= 0]
+
+
+def causal_dependencies(t: int, layers: list[tuple[int, int, int]]) -> list[list[int]]:
+    """Every position of every level that output ``t`` of a causal stack depends on.
+
+    ``layers`` are ``(kernel_size, stride, dilation)`` from the input up; the result
+    has one sorted list per level, the input's first and ``[t]`` last.
+
+    >>> causal_dependencies(7, [(2, 1, 1), (2, 1, 2), (2, 1, 4)])[0]
+    [0, 1, 2, 3, 4, 5, 6, 7]
+    """
+    levels = [[t]]
+    for k, s, d in reversed(layers):
+        below = {i for o in levels[0] for i in causal_taps(o, kernel_size=k, stride=s, dilation=d)}
+        levels.insert(0, sorted(below))
+    return levels
+
+
 def _as_dtype(name: str, dtype: Any) -> np.dtype:
     try:
         out = np.dtype(dtype)
