@@ -66,11 +66,14 @@ function focus(t) {
     dot.setAttribute("fill", hot ? HOT : FAINT);
     dot.dataset.on = hot ? 1 : 0;
   }
-  for (const line of document.querySelectorAll("#stack line")) {
+  const svg = document.getElementById("stack");
+  const firstDot = svg.querySelector("circle");
+  for (const line of svg.querySelectorAll("line")) {
     const l = +line.dataset.level;
     const hot = on[l].has(+line.dataset.to) && on[l - 1].has(+line.dataset.from);
     line.setAttribute("stroke", hot ? HOT : FAINT);
     line.setAttribute("stroke-width", hot ? 2 : 1);
+    if (hot) svg.insertBefore(line, firstDot);  // above the faint lines, below the dots
   }
   document.getElementById("focus-t").textContent = t;
   document.getElementById("focus-count").textContent = deps[0].length;
