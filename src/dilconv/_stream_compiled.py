@@ -117,18 +117,22 @@ class CompiledStack:
         ]
 
     def push(self, x: np.ndarray) -> np.ndarray:
+        # contiguous blocks only: one compiled signature per dtype (each costs seconds)
         n = x.shape[2]
-        y = np.empty((self.batch, self.out_channels, n), self.dtype)
         if n <= CHUNK:  # one call (a sample's path: ~15 us of Python and dispatch)
+            y = np.empty((self.batch, self.out_channels, n), self.dtype)
             if self.regs.shape[2] < n:
                 self.regs = np.zeros((self.nregs, self.batch, n, self.cmax), self.dtype)
-            self._run(x, y)
+            self._run(np.ascontiguousarray(x), y)
             return y
         if self.regs.shape[2] < CHUNK:
             self.regs = np.zeros((self.nregs, self.batch, CHUNK, self.cmax), self.dtype)
+        parts = []
         for t in range(0, n, CHUNK):
-            self._run(x[:, :, t : t + CHUNK], y[:, :, t : t + CHUNK])
-        return y
+            part = np.ascontiguousarray(x[:, :, t : t + CHUNK])
+            parts.append(np.empty((self.batch, self.out_channels, part.shape[2]), self.dtype))
+            self._run(part, parts[-1])
+        return np.concatenate(parts, axis=2)
 
     def _run(self, x: np.ndarray, y: np.ndarray) -> None:
         K.run(
