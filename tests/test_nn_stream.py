@@ -339,3 +339,15 @@ def test_long_block_runs_in_chunks() -> None:
     s = net.stream()
     assert s.engine == "compiled"
     assert_stack_close(s.push(x), forward_1d(net, x), 1e-12)
+
+
+@pytest.mark.parametrize(
+    "first", ["dilconv._nn_blocks", "dilconv._stream_stack", "dilconv.stream", "dilconv.nn"]
+)
+def test_each_module_can_be_imported_first(first: str) -> None:
+    """nn and _nn_blocks, stream and _stream_stack import each other: in any order."""
+    import subprocess
+    import sys
+
+    code = f"import {first}; from dilconv.nn import Gated; from dilconv.stream import StackStream"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -25,6 +25,7 @@ from dilconv.grad import conv2d_grad_bias, conv2d_grad_input, conv2d_grad_weight
 from dilconv.receptive import receptive_field
 
 if TYPE_CHECKING:
+    from dilconv._nn_blocks import Gated, Residual, Sigmoid, Tanh
     from dilconv._stream_stack import StackStream
 
 
@@ -485,8 +486,18 @@ class SGD:
             p.grad = None
 
 
-# The WaveNet / TCN layers live in their own module (it imports Module from here).
-from dilconv._nn_blocks import Gated, Residual, Sigmoid, Tanh  # noqa: E402
+# The WaveNet / TCN layers live in their own module, which subclasses Module from
+# here: they are looked up on first use (PEP 562), so either module may be imported first.
+_BLOCKS = ("Gated", "Residual", "Sigmoid", "Tanh")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BLOCKS:
+        from dilconv import _nn_blocks
+
+        return getattr(_nn_blocks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "SGD",

@@ -13,13 +13,16 @@ streams a whole stack.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dilconv import _shapes
 from dilconv._spec import FLOAT_DTYPES, as_array, as_choice, as_int, compute_dtypes
 from dilconv.conv import conv2d
+
+if TYPE_CHECKING:
+    from dilconv._stream_stack import StackStream, stream_module
 
 #: Layouts: activations ``(batch, C, n)`` with weights ``(O, C/groups, k)``, or
 #: ``(batch, n, C)`` with ``(k, C/groups, O)``.
@@ -299,3 +302,27 @@ def _methods() -> tuple[str, ...]:
     from dilconv._methods import METHODS
 
     return tuple(METHODS)
+
+
+# A stack's stream (``Module.stream``) lives in its own module, which needs
+# Conv1dStream from here: looked up on first use (PEP 562), so no import cycle.
+_STACK = ("StackStream", "stream_module")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STACK:
+        from dilconv import _stream_stack
+
+        return getattr(_stream_stack, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "Conv1dStream",
+    "StackStream",
+    "causal_dependencies",
+    "causal_outputs",
+    "causal_taps",
+    "next_phase",
+    "stream_module",
+]
