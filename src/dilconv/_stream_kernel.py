@@ -156,6 +156,49 @@ def _conv(
 
 
 @_jit
+def _conv_one(
+    src: np.ndarray,
+    dst: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray,
+    meta: np.ndarray,
+    ring: np.ndarray,
+    pos: int,
+    z: np.ndarray,
+    zero: Any,
+) -> int:
+    """:func:`_conv` for one sample (a stream fed sample by sample): no block loop."""
+    k, d, groups, cin, cout, p, off = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5], meta[6]
+    span = cin * k // groups
+    og = cout // groups
+    for b in range(src.shape[0]):
+        for j in range(k - 1):
+            r = off + (b * p + (pos - (k - 1 - j) * d) % p) * cin
+            for c in range(cin):
+                z[c * k + j] = ring[r + c]
+        for c in range(cin):
+            z[c * k + k - 1] = src[b, 0, c]
+        for o in range(0, cout - cout % 4 if og % 4 == 0 else 0, 4):
+            base = (o // og) * span
+            y0, y1, y2, y3 = _dot4(w, o, z[base : base + span], zero)
+            dst[b, 0, o] = y0 + bias[o]
+            dst[b, 0, o + 1] = y1 + bias[o + 1]
+            dst[b, 0, o + 2] = y2 + bias[o + 2]
+            dst[b, 0, o + 3] = y3 + bias[o + 3]
+        if og % 4:
+            for o in range(cout):
+                base = (o // og) * span
+                dst[b, 0, o] = _dot(w[o], z[base : base + span], zero) + bias[o]
+    if p == 0:
+        return 0
+    for b in range(src.shape[0]):
+        r = off + (b * p + pos) * cin
+        for c in range(cin):
+            ring[r + c] = src[b, 0, c]
+    return (pos + 1) % p
+
+
+@_jit
 def run(
     ops: np.ndarray,
     regs: np.ndarray,
@@ -184,6 +227,12 @@ def run(
         code, a, b, dst, idx, ch = ops[q, 0], ops[q, 1], ops[q, 2], ops[q, 3], ops[q, 4], ops[q, 5]
         if code == CONV:
             m = meta[idx]
+            if n == 1:
+                pos[idx] = _conv_one(
+                    regs[a], regs[dst], params[2 * idx], params[2 * idx + 1][0], m, rings,
+                    pos[idx], z, zero,
+                )  # fmt: skip
+                continue
             pos[idx] = _conv(
                 regs[a], regs[dst], n, params[2 * idx], params[2 * idx + 1][0], m, rings,
                 pos[idx], z, zero,
