@@ -351,3 +351,28 @@ def test_each_module_can_be_imported_first(first: str) -> None:
 
     code = f"import {first}; from dilconv.nn import Gated; from dilconv.stream import StackStream"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+@pytest.mark.parametrize("engine", ["layers", "compiled"])
+def test_nn_conv1d_causal_stack_streams(engine: str) -> None:
+    """nn.Conv1d(padding="causal") layers: a WaveNet block on (N, C, L) activations."""
+    rng = np.random.default_rng(10)
+
+    def conv(d: int, **kw: Any) -> nn.Conv1d:
+        return nn.Conv1d(4, 4, 2, dilation=d, padding="causal", rng=rng, dtype=np.float64, **kw)
+
+    net = nn.Sequential(
+        conv(1),
+        nn.Residual(nn.Gated(conv(2), conv(2, groups=2))),
+        nn.Residual(nn.Sequential(conv(4), nn.Tanh())),
+    )
+    x = rng.standard_normal((2, 4, 45))
+    s = net.stream(batch=2, engine=engine)
+    assert s.receptive_field == 1 + 1 + 2 + 4
+    assert_stack_close(stream_blocks(s, x, [1, 6, 0, 13]), net.forward(x), 1e-12)
+    strided = nn.Conv1d(4, 2, 3, stride=2, dilation=2, padding="causal", rng=rng, dtype=np.float64)
+    assert_stack_close(stream_blocks(strided.stream(batch=2), x, [3]), strided.forward(x), 1e-12)
+    same = nn.Conv1d(4, 4, 3, padding="same", rng=rng)
+    with pytest.raises(ValueError, match=r"stack\[1\] \(Conv1d\(.*\)\) cannot be streamed: its "
+                       r"padding is 'same', not 'causal'"):  # fmt: skip
+        nn.Sequential(conv(1), same).stream()

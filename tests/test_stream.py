@@ -25,19 +25,12 @@ def causal_conv1d(
     groups: int = 1,
     method: str = "auto",
 ) -> np.ndarray:
-    """The batch reference: Keras's causal padding, ``dilation * (k - 1)`` zeros on the
-    left only, as a one-row 2-D call; ``x`` is ``(N, C, L)``, ``w`` ``(O, C/g, k)``."""
-    pad = dilation * (w.shape[2] - 1)
-    return dilconv.conv2d(
-        x[:, :, None, :],
-        w[:, :, None, :],
-        bias,
-        stride=(1, stride),
-        dilation=(1, dilation),
-        groups=groups,
-        padding=((0, 0), (pad, 0)),
+    """The batch reference: ``conv1d(padding="causal")`` (Keras's rule: ``dilation *
+    (k - 1)`` zeros on the left only); ``x`` is ``(N, C, L)``, ``w`` ``(O, C/g, k)``."""
+    return dilconv.conv1d(
+        x, w, bias, stride=stride, dilation=dilation, groups=groups, padding="causal",
         method=method,
-    )[:, :, 0, :]
+    )  # fmt: skip
 
 
 def cut(length: int, sizes: list[int]) -> list[int]:
