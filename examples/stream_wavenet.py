@@ -31,9 +31,9 @@ from dilconv import nn
 SAMPLE_RATE = 16_000
 
 
-def causal(c: int, o: int, k: int, d: int, rng: np.random.Generator) -> nn.Conv2d:
-    """A causal 1-D convolution as a one-row Conv2d: ``d * (k - 1)`` zeros on the left."""
-    return nn.Conv2d(c, o, (1, k), dilation=(1, d), padding=((0, 0), (d * (k - 1), 0)), rng=rng)
+def causal(c: int, o: int, k: int, d: int, rng: np.random.Generator) -> nn.Conv1d:
+    """A causal 1-D convolution: ``d * (k - 1)`` zeros on the left (Keras's rule)."""
+    return nn.Conv1d(c, o, k, dilation=d, padding="causal", rng=rng)
 
 
 def wavenet(channels: int, repeats: int, seed: int = 0) -> nn.Sequential:
@@ -72,7 +72,7 @@ def train(net: nn.Sequential, args: argparse.Namespace, rng: np.random.Generator
     """SGD on the mean squared error of the next-sample prediction."""
     opt = nn.SGD(net.parameters(), lr=args.lr, momentum=0.9)
     for step in range(args.steps):
-        x = signal(rng, args.batch, args.length)[:, :, None, :]
+        x = signal(rng, args.batch, args.length)
         y = net.forward(x)
         diff = y[..., :-1] - x[..., 1:]  # output t predicts input t + 1
         loss = float(np.mean(diff**2))
@@ -101,7 +101,7 @@ def stream_check(net: nn.Sequential, x: np.ndarray, block: int) -> tuple[float, 
     start = time.perf_counter()
     outs = [s.push(x[:, :, t : t + block]) for t in range(0, x.shape[2], block)]
     seconds = time.perf_counter() - start
-    batch = net.forward(x[:, :, None, :])[:, :, 0, :]
+    batch = net.forward(x)
     diff = float(np.max(np.abs(np.concatenate(outs, axis=2) - batch)))
     return seconds / (x.shape[2] / SAMPLE_RATE), diff
 

@@ -32,10 +32,9 @@ SAMPLE_RATE = 16_000
 DILATIONS = tuple(2**i for i in range(10)) * 3
 
 
-def causal_conv(c: int, o: int, k: int, d: int, rng: Any) -> nn.Conv2d:
-    """A causal 1-D convolution as a one-row ``Conv2d``: ``d * (k - 1)`` zeros on the left."""
-    pad = ((0, 0), (d * (k - 1), 0))
-    return nn.Conv2d(c, o, (1, k), dilation=(1, d), padding=pad, rng=rng)
+def causal_conv(c: int, o: int, k: int, d: int, rng: Any) -> nn.Conv1d:
+    """A causal 1-D convolution: ``d * (k - 1)`` zeros on the left (Keras's rule)."""
+    return nn.Conv1d(c, o, k, dilation=d, padding="causal", rng=rng)
 
 
 def wavenet(channels: int, dilations: tuple[int, ...], seed: int = 0) -> nn.Sequential:
@@ -51,7 +50,7 @@ def wavenet(channels: int, dilations: tuple[int, ...], seed: int = 0) -> nn.Sequ
 
 def _macs(net: nn.Module) -> int:
     """Multiply-adds per output sample of a stride-1 stack."""
-    return sum(p.size for p in net.parameters() if p.ndim == 4)
+    return sum(p.size for p in net.parameters() if p.ndim == 3)
 
 
 def _streamer(net: nn.Module, x: np.ndarray, block: int) -> Thunk:
@@ -69,7 +68,7 @@ def _streamer(net: nn.Module, x: np.ndarray, block: int) -> Thunk:
 
 
 def _forward(net: nn.Module, x: np.ndarray) -> Thunk:
-    return lambda: net.forward(x[:, :, None, :])[:, :, 0, :]
+    return lambda: net.forward(x)
 
 
 def _history_kib(net: nn.Module) -> float:
@@ -123,7 +122,7 @@ def _tcn_pair(channels: int, dilations: tuple[int, ...], torch: Any) -> tuple[An
     for tb, d in zip(ref.network, dilations, strict=True):
         convs = [causal_conv(channels, channels, 2, d, 0) for _ in range(2)]
         for conv, src in zip(convs, (tb.conv1, tb.conv2), strict=True):
-            conv.weight[...] = src.weight.detach().numpy()[:, :, None, :]
+            conv.weight[...] = src.weight.detach().numpy()
             if conv.bias is not None:
                 conv.bias[...] = src.bias.detach().numpy()
         inner = nn.Sequential(convs[0], nn.ReLU(), convs[1], nn.ReLU())
