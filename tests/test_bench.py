@@ -102,3 +102,21 @@ def test_cases_and_methods_select(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert [r["case"] for r in record["rows"]] == ["wave"]
     assert set(record["rows"][0]["contenders"]) == {"dilconv auto", "dilconv im2col"}
     assert "wave d=2" in capsys.readouterr().out
+
+
+def test_stream_rows_derive_real_time_and_per_stream_figures(quick_record: dict) -> None:
+    rows = {r["row"]: r for r in quick_record["rows"] if r["case"] == "stream"}
+    assert set(rows) == {r.label for r in cases.all_cases(True)["stream"]}
+    for label in ("block=256", "block=16", "block=1"):
+        d = rows[label]["derived"]
+        assert d["real_time_factor"] > 0
+        assert d["over_batch_forward"] > 0
+        assert d["history_kib_per_stream"] == pytest.approx(3 * 1023 * 8 * 4 / 1024)
+        assert rows[label]["contenders"]["batch forward"]["agree_rel_diff"] < 1e-5
+    assert rows["batch=64 block=16"]["derived"]["per_stream_throughput_vs_one"] > 0
+    for label in ("tcn block=1", "tcn block=16"):
+        assert rows[label]["derived"]["dilconv_us_per_block"] > 0
+        peer = rows[label]["contenders"].get("pytorch-tcn")
+        if peer is not None:  # installed with the peers extra: the same stack, streamed
+            assert peer["agree_rel_diff"] < 1e-5
+            assert rows[label]["derived"]["pytorch_tcn_us_per_block"] > 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,10 @@ from dilconv._spec_nd import as_tuple
 from dilconv.conv import conv2d
 from dilconv.grad import conv2d_grad_bias, conv2d_grad_input, conv2d_grad_weight
 from dilconv.receptive import receptive_field
+
+if TYPE_CHECKING:
+    from dilconv._nn_blocks import Gated, Residual, Sigmoid, Tanh
+    from dilconv._stream_stack import StackStream
 
 
 class Parameter(np.ndarray):
@@ -61,6 +65,17 @@ class Module:
         """Forget every accumulated gradient."""
         for p in self.parameters():
             p.grad = None
+
+    def stream(self, *, batch: int = 1, engine: str = "auto") -> StackStream:
+        """A streaming copy of this causal layer or stack that shares its weights.
+
+        See :func:`dilconv.stream.stream_module`: the stack may hold causal 1-D
+        convolutions, ``ReLU``, ``Tanh``, ``Sigmoid``, ``Residual``, ``Gated`` and
+        nested ``Sequential``; any other layer is refused with its name.
+        """
+        from dilconv._stream_stack import stream_module
+
+        return stream_module(self, batch=batch, engine=engine)
 
 
 def _accumulate(p: Parameter, grad: np.ndarray) -> None:
@@ -469,3 +484,33 @@ class SGD:
         """Forget every parameter's gradient."""
         for p in self.params:
             p.grad = None
+
+
+# The WaveNet / TCN layers live in their own module, which subclasses Module from
+# here: they are looked up on first use (PEP 562), so either module may be imported first.
+_BLOCKS = ("Gated", "Residual", "Sigmoid", "Tanh")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BLOCKS:
+        from dilconv import _nn_blocks
+
+        return getattr(_nn_blocks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "SGD",
+    "ContextModule",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "Gated",
+    "Module",
+    "Parameter",
+    "ReLU",
+    "Residual",
+    "Sequential",
+    "Sigmoid",
+    "Tanh",
+]

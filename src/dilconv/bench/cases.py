@@ -43,6 +43,8 @@ class Built:
     reference: str | None = None
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     no_check: tuple[str, ...] = ()
+    #: Figures computed from the contenders' medians (seconds, by name), if any.
+    derived: Callable[[dict[str, float]], dict[str, float]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,6 +268,8 @@ def all_cases(quick: bool = False) -> dict[str, list[Row]]:
             cases["context"].append(forward_row("context", f"C={c} L{k} d={d}", 1, c, hw, c, d))
         cases["context"].append(chain_row("context", f"C={c} chain", c, hw))
     from dilconv.bench.cases_nd import all_cases_nd
+    from dilconv.bench.stream_cases import stream_rows
 
     cases.update(all_cases_nd(quick))
+    cases["stream"] = stream_rows(quick)
     return cases

@@ -34,6 +34,8 @@ def row_block(row: dict[str, Any]) -> list[str]:
     for name, why in row["skipped"].items():
         label = name if " " in name else f"dilconv {name}"  # a peer's label, or a method
         lines.append(f"  {label:<22}   not run: {why}")
+    for name, value in row.get("derived", {}).items():
+        lines.append(f"  {name}: {value:.4g}")
     return lines
 
 

@@ -187,6 +187,7 @@ def summarise(row: C.Row, built: C.Built, timed: dict[str, Any], peak: float) ->
         "auto_over_best_method": auto / methods[best] if auto and best else None,
         "ratios": {n: auto / t for n, t in peers.items()} if auto else {},
         "ratio_best": {g: auto / min(ts) for g, ts in groups.items() if ts and auto},
+        "derived": built.derived(med) if built.derived is not None else {},
     }
 
 

@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--cases",
         type=_names,
         default=None,
-        help="comma-separated: seed,context,aspp,wave,backward,transpose (default: all)",
+        help="comma-separated: seed,context,aspp,wave,backward,transpose,stream (default: all)",
     )
     p.add_argument(
         "--methods",

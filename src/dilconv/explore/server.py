@@ -2,7 +2,8 @@
 
 Routes: ``GET /`` and ``GET /static/<name>`` serve the packaged page (only the
 files listed in :data:`ASSETS`); ``GET /api/limits`` gives the caps;
-``POST /api/conv`` and ``POST /api/receptive`` answer the JSON API of
+``POST /api/conv``, ``POST /api/receptive`` and ``POST /api/causal`` (the 1-D
+causal view, ``/static/causal.html``) answer the JSON API of
 :mod:`dilconv.explore.api`. Every answer carries a Content-Security-Policy that
 allows only this server's own scripts and styles, and ``nosniff``. A request
 whose ``Host`` header does not name this server is refused (a DNS-rebinding
@@ -33,6 +34,7 @@ from urllib.parse import urlsplit
 
 from dilconv._spec import PADDING_MODES, PADDING_STRINGS
 from dilconv.explore import api
+from dilconv.explore._causal import causal_view
 from dilconv.explore._schema import MAX_BODY_BYTES, ApiError, parse_body
 
 #: The packaged files the server will send, and their types. Nothing else is served.
@@ -40,6 +42,8 @@ ASSETS = {
     "index.html": "text/html; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "causal.html": "text/html; charset=utf-8",
+    "causal.js": "text/javascript; charset=utf-8",
 }
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -54,6 +58,7 @@ SECURITY_HEADERS = {
 ROUTES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "/api/conv": api.conv_view,
     "/api/receptive": api.receptive_view,
+    "/api/causal": causal_view,
 }
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: Seconds a connection may stay silent (reading a request, or between two) before

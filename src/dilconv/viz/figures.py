@@ -225,3 +225,7 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "tutorial_results": tutorial_results,
     "gradient_transposed": gradient_transposed,
 }
+
+from dilconv.viz.stream_figure import causal_stack  # noqa: E402 (it needs _draw, not this)
+
+FIGURES["causal_stack"] = styled(causal_stack)
