@@ -34,6 +34,20 @@ def test_no_address_is_taken_outside_the_native_package() -> None:
     assert not found, "addresses taken outside dilconv._native:\n" + "\n".join(found)
 
 
+def test_every_address_in_src_is_taken_in_calls_py() -> None:
+    """Inside ``dilconv._native`` too, arrays become addresses only in ``calls.py``
+    (``Ref``s when a call is built, ``Slot``s in a ``Binding``, ``aligned_empty``)."""
+    found = [
+        f"{path.relative_to(SRC)}:{number}: {line.strip()}"
+        for path in sorted(SRC.rglob("*.py"))
+        if path.relative_to(SRC).as_posix() != "_native/calls.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if ADDRESS.search(line)
+    ]
+    assert not found, "addresses taken outside dilconv/_native/calls.py:\n" + "\n".join(found)
+    assert ADDRESS.search((SRC / "_native" / "calls.py").read_text()), "the pattern finds none"
+
+
 def spec_and_arrays(dtype: type = np.float32) -> tuple:
     spec = make_spec((1, 5, 9, 10), (7, 5, 3, 3), dtypes=[np.dtype(dtype)], dilation=2)
     spec = spec.lowered()
