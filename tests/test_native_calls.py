@@ -207,3 +207,26 @@ def test_evicting_every_cache_during_a_call_changes_nothing(
     monkeypatch.setattr(pool, "parallel_map", real)
     want = dilconv.conv2d(x, w, dilation=2, padding=1, method="direct")
     assert_close(got, want, magnitude=dilconv.conv2d(np.abs(x), np.abs(w), dilation=2, padding=1))
+
+
+def test_the_checked_pass_runs_the_fuzz_target_with_a_bounded_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """tools/run_tests.py runs tests/test_fuzz.py in checked mode, with fewer examples
+    than the plain pass's default."""
+    import importlib.util
+
+    monkeypatch.delenv("DILCONV_CHECKED_RUN", raising=False)
+    found = importlib.util.spec_from_file_location(
+        "run_tests", SRC.parents[1] / "tools/run_tests.py"
+    )
+    assert found is not None
+    assert found.loader is not None
+    run_tests = importlib.util.module_from_spec(found)
+    found.loader.exec_module(run_tests)
+    checked = [
+        env for target, env in run_tests.targets() if target[-1] == "tests/test_fuzz.py" and env
+    ]
+    assert len(checked) == 1, "the fuzz target is not in the checked pass"
+    assert checked[0]["DILCONV_CHECK"] == "1"
+    assert 0 < int(checked[0]["DILCONV_FUZZ_EXAMPLES"]) < 400
