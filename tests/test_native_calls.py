@@ -230,3 +230,34 @@ def test_the_checked_pass_runs_the_fuzz_target_with_a_bounded_count(
     assert len(checked) == 1, "the fuzz target is not in the checked pass"
     assert checked[0]["DILCONV_CHECK"] == "1"
     assert 0 < int(checked[0]["DILCONV_FUZZ_EXAMPLES"]) < 400
+    assert checked[0]["DILCONV_FUZZ_NATIVE"] == "1"
+
+
+def test_the_native_fuzz_draws_reach_compiled_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With DILCONV_FUZZ_NATIVE=1 the fuzz target's draws run dilconv's machine code
+    (checked), which the whole surface's draws seldom do."""
+    import importlib
+
+    from hypothesis import given, settings
+
+    monkeypatch.setenv("DILCONV_FUZZ_NATIVE", "1")
+    import tests.test_fuzz as fuzz
+
+    native = importlib.reload(fuzz)
+    try:
+        made: list[str] = []
+        original = calls.Call.check
+
+        def counting(call: calls.Call, arrays: dict) -> None:
+            made.append(call.kernel.label)
+            original(call, arrays)
+
+        monkeypatch.setattr(calls.Call, "check", counting)
+        with calls.checked():
+            settings(max_examples=40, derandomize=True, deadline=None)(
+                given(call=native.calls())(native.test_fuzz_public_surface.hypothesis.inner_test)
+            )()
+        assert made, "no native call was made"
+    finally:
+        monkeypatch.delenv("DILCONV_FUZZ_NATIVE")
+        importlib.reload(fuzz)
