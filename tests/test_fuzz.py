@@ -35,6 +35,13 @@ from tests.test_numerics import winograd_magnitude
 from tests.tolerance import TOLERANCE, assert_close
 
 EXAMPLES = int(os.environ.get("DILCONV_FUZZ_EXAMPLES", "400"))
+#: ``DILCONV_FUZZ_NATIVE=1`` (the checked-mode pass of ``tools/run_tests.py``): forward
+#: only ``conv2d`` and ``grad_weight``, in float32 or float64, with small strides and
+#: dilations, forward calls naming a method that runs dilconv's machine code, so that
+#: checked examples reach it (with the whole surface, 400 examples made 4 checked
+#: native calls).
+NATIVE_ONLY = os.environ.get("DILCONV_FUZZ_NATIVE", "") == "1"
+NATIVE_METHODS = ("blocked", "winograd")
 #: The output limit during the fuzz run: huge dilations and strides with "full"
 #: padding ask for outputs of many GiB, which must be refused, and the loop oracle
 #: must stay quick on those it accepts.
@@ -70,7 +77,7 @@ def arrays(draw: st.DrawFn, shape: tuple[int, ...], dtype: str) -> np.ndarray:
 @st.composite
 def calls(draw: st.DrawFn) -> tuple[str, dict[str, Any], tuple[Any, ...]]:
     """``(entry point, options, arrays)`` of one public call."""
-    entry = draw(st.sampled_from(ENTRY_POINTS))
+    entry = draw(st.sampled_from(("conv2d", "grad_weight") if NATIVE_ONLY else ENTRY_POINTS))
     rank = 4 if entry == "atrous" else draw(st.sampled_from([2, 3, 4]))
     fmt = "NHWC" if entry == "atrous" else draw(st.sampled_from(["NCHW", "NHWC"]))
     groups = 1 if rank == 2 or entry == "atrous" else draw(st.integers(1, 2))
@@ -80,7 +87,8 @@ def calls(draw: st.DrawFn) -> tuple[str, dict[str, Any], tuple[Any, ...]]:
     kh = draw(st.one_of(st.just(h), st.integers(1, 4)))  # often as large as the image
     kw = draw(st.one_of(st.just(w), st.integers(1, 4)))
     # mostly small, now and then huge (a call that must answer or refuse at once)
-    steps = st.sampled_from([1, 1, 1, 2, 2, 3, 4, 5, 1, 2, 3, 10**4, 10**9, 2**31 - 1])
+    huge = [] if NATIVE_ONLY else [10**4, 10**9, 2**31 - 1]
+    steps = st.sampled_from([1, 1, 1, 2, 2, 3, 4, 5, 1, 2, 3, *huge])
     dilation = draw(steps if entry == "atrous" else st.one_of(steps, st.tuples(steps, steps)))
     stride = draw(st.one_of(steps, st.tuples(steps, steps)))
     keywords = ["same", "valid"] if entry == "transpose" else ["same", "valid", "full"]
@@ -91,8 +99,9 @@ def calls(draw: st.DrawFn) -> tuple[str, dict[str, Any], tuple[Any, ...]]:
             st.tuples(st.integers(0, 3), st.integers(0, 3)),
         )
     )
-    dtype = draw(st.sampled_from(DTYPES))
-    wdtype = draw(st.sampled_from([dtype, *DTYPES]))
+    dtypes = ("f4", "f8") if NATIVE_ONLY else DTYPES  # the compiled loops' dtypes
+    dtype = draw(st.sampled_from(dtypes))
+    wdtype = draw(st.sampled_from([dtype, *dtypes]))
     options: dict[str, Any] = {"stride": stride, "dilation": dilation, "padding": padding}
     if entry != "atrous":
         options.update(groups=groups, data_format=fmt)
@@ -101,7 +110,7 @@ def calls(draw: st.DrawFn) -> tuple[str, dict[str, Any], tuple[Any, ...]]:
             st.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular", "symmetric"])
         )
         options["flip"] = draw(st.booleans())
-    forward = [*METHODS, "auto"]
+    forward = list(NATIVE_METHODS) if NATIVE_ONLY else [*METHODS, "auto"]
     transposed = [*TRANSPOSE_METHODS, "auto"]
     methods = transposed if entry in ("transpose", "grad_input") else forward
     if entry not in ("atrous", "grad_bias"):

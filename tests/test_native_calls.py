@@ -34,6 +34,20 @@ def test_no_address_is_taken_outside_the_native_package() -> None:
     assert not found, "addresses taken outside dilconv._native:\n" + "\n".join(found)
 
 
+def test_every_address_in_src_is_taken_in_calls_py() -> None:
+    """Inside ``dilconv._native`` too, arrays become addresses only in ``calls.py``
+    (``Ref``s when a call is built, ``Slot``s in a ``Binding``, ``aligned_empty``)."""
+    found = [
+        f"{path.relative_to(SRC)}:{number}: {line.strip()}"
+        for path in sorted(SRC.rglob("*.py"))
+        if path.relative_to(SRC).as_posix() != "_native/calls.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if ADDRESS.search(line)
+    ]
+    assert not found, "addresses taken outside dilconv/_native/calls.py:\n" + "\n".join(found)
+    assert ADDRESS.search((SRC / "_native" / "calls.py").read_text()), "the pattern finds none"
+
+
 def spec_and_arrays(dtype: type = np.float32) -> tuple:
     spec = make_spec((1, 5, 9, 10), (7, 5, 3, 3), dtypes=[np.dtype(dtype)], dilation=2)
     spec = spec.lowered()
@@ -193,3 +207,57 @@ def test_evicting_every_cache_during_a_call_changes_nothing(
     monkeypatch.setattr(pool, "parallel_map", real)
     want = dilconv.conv2d(x, w, dilation=2, padding=1, method="direct")
     assert_close(got, want, magnitude=dilconv.conv2d(np.abs(x), np.abs(w), dilation=2, padding=1))
+
+
+def test_the_checked_pass_runs_the_fuzz_target_with_a_bounded_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """tools/run_tests.py runs tests/test_fuzz.py in checked mode, with fewer examples
+    than the plain pass's default."""
+    import importlib.util
+
+    monkeypatch.delenv("DILCONV_CHECKED_RUN", raising=False)
+    found = importlib.util.spec_from_file_location(
+        "run_tests", SRC.parents[1] / "tools/run_tests.py"
+    )
+    assert found is not None
+    assert found.loader is not None
+    run_tests = importlib.util.module_from_spec(found)
+    found.loader.exec_module(run_tests)
+    checked = [
+        env for target, env in run_tests.targets() if target[-1] == "tests/test_fuzz.py" and env
+    ]
+    assert len(checked) == 1, "the fuzz target is not in the checked pass"
+    assert checked[0]["DILCONV_CHECK"] == "1"
+    assert 0 < int(checked[0]["DILCONV_FUZZ_EXAMPLES"]) < 400
+    assert checked[0]["DILCONV_FUZZ_NATIVE"] == "1"
+
+
+def test_the_native_fuzz_draws_reach_compiled_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With DILCONV_FUZZ_NATIVE=1 the fuzz target's draws run dilconv's machine code
+    (checked), which the whole surface's draws seldom do."""
+    import importlib
+
+    from hypothesis import given, settings
+
+    monkeypatch.setenv("DILCONV_FUZZ_NATIVE", "1")
+    import tests.test_fuzz as fuzz
+
+    native = importlib.reload(fuzz)
+    try:
+        made: list[str] = []
+        original = calls.Call.check
+
+        def counting(call: calls.Call, arrays: dict) -> None:
+            made.append(call.kernel.label)
+            original(call, arrays)
+
+        monkeypatch.setattr(calls.Call, "check", counting)
+        with calls.checked():
+            settings(max_examples=40, derandomize=True, deadline=None)(
+                given(call=native.calls())(native.test_fuzz_public_surface.hypothesis.inner_test)
+            )()
+        assert made, "no native call was made"
+    finally:
+        monkeypatch.delenv("DILCONV_FUZZ_NATIVE")
+        importlib.reload(fuzz)

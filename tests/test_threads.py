@@ -100,6 +100,28 @@ def test_spin_returns_the_new_value_or_times_out() -> None:
     assert spin.wait_for_change(cell, 5, 0.0) == 5
 
 
+def test_spin_call_holds_its_cell_and_is_checked() -> None:
+    """The spin loop is a Kernel whose call holds the cell; checked mode refuses a cell
+    without the element it reads, and a cell of another dtype is refused at once."""
+    from dilconv._native import calls
+
+    kernel = spin.spin_kernel()
+    if kernel is None:
+        pytest.skip("llvmlite cannot compile here; waiting falls back to sleeping")
+    cell = np.full(1, 3, dtype=np.int64)
+    call = kernel.call(cell=calls.Ref(cell), seen=0, limit=10)
+    del cell
+    assert call.result() == 3  # the call keeps the cell alive
+    with calls.checked(), pytest.raises(RuntimeError, match=r"spin.*'cell'.*\[0, 1\)"):
+        spin.wait_for_change(np.zeros(0, dtype=np.int64), 0, 0.01, load=True)
+    with calls.checked():
+        assert spin.wait_for_change(np.full(1, 4, dtype=np.int64), 0, 1.0, load=True) == 4
+    with pytest.raises(TypeError, match="'cell' must be a C-contiguous int64"):
+        spin.wait_for_change(np.zeros(1, dtype=np.int32), 0, 0.01, load=True)
+    with pytest.raises(TypeError, match="needs every array held"):
+        kernel.call(cell=calls.Slot("cell"), seen=0, limit=10).result()
+
+
 def test_workers_spin_only_where_llvm_is_loaded_already() -> None:
     """A process using only NumPy methods does not load LLVM (~50 MiB) to spin."""
     import subprocess

@@ -457,3 +457,87 @@ def test_phase_on_strides_that_divide_the_dilation(
         np.testing.assert_array_equal(dilconv.conv2d_transpose(g, w, **call), fast)
         ran += 1
     assert ran >= 1
+
+
+def _transposed_spec(
+    g_shape: tuple, w_shape: tuple, dtype: Any = np.float64, **options: Any
+) -> Any:
+    from dilconv._transpose.spec import make_transpose_spec
+
+    dtypes = [np.dtype(dtype)] * 2
+    return make_transpose_spec(
+        g_shape, w_shape, dtypes=dtypes, **{"data_format": "NHWC", **options}
+    )
+
+
+@pytest.mark.parametrize(
+    ("g_shape", "w_shape", "options"),
+    [
+        ((1, 40, 50, 1), (3, 3, 1, 1), {"stride": 2, "dilation": 3}),  # elementwise
+        ((1, 40, 50, 6), (3, 3, 1, 6), {"stride": 2, "dilation": 3, "groups": 6}),
+        ((1, 40, 50, 8), (3, 3, 16, 8), {"stride": 2, "dilation": 3}),  # one shared product
+        ((1, 20, 30, 8), (3, 3, 130, 8), {"stride": 3, "dilation": 2}),  # a product per tap
+        ((2, 32, 32, 4), (3, 3, 4, 4), {"stride": 2, "dilation": 2}),  # phase too
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_transposed_workspace_bounds_what_is_allocated(
+    g_shape: tuple, w_shape: tuple, options: dict[str, Any], dtype: type
+) -> None:
+    """scatter's and phase's workspace_bytes bound the memory they allocate beyond the
+    result (traced; phase's forward correlation keeps its own under the limit)."""
+    import tracemalloc
+
+    spec = _transposed_spec(g_shape, w_shape, dtype, **options).lowered()
+    rng = np.random.default_rng(3)
+    g, w = rng.standard_normal(g_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    modules = [scatter] + ([phase] if phase.refusal(spec) is None else [])
+    with dilconv.workspace_limit(2**20):
+        for module in modules:
+            module.conv_transpose(g, w, spec)  # compiled and cached before tracing
+            tracemalloc.start()
+            try:
+                x = module.conv_transpose(g, w, spec)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            extra = 2**20 if module is phase else 0  # the forward method's own limit
+            need = module.workspace_bytes(spec)
+            assert peak - x.nbytes <= need + extra, (module.__name__, peak - x.nbytes, need)
+
+
+def test_transposed_methods_over_the_workspace_limit_are_refused_or_skipped() -> None:
+    """By name, a method whose scratch exceeds the limit is refused, naming both sizes
+    and the setting; "auto" skips phase for scatter; neither fitting is a ValueError."""
+    rng = np.random.default_rng(5)
+    # phase's copy of the sources and its phase result exceed 1 MiB; scatter's strips fit
+    g, w = rng.standard_normal((1, 128, 128, 8)), rng.standard_normal((3, 3, 8, 8))
+    opts: dict[str, Any] = {"stride": 2, "dilation": 2, "padding": "same", "data_format": "NHWC"}
+    spec = _transposed_spec(g.shape, w.shape, **opts).lowered()
+    with dilconv.workspace_limit(2**20):  # scatter's strips follow the limit
+        assert phase.workspace_bytes(spec) > 2**20 >= scatter.workspace_bytes(spec)
+    from dilconv._transpose import resolve_transpose_method
+
+    full = _transposed_spec(g.shape, w.shape, **opts)
+    assert resolve_transpose_method("auto", full) == "phase"
+    with dilconv.workspace_limit(2**20):
+        with pytest.raises(
+            ValueError,
+            match=r"'phase' needs 2\.\d MiB .* limit of 1\.0 MiB \(dilconv\.set_workspace_limit\)",
+        ):
+            dilconv.conv2d_transpose(g, w, method="phase", **opts)
+        assert resolve_transpose_method("auto", full) == "scatter"
+        skipped = dilconv.conv2d_transpose(g, w, **opts)
+    assert_close(skipped, dilconv.conv2d_transpose(g, w, method="phase", **opts))
+    # one row of scatter's shared product is wider than a quarter of 1 MiB
+    g, w = rng.standard_normal((1, 4, 1024, 8)), rng.standard_normal((3, 3, 16, 8))
+    opts = {"stride": 2, "dilation": 3, "data_format": "NHWC"}
+    with dilconv.workspace_limit(2**20):
+        assert scatter.workspace_bytes(_transposed_spec(g.shape, w.shape, **opts).lowered()) > 2**20
+        with pytest.raises(ValueError, match=r"method='scatter' needs 1\.\d MiB of workspace"):
+            dilconv.conv2d_transpose(g, w, method="scatter", **opts)
+        with pytest.raises(
+            ValueError, match=r"no transposed-convolution method fits .*'scatter' needs"
+        ):
+            dilconv.conv2d_transpose(g, w, **opts)
+    assert dilconv.conv2d_transpose(g, w, method="scatter", **opts).shape == (1, 13, 2053, 16)

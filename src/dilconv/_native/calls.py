@@ -228,6 +228,17 @@ class Call:
             values.insert(position, addresses[name] + off)
         self.function(*values)
 
+    def result(self) -> int:
+        """Make this call, which holds every array it points into (a :class:`Ref`
+        each, no :class:`Slot`), checked first in checked mode, and return the int the
+        machine code returns (for a kernel that answers, such as the spin loop)."""
+        if self._slots:
+            names = [name for _, name, _ in self._slots]
+            raise TypeError(f"{self.kernel.label}: result() needs every array held, slots {names}")
+        if _CHECKED[0]:
+            self.check({})
+        return int(self.function(*self._fixed))
+
     def extents(self) -> dict[str, tuple[int, int] | None]:
         """The elements each array argument touches (checked mode; computed once)."""
         if self._extents is None:

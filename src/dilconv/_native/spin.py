@@ -14,6 +14,12 @@ instruction between reads. Workers spin only in a process that has already
 loaded LLVM for a compiled method: loading it just to wait would add about 50 MiB
 to the process (enough to stall a Dask worker with a 256 MiB limit). Elsewhere,
 or where it cannot be compiled, waiting falls back to sleeping at once.
+
+Like every compiled function here, the loop never receives a bare address: it is a
+:class:`~dilconv._native.calls.Kernel` (:func:`spin_kernel`) whose ``cell``
+argument is an int64 array that each wait's :class:`~dilconv._native.calls.Call`
+holds (a ``Ref``), so the cell lives as long as the loop reads it, and in checked
+mode (``DILCONV_CHECK=1``) the one element it reads is checked before each slice.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+
+from dilconv._native import calls
 
 #: Milliseconds an idle worker spins before it sleeps, unless ``DILCONV_SPIN_MS`` says.
 #: Shorter than the pause between timed calls (:data:`SETTLE_SECONDS`), so a
@@ -44,6 +52,14 @@ SLICE_SECONDS = 1e-3
 
 SpinFunction = Callable[[int, int, int], int]
 
+#: The spin loop's arguments, in order (all int64): the watched cell's address, the
+#: value seen, the most reads to make.
+ARGUMENTS = ("cell", "seen", "limit")
+
+SIGNATURE = calls.Signature(
+    "spin", (calls.Param("cell", "array"), calls.Param("seen", "int"), calls.Param("limit", "int"))
+)
+
 
 def spin_seconds() -> float:
     """How long an idle worker spins: ``dilconv.get_config()["spin_ms"]`` (0: never).
@@ -56,8 +72,8 @@ def spin_seconds() -> float:
 
 
 def _ir_source(pause: bool) -> str:
-    """``spin(address, seen, limit)``: the int64 at ``address`` once it differs from
-    ``seen``, or ``seen`` after ``limit`` reads."""
+    """``spin(cell, seen, limit)``: the int64 at address ``cell`` once it differs from
+    ``seen``, or ``seen`` after ``limit`` reads (see :data:`ARGUMENTS`)."""
     from llvmlite import ir
 
     i64 = ir.IntType(64)
@@ -101,42 +117,63 @@ def spin_function() -> SpinFunction | None:
         x86 = llvm.get_default_triple().split("-")[0] in ("x86_64", "i386", "i686")
         with compiler.COMPILING:
             source = _ir_source(pause=x86)
-            return compiler.compile_function(source, "spin", 3, ctypes.c_int64)
+            return compiler.compile_function(source, "spin", len(ARGUMENTS), ctypes.c_int64)
     except (ImportError, RuntimeError, OSError):
         return None
+
+
+def _extents(ints: object, read: object) -> dict[str, tuple[int, int] | None]:
+    """The loop reads element 0 of ``cell`` and nothing else."""
+    return {"cell": (0, 1)}
+
+
+@functools.lru_cache(maxsize=1)
+def spin_kernel() -> calls.Kernel | None:
+    """The spin loop as a :class:`~dilconv._native.calls.Kernel` (None: not compiled)."""
+    function = spin_function()
+    if function is None:
+        return None
+    return calls.Kernel("spin(int64)", SIGNATURE, function, calls.INT64, _extents)
+
+
+def _spin_call(kernel: calls.Kernel, cell: np.ndarray, seen: int, reads: int) -> calls.Call:
+    """One wait's call: ``reads`` reads of ``cell[0]`` (held by the call) against ``seen``."""
+    return kernel.call(cell=calls.Ref(cell), seen=seen, limit=reads)
 
 
 @functools.lru_cache(maxsize=1)
 def reads_per_second() -> float:
     """How many reads the spin loop makes in a second on this CPU (measured once)."""
-    spin = spin_function()
-    if spin is None:
+    kernel = spin_kernel()
+    if kernel is None:
         return 0.0
-    cell = np.zeros(1, dtype=np.int64)
     reads = 20_000
+    call = _spin_call(kernel, np.zeros(1, dtype=np.int64), 0, reads)
     start = time.perf_counter()
-    spin(cell.ctypes.data, 0, reads)
+    call.result()
     return reads / max(time.perf_counter() - start, 1e-9)
 
 
 def wait_for_change(cell: np.ndarray, seen: int, seconds: float, *, load: bool = False) -> int:
     """Spin until ``cell[0] != seen`` or ``seconds`` pass; the value read (``seen``: none).
 
-    The GIL is released while spinning. Returns ``seen`` at once where ``seconds``
-    is 0, where the spin loop cannot be compiled, or (unless ``load``) where this
-    process has not loaded llvmlite for anything else.
+    ``cell`` is a C-contiguous int64 array (``TypeError`` otherwise), held by the
+    wait's call. The GIL is released while spinning. Returns ``seen`` at once where
+    ``seconds`` is 0, where the spin loop cannot be compiled, or (unless ``load``)
+    where this process has not loaded llvmlite for anything else.
     """
     if seconds <= 0 or not (load or "llvmlite.binding" in sys.modules):
         return seen
-    spin = spin_function()
-    if spin is None:
+    kernel = spin_kernel()
+    if kernel is None:
         return seen
     # In slices of about a millisecond, the clock read between them: the reads per
     # second measured once only set the slices' length, never the total time.
     reads = max(1, int(SLICE_SECONDS * reads_per_second()))
+    call = _spin_call(kernel, cell, seen, reads)
     deadline = time.perf_counter() + seconds
     while True:
-        now = int(spin(cell.ctypes.data, seen, reads))
+        now = call.result()
         if now != seen or time.perf_counter() >= deadline:
             return now
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from dilconv import _exact
+from dilconv._config import get_workspace_limit
 from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
 from dilconv._padding import pad_spatial_adjoint
 from dilconv._spec import ConvSpec
@@ -55,20 +56,35 @@ TRANSPOSE_METHODS: dict[str, TransposeMethod] = {
 
 
 def resolve_transpose_method(method: Any, spec: ConvSpec) -> str:
-    """Check ``method`` against the registry and the spec.
+    """Check ``method`` against the registry, the spec and the workspace limit.
 
     ``"auto"``: at stride 1, ``"correlate"`` (the forward engine's fastest method for
     the equivalent correlation); where the stride divides the dilation, ``"phase"``
     (the same, on the one phase of the result the taps reach); otherwise
     ``"scatter"``, which does one product per tap on the region that tap reaches and
-    nothing for the zeros between sources.
+    nothing for the zeros between sources. A method whose :data:`WORKSPACE` exceeds
+    :func:`dilconv.get_workspace_limit` is skipped by ``"auto"`` and refused by
+    name with a ValueError naming both sizes and the setting, as in ``conv2d``.
     """
     if not isinstance(method, str):
         raise TypeError(f"method must be a str, got {method!r}")
     if method == "auto":
         if spec.stride == (1, 1):
             return "correlate"
-        return "phase" if phase.refusal(spec.lowered()) is None else "scatter"
+        lowered = spec.lowered()
+        if phase.refusal(lowered) is None and _fits("phase", lowered):
+            return "phase"
+        if _fits("scatter", lowered):
+            return "scatter"
+        raise ValueError(
+            f"no transposed-convolution method fits the workspace limit of "
+            f"{get_workspace_limit() / 2**20:.1f} MiB (dilconv.set_workspace_limit): "
+            + ", ".join(
+                f"{name!r} needs {WORKSPACE[name](lowered) / 2**20:.1f} MiB"
+                for name in ("phase", "scatter")
+                if name == "scatter" or phase.refusal(lowered) is None
+            )
+        )
     if method not in TRANSPOSE_METHODS:
         raise ValueError(
             f"method must be 'auto' or one of {sorted(TRANSPOSE_METHODS)}, got {method!r}"
@@ -81,7 +97,28 @@ def resolve_transpose_method(method: Any, spec: ConvSpec) -> str:
         reason = phase.refusal(spec.lowered())
         if reason is not None:
             raise ValueError(f"method='phase' cannot compute this call: {reason}; use 'scatter'")
+    if method in WORKSPACE and not _fits(method, spec.lowered()):
+        need, limit = WORKSPACE[method](spec.lowered()), get_workspace_limit()
+        raise ValueError(
+            f"method={method!r} needs {need / 2**20:.1f} MiB of workspace, more than the "
+            f"limit of {limit / 2**20:.1f} MiB (dilconv.set_workspace_limit); use "
+            f"method='auto' or raise the limit"
+        )
     return method
+
+
+#: The scratch bytes of the methods that allocate their own beyond the result
+#: (``"correlate"`` runs on the forward engine, which checks its own; ``"direct"``
+#: is the oracle).
+WORKSPACE: dict[str, Callable[[ConvSpec], int]] = {
+    "scatter": scatter.workspace_bytes,
+    "phase": phase.workspace_bytes,
+}
+
+
+def _fits(method: str, lowered: ConvSpec) -> bool:
+    """True when ``method``'s workspace for the lowered spec is within the limit."""
+    return WORKSPACE[method](lowered) <= get_workspace_limit()
 
 
 def adjoint_canonical(g: Any, w: np.ndarray, spec: ConvSpec, method: str) -> np.ndarray:

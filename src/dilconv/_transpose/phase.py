@@ -19,7 +19,7 @@ import numpy as np
 
 from dilconv import _shapes
 from dilconv._spec import ConvSpec
-from dilconv._transpose import correlate
+from dilconv._transpose import correlate, scatter
 
 
 def phase_spec(spec: ConvSpec) -> tuple[ConvSpec, tuple[int, int]] | str:
@@ -57,6 +57,24 @@ def refusal(spec: ConvSpec) -> str | None:
     """Why this spec has no single-phase form, or None."""
     found = phase_spec(spec)
     return found if isinstance(found, str) else None
+
+
+def workspace_bytes(spec: ConvSpec) -> int:
+    """Scratch beyond the result, for a lowered spec it computes: the phase's result
+    before it is written into every ``s``-th pixel, the sources copied for the
+    correlation, and the reversed weights (the forward method that runs the
+    correlation keeps its own scratch under the limit, or is refused), and NumPy's
+    buffers (:func:`~dilconv._transpose.scatter.ufunc_buffer_bytes`)."""
+    found = phase_spec(spec)
+    if isinstance(found, str):
+        return 0
+    inner, _ = found
+    kh, kw = spec.kernel_hw
+    phase_result = spec.batch * inner.in_hw[0] * inner.in_hw[1] * spec.in_channels
+    sources = spec.batch * spec.out_hw[0] * spec.out_hw[1] * spec.out_channels
+    weights = kh * kw * spec.in_per_group * spec.out_channels
+    item = spec.dtype.itemsize
+    return (phase_result + sources + weights) * item + scatter.ufunc_buffer_bytes(spec)
 
 
 def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:

@@ -48,6 +48,45 @@ def strip_rows(spec: ConvSpec) -> int:
     return int(min(h, max(1, budget // max(row, 1))))
 
 
+def ufunc_buffer_bytes(spec: ConvSpec) -> int:
+    """What NumPy's ufuncs allocate themselves to add into or from strided slices:
+    a few buffers of :func:`numpy.getbufsize` elements (measured with tracemalloc:
+    up to 3.4 of them, float64)."""
+    return 4 * np.getbufsize() * spec.dtype.itemsize
+
+
+def combined_rows(spec: ConvSpec, taps: int) -> int:
+    """Source rows per shared product of ``taps`` taps: a quarter of the workspace limit."""
+    per_row = spec.batch * spec.out_hw[1] * taps * spec.in_per_group * spec.dtype.itemsize
+    return int(max(1, min(spec.out_hw[0], (get_workspace_limit() // 4) // max(per_row, 1))))
+
+
+def workspace_bytes(spec: ConvSpec) -> int:
+    """Scratch beyond the result, at its largest, for a lowered spec.
+
+    Shared product: one chunk of source rows (:func:`combined_rows`) copied and
+    multiplied by every tap's weights at once, and those weights side by side. Per
+    tap: the sources of one strip (:func:`strip_rows`) times the tap's weights (and,
+    with matrix products, those sources copied, and every tap's weights transposed).
+    A strip or chunk is never less than one row, so a row wider than the limit allows
+    needs more than the limit. Plus NumPy's own buffers (:func:`ufunc_buffer_bytes`).
+    """
+    n, (ho, wo), item = spec.batch, spec.out_hw, spec.dtype.itemsize
+    cg, og = spec.in_per_group, spec.out_per_group
+    taps = len(shift_add.tap_ranges(spec))
+    if taps == 0:
+        return 0
+    buffers = ufunc_buffer_bytes(spec)
+    elementwise = cg == 1 and og == 1
+    if not elementwise and cg <= COMBINE_MAX_CHANNELS:
+        rows = combined_rows(spec, taps)
+        return (n * rows * wo * (taps * cg + og) + spec.groups * og * taps * cg) * item + buffers
+    sources = min(ho, -(-strip_rows(spec) // spec.stride[0]))  # reached by one strip
+    if elementwise:
+        return n * sources * wo * spec.out_channels * item + buffers
+    return (n * sources * wo * (og + cg) + taps * spec.groups * og * cg) * item + buffers
+
+
 def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Adjoint of the zero-padded cross-correlation of ``spec``, by per-tap scatter-adds.
 
@@ -98,8 +137,7 @@ def _combined(g: np.ndarray, w: np.ndarray, spec: ConvSpec, taps: list[Any], x: 
     n, ho, wo, _ = g.shape
     cg, og, t = spec.in_per_group, spec.out_per_group, len(taps)
     sh, dh, top = spec.stride[0], spec.dilation[0], spec.pad[0][0]
-    per_row = n * wo * t * cg * spec.dtype.itemsize
-    rows = int(max(1, min(ho, (get_workspace_limit() // 4) // per_row)))
+    rows = combined_rows(spec, t)
     w_all = [
         np.ascontiguousarray(
             np.stack([w[i, j, :, k * og : (k + 1) * og].T for i, j, *_ in taps], axis=1)
@@ -118,3 +156,4 @@ def _combined(g: np.ndarray, w: np.ndarray, spec: ConvSpec, taps: list[Any], x: 
                 t0 = a * sh + i * dh - top
                 target = x[:, t0 : t0 + (b - a - 1) * sh + 1 : sh, cols, k * cg : (k + 1) * cg]
                 target += prod[:, a - o_a : b - o_a, c0:c1, tap]
+            del prod, src  # freed before the next product: one at a time
