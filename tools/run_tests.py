@@ -62,11 +62,12 @@ CHECKED_ENV = {
 
 
 def targets() -> list[tuple[list[str], dict[str, str]]]:
-    """Each test module alone, then the doctests of the package and the README, then
-    the native modules in checked mode: (pytest arguments, environment additions)."""
+    """Each test module alone, then the doctests of the package, the README and the
+    site's pages, then the native modules in checked mode: (pytest arguments,
+    environment additions)."""
     modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py"))
     plain: list[tuple[list[str], dict[str, str]]] = [([m], {}) for m in modules]
-    plain.append((["src/dilconv", "README.md"], {}))
+    plain.append((["src/dilconv", "README.md", "docs"], {}))
     if os.environ.get("DILCONV_CHECKED_RUN", "1") == "0":
         return plain
     return plain + [([*CHECKED_ARGS, m], CHECKED_ENV) for m in CHECKED if (ROOT / m).is_file()]
