@@ -241,7 +241,11 @@ def test_pages_render_without_console_errors(
 @pytest.mark.browser
 def test_search_finds_dilation(site: Path, browser: Any) -> None:
     page, problems = open_page(browser, (site / "search.html").as_uri() + "?q=dilation")
-    page.wait_for_selector("#search-results ul.search li", timeout=20_000)
+    # results are listed one by one; the summary line comes when the list is complete
+    page.wait_for_function(
+        "document.querySelector('#search-results')?.innerText.includes('Search finished')",
+        timeout=30_000,
+    )
     titles = page.locator("#search-results ul.search li a").all_inner_texts()
     page.close()
     assert "Dilation explained" in titles, titles
