@@ -1,11 +1,13 @@
-"""Fit the constants of dilconv's cost model (``dilconv._select.COST``) on this machine.
+"""Fit the constants of dilconv's cost model (``src/dilconv/cost_model.json``) on this machine.
 
 Each constant is measured by the micro-benchmark that defines it (best of several
-runs), printed as the table to paste into ``src/dilconv/_select.py``, and the
-model's choices are then checked against a stopwatch on the benchmark cases::
+runs) and printed; ``--write`` writes them into ``src/dilconv/cost_model.json``
+(each constant's note is kept), the one file the model reads. The model's
+choices are then checked against a stopwatch on the benchmark cases::
 
     .venv/bin/python benchmarks/fit_cost_model.py            # fit and check
     .venv/bin/python benchmarks/fit_cost_model.py --no-check # fit only
+    .venv/bin/python benchmarks/fit_cost_model.py --write    # fit, write the data file
     .venv/bin/python benchmarks/fit_cost_model.py --json fit.json
 """
 
@@ -24,8 +26,8 @@ from scipy import fft as sfft
 from scipy import signal
 
 import dilconv
-from dilconv import _select
-from dilconv._methods import _winograd_products
+from dilconv import _cost, _select
+from dilconv._methods import _winograd_products, blocked, winograd
 from dilconv._native import pool, spin
 from dilconv._spec import make_spec
 
@@ -157,7 +159,7 @@ def fit_blocked(rng: np.random.Generator, call: float) -> dict[str, float]:
 
     A tiny call gives the fixed cost; 64 channels in and out (long passes over the
     channels) the rate; one channel in (a pass of one multiply-add per vector) the
-    cost of a tile's pass over a tap. Terms as counted by ``_select.blocked_work``.
+    cost of a tile's pass over a tap. Terms as counted by ``dilconv._methods.blocked.work``.
     """
 
     def seconds(x_shape: tuple[int, ...], w_shape: tuple[int, ...], repeats: int) -> float:
@@ -175,7 +177,7 @@ def fit_blocked(rng: np.random.Generator, call: float) -> dict[str, float]:
             data_format="NHWC",
             dtypes=[np.dtype(np.float32)],
         ).lowered()
-        macs, passes, _, _ = _select.blocked_work(spec)
+        macs, passes, _, _ = blocked.work(spec)
         return macs, passes
 
     cost: dict[str, float] = {}
@@ -207,7 +209,7 @@ def fit_winograd(rng: np.random.Generator, cost: dict[str, float]) -> dict[str, 
     """Winograd's transforms on one thread: values per second, given the tile loop's rate.
 
     A 64-channel 3x3 layer, less the fixed costs, the 16 products at the "blocked"
-    rate and the calls (terms as counted by ``_select.winograd_work``), leaves the
+    rate and the calls (terms as counted by ``dilconv._methods.winograd.work``), leaves the
     time of the input and output transforms. The weights' transform is timed alone
     on aspp's weights (2048 -> 256 channels).
     """
@@ -218,7 +220,7 @@ def fit_winograd(rng: np.random.Generator, cost: dict[str, float]) -> dict[str, 
     os.environ["DILCONV_THREADS"] = "1"
     try:
         t = best(lambda: dilconv.conv2d(x, w, method="winograd", **options), 9)
-        macs, values, calls, _ = _select.winograd_work(spec)
+        macs, values, calls, _ = winograd.work(spec)
     finally:
         del os.environ["DILCONV_THREADS"]
     rest = t - cost["call"] - cost["blocked_call"] - macs / cost["blocked"] - calls * cost["tap"]
@@ -297,17 +299,34 @@ def check(repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+def write(cost: dict[str, float], path: Path = _cost.COST_FILE) -> None:
+    """Replace the values in the data file at ``path`` by ``cost`` (3 significant
+    digits), keeping each constant's note; every constant of the file must be fitted."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    missing = set(data["constants"]) - set(cost)
+    if missing:
+        raise SystemExit(f"not fitted, file left unchanged: {sorted(missing)}")
+    for key, value in cost.items():
+        entry = data["constants"].setdefault(key, {"note": ""})
+        entry["value"] = float(f"{value:.3g}")
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-check", action="store_true", help="fit only")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--write", action="store_true", help=f"write the fitted constants into {_cost.COST_FILE}"
+    )
     args = parser.parse_args()
     cost = fit()
-    print("COST: dict[str, float] = {")
     for key, value in cost.items():
-        print(f'    "{key}": {value:.3g},')
-    print("}")
+        print(f"{key:<20} {value:.3g}")
+    if args.write:
+        write(cost)
     record: dict[str, Any] = {"cost": cost, "load_average": list(os.getloadavg())}
     if not args.no_check:
         record["check"] = check(args.repeats)

@@ -118,7 +118,7 @@ def test_auto_takes_the_tap_products_within_the_workspace(
     assert calls == [1]
     with dilconv.workspace_limit(2**20):  # over windows and slabs: the tiles
         assert min(_grad_weight.window_bytes(spec), _grad_weight.slab_bytes(spec)) > 2**20
-        assert _grad_weight._fitting(spec) == ["tiles"]
+        assert _grad_weight.routes(spec) == ["tiles"]
         tiles = dilconv.conv2d_grad_weight(x, g, w_shape, **opts)
     assert calls == [1, 1]
     with dilconv.workspace_limit(2**20):  # and no compiled tiles on this machine
@@ -139,8 +139,8 @@ def test_strides_and_groups_take_the_tiles_or_the_swapped_problem(
     strided = make_spec((1, 8, 40, 40), (4, 8, 3, 3), padding=1, stride=2).lowered()
     grouped = make_spec((1, 8, 40, 40), (4, 4, 3, 3), padding=1, groups=2).lowered()
     integer = make_spec((1, 8, 40, 40), (4, 8, 3, 3), dtypes=[np.dtype(np.int64)]).lowered()
-    assert _grad_weight._fitting(strided) == ["tiles"]
-    assert _grad_weight._fitting(grouped) == ["tiles"]
+    assert _grad_weight.routes(strided) == ["tiles"]
+    assert _grad_weight.routes(grouped) == ["tiles"]
     assert not _grad_weight.applies(integer)
     monkeypatch.setattr(_grad_weight_tiles.blocked, "refusal", lambda spec: "no LLVM here")
     assert not _grad_weight.applies(strided)

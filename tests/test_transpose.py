@@ -347,7 +347,11 @@ X, W = np.ones((1, 4, 5, 5)), np.ones((4, 2, 3, 3))
             r"method must be 'auto' or one of \['correlate', 'direct', 'phase', 'scatter'\]",
         ),
         ({"method": None}, TypeError, r"method must be a str, got None"),
-        ({"method": "correlate", "stride": 2}, ValueError, r"method='correlate' needs stride 1"),
+        (
+            {"method": "correlate", "stride": 2},
+            ValueError,
+            r"'correlate' cannot compute this call: needs stride 1",
+        ),
         (
             {"method": "phase", "stride": 2, "dilation": 3},
             ValueError,

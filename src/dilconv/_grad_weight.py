@@ -20,9 +20,10 @@ size is every pixel it reads:
   ``(i, j)``: a constant offset. One copy of each array, but the products also
   run over the pitch's padding columns (multiplied by the zero columns).
 
-:func:`grad_weight` takes whichever way the estimate of :func:`estimate_seconds`
-says is faster: windows when the padding is a large part of the width (``aspp``),
-slabs for many images of narrow padding (``wave``), or neither: the
+:func:`grad_weight` takes whichever route of :data:`ROUTES` the selector of
+:mod:`dilconv._select` ranks fastest (each route declares its refusal, workspace
+and estimate, as the forward algorithms do): windows when the padding is a large
+part of the width (``aspp``), slabs for many images of narrow padding (``wave``), or neither: the
 register-blocked tiles of :mod:`dilconv._grad_weight_tiles`, which copy nothing
 and run near the machine's peak where BLAS runs these tall, thin products at
 about half of it. Windows and slabs share the taps among threads (BLAS on one
@@ -33,15 +34,17 @@ forward engine on the swapped problem.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from dilconv import _grad_weight_tiles
+from dilconv import _grad_weight_tiles, _select
 from dilconv._config import get_workspace_limit
+from dilconv._cost import COST
 from dilconv._native import pool
 from dilconv._padding import zero_padded_rows
-from dilconv._select import COST
 from dilconv._spec import ConvSpec
 
 Tap = tuple[int, int, int, int]  # kernel row, kernel column, first and stop output row
@@ -56,37 +59,51 @@ def applies(spec: ConvSpec) -> bool:
     return (
         spec.dtype in (np.dtype(np.float32), np.dtype(np.float64))
         and min(*spec.out_hw, spec.batch) > 0
-        and bool(_fitting(spec))
+        and bool(routes(spec))
     )
 
 
-def _fitting(spec: ConvSpec) -> list[str]:
-    limit = get_workspace_limit()
-    ways = []
-    if spec.stride == (1, 1) and spec.groups == 1:
-        ways += [("windows", window_bytes(spec)), ("slabs", slab_bytes(spec))]
-    if _grad_weight_tiles.applies(spec):
-        ways.append(("tiles", _grad_weight_tiles.workspace_bytes(spec)))
-    return [name for name, need in ways if need <= limit]
+def routes(spec: ConvSpec) -> list[str]:
+    """The routes of :data:`ROUTES` that accept ``spec`` within the workspace limit."""
+    return _select.eligible(ROUTES, spec)
 
 
 def estimate_seconds(way: str, spec: ConvSpec) -> float:
-    """Modelled time of ``way`` ("windows", "slabs" or "tiles"): products plus copies."""
-    n, ho = spec.batch, spec.out_hw[0]
+    """Modelled time of route ``way`` ("windows", "slabs" or "tiles") on ``spec``."""
+    return float(ROUTES[way].estimate_seconds(spec, COST))
+
+
+def _products_refusal(spec: ConvSpec) -> str | None:
+    """Windows and slabs: one long product per tap needs stride 1 and one group."""
+    if spec.stride != (1, 1) or spec.groups != 1:
+        return f"needs stride 1 and one group, got stride {spec.stride}, groups {spec.groups}"
+    return None
+
+
+def _products_seconds(
+    spec: ConvSpec, costs: Mapping[str, float], pixels: int, copied: int
+) -> float:
+    """Products of ``pixels`` (summed over the taps) at the large-product rate, plus copies."""
     c, o, item = spec.in_channels, spec.out_channels, spec.dtype.itemsize
-    if way == "tiles":
-        return _grad_weight_tiles.estimate_seconds(spec)
-    rate = COST["gemm"] / (2 if item >= 8 else 1)
-    if way == "slabs":
-        pitch, halo = spec.padded_hw[1], spec.effective_kernel_hw[0] - 1
-        pixels = n * ho * pitch * spec.kernel_hw[0] * spec.kernel_hw[1]
-        copied = n * ((ho + halo) * pitch * c + ho * pitch * o) * item
-    else:
-        rows = [r1 - r0 for r0, r1 in row_ranges(spec).values()]
-        cols = [c1 - c0 for c0, c1 in column_ranges(spec).values()]
-        pixels = n * sum(rows) * sum(cols)
-        copied = window_bytes(spec)
-    return 2 * pixels * c * o / rate + copied / COST["copy"]
+    rate = costs["gemm"] / (2 if item >= 8 else 1)
+    return 2 * pixels * c * o / rate + copied / costs["copy"]
+
+
+def slabs_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time of the pitched slabs: products over the pitch, one copy of each array."""
+    n, ho, c, o = spec.batch, spec.out_hw[0], spec.in_channels, spec.out_channels
+    pitch, halo = spec.padded_hw[1], spec.effective_kernel_hw[0] - 1
+    pixels = n * ho * pitch * spec.kernel_hw[0] * spec.kernel_hw[1]
+    copied = n * ((ho + halo) * pitch * c + ho * pitch * o) * spec.dtype.itemsize
+    return _products_seconds(spec, costs, pixels, copied)
+
+
+def windows_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time of the column windows: products over real input only, the windows' copies."""
+    rows = [r1 - r0 for r0, r1 in row_ranges(spec).values()]
+    cols = [c1 - c0 for c0, c1 in column_ranges(spec).values()]
+    pixels = spec.batch * sum(rows) * sum(cols)
+    return _products_seconds(spec, costs, pixels, window_bytes(spec))
 
 
 def row_ranges(spec: ConvSpec) -> dict[int, tuple[int, int]]:
@@ -96,10 +113,7 @@ def row_ranges(spec: ConvSpec) -> dict[int, tuple[int, int]]:
 
 def grad_weight(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """``dw`` ``(kh, kw, C, O)`` for NHWC ``x`` and ``g`` of a lowered (zero-padded) spec."""
-    way = min(_fitting(spec), key=lambda name: estimate_seconds(name, spec))
-    if way == "tiles":
-        return _grad_weight_tiles.by_tiles(x, g, spec)
-    return by_column_windows(x, g, spec) if way == "windows" else by_pitched_slabs(x, g, spec)
+    return ROUTES[_select.best(ROUTES, spec, "weight-gradient route")].run(x, g, spec)
 
 
 def column_ranges(spec: ConvSpec) -> dict[int, tuple[int, int]]:
@@ -215,3 +229,32 @@ def _add_slab_products(
     length = grads.shape[0]
     for i, j in share:
         out[i, j] += flat[starts[i, j] : starts[i, j] + length].T @ grads
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """A registered way of computing the weight gradient (see :mod:`dilconv._select`)."""
+
+    name: str
+    run: Callable[[np.ndarray, np.ndarray, ConvSpec], np.ndarray]
+    workspace_bytes: Callable[[ConvSpec], int]
+    refusal: Callable[[ConvSpec], str | None]
+    estimate_seconds: Callable[[ConvSpec, Mapping[str, float]], float]
+    auto: bool = True
+
+
+#: The routes, in the order ties are broken.
+ROUTES: dict[str, Route] = {
+    r.name: r
+    for r in (
+        Route("windows", by_column_windows, window_bytes, _products_refusal, windows_seconds),
+        Route("slabs", by_pitched_slabs, slab_bytes, _products_refusal, slabs_seconds),
+        Route(
+            "tiles",
+            _grad_weight_tiles.by_tiles,
+            _grad_weight_tiles.workspace_bytes,
+            _grad_weight_tiles.refusal,
+            _grad_weight_tiles.estimate_seconds,
+        ),
+    )
+}

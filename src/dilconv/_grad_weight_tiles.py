@@ -19,6 +19,7 @@ each with its own ``dw`` (summed at the end).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -76,11 +77,14 @@ def tap_ranges(spec: ConvSpec) -> tuple[list[tuple[int, int]], list[tuple[int, i
     return spec.tap_output_ranges(0), spec.tap_output_ranges(1)
 
 
-def estimate_seconds(spec: ConvSpec) -> float:
+def refusal(spec: ConvSpec) -> str | None:
+    """Why the tiles cannot compute ``spec``'s weight gradient (see :func:`applies`), or None."""
+    return None if applies(spec) else "the tiles need float32/float64 rows within a band and LLVM"
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
     """Modelled time: ``blocked``'s rate over the multiply-adds (whole vectors of
     output channels, taps that read real input only) and its cost per tile pass."""
-    from dilconv._select import COST
-
     p = blocked.plan(spec)
     rows, cols = tap_ranges(spec)
     pixels = spec.batch * sum(max(0, b - a) for a, b in rows) * sum(max(0, b - a) for a, b in cols)
@@ -89,8 +93,8 @@ def estimate_seconds(spec: ConvSpec) -> float:
     bands = spec.batch * math.ceil(spec.out_hw[0] / band_rows(spec))
     passes = bands * len(rows) * len(cols) * math.ceil(spec.in_per_group / p.pixels) * spec.groups
     passes *= len(p.out_blocks)
-    rate = COST["blocked"] * (1 if spec.dtype.itemsize < 8 else 0.5) * threads(spec)
-    return COST["call"] + macs / rate + passes * COST["blocked_tap"] / threads(spec)
+    rate = costs["blocked"] * (1 if spec.dtype.itemsize < 8 else 0.5) * threads(spec)
+    return costs["call"] + macs / rate + passes * costs["blocked_tap"] / threads(spec)
 
 
 def row_table(spec: ConvSpec, j: int, bands: list[tuple[int, int, int]]) -> np.ndarray:

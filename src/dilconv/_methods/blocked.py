@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import importlib.util
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -311,3 +312,30 @@ def region_calls(
                         share.append(call)
         shares.append(tuple(share))
     return TileCalls(tuple(shares))
+
+
+def work(spec: ConvSpec) -> tuple[int, int, int, int]:
+    """``(multiply-adds, tap passes, calls, threads)`` of this method on ``spec``.
+
+    Multiply-adds are counted over whole SIMD vectors of output channels and only
+    for taps that read real input; a tap pass is one tile's pass over one tap (per
+    group, output block and input block); a call is one compiled-function call.
+    """
+    lay = layout(spec)
+    p = lay.plan
+    row_taps = int((lay.rows[:, 3] - lay.rows[:, 2]).sum())
+    column_taps = sum(int((t[:, 3] - t[:, 2]).sum()) for _, t in lay.columns)
+    tap_pixels = sum(int((t[:, 3] - t[:, 2]).sum()) * pixels for pixels, t in lay.columns)
+    width = sum(math.ceil((o1 - o0) / p.lanes) * p.lanes for o0, o1 in p.out_blocks)
+    blocks = spec.groups * len(p.out_blocks) * len(p.in_blocks)
+    macs = row_taps * tap_pixels * spec.groups * width * spec.in_per_group
+    threads = thread_count(spec)
+    return macs, row_taps * column_taps * blocks, threads * len(lay.columns) * blocks, threads
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time: the multiply-adds at the tiles' rate, their tap passes and calls."""
+    macs, passes, calls, threads = work(spec)
+    rate = costs["blocked"] * (1 if spec.dtype.itemsize < 8 else 0.5) * threads
+    seconds = macs / rate + passes * costs["blocked_tap"] / threads + calls * costs["tap"]
+    return costs["call"] + costs["blocked_call"] + seconds

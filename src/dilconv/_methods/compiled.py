@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from dilconv._methods import shift_add
 from dilconv._native import pool
 from dilconv._spec import ConvSpec
 
@@ -184,3 +186,12 @@ def refusal(spec: ConvSpec) -> str | None:
     if not numba_available():
         return _unavailable() or "Numba is not available"
     return None
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time: the multiply-adds of the taps that read real input, per row pass."""
+    area, _ = shift_add.tap_area(spec)
+    rate = costs["compiled"] if spec.out_channels == 1 else costs["compiled_depthwise"]
+    rate *= costs["threads"] if threaded(spec) and pool.num_threads() > 1 else 1
+    rows = spec.batch * spec.out_hw[0] * spec.kernel_hw[0] * costs["compiled_row"]
+    return costs["call"] + rows + area * spec.out_channels / rate

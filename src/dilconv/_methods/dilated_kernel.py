@@ -9,6 +9,8 @@ to measure against, not the fast one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from dilconv._kernel import dilate_taps
@@ -47,3 +49,11 @@ def workspace_bytes(spec: ConvSpec) -> int:
 def refusal(spec: ConvSpec) -> str | None:
     """Any valid spec works."""
     return None
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time: one ``correlate2d`` per (image, output, input channel) over the plane."""
+    (ph, pw), (eh, ew) = spec.padded_hw, spec.effective_kernel_hw
+    plane = (ph - eh + 1) * (pw - ew + 1) * eh * ew
+    calls = spec.batch * spec.out_channels * spec.in_per_group
+    return costs["call"] + calls * (costs["scipy_call"] + plane / costs["scipy_direct"])

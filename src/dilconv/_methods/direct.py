@@ -8,6 +8,8 @@ taps that land in the zero padding.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from dilconv._spec import ConvSpec
@@ -45,3 +47,9 @@ def workspace_bytes(spec: ConvSpec) -> int:
 def refusal(spec: ConvSpec) -> str | None:
     """The oracle takes any valid spec."""
     return None
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time: one Python step per output pixel, tap and group."""
+    (ho, wo), (kh, kw) = spec.out_hw, spec.kernel_hw
+    return costs["call"] + ho * wo * kh * kw * spec.groups * costs["tap"]

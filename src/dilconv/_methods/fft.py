@@ -18,6 +18,9 @@ output NaN. So ``method="auto"`` never picks the FFT unless
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import numpy as np
 
 from dilconv._kernel import dilate_taps
@@ -70,3 +73,14 @@ def refusal(spec: ConvSpec) -> str | None:
     if spec.dtype.kind in "iu":
         return "integer input must be exact, which an FFT cannot guarantee"
     return None
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time: the real transforms (5 n log2 n flop) and the spectral contraction."""
+    fh, fw = spec.padded_hw
+    size = fh * fw
+    cg, og = spec.in_per_group, spec.out_per_group
+    transforms = spec.batch * (spec.in_channels + spec.out_channels) + cg * spec.out_channels
+    flops = 5 * transforms * size * math.log2(max(size, 2)) / 2
+    contraction = spec.batch * size / 2 * cg * og * spec.groups
+    return costs["call"] + costs["fft_call"] + flops / costs["fft"] + contraction / costs["einsum"]

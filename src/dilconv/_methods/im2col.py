@@ -9,9 +9,13 @@ matrix stay under the workspace limit (:func:`dilconv.get_workspace_limit`).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from dilconv import _cost
 from dilconv._config import get_workspace_limit
 from dilconv._padding import zero_padded_rows
 from dilconv._spec import ConvSpec
@@ -106,3 +110,21 @@ def workspace_bytes(spec: ConvSpec) -> int:
 def refusal(spec: ConvSpec) -> str | None:
     """Any valid spec works."""
     return None
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time: the gather of the columns, by run length, plus the chunks' products."""
+    n, item = spec.batch, spec.dtype.itemsize
+    (ho, wo), (kh, kw) = spec.out_hw, spec.kernel_hw
+    pixels = n * ho * wo
+    gathered = pixels * kh * kw * spec.in_channels * item
+    run = spec.in_channels * item * (kw if spec.dilation[1] == 1 else 1)
+    images, rows = chunking(spec)
+    chunks = math.ceil(n / images) * math.ceil(ho / rows)
+    m = pixels / chunks
+    gemm = (
+        chunks
+        * spec.groups
+        * _cost.gemm_seconds(spec, m, kh * kw * spec.in_per_group, spec.out_per_group, costs)
+    )
+    return costs["call"] + chunks * costs["tap"] + gathered / _cost.gather_rate(run, costs) + gemm

@@ -18,9 +18,12 @@ every dilation. Each tap only touches the output pixels where it reads real inpu
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import numpy as np
 
-from dilconv import _shapes
+from dilconv import _cost, _shapes
 from dilconv._config import get_workspace_limit
 from dilconv._methods import _single
 from dilconv._native import pool
@@ -276,3 +279,49 @@ def workspace_bytes(spec: ConvSpec) -> int:
 def refusal(spec: ConvSpec) -> str | None:
     """Any valid spec works."""
     return None
+
+
+def tap_area(spec: ConvSpec) -> tuple[int, int]:
+    """Output pixels summed over the taps that read real input, and the count of such taps."""
+    area = 0
+    taps = tap_ranges(spec)
+    for _, _, _, _, (r0, r1), (c0, c1) in taps:
+        area += (r1 - r0) * (c1 - c0)
+    return spec.batch * area, len(taps)
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time of whichever of the three forms :func:`conv` takes on ``spec``."""
+    item = spec.dtype.itemsize
+    cg, og, groups = spec.in_per_group, spec.out_per_group, spec.groups
+    area, taps = tap_area(spec)
+    if elementwise(spec):
+        strips = spec.batch * math.ceil(spec.out_hw[0] / strip_rows(spec))
+        rate = costs["elementwise"] * (costs["threads"] if area > PARALLEL_MIN else 1)
+        # a multiply and an add per tap over strided slices; effective passes timed
+        # against the compiled loops on depthwise 16-64 channels, 64-256 pixels
+        passes, calls = 5.0, strips * taps * 2
+        if _single.applies(spec):  # one einsum pass per strip (per kernel column when tied)
+            # effective passes, timed against the compiled loops on 128-2048 pixel
+            # squares: einsum's strided loop runs at about half the in-cache rate
+            tied = spec.dilation[1] == spec.stride[1]
+            passes = 5.0 if tied else 2.0
+            calls = strips * (2 * spec.kernel_hw[1] if tied else 1)
+        return costs["call"] + calls * costs["tap"] + passes * area * spec.out_channels / rate
+    windows = column_window_bytes(spec)
+    if spec.stride == (1, 1) and groups == 1 and windows <= get_workspace_limit():
+        gemm = sum(
+            _cost.gemm_seconds(spec, (r1 - r0) * (c1 - c0), cg, og, costs) * spec.batch
+            for _, _, _, _, (r0, r1), (c0, c1) in tap_ranges(spec)
+        )
+        copied = sum(
+            spec.batch * (c1 - c0) * (spec.in_hw[0] * cg + 3 * spec.out_hw[0] * og)
+            for c0, c1 in {t[5] for t in tap_ranges(spec)}
+            if (c0, c1) != (0, spec.in_hw[1]) or spec.out_hw[1] != spec.in_hw[1]
+        )
+        return costs["call"] + gemm + copied * item / costs["copy"]
+    bands = math.ceil(spec.out_hw[0] / strip_rows(spec))
+    per_tap = area / max(taps, 1)
+    gemm = taps * bands * groups * _cost.gemm_seconds(spec, per_tap / bands, cg, og, costs)
+    moved = area * groups * (cg + 2 * og) * item / costs["copy"]
+    return costs["call"] + gemm + moved

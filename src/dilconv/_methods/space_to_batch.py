@@ -13,6 +13,7 @@ exactly where TensorFlow refuses them.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -84,3 +85,11 @@ def workspace_bytes(spec: ConvSpec) -> int:
 def refusal(spec: ConvSpec) -> str | None:
     """Any valid spec works."""
     return None
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time: ``shift_add`` on the dense inner problem plus the two reshuffles."""
+    item, (ho, wo) = spec.dtype.itemsize, spec.out_hw
+    moved = 2 * spec.batch * spec.in_channels * spec.padded_hw[0] * spec.padded_hw[1] * item
+    moved += spec.batch * ho * wo * spec.out_channels * item
+    return shift_add.estimate_seconds(inner_spec(spec), costs) + moved / costs["copy"]

@@ -15,9 +15,12 @@ such layout constraint.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import numpy as np
 
-from dilconv import _shapes
+from dilconv import _cost, _shapes
 from dilconv._config import get_workspace_limit
 from dilconv._methods import shift_add
 from dilconv._native import pool
@@ -157,3 +160,22 @@ def workspace_bytes(spec: ConvSpec) -> int:
 def refusal(spec: ConvSpec) -> str | None:
     """Any valid spec works."""
     return None
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time: the band products plus the copies into and out of the slabs
+    (where the pitched form does not apply, ``shift_add``'s, which :func:`conv` runs)."""
+    if not applies(spec):
+        return shift_add.estimate_seconds(spec, costs)
+    item, c, o = spec.dtype.itemsize, spec.in_channels, spec.out_channels
+    ho, wd = spec.out_hw[0], spec.in_hw[1]
+    band, p = band_rows(spec), pitch(spec)
+    halo = spec.effective_kernel_hw[0] - 1
+    bands = spec.batch * math.ceil(ho / band)
+    taps = live_taps(spec)
+    rows = spec.batch * sum(r1 - r0 for _, _, r0, r1 in taps)
+    m = min(band, ho) * p
+    per_block = _cost.gemm_seconds(spec, m, c, o, costs, shared=threaded(spec)) - costs["tap"]
+    seconds = rows * p / m * per_block + bands * len(taps) * costs["tap"]
+    moved = bands * (band + halo) * wd * c + 2 * spec.batch * ho * p * o
+    return costs["call"] + seconds + moved * item / costs["copy"]

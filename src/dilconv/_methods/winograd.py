@@ -40,7 +40,7 @@ import dataclasses
 import functools
 import importlib.util
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -350,3 +350,45 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
             calls.Binding(x=x, w=weights, out=y).run, direct.shares, key=("winograd edges", spec)
         )
     return y
+
+
+def work(spec: ConvSpec) -> tuple[int, int, int, int]:
+    """``(multiply-adds, transformed values, calls, threads)`` of this method on ``spec``.
+
+    Multiply-adds of the 16 products over whole SIMD vectors of output channels and
+    whole runs of tiles (a band's last, shorter run costs about a full one: the
+    weights are loaded for it all the same); transformed values are the 16 per tile
+    and channel, input and output; calls are compiled-function calls (per band and
+    block of input channels, an input transform and the products' calls).
+    """
+    lay = layout(spec)
+    p = product_plan(spec)
+    width = sum(math.ceil((o1 - o0) / p.lanes) * p.lanes for o0, o1 in p.out_blocks)
+    runs = sum(math.ceil((r1 - r0) * (s1 - s0) / p.pixels) for r0, r1, s0, s1 in lay.bands)
+    macs = spec.batch * runs * p.pixels * 16 * spec.in_channels * width
+    values = spec.batch * lay.tiles * 16 * (spec.in_channels + spec.out_channels)
+    per_band = 2 + len(p.in_blocks) * (1 + 2 * len(p.out_blocks))
+    return macs, values, spec.batch * len(lay.bands) * per_band, thread_count(spec)
+
+
+def direct_share(spec: ConvSpec) -> float:
+    """The share of the outputs that this method computes directly (no whole pair)."""
+    lay = layout(spec)
+    (ho, wo), rows, cols = spec.out_hw, len(lay.single_rows), len(lay.single_cols)
+    return (rows * wo + (ho - rows) * cols) / max(ho * wo, 1)
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time: the 16 products at the tiles' rate, the transforms, the weights'
+    transform, and ``blocked``'s share for the outputs computed directly."""
+    macs, values, calls, threads = work(spec)
+    half = 1 if spec.dtype.itemsize < 8 else 0.5
+    rate = costs["blocked"] * half * threads
+    seconds = macs / rate + values / (costs["winograd_transform"] * half * threads)
+    seconds += 16 * spec.in_channels * spec.out_channels / costs["winograd_weights"]
+    share = direct_share(spec)
+    if share:  # blocked's tiles on those outputs (their share of its whole time)
+        seconds += costs["blocked_call"] + share * (
+            blocked.estimate_seconds(spec, costs) - costs["call"]
+        )
+    return costs["call"] + costs["blocked_call"] + seconds + calls * costs["tap"] / threads

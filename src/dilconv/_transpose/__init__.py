@@ -16,13 +16,13 @@ one phase of the result that a stride dividing the dilation reaches.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from dilconv import _exact
+from dilconv import _exact, _select
 from dilconv._config import get_workspace_limit
 from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
 from dilconv._padding import pad_spatial_adjoint
@@ -36,18 +36,30 @@ class TransposeMethod:
 
     name: str
     conv_transpose: Callable[[np.ndarray, np.ndarray, ConvSpec], np.ndarray]
+    workspace_bytes: Callable[[ConvSpec], int]
+    refusal: Callable[[ConvSpec], str | None]
+    estimate_seconds: Callable[[ConvSpec, Mapping[str, float]], float]
     summary: str
+    auto: bool = True  # whether "auto" may choose it (the loop oracle: never)
 
 
-def _register(name: str, module: ModuleType) -> TransposeMethod:
+def _register(name: str, module: ModuleType, auto: bool = True) -> TransposeMethod:
     doc = (module.__doc__ or name).strip().splitlines()[0]
-    return TransposeMethod(name, module.conv_transpose, doc)
+    return TransposeMethod(
+        name,
+        module.conv_transpose,
+        module.workspace_bytes,
+        module.refusal,
+        module.estimate_seconds,
+        doc,
+        auto,
+    )
 
 
 TRANSPOSE_METHODS: dict[str, TransposeMethod] = {
     m.name: m
     for m in (
-        _register("direct", direct),
+        _register("direct", direct, auto=False),
         _register("scatter", scatter),
         _register("correlate", correlate),
         _register("phase", phase),
@@ -58,67 +70,46 @@ TRANSPOSE_METHODS: dict[str, TransposeMethod] = {
 def resolve_transpose_method(method: Any, spec: ConvSpec) -> str:
     """Check ``method`` against the registry, the spec and the workspace limit.
 
-    ``"auto"``: at stride 1, ``"correlate"`` (the forward engine's fastest method for
-    the equivalent correlation); where the stride divides the dilation, ``"phase"``
-    (the same, on the one phase of the result the taps reach); otherwise
-    ``"scatter"``, which does one product per tap on the region that tap reaches and
-    nothing for the zeros between sources. A method whose :data:`WORKSPACE` exceeds
-    :func:`dilconv.get_workspace_limit` is skipped by ``"auto"`` and refused by
-    name with a ValueError naming both sizes and the setting, as in ``conv2d``.
+    ``"auto"`` asks each algorithm through :func:`dilconv._select.best`: at stride 1
+    ``"correlate"`` (the forward engine's fastest method for the equivalent
+    correlation); where the stride divides the dilation, ``"phase"`` (the same, on
+    the one phase of the result the taps reach); ``"scatter"`` (one product per tap
+    on the region that tap reaches, nothing for the zeros between sources) wherever
+    it is modelled faster or the others refuse.
+    A method whose workspace exceeds :func:`dilconv.get_workspace_limit` is skipped
+    by ``"auto"`` and refused by name with a ValueError naming both sizes and the
+    setting, as in ``conv2d``.
     """
     if not isinstance(method, str):
         raise TypeError(f"method must be a str, got {method!r}")
+    lowered = spec.lowered()
     if method == "auto":
-        if spec.stride == (1, 1):
-            return "correlate"
-        lowered = spec.lowered()
-        if phase.refusal(lowered) is None and _fits("phase", lowered):
-            return "phase"
-        if _fits("scatter", lowered):
-            return "scatter"
-        raise ValueError(
-            f"no transposed-convolution method fits the workspace limit of "
-            f"{get_workspace_limit() / 2**20:.1f} MiB (dilconv.set_workspace_limit): "
-            + ", ".join(
-                f"{name!r} needs {WORKSPACE[name](lowered) / 2**20:.1f} MiB"
-                for name in ("phase", "scatter")
-                if name == "scatter" or phase.refusal(lowered) is None
+        if not _select.eligible(TRANSPOSE_METHODS, lowered):
+            raise ValueError(
+                f"no transposed-convolution method fits the workspace limit of "
+                f"{get_workspace_limit() / 2**20:.1f} MiB (dilconv.set_workspace_limit): "
+                + ", ".join(
+                    f"{name!r} needs {m.workspace_bytes(lowered) / 2**20:.1f} MiB"
+                    for name, m in TRANSPOSE_METHODS.items()
+                    if m.auto and m.refusal(lowered) is None
+                )
             )
-        )
+        return _select.best(TRANSPOSE_METHODS, lowered, "transposed algorithm")
     if method not in TRANSPOSE_METHODS:
         raise ValueError(
             f"method must be 'auto' or one of {sorted(TRANSPOSE_METHODS)}, got {method!r}"
         )
-    if method == "correlate" and spec.stride != (1, 1):
-        raise ValueError(
-            f"method='correlate' needs stride 1, got stride {spec.stride}; use 'scatter'"
-        )
-    if method == "phase":
-        reason = phase.refusal(spec.lowered())
-        if reason is not None:
-            raise ValueError(f"method='phase' cannot compute this call: {reason}; use 'scatter'")
-    if method in WORKSPACE and not _fits(method, spec.lowered()):
-        need, limit = WORKSPACE[method](spec.lowered()), get_workspace_limit()
+    reason = TRANSPOSE_METHODS[method].refusal(lowered)
+    if reason is not None:
+        raise ValueError(f"method={method!r} cannot compute this call: {reason}; use 'scatter'")
+    need, limit = TRANSPOSE_METHODS[method].workspace_bytes(lowered), get_workspace_limit()
+    if need > limit:
         raise ValueError(
             f"method={method!r} needs {need / 2**20:.1f} MiB of workspace, more than the "
             f"limit of {limit / 2**20:.1f} MiB (dilconv.set_workspace_limit); use "
             f"method='auto' or raise the limit"
         )
     return method
-
-
-#: The scratch bytes of the methods that allocate their own beyond the result
-#: (``"correlate"`` runs on the forward engine, which checks its own; ``"direct"``
-#: is the oracle).
-WORKSPACE: dict[str, Callable[[ConvSpec], int]] = {
-    "scatter": scatter.workspace_bytes,
-    "phase": phase.workspace_bytes,
-}
-
-
-def _fits(method: str, lowered: ConvSpec) -> bool:
-    """True when ``method``'s workspace for the lowered spec is within the limit."""
-    return WORKSPACE[method](lowered) <= get_workspace_limit()
 
 
 def adjoint_canonical(g: Any, w: np.ndarray, spec: ConvSpec, method: str) -> np.ndarray:

@@ -13,6 +13,7 @@ between the sources, which :mod:`scatter` never inserts.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -60,3 +61,28 @@ def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     src = np.ascontiguousarray(g[:, rows, cols])
     name = _select.resolve_method("auto", inner, (src, w))
     return METHODS[name].conv(src, transposed_weight(w, spec.groups), inner)
+
+
+def refusal(spec: ConvSpec) -> str | None:
+    """Other strides would need zeros between the sources."""
+    if spec.stride != (1, 1):
+        return f"needs stride 1, got stride {spec.stride}"
+    return None
+
+
+def workspace_bytes(spec: ConvSpec) -> int:
+    """The cropped copy of the sources and the reversed kernel (the forward engine's own
+    workspace is within the limit by its own guard)."""
+    inner, _ = adjoint_spec(spec)
+    n_h, n_w = inner.in_hw
+    items = spec.batch * max(n_h, 0) * max(n_w, 0) * spec.out_channels
+    items += spec.kernel_hw[0] * spec.kernel_hw[1] * spec.in_channels * spec.out_per_group
+    return items * spec.dtype.itemsize
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time: the forward engine's choice for the correlation (what runs)."""
+    inner, _ = adjoint_spec(spec)
+    if min(inner.in_hw) < 1:
+        return costs["call"]
+    return METHODS[_select.cheapest(inner)].estimate_seconds(inner, costs)

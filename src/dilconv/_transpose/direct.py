@@ -9,6 +9,8 @@ skipping positions that fall in the zero padding.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from dilconv._spec import ConvSpec
@@ -40,3 +42,19 @@ def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
                         w_g = w[i, j, :, grp * og : (grp + 1) * og]
                         x[:, ih, iw, grp * cg : (grp + 1) * cg] += g_g @ w_g.T
     return x
+
+
+def refusal(spec: ConvSpec) -> str | None:
+    """The oracle computes every spec."""
+    return None
+
+
+def workspace_bytes(spec: ConvSpec) -> int:
+    """No scratch memory."""
+    return 0
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time: one Python step per source pixel, tap and group (never chosen)."""
+    (ho, wo), (kh, kw) = spec.out_hw, spec.kernel_hw
+    return costs["call"] + ho * wo * kh * kw * spec.groups * costs["tap"]

@@ -14,6 +14,7 @@ negative pad at the end) are refused; ``"auto"`` then uses ``"scatter"``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -87,3 +88,15 @@ def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     x = np.zeros((spec.batch, h, wd, spec.in_channels), dtype=spec.dtype)
     x[:, rh::sh, rw::sw] = correlate.conv_transpose(g, w, inner)
     return x
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time: the phase's correlation plus zeroing the result and writing the
+    phase into every ``stride``-th row and column of it."""
+    found = phase_spec(spec)
+    if isinstance(found, str):
+        return float("inf")
+    inner = found[0]
+    h, w = spec.in_hw
+    written = spec.batch * h * w * spec.in_channels * spec.dtype.itemsize
+    return correlate.estimate_seconds(inner, costs) + 2 * written / costs["copy"]

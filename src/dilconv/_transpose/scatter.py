@@ -18,6 +18,7 @@ tap's block of columns is added where that tap reaches.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -157,3 +158,14 @@ def _combined(g: np.ndarray, w: np.ndarray, spec: ConvSpec, taps: list[Any], x: 
                 target = x[:, t0 : t0 + (b - a - 1) * sh + 1 : sh, cols, k * cg : (k + 1) * cg]
                 target += prod[:, a - o_a : b - o_a, c0:c1, tap]
             del prod, src  # freed before the next product: one at a time
+
+
+def refusal(spec: ConvSpec) -> str | None:
+    """Any stride, dilation, padding and group count."""
+    return None
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time: the products and adds of ``shift_add``'s forward pass on the same
+    spec (one product per tap on the region it reaches), its exact adjoint."""
+    return shift_add.estimate_seconds(spec, costs)
