@@ -1,14 +1,15 @@
-"""Turn the record of ``benchmarks/run.sh`` into the measured part of RESULTS.md.
+"""Write ``benchmarks/RESULTS.md`` from the record of ``benchmarks/run.sh``.
 
-Reads ``benchmarks/results.json`` and writes its section of ``benchmarks/RESULTS.md``
-(between ``<!-- bench:start -->`` and ``<!-- bench:end -->``; the rest of the file is
-kept): the machine, the command, one table per case, and every target of the
-performance issue checked against the numbers (met or not, with the ratio)::
+Reads ``benchmarks/results.json`` and writes the whole of ``benchmarks/RESULTS.md``:
+the machine, the command, every target of the performance issues checked against
+the numbers (met or not, with the ratio) and one table per case. Nothing in it is
+written by hand: to change it, change this script or the record::
 
-    .venv/bin/python benchmarks/write_results.py [--command "..."] [--notes NOTES.md]
+    .venv/bin/python benchmarks/write_results.py [--json results.json] [--out RESULTS.md]
+        [--command "..."]
 
-The notes (how to read the numbers, where the time goes) are kept by hand in
-``benchmarks/NOTES.md``, the default for ``--notes``.
+How to read the numbers, where the time goes and notes on earlier runs are kept by
+hand in ``benchmarks/NOTES.md``, which RESULTS.md links to.
 """
 
 from __future__ import annotations
@@ -19,7 +20,21 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
-START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+#: The first line of the written file.
+GENERATED = (
+    "<!-- Written by benchmarks/write_results.py from benchmarks/results.json; "
+    "do not edit by hand. -->"
+)
+
+#: The headings every written file has, in order (the per-case tables follow).
+SECTIONS = (
+    "# Benchmark results",
+    "## `dilconv bench`: dilconv against PyTorch, TensorFlow and SciPy",
+    "### Machine and command",
+    "### Targets",
+    "### dilconv auto against the peers",
+    "### Every contender (median ms)",
+)
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -146,21 +161,24 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def render(record: dict[str, Any], command: str, notes: str) -> str:
+def render(record: dict[str, Any], command: str) -> str:
+    """The whole of RESULTS.md for ``record``, run as ``command``."""
     m = record["machine"]
     rows = record["rows"]
     lines = [
-        START,
-        "# Benchmark results",
+        GENERATED,
+        SECTIONS[0],
         "",
-        "## `dilconv bench`: dilconv against PyTorch, TensorFlow and SciPy",
+        SECTIONS[1],
         "",
         "Written by `benchmarks/write_results.py` from `benchmarks/results.json`, the record of",
         "one run of the command below (every row's contenders timed side by side in that one",
         "process, alternating, warm-up first, medians; times in milliseconds; ratios are",
         'dilconv `method="auto"` time over the peer\'s time, below 1 means dilconv is faster).',
+        "How to read the numbers, where the time goes and notes on earlier runs:",
+        "[NOTES.md](NOTES.md).",
         "",
-        "### Machine and command",
+        SECTIONS[2],
         "",
         f"- CPU: {m['cpu']}, {m['cpus']} CPUs; dilconv's own threads: {m['dilconv_threads']}",
         f"- BLAS (threadpoolctl): {m['blas']}",
@@ -190,16 +208,14 @@ def render(record: dict[str, Any], command: str, notes: str) -> str:
         command,
         "```",
         "",
-        "### Targets",
+        SECTIONS[3],
         "",
         *targets(rows),
         "",
     ]
-    if notes:
-        lines += [notes.rstrip(), ""]
     peak = max(m["matmul_peak_gflops"], m.get("matmul_peak_gflops_after", 0.0))
-    lines += ["### dilconv auto against the peers", "", *rate_table(rows, peak), ""]
-    lines += ["### Every contender (median ms)", ""]
+    lines += [SECTIONS[4], "", *rate_table(rows, peak), ""]
+    lines += [SECTIONS[5], ""]
     for case in dict.fromkeys(r["case"] for r in rows):
         lines += [f"#### {case}", "", *case_table([r for r in rows if r["case"] == case]), ""]
         skipped = {
@@ -212,32 +228,17 @@ def render(record: dict[str, Any], command: str, notes: str) -> str:
             lines += ["Not run: " + "; ".join(sorted(skipped)) + ".", ""]
     for peer, why in record["missing_peers"].items():
         lines.append(f"Peer {peer} not run: {why}")
-    lines.append(END)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def merge(existing: str, section: str) -> str:
-    """``existing`` with its bench section replaced by ``section`` (put first if absent)."""
-    if START in existing and END in existing:
-        head, rest = existing.split(START, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        return head + section + ("\n" + tail if tail else "")
-    return section + ("\n" + existing if existing.strip() else "")
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=HERE / "results.json")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--command", default="benchmarks/run.sh")
-    parser.add_argument(
-        "--notes", type=Path, default=HERE / "NOTES.md", help="markdown added after targets"
-    )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     record = json.loads(args.json.read_text(encoding="utf-8"))
-    notes = args.notes.read_text(encoding="utf-8") if args.notes and args.notes.exists() else ""
-    existing = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
-    args.out.write_text(merge(existing, render(record, args.command, notes)), encoding="utf-8")
+    args.out.write_text(render(record, args.command), encoding="utf-8")
     print(f"wrote {args.out}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -120,3 +121,30 @@ def test_stream_rows_derive_real_time_and_per_stream_figures(quick_record: dict)
         if peer is not None:  # installed with the peers extra: the same stack, streamed
             assert peer["agree_rel_diff"] < 1e-5
             assert rows[label]["derived"]["pytorch_tcn_us_per_block"] > 0
+
+
+def test_results_writer_writes_every_section_from_the_quick_record(
+    quick_record: dict, tmp_path: Path
+) -> None:
+    """benchmarks/write_results.py turns a record into the whole RESULTS.md."""
+    spec = importlib.util.spec_from_file_location(
+        "write_results", Path(__file__).parents[1] / "benchmarks" / "write_results.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    writer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(writer)
+    record, out = tmp_path / "quick.json", tmp_path / "RESULTS.md"
+    record.write_text(json.dumps(quick_record), encoding="utf-8")
+    out.write_text("text written by hand\n", encoding="utf-8")
+    writer.main(["--json", str(record), "--out", str(out), "--command", "dilconv bench --quick"])
+    text = out.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert lines[0] == writer.GENERATED
+    assert "text written by hand" not in text
+    positions = [lines.index(heading) for heading in writer.SECTIONS]
+    assert positions == sorted(positions)
+    for case in dict.fromkeys(r["case"] for r in quick_record["rows"]):
+        assert f"#### {case}" in lines
+    assert "dilconv bench --quick" in text
+    assert any(line.startswith("- method='auto' within 10%") for line in lines)
