@@ -64,12 +64,16 @@ def test_a_bad_value_is_refused(tmp_path: Path) -> None:
 def test_every_constant_is_used_and_every_one_used_is_in_the_file() -> None:
     costs = Recording()
     registries = (METHODS, TRANSPOSE_METHODS, _grad_weight.ROUTES)
+    ran: set[str] = set()
     for spec in specs():
         for registry in registries:
             for name, entry in registry.items():
                 if entry.refusal(spec) is None:
                     assert entry.estimate_seconds(spec, costs) > 0, name
-    assert costs.read == set(_cost.COST)
+                    ran.add(name)
+    assert costs.read <= set(_cost.COST)
+    if {"compiled", "blocked", "winograd"} <= ran:  # Numba and llvmlite here
+        assert costs.read == set(_cost.COST)
 
 
 #: Forward algorithms that run without compiling anything (a bounded test time). Not
