@@ -13,7 +13,6 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
 
 from dilconv._spec import ConvSpec
 
@@ -21,8 +20,8 @@ from dilconv._spec import ConvSpec
 COST_FILE = Path(__file__).with_name("cost_model.json")
 
 
-def load(path: Path = COST_FILE) -> Mapping[str, float]:
-    """The constants of the file at ``path``, ``{name: value}`` (read only).
+def load(path: Path = COST_FILE) -> dict[str, float]:
+    """The constants of the file at ``path``, ``{name: value}``.
 
     Raises ValueError when a value is not a positive finite number.
     """
@@ -33,11 +32,11 @@ def load(path: Path = COST_FILE) -> Mapping[str, float]:
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{path}: constant {name!r} must be a positive number, got {value!r}")
         values[name] = float(value)
-    return MappingProxyType(values)
+    return values
 
 
-#: The constants in use (``cost_model.json``).
-COST: Mapping[str, float] = load()
+#: The constants in use (``cost_model.json``); a test may set one for a call.
+COST: dict[str, float] = load()
 
 
 def gemm_seconds(
