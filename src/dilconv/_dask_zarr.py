@@ -531,7 +531,7 @@ def conv2d_zarr(
     return as_dask(plan_zarr(source, w, bias, options, chunks=chunks))
 
 
-def _spatial_axes_nd(rank: int, x_ndim: int, channels_first: bool) -> tuple[list[int], int | None]:
+def spatial_axes_nd(rank: int, x_ndim: int, channels_first: bool) -> tuple[list[int], int | None]:
     """Spatial axes and channel axis of a ``rank``-D call's array of ``x_ndim`` axes."""
     if x_ndim == rank:
         return list(range(rank)), None
@@ -542,24 +542,32 @@ def _spatial_axes_nd(rank: int, x_ndim: int, channels_first: bool) -> tuple[list
 
 
 def conv_nd_zarr(
-    rank: int, path_or_array: Any, w: Any, bias: Any = None, *, chunks: Any = None, **options: Any
+    rank: int,
+    path_or_array: Any,
+    w: Any,
+    bias: Any = None,
+    *,
+    chunks: Any = None,
+    in_chunks: Sequence[Sequence[int]] | None = None,
+    **options: Any,
 ) -> da.Array:
     """:func:`conv2d_zarr` for :func:`dilconv.conv1d` (``rank=1``) or :func:`dilconv.conv3d`.
 
-    The same window reads, one task per output chunk; ``options`` are those of
-    the in-memory call of that rank, validated by the same code. ``chunks``: outputs
-    per chunk along each spatial axis (default: the store's chunk over the stride).
+        The same window reads, one task per output chunk; ``options`` are those of
+        the in-memory call of that rank, validated by the same code. ``chunks``: outputs
+        per chunk along each spatial axis (default: the store's chunk, or ``in_chunks``'
+    first along that axis, over the stride).
 
-    Examples
-    --------
-    >>> import numpy as np, zarr, dilconv
-    >>> z = zarr.create_array(store={}, shape=(2, 9, 8, 10), chunks=(1, 4, 4, 4), dtype="int64")
-    >>> z[:] = np.arange(z.size).reshape(z.shape) % 7
-    >>> w = np.ones((3, 2, 2, 3, 2), dtype=int)
-    >>> options = dict(dilation=2, padding="same", padding_mode="reflect")
-    >>> y = conv_nd_zarr(3, z, w, **options)
-    >>> bool(np.array_equal(y.compute(), dilconv.conv3d(z[:], w, **options)))
-    True
+        Examples
+        --------
+        >>> import numpy as np, zarr, dilconv
+        >>> z = zarr.create_array(store={}, shape=(2, 9, 8, 10), chunks=(1, 4, 4, 4), dtype="int64")
+        >>> z[:] = np.arange(z.size).reshape(z.shape) % 7
+        >>> w = np.ones((3, 2, 2, 3, 2), dtype=int)
+        >>> options = dict(dilation=2, padding="same", padding_mode="reflect")
+        >>> y = conv_nd_zarr(3, z, w, **options)
+        >>> bool(np.array_equal(y.compute(), dilconv.conv3d(z[:], w, **options)))
+        True
     """
     from dilconv import convnd
     from dilconv._spec_nd import make_spec_nd
@@ -579,8 +587,9 @@ def conv_nd_zarr(
         memory_check=False,
         **options,
     )
-    axes, c_axis = _spatial_axes_nd(rank, spec.x_ndim, spec.channels_first)
-    blocks = _blocks(chunks, spec.stride, [source.chunks[a] for a in axes])
+    axes, c_axis = spatial_axes_nd(rank, spec.x_ndim, spec.channels_first)
+    firsts = [source.chunks[a] if in_chunks is None else in_chunks[a][0] for a in axes]
+    blocks = _blocks(chunks, spec.stride, firsts)
     spatial = tuple(
         AxisPlan(
             axis=axis,
