@@ -12,6 +12,7 @@ import numpy as np
 
 from dilconv._methods import METHODS
 from dilconv._spec import DATA_FORMATS, PADDING_MODES, PADDING_STRINGS
+from dilconv._spec_nd import FORMATS, rank_of_format
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -48,16 +49,81 @@ def padding(text: str) -> Any:
     )
 
 
-def add_conv_options(parser: argparse.ArgumentParser, *, methods: bool = True) -> None:
-    """Add ``--stride --padding --dilation --groups --padding-mode --data-format --flip``."""
-    parser.add_argument("--stride", type=pair, default=1, help="N or H,W (default 1)")
-    parser.add_argument(
-        "--padding", type=padding, default=0, help="same, valid, full, P, PH,PW or T,B,L,R"
+def per_axis(text: str) -> int | tuple[int, ...]:
+    """An int, or one per spatial axis: ``N``, ``W``, ``H,W`` or ``D,H,W``."""
+    values = int_list(text)
+    if len(values) == 1:
+        return values[0]
+    if len(values) <= 3:
+        return values
+    raise argparse.ArgumentTypeError(f"expected N, H,W or D,H,W, got {text!r}")
+
+
+def padding_any_rank(text: str) -> Any:
+    """A keyword (``causal`` included) or integers that :func:`padding_of` reads per rank."""
+    if text.lower() in (*PADDING_STRINGS, "causal"):
+        return text.lower()
+    values = int_list(text)
+    if len(values) in (1, 2, 3, 4, 6):
+        return values[0] if len(values) == 1 else values
+    raise argparse.ArgumentTypeError(
+        f"padding must be same, valid, full, causal, P, one value per spatial axis or a "
+        f"before,after pair per axis; got {text!r}"
     )
-    parser.add_argument("--dilation", type=pair, default=1, help="N or H,W (default 1)")
+
+
+def padding_of(value: Any, rank: int) -> Any:
+    """``--padding`` for a ``rank``-D input: ``rank`` values, one per axis, or ``2 * rank``,
+    a before,after pair per axis (``PH,PW`` and ``T,B,L,R`` in 2-D).
+
+    >>> padding_of((1, 2, 3, 4), 2), padding_of((1, 2), 1), padding_of((1, 2, 3), 3)
+    (((1, 2), (3, 4)), ((1, 2),), (1, 2, 3))
+    """
+    if not isinstance(value, tuple) or len(value) == rank:
+        return value
+    if len(value) == 2 * rank:
+        return tuple(zip(value[::2], value[1::2], strict=True))
+    raise ValueError(
+        f"--padding {','.join(map(str, value))} has {len(value)} values; a {rank}-D input "
+        f"takes P, {rank} (one per axis) or {2 * rank} (before,after per axis)"
+    )
+
+
+#: The kernel's ndim -> the input's rank, when ``--data-format`` does not say it.
+#: A 3-D kernel is a volume's; a 1-D signal with channels needs ``--data-format NCW``.
+RANK_OF_KERNEL = {1: 1, 2: 2, 3: 3, 4: 2, 5: 3}
+
+
+def add_conv_options(
+    parser: argparse.ArgumentParser, *, methods: bool = True, ranks: bool = False
+) -> None:
+    """Add ``--stride --padding --dilation --groups --padding-mode --data-format --flip``.
+
+    ``ranks``: 1-D and 3-D too (``apply``): a value per spatial axis and every layout.
+    """
+    axis_type, padding_type = (per_axis, padding_any_rank) if ranks else (pair, padding)
+    per = "N, W, H,W or D,H,W" if ranks else "N or H,W"
+    pads = (
+        "same, valid, full, causal (1-D), P, one per axis or BEFORE,AFTER per axis"
+        if ranks
+        else "same, valid, full, P, PH,PW or T,B,L,R"
+    )
+    parser.add_argument("--stride", type=axis_type, default=1, help=f"{per} (default 1)")
+    parser.add_argument("--padding", type=padding_type, default=0, help=pads)
+    parser.add_argument("--dilation", type=axis_type, default=1, help=f"{per} (default 1)")
     parser.add_argument("--groups", type=int, default=1)
     parser.add_argument("--padding-mode", choices=PADDING_MODES, default="zeros")
-    parser.add_argument("--data-format", choices=DATA_FORMATS, default="NCHW")
+    if ranks:
+        parser.add_argument(
+            "--data-format",
+            choices=[f for rank in (1, 2, 3) for f in FORMATS[rank]],
+            default=None,
+            help="the input's layout (default: channels first, the rank from the kernel's "
+            "ndim: 1 a signal, 2 or 4 an image, 3 or 5 a volume; a signal with channels "
+            "needs NCW or NWC)",
+        )
+    else:
+        parser.add_argument("--data-format", choices=DATA_FORMATS, default="NCHW")
     parser.add_argument(
         "--flip", action="store_true", help="true convolution (default: cross-correlation)"
     )
@@ -79,6 +145,15 @@ def conv_options(args: argparse.Namespace, *, methods: bool = True) -> dict[str,
     if methods:
         options["method"] = args.method
     return options
+
+
+def rank_options(args: argparse.Namespace, kernel_ndim: int) -> tuple[int, dict[str, Any]]:
+    """``(rank, options)`` of a command with ``ranks=True`` flags, for a kernel of this ndim."""
+    rank = rank_of_format(args.data_format) or RANK_OF_KERNEL.get(kernel_ndim, 2)
+    options = conv_options(args)
+    options["data_format"] = args.data_format or FORMATS[rank][0]
+    options["padding"] = padding_of(args.padding, rank)
+    return rank, options
 
 
 #: ``--json`` without a file (or ``--json -``): the record on stdout instead of the text.

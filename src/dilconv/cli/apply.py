@@ -13,6 +13,7 @@ inside IN.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -27,9 +28,9 @@ from dilconv.cli._options import (
     STDOUT,
     add_conv_options,
     add_report_options,
-    conv_options,
     load_npy,
-    pair,
+    per_axis,
+    rank_options,
     write_report,
 )
 
@@ -50,11 +51,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", type=Path, help="output: a Zarr array (directory) or a .npy file")
     p.add_argument("--kernel", type=Path, required=True, help="weights (.npy)")
     p.add_argument("--bias", type=Path, help="bias vector (.npy)")
-    add_conv_options(p)
+    add_conv_options(p, ranks=True)
     p.add_argument(
         "--chunks",
-        type=pair,
-        help="output chunk rows,cols (default: the input's chunks divided by the stride)",
+        type=per_axis,
+        help="outputs per chunk, N or one per spatial axis "
+        "(default: the input's chunks divided by the stride)",
     )
     p.add_argument(
         "--scheduler",
@@ -252,11 +254,13 @@ def _describe(client: Any) -> str:
 # --- the command ---------------------------------------------------------------------------
 
 
-def plan(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """``(x, y, spec)``: the lazy input and result of the arguments, validated, not computed."""
+def plan(args: argparse.Namespace) -> tuple[Any, Any, int]:
+    """``(x, y, samples)``: the lazy input and result of the arguments, validated, not
+    computed, and the input's samples (pixels, voxels) over its batch and spatial axes."""
     import dilconv.dask
-    from dilconv._dask_zarr import zarr_source
+    from dilconv._dask_zarr import spatial_axes_nd, zarr_source
     from dilconv._spec import make_spec
+    from dilconv._spec_nd import make_spec_nd
 
     for name, path in (("kernel", args.kernel), ("bias", args.bias)):
         if path is not None and not path.is_file():
@@ -264,27 +268,43 @@ def plan(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     x = open_input(args.input)
     w = load_npy(args.kernel, "kernel")
     bias = None if args.bias is None else load_npy(args.bias, "bias")
-    options = conv_options(args)
+    rank, options = rank_options(args, w.ndim)
+    conv, conv_zarr = {
+        1: (dilconv.dask.conv1d, dilconv.dask.conv1d_zarr),
+        2: (dilconv.dask.conv2d, dilconv.dask.conv2d_zarr),
+        3: (dilconv.dask.conv3d, dilconv.dask.conv3d_zarr),
+    }[rank]
     try:
         source = zarr_source(x)
         if source is not None:  # each output chunk reads its window from the store
-            y = dilconv.dask.conv2d_zarr(source, w, bias, chunks=args.chunks, **options)
+            y = conv_zarr(source, w, bias, chunks=args.chunks, **options)
         else:
-            y = dilconv.dask.conv2d(x, w, bias, **options)
-        spec = make_spec(x.shape, w.shape, memory_check=False, **conv_options(args, methods=False))
+            y = conv(x, w, bias, **options)
+        geometry = {k: v for k, v in options.items() if k != "method"}
+        if rank == 2:
+            spec2 = make_spec(x.shape, w.shape, memory_check=False, **geometry)
+            axes = list(dilconv.dask.spatial_axes(spec2)[:2])
+            size: tuple[int, ...] = spec2.in_hw
+            stride: tuple[int, ...] = spec2.stride
+            batch = spec2.batch
+        else:
+            spec = make_spec_nd(rank, x.shape, w.shape, memory_check=False, **geometry)
+            axes, c_axis = spatial_axes_nd(rank, spec.x_ndim, spec.channels_first)
+            size, stride, batch = spec.in_size, spec.stride, spec.batch
         if source is None and args.chunks is not None:
-            h_axis, w_axis, _ = dilconv.dask.spatial_axes(spec)
-            rows, cols = (args.chunks, args.chunks) if isinstance(args.chunks, int) else args.chunks
-            if rows < 1 or cols < 1:
-                raise ValueError(f"--chunks must be positive, got {args.chunks}")
-            x = x.rechunk({h_axis: rows * spec.stride[0], w_axis: cols * spec.stride[1]})
-            y = dilconv.dask.conv2d(x, w, bias, **options)
+            per = (args.chunks,) * rank if isinstance(args.chunks, int) else args.chunks
+            if len(per) != rank or min(per) < 1:
+                raise ValueError(
+                    f"--chunks must be a positive N or {rank} of them, got {args.chunks}"
+                )
+            x = x.rechunk({a: n * s for a, n, s in zip(axes, per, stride, strict=True)})
+            y = conv(x, w, bias, **options)
     except ValueError as err:
         raise ValueError(f"{args.input}: {err}") from err
     # Zarr needs regular chunks: all equal but the last (only a batch axis can differ).
     if any(c[:-1] != (c[0],) * (len(c) - 1) or c[-1] > c[0] for c in y.chunks):
         y = y.rechunk(tuple(c[0] for c in y.chunks))
-    return x, y, spec
+    return x, y, batch * math.prod(size)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -298,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--memory-limit applies to a LocalCluster, not --scheduler {args.scheduler}"
         )
-    x, y, spec = plan(args)
+    x, y, samples = plan(args)
     chunks = tuple(c[0] for c in y.chunks)
     say = (lambda text: None) if args.json == STDOUT else print
     say(f"input  {args.input}: {x.dtype} {x.shape}, chunks {tuple(c[0] for c in x.chunks)}")
@@ -326,8 +346,7 @@ def run(args: argparse.Namespace) -> int:
                 seconds = _run_distributed(marks, client, progress)
         target.commit()
     total = time.perf_counter() - start
-    pixels = spec.batch * spec.in_hw[0] * spec.in_hw[1]
-    rate = pixels / seconds / 1e6
+    rate = samples / seconds / 1e6
     say(
         f"wrote {output}: computed and written in {seconds:.2f} s "
         f"({rate:.2f} Mpx/s of input), {total:.2f} s in all"
