@@ -449,28 +449,7 @@ def _build_spec(
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)
     batch, channels, in_hw = split_layout("x", x_shape, data_format)
     out_ch, in_per_group, kernel_hw = split_weight(w_shape, len(x_shape), data_format)
-    if 0 in x_shape:
-        raise ValueError(f"x must have no zero-size dimension, got shape {x_shape}")
-    if 0 in w_shape:
-        raise ValueError(f"w must have no zero-size dimension, got shape {w_shape}")
-    if len(x_shape) == 2 and n_groups != 1:
-        raise ValueError(f"groups must be 1 for 2-D input, got {n_groups}")
-    if channels % n_groups:
-        raise ValueError(
-            f"groups={n_groups} must divide the input channels, got {channels} channels"
-        )
-    if out_ch % n_groups:
-        raise ValueError(
-            f"groups={n_groups} must divide the output channels of w, "
-            f"got {out_ch} (w shape {w_shape})"
-        )
-    if in_per_group != channels // n_groups:
-        raise ValueError(
-            f"w shape {w_shape} has {in_per_group} input channels per group; x has "
-            f"{channels} channels and groups={n_groups}, so expected {channels // n_groups}"
-        )
-    if bias_shape is not None and tuple(bias_shape) != (out_ch,):
-        raise ValueError(f"bias must have shape ({out_ch},), got {tuple(bias_shape)}")
+    check_shapes(x_shape, w_shape, bias_shape, 2, n_groups, channels, out_ch, in_per_group)
 
     pad = resolve_pads(parsed_padding, in_hw, kernel_hw, stride_hw, dilation_hw)
     check_padding_mode_fits(padding_mode, pad, in_hw)
@@ -561,3 +540,38 @@ def input_shape(spec: ConvSpec) -> tuple[int, ...]:
     else:
         full = (spec.batch, h, w, spec.in_channels)
     return full if spec.x_ndim == 4 else full[1:]
+
+
+def check_shapes(
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    bias_shape: tuple[int, ...] | None,
+    rank: int,
+    n_groups: int,
+    channels: int,
+    out_ch: int,
+    in_per_group: int,
+) -> None:
+    """The checks every rank makes of the arrays' shapes against ``groups``."""
+    if 0 in x_shape:
+        raise ValueError(f"x must have no zero-size dimension, got shape {x_shape}")
+    if 0 in w_shape:
+        raise ValueError(f"w must have no zero-size dimension, got shape {w_shape}")
+    if len(x_shape) == rank and n_groups != 1:
+        raise ValueError(f"groups must be 1 for {rank}-D input, got {n_groups}")
+    if channels % n_groups:
+        raise ValueError(
+            f"groups={n_groups} must divide the input channels, got {channels} channels"
+        )
+    if out_ch % n_groups:
+        raise ValueError(
+            f"groups={n_groups} must divide the output channels of w, "
+            f"got {out_ch} (w shape {w_shape})"
+        )
+    if in_per_group != channels // n_groups:
+        raise ValueError(
+            f"w shape {w_shape} has {in_per_group} input channels per group; x has "
+            f"{channels} channels and groups={n_groups}, so expected {channels // n_groups}"
+        )
+    if bias_shape is not None and tuple(bias_shape) != (out_ch,):
+        raise ValueError(f"bias must have shape ({out_ch},), got {tuple(bias_shape)}")

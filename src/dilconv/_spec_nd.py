@@ -32,6 +32,7 @@ from dilconv._spec import (
     as_choice,
     as_int,
     as_pair,
+    check_shapes,
     compute_dtypes,
     parse_padding,
 )
@@ -310,28 +311,7 @@ def make_spec_nd(
             raise TypeError(f"{name} shape must be ints, got {shape!r}")
     batch, channels, in_size = split_layout_nd(x_shape, rank, data_format)
     out_ch, in_per_group, kernel = split_weight_nd(w_shape, len(x_shape), rank, data_format)
-    if 0 in x_shape:
-        raise ValueError(f"x must have no zero-size dimension, got shape {x_shape}")
-    if 0 in w_shape:
-        raise ValueError(f"w must have no zero-size dimension, got shape {w_shape}")
-    if len(x_shape) == rank and n_groups != 1:
-        raise ValueError(f"groups must be 1 for {rank}-D input, got {n_groups}")
-    if channels % n_groups:
-        raise ValueError(
-            f"groups={n_groups} must divide the input channels, got {channels} channels"
-        )
-    if out_ch % n_groups:
-        raise ValueError(
-            f"groups={n_groups} must divide the output channels of w, "
-            f"got {out_ch} (w shape {w_shape})"
-        )
-    if in_per_group != channels // n_groups:
-        raise ValueError(
-            f"w shape {w_shape} has {in_per_group} input channels per group; x has "
-            f"{channels} channels and groups={n_groups}, so expected {channels // n_groups}"
-        )
-    if bias_shape is not None and tuple(bias_shape) != (out_ch,):
-        raise ValueError(f"bias must have shape ({out_ch},), got {tuple(bias_shape)}")
+    check_shapes(x_shape, w_shape, bias_shape, rank, n_groups, channels, out_ch, in_per_group)
 
     pad = resolve_pads_nd(parsed, in_size, kernel, strides, dilations)
     _check_padding_mode_fits(padding_mode, pad, in_size, rank)
