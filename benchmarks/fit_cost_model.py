@@ -117,6 +117,59 @@ def fit() -> dict[str, float]:
     cost.update(fit_compiled(rng, cost["call"]))
     cost.update(fit_blocked(rng, cost["call"]))
     cost.update(fit_winograd(rng, cost))
+    cost.update(fit_first_calls())
+    return cost
+
+
+#: A fresh process's first and second call of one method (explicit, so it loads and
+#: waits), printed as two numbers of seconds.
+FIRST_CALL_SCRIPT = """
+import sys, time
+import numpy as np
+import dilconv
+method, shape = sys.argv[1], tuple(int(v) for v in sys.argv[2].split(","))
+x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+w = np.ones((3, 3, shape[-1], shape[-1]), np.float32)
+times = []
+for _ in range(2):
+    start = time.perf_counter()
+    dilconv.conv2d(x, w, padding="same", dilation=2, data_format="NHWC", method=method)
+    times.append(time.perf_counter() - start)
+print(*times)
+"""
+
+
+def fit_first_calls(rounds: int = 3) -> dict[str, float]:
+    """What a fresh process's first call of each loaded-code method adds to it (first
+    call less second call, best of ``rounds`` processes): with the disk caches
+    holding its code, and with empty ones (a new temporary folder each process)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    shapes = {"compiled": "1,256,256,1", "blocked": "1,64,64,16", "winograd": "1,64,64,16"}
+    cost: dict[str, float] = {}
+
+    def added(method: str, env: dict[str, str]) -> float:
+        out = subprocess.run(
+            [sys.executable, "-c", FIRST_CALL_SCRIPT, method, shapes[method]],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        return float(out[0]) - float(out[1])
+
+    for method in shapes:
+        env = dict(os.environ)
+        added(method, env)  # fills the caches
+        cost[f"{method}_first_cached"] = min(added(method, env) for _ in range(rounds))
+        empty = []
+        for _ in range(rounds):
+            with tempfile.TemporaryDirectory() as tmp:
+                fresh = {**env, "DILCONV_CACHE_DIR": f"{tmp}/d", "NUMBA_CACHE_DIR": f"{tmp}/n"}
+                empty.append(added(method, fresh))
+        cost[f"{method}_first_empty"] = min(empty)
     return cost
 
 

@@ -42,6 +42,7 @@ def test_defaults() -> None:
         "cache_dir": _config._default_cache_dir(),
         "workspace_bytes": _config.DEFAULT_WORKSPACE_BYTES,
         "allow_fft": False,
+        "first_calls": "tiered",
     }
     assert _config.get("allow_fft") is False
     config["threads"] = 99  # a copy: changing it changes nothing
@@ -250,8 +251,18 @@ _BAD_ENVIRONMENT = (
     ("env", "warned"),
     [
         (
-            {"DILCONV_WORKSPACE_BYTES": "abc", "DILCONV_SPIN_MS": "inf", "DILCONV_THREADS": "0"},
-            ["DILCONV_WORKSPACE_BYTES='abc'", "DILCONV_SPIN_MS='inf'", "DILCONV_THREADS='0'"],
+            {
+                "DILCONV_WORKSPACE_BYTES": "abc",
+                "DILCONV_SPIN_MS": "inf",
+                "DILCONV_THREADS": "0",
+                "DILCONV_FIRST_CALLS": "eager",
+            },
+            [
+                "DILCONV_WORKSPACE_BYTES='abc'",
+                "DILCONV_SPIN_MS='inf'",
+                "DILCONV_THREADS='0'",
+                "DILCONV_FIRST_CALLS='eager'",
+            ],
         ),
         (
             {"DILCONV_WORKSPACE_BYTES": "-1", "DILCONV_SPIN_MS": "nan", "DILCONV_THREADS": "64"},

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import dilconv
-from dilconv import _cost, _grad_weight, _select
+from dilconv import _cost, _first_calls, _grad_weight, _select
 from dilconv._methods import METHODS
 from dilconv._spec import ConvSpec, make_spec
 from dilconv._transpose import TRANSPOSE_METHODS
@@ -71,6 +71,17 @@ def test_every_constant_is_used_and_every_one_used_is_in_the_file() -> None:
                 if entry.refusal(spec) is None:
                     assert entry.estimate_seconds(spec, costs) > 0, name
                     ran.add(name)
+    saved = dict(_first_calls._ON_DISK)
+    try:  # the first-call costs, as a process that has loaded nothing, cache full or empty
+        for on_disk in (True, False):
+            _first_calls._ON_DISK.update(dict.fromkeys(saved, lambda o=on_disk: o))
+            for spec in specs():
+                for name in _first_calls.FAMILY:
+                    if METHODS[name].refusal(spec) is None:
+                        _first_calls.forget_ready(name, spec)
+                        assert _first_calls.warmup_seconds(name, spec, costs) > 0
+    finally:
+        _first_calls._ON_DISK.update(saved)
     assert costs.read <= set(_cost.COST)
     if {"compiled", "blocked", "winograd"} <= ran:  # Numba and llvmlite here
         assert costs.read == set(_cost.COST)

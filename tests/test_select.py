@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 
 import dilconv
-from dilconv import _select
+from dilconv import _first_calls, _select
 from dilconv._methods import METHODS
 from dilconv._spec import make_spec
 from tests.strategies import Case, conv_cases
@@ -126,7 +126,7 @@ def test_without_numba_compiled_declines_and_auto_falls_back(
     from dilconv._methods import compiled
 
     spec = make_spec((256, 256), (3, 3), padding="same", dilation=4, dtypes=[np.dtype("float32")])
-    assert _select.resolve_method("auto", spec) == "compiled"
+    assert _select.resolve_method("auto", spec, first_call=False) == "compiled"
     if failure == "missing":
         monkeypatch.setattr(compiled.importlib.util, "find_spec", lambda name: None)
         reason = "Numba is not installed"
@@ -138,16 +138,21 @@ def test_without_numba_compiled_declines_and_auto_falls_back(
         monkeypatch.setattr(compiled, "_loops", broken)
         reason = "Numba could not be loaded: cannot cache"
     compiled._unavailable.cache_clear()
+    compiled._installed.cache_clear()
     _select._cheapest.cache_clear()
+    _first_calls.forget()
     try:
+        with dilconv.config_context(first_calls="wait"):  # tries to load it
+            assert _select.resolve_method("auto", spec) != "compiled"
         assert "compiled" not in _select.candidates(spec.lowered())
-        assert _select.resolve_method("auto", spec) == "shift_add"
         with pytest.raises(ValueError, match=reason):
             _select.resolve_method("compiled", spec)
     finally:
         monkeypatch.undo()
         compiled._unavailable.cache_clear()
+        compiled._installed.cache_clear()
         _select._cheapest.cache_clear()
+        _first_calls.forget()
     assert compiled.numba_available()
 
 
@@ -159,7 +164,7 @@ def test_without_llvmlite_blocked_declines_and_auto_falls_back(
     from dilconv._native import tile_kernel
 
     spec = make_spec((1, 64, 64, 64), (64, 64, 3, 3), padding="same", dtypes=[np.dtype("float32")])
-    assert _select.resolve_method("auto", spec) == "winograd"
+    assert _select.resolve_method("auto", spec, first_call=False) == "winograd"
     if failure == "missing":
         monkeypatch.setattr(blocked.importlib.util, "find_spec", lambda name: None)
         reason = "llvmlite is not installed"
@@ -186,7 +191,7 @@ def test_without_llvmlite_blocked_declines_and_auto_falls_back(
     finally:
         monkeypatch.undo()
         clear()
-    assert _select.resolve_method("auto", spec) == "winograd"
+    assert _select.resolve_method("auto", spec, first_call=False) == "winograd"
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,7 @@ ENVIRONMENT = {
     "cache_dir": "DILCONV_CACHE_DIR",
     "workspace_bytes": "DILCONV_WORKSPACE_BYTES",
     "allow_fft": None,
+    "first_calls": "DILCONV_FIRST_CALLS",
 }
 NAMES = tuple(ENVIRONMENT)
 
@@ -73,6 +74,7 @@ _DEFAULTS: dict[str, Callable[[], Any]] = {
     "cache_dir": _default_cache_dir,
     "workspace_bytes": lambda: DEFAULT_WORKSPACE_BYTES,
     "allow_fft": lambda: False,
+    "first_calls": lambda: "tiered",
 }
 
 
@@ -127,12 +129,25 @@ def _allow_fft(value: Any, name: str = "allow_fft") -> bool:
     return value
 
 
+#: The values of ``first_calls`` (see :mod:`dilconv._first_calls`).
+FIRST_CALLS = ("tiered", "wait")
+
+
+def _first_calls(value: Any, name: str = "first_calls") -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {value!r} of type {type(value).__name__}")
+    if value not in FIRST_CALLS:
+        raise ValueError(f"{name} must be one of {FIRST_CALLS}, got {value!r}")
+    return value
+
+
 _VALIDATE: dict[str, Callable[..., Any]] = {
     "threads": _threads,
     "spin_ms": _spin_ms,
     "cache_dir": _cache_dir,
     "workspace_bytes": _workspace_bytes,
     "allow_fft": _allow_fft,
+    "first_calls": _first_calls,
 }
 #: How an environment variable's text becomes a value (then validated as above).
 _PARSE: dict[str, Callable[[str], Any]] = {
@@ -140,6 +155,7 @@ _PARSE: dict[str, Callable[[str], Any]] = {
     "spin_ms": float,
     "cache_dir": str,
     "workspace_bytes": int,
+    "first_calls": str,
 }
 
 _EXPECTED = {
@@ -147,6 +163,7 @@ _EXPECTED = {
     "spin_ms": f"a number of milliseconds from 0 to {MAX_SPIN_MS:g}",
     "cache_dir": "a folder",
     "workspace_bytes": f"an integer number of bytes, at least {MIN_WORKSPACE_BYTES}",
+    "first_calls": f"one of {FIRST_CALLS}",
 }
 
 
@@ -226,14 +243,14 @@ def get_config() -> dict[str, Any]:
     -------
     dict
         ``threads`` (int, after clamping to the CPUs available), ``spin_ms``
-        (float), ``cache_dir`` (str), ``workspace_bytes`` (int) and ``allow_fft``
-        (bool).
+        (float), ``cache_dir`` (str), ``workspace_bytes`` (int), ``allow_fft``
+        (bool) and ``first_calls`` (str).
 
     Examples
     --------
     >>> import dilconv
     >>> sorted(dilconv.get_config())
-    ['allow_fft', 'cache_dir', 'spin_ms', 'threads', 'workspace_bytes']
+    ['allow_fft', 'cache_dir', 'first_calls', 'spin_ms', 'threads', 'workspace_bytes']
     >>> with dilconv.config_context(threads=1):
     ...     dilconv.get_config()["threads"]
     1
@@ -252,6 +269,7 @@ def set_config(
     cache_dir: str | os.PathLike[str] | None = None,
     workspace_bytes: int | None = None,
     allow_fft: bool | None = None,
+    first_calls: str | None = None,
 ) -> None:
     """Set settings for the whole process, from the next call on (None: leave as is).
 
@@ -273,6 +291,12 @@ def set_config(
     allow_fft : bool, optional
         Whether ``method="auto"`` may choose ``"fft"``, whose rounding error at
         one pixel depends on values far from it.
+    first_calls : {"tiered", "wait"}, optional
+        ``"tiered"`` (the default): while the algorithm ``"auto"`` would choose
+        still has machine code to load (Numba's or LLVM's, up to seconds), a call
+        is served by the best loaded route until the load pays for itself
+        (:mod:`dilconv._first_calls`). ``"wait"``: ``"auto"`` always runs its
+        choice, loading it first.
 
     Notes
     -----
@@ -290,7 +314,8 @@ def set_config(
     """
     values = _checked(
         {"threads": threads, "spin_ms": spin_ms, "cache_dir": cache_dir,
-         "workspace_bytes": workspace_bytes, "allow_fft": allow_fft}
+         "workspace_bytes": workspace_bytes, "allow_fft": allow_fft,
+         "first_calls": first_calls}
     )  # fmt: skip
     with _lock:
         _process.update(values)
@@ -304,6 +329,7 @@ def config_context(
     cache_dir: str | os.PathLike[str] | None = None,
     workspace_bytes: int | None = None,
     allow_fft: bool | None = None,
+    first_calls: str | None = None,
 ) -> Iterator[None]:
     """Settings for the calls inside a ``with`` block, in this thread only.
 
@@ -324,7 +350,8 @@ def config_context(
     """
     values = _checked(
         {"threads": threads, "spin_ms": spin_ms, "cache_dir": cache_dir,
-         "workspace_bytes": workspace_bytes, "allow_fft": allow_fft}
+         "workspace_bytes": workspace_bytes, "allow_fft": allow_fft,
+         "first_calls": first_calls}
     )  # fmt: skip
     token = _context.set({**_context.get(), **values})
     try:

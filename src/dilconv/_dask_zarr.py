@@ -397,6 +397,7 @@ def plan_zarr(
     resolve_method(
         options.get("method", "auto"),
         make_spec(tuple(first), wa.shape, dtypes=dtypes, **conv_options),
+        first_call=False,
     )
     return ZarrConv(
         source=source,

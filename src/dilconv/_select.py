@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dilconv import _config
+from dilconv import _config, _first_calls
 from dilconv._config import get_workspace_limit
 from dilconv._cost import COST
 from dilconv._methods import METHODS, compiled
@@ -186,19 +186,43 @@ def explain(spec: ConvSpec) -> dict[str, str]:
     return notes
 
 
-def resolve_method(method: Any, spec: ConvSpec, arrays: tuple[np.ndarray, ...] = ()) -> str:
+def resolve_method(
+    method: Any, spec: ConvSpec, arrays: tuple[np.ndarray, ...] = (), *, first_call: bool = True
+) -> str:
     """Check ``method`` against the registry and the spec; ``"auto"`` asks the model.
 
     ``arrays``: the call's input arrays; where ``"auto"``'s choice is one of
     :data:`FINITE_ONLY`, they are checked for NaN and Inf (one sum each).
+    ``first_call``: the name is for a call about to run, so where the model's choice
+    still has machine code to load, :mod:`dilconv._first_calls` may serve the call
+    with a loaded route instead; False gives the model's choice (as
+    :func:`dilconv.choose_method` reports it) and records nothing.
     """
     if not isinstance(method, str):
         raise TypeError(f"method must be a str, got {method!r}")
     if method == "auto":
-        name = cheapest(spec.lowered())
+        lowered = spec.lowered()
+        finite = True
+        name = cheapest(lowered)
         if name in FINITE_ONLY and not all_finite(arrays):
-            name = cheapest(spec.lowered(), finite=False)
-        return name
+            finite = False
+            name = cheapest(lowered, finite=False)
+        if not first_call or _first_calls.is_ready(name, lowered):
+            return name
+        loaded = [
+            n
+            for n in candidates(lowered, finite=finite)
+            if n != name and _first_calls.is_ready(n, lowered)
+        ]
+        chosen = _first_calls.serve(
+            name, lowered, loaded, lambda n: estimate_seconds(n, lowered), COST
+        )
+        if chosen == name and _first_calls.load(name) is not None:
+            # loading failed (Numba installed but broken): it declines from now on
+            _first_calls.forget_ready(name, lowered)
+            _cheapest.cache_clear()
+            return resolve_method(method, spec, arrays)
+        return chosen
     if method not in METHODS:
         raise ValueError(f"method must be 'auto' or one of {sorted(METHODS)}, got {method!r}")
     lowered = spec.lowered()
@@ -212,6 +236,8 @@ def resolve_method(method: Any, spec: ConvSpec, arrays: tuple[np.ndarray, ...] =
             f"limit of {limit / 2**20:.1f} MiB (dilconv.set_workspace_limit); use "
             f"method='auto' or one of {candidates(lowered)}"
         )
+    if first_call:
+        _first_calls.mark_ready(method, lowered)
     return method
 
 

@@ -222,7 +222,7 @@ def choose_method(
     if measure and explain:
         raise ValueError("measure and explain cannot both be True; ask for one at a time")
     arrays = (xa, wa) if ba is None else (xa, wa, ba)
-    best = _select.resolve_method("auto", spec, arrays)
+    best = _select.resolve_method("auto", spec, arrays, first_call=False)
     if explain:
         return best, _select.explain(spec.lowered())
     if not measure:

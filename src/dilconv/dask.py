@@ -384,7 +384,7 @@ def conv2d(
         window = make_spec(
             shape, wa.shape, dtypes=dtypes, padding=pads, memory_check=False, **options
         )
-        resolve_method(method, window)
+        resolve_method(method, window, first_call=False)
 
     plan = _Plan(
         axes=(h_axis, w_axis),

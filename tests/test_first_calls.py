@@ -1,0 +1,171 @@
+"""First calls: ``method="auto"`` rents a loaded route until loading its choice pays off."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dilconv
+from dilconv import _first_calls, _select
+from dilconv._cost import COST
+from dilconv._spec import make_spec
+from tests.tolerance import assert_close
+
+SRC = str(Path(dilconv.__file__).resolve().parents[1])
+
+#: The issue's script: one 512x512 image, a 3x3 kernel at dilation 4.
+SCRIPT = """
+import json, sys
+import numpy as np
+import dilconv
+x = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
+w = np.random.default_rng(1).standard_normal((3, 3)).astype(np.float32)
+y = dilconv.conv2d(x, w, dilation=4, padding="same")
+z = dilconv.conv2d(x, w, dilation=4, padding="same", method="direct")
+print(json.dumps({
+    "numba": "numba" in sys.modules,
+    "diff": float(np.max(np.abs(y - z))),
+    "model": dilconv.choose_method(x, w, dilation=4, padding="same"),
+}))
+"""
+
+
+def run_script(**env: str) -> dict[str, object]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DILCONV_")}
+    clean["PYTHONPATH"] = SRC + os.pathsep + clean.get("PYTHONPATH", "")
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_a_fresh_process_first_call_does_not_load_numba() -> None:
+    """The model's choice is the compiled loops, but one small call never pays Numba's
+    import; the stand-in's answer is right."""
+    got = run_script()
+    assert got["model"] == "compiled"
+    assert got["numba"] is False
+    assert got["diff"] < 1e-4
+
+
+def test_wait_loads_the_choice_at_once() -> None:
+    got = run_script(DILCONV_FIRST_CALLS="wait")
+    assert got["numba"] is True
+    assert got["diff"] < 1e-4
+
+
+@pytest.fixture
+def fresh() -> Iterator[None]:
+    """This process as if nothing were loaded yet (the machine code stays loaded)."""
+    saved = dict(COST)
+    _first_calls.forget()
+    yield
+    COST.clear()
+    COST.update(saved)
+    _first_calls.forget()
+
+
+def served(spec: object, calls: int) -> list[str]:
+    return [_select.resolve_method("auto", spec) for _ in range(calls)]  # type: ignore[arg-type]
+
+
+def test_rent_then_buy(fresh: None) -> None:
+    """The choice is loaded on the first call whose stand-in time plus the rent paid
+    reaches its first-call cost, and from then on every call runs it."""
+    spec = make_spec((256, 256), (3, 3), padding="same", dilation=4)
+    lowered = spec.lowered()
+    choice = _select.cheapest(lowered)
+    assert choice == "compiled"
+    stand_in = min(
+        (n for n in _select.candidates(lowered) if _first_calls.is_ready(n, lowered)),
+        key=lambda n: _select.estimate_seconds(n, lowered),
+    )
+    rented = _select.estimate_seconds(stand_in, lowered)
+    rent = rented - _select.estimate_seconds(choice, lowered)
+    assert rent > 0
+    for key in ("compiled_first_cached", "compiled_first_empty"):
+        COST[key] = rented + 4.5 * rent  # paid in full after the fifth call
+    assert served(spec, 8) == [stand_in] * 5 + [choice] * 3
+    assert _first_calls.is_ready(choice, lowered)
+    assert _first_calls.state()["rent_s"] == {}
+
+
+def test_a_long_call_loads_at_once(fresh: None) -> None:
+    spec = make_spec((256, 256), (3, 3), padding="same", dilation=4)
+    for key in ("compiled_first_cached", "compiled_first_empty"):
+        COST[key] = 1e-9
+    assert served(spec, 2) == ["compiled", "compiled"]
+
+
+def test_wait_and_explicit_methods_load(fresh: None) -> None:
+    spec = make_spec((256, 256), (3, 3), padding="same", dilation=4)
+    for key in ("compiled_first_cached", "compiled_first_empty"):
+        COST[key] = 1e6  # never worth it by rent
+    assert served(spec, 3)[-1] != "compiled"
+    with dilconv.config_context(first_calls="wait"):
+        assert served(spec, 1) == ["compiled"]
+    _first_calls.forget()
+    assert _select.resolve_method("compiled", spec) == "compiled"
+    assert served(spec, 1) == ["compiled"]  # the explicit call loaded it
+
+
+def test_dtypes_are_loaded_separately(fresh: None) -> None:
+    for key in ("compiled_first_cached", "compiled_first_empty"):
+        COST[key] = 1e6
+    f32 = make_spec((256, 256), (3, 3), padding="same", dilation=4, dtypes=[np.dtype("f4")])
+    f64 = make_spec((256, 256), (3, 3), padding="same", dilation=4, dtypes=[np.dtype("f8")])
+    _select.resolve_method("compiled", f32)
+    assert served(f32, 1) == ["compiled"]
+    assert served(f64, 1) != ["compiled"]
+
+
+def test_threads_calling_auto_at_once_get_right_answers(fresh: None) -> None:
+    """Eight threads on a fresh process state, some renting and some buying, all agree
+    with the oracle."""
+    for key in ("compiled_first_cached", "compiled_first_empty"):
+        COST[key] = 2e-3
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 1, 200, 200)).astype(np.float32)
+    w = rng.standard_normal((1, 1, 3, 3)).astype(np.float32)
+    expected = dilconv.conv2d(x, w, padding="same", dilation=4, method="direct")
+    results: list[np.ndarray] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(10):
+                results.append(dilconv.conv2d(x, w, padding="same", dilation=4))
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 80
+    for y in results:
+        assert_close(y, expected)
+    spec = make_spec(x.shape, w.shape, padding="same", dilation=4, dtypes=[x.dtype]).lowered()
+    assert _first_calls.is_ready("compiled", spec)
+
+
+def test_bad_setting() -> None:
+    with pytest.raises(ValueError, match="first_calls must be one of"):
+        dilconv.set_config(first_calls="eager")
+    with pytest.raises(TypeError, match="first_calls must be a str"):
+        dilconv.set_config(first_calls=True)  # type: ignore[arg-type]
