@@ -10,7 +10,8 @@ not pytest), or by hand for a longer run::
 Each worker thread draws small random calls (sizes 3-16, 1-8 channels,
 dilations 1-4, strides 1-2, float32/float64, and int64 for ``compiled``) of one
 native path after another: ``compiled``, ``blocked``, ``winograd``, the
-weight-gradient tiles, transposed ``phase`` and ``scatter``, and ``auto``; each
+weight-gradient tiles, transposed ``phase`` and ``scatter``, ``auto``, and the
+NCHW layout move (``channels``); each
 result is compared with the loop oracle (``method="direct"``). One more thread
 repeats larger ``winograd`` and ``blocked`` calls (about a second each here),
 checked against references computed before the threads start (by ``im2col`` in
@@ -41,6 +42,7 @@ import numpy as np
 import dilconv
 from dilconv import _grad_weight_tiles
 from dilconv._layout import to_canonical, weight_from_canonical
+from dilconv._native import channels
 from dilconv._spec import make_spec
 from tests.tolerance import tolerance
 
@@ -52,7 +54,7 @@ CHANNELS = (1, 2, 3, 4, 8)
 #: Threads that only cycle tiny winograd calls.
 CHURNING = 2
 
-PATHS = ("compiled", "blocked", "winograd", "grad_tiles", "phase", "scatter", "auto")
+PATHS = ("compiled", "blocked", "winograd", "grad_tiles", "phase", "scatter", "auto", "channels")
 
 #: A drawn call: its key (what makes its spec distinct), the call, and the oracle
 #: (on absolute values when asked, for the scale of the rounding errors).
@@ -95,6 +97,25 @@ def draw(rng: np.random.Generator, path: str, largest: int = 16) -> Case:
             return rng.integers(-4, 5, size=shape).astype(dtype)
         return rng.standard_normal(shape).astype(dtype)
 
+    if path == "channels":  # the layout move of NCHW calls, both ways, past its threshold
+        import llvmlite.binding  # noqa: F401 - it moves layouts once LLVM is loaded
+
+        rows = -(-channels.MIN_ELEMENTS // (n * c * w))
+        a = array((n, c, rows + h, w))
+        last = bool(rng.random() < 0.5)
+        source = a if last else np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+        def move() -> np.ndarray:
+            moved = channels.move_channels(source, last=last)
+            if moved is None:
+                raise RuntimeError("move_channels declined an array past its threshold")
+            return moved
+
+        def layout(magnitude: bool) -> np.ndarray:
+            want = a.transpose(0, 2, 3, 1) if last else a
+            return np.ascontiguousarray(np.abs(want) if magnitude else want)
+
+        return (path, source.shape, str(dtype), last), move, layout
     x, wt = array((n, c, h, w)), array((o, c // groups, k, k))
     key = (path, x.shape, wt.shape, str(dtype), stride, pad, d, groups)
     if path in ("compiled", "blocked", "winograd", "auto"):

@@ -22,6 +22,12 @@ def quick_record(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return json.loads(Path(out).read_text(encoding="utf-8"))
 
 
+def test_the_help_names_every_case() -> None:
+    from dilconv.cli import bench
+
+    assert bench.CASE_NAMES == tuple(cases.all_cases(True))
+
+
 def test_quick_run_covers_every_case_and_row(quick_record: dict) -> None:
     expected = {(name, row.label) for name, rows in cases.all_cases(True).items() for row in rows}
     got = {(r["case"], r["row"]) for r in quick_record["rows"]}
@@ -101,8 +107,35 @@ def test_cases_and_methods_select(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main([*argv, "--repeats", "1", "--no-progress", "--json", str(out)]) == 0
     record = json.loads(out.read_text(encoding="utf-8"))
     assert [r["case"] for r in record["rows"]] == ["wave"]
-    assert set(record["rows"][0]["contenders"]) == {"dilconv auto", "dilconv im2col"}
+    row = record["rows"][0]
+    assert set(row["contenders"]) == {"dilconv auto", "dilconv auto NCHW", "dilconv im2col"}
+    assert row["contenders"]["dilconv auto NCHW"]["agree_rel_diff"] < 1e-5
+    assert row["derived"]["nchw_over_nhwc"] > 0
+    assert row["best_method"] == "dilconv im2col"  # auto in either layout is not a method
     assert "wave d=2" in capsys.readouterr().out
+
+
+def test_seed_rows_time_the_copy_of_the_same_array(quick_record: dict) -> None:
+    for r in (r for r in quick_record["rows"] if r["case"] == "seed"):
+        assert "numpy copyto" in r["contenders"]
+        auto, copy = (r["contenders"][n]["median_s"] for n in ("dilconv auto", "numpy copyto"))
+        assert r["derived"]["auto_over_copyto"] == pytest.approx(auto / copy)
+
+
+def test_cold_rows_time_whole_scripts_in_fresh_processes(quick_record: dict) -> None:
+    rows = {r["row"]: r for r in quick_record["rows"] if r["case"] == "cold"}
+    assert set(rows) == {"warm cache", "empty cache"}
+    for r in rows.values():
+        assert r["contenders"]["dilconv auto"]["median_s"] > 0.05  # an interpreter's start
+        if "ndimage correlate" in r["contenders"]:
+            assert r["derived"]["dilconv_over_ndimage"] > 0
+
+
+def test_a_failing_script_is_an_error() -> None:
+    from dilconv.bench import cold_cases
+
+    with pytest.raises(RuntimeError, match="the script failed"):
+        cold_cases._process("raise SystemExit('no')")()
 
 
 def test_stream_rows_derive_real_time_and_per_stream_figures(quick_record: dict) -> None:

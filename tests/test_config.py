@@ -66,12 +66,14 @@ def test_environment_gives_the_defaults(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("DILCONV_SPIN_MS", "2.5")
     monkeypatch.setenv("DILCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("DILCONV_WORKSPACE_BYTES", str(3 * 2**20))
+    monkeypatch.setenv("DILCONV_FIRST_CALLS", "wait")
     assert dilconv.get_config() == {
         "threads": 1,
         "spin_ms": 2.5,
         "cache_dir": str(tmp_path),
         "workspace_bytes": 3 * 2**20,
         "allow_fft": False,
+        "first_calls": "wait",
     }
     dilconv.set_config(spin_ms=0)  # set_config wins over the environment
     assert spin.spin_seconds() == 0.0

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,7 +80,13 @@ def fresh() -> Iterator[None]:
 
 
 def served(spec: object, calls: int) -> list[str]:
-    return [_select.resolve_method("auto", spec) for _ in range(calls)]  # type: ignore[arg-type]
+    """What ``auto`` serves ``calls`` calls with, each stand-in taking its modelled time
+    (no measured time is charged: the calls are not made)."""
+    names = []
+    for _ in range(calls):
+        names.append(_select.resolve_method("auto", spec))  # type: ignore[arg-type]
+        _first_calls._local.ticket = None
+    return names
 
 
 def test_rent_then_buy(fresh: None) -> None:
@@ -101,6 +108,22 @@ def test_rent_then_buy(fresh: None) -> None:
     assert served(spec, 8) == [stand_in] * 5 + [choice] * 3
     assert _first_calls.is_ready(choice, lowered)
     assert _first_calls.state()["rent_s"] == {}
+
+
+def test_a_stand_in_slower_than_modelled_is_charged_its_measured_time(fresh: None) -> None:
+    spec = make_spec((256, 256), (3, 3), padding="same", dilation=4)
+    for key in ("compiled_first_cached", "compiled_first_empty"):
+        COST[key] = 1e6
+    served(spec, 1)
+    (modelled,) = _first_calls.state()["rent_s"].values()  # type: ignore[attr-defined]
+    _select.resolve_method("auto", spec)
+    time.sleep(0.05)  # the stand-in "runs" 50 ms
+    _first_calls.settle()
+    (charged,) = _first_calls.state()["rent_s"].values()  # type: ignore[attr-defined]
+    choice = _select.estimate_seconds(_select.cheapest(spec.lowered()), spec.lowered())
+    assert charged >= modelled + 0.05 - choice - 1e-6  # the stand-in's 50 ms, less the choice's
+    _first_calls.settle()  # once only
+    assert _first_calls.state()["rent_s"] == {"compiled <f8": charged}
 
 
 def test_a_long_call_loads_at_once(fresh: None) -> None:

@@ -9,7 +9,8 @@ once loaded; this module decides when loading is worth it, as a ski rental:
 
 - While the model's choice is not loaded, ``"auto"`` serves the call with the
   best route that is (NumPy routes always are) and adds what that cost over the
-  model's choice (the *rent*, modelled) to the choice's account.
+  model's choice (the *rent*: the stand-in's measured time less the choice's
+  modelled one) to the choice's account.
 - As soon as the choice's first-call cost (:func:`warmup_seconds`, from the
   ``*_first_cached`` and ``*_first_empty`` constants of ``cost_model.json``) is at
   most this call's rented route plus the rent already paid, ``"auto"`` loads it.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -40,6 +42,8 @@ from dilconv._spec import ConvSpec
 FAMILY = {"compiled": "numba", "blocked": "llvm", "winograd": "llvm"}
 
 _lock = threading.Lock()
+#: Per thread: the call served by a stand-in that is still running (see :func:`settle`).
+_local = threading.local()
 #: (algorithm, dtype) whose machine code this process has loaded (or is loading).
 _ready: set[tuple[str, str]] = set()
 #: (algorithm, dtype) -> modelled seconds paid so far for not loading it.
@@ -136,6 +140,7 @@ def serve(
     if is_ready(choice, spec) or not loaded or _config.get("first_calls") == "wait":
         mark_ready(choice, spec)
         return choice
+    settle()
     stand_in = min(loaded, key=estimate)
     rented = estimate(stand_in)
     key = _key(choice, spec)
@@ -146,7 +151,28 @@ def serve(
             _rent.pop(key, None)
             return choice
         _rent[key] = paid + max(rented - estimate(choice), 0.0)
+    _local.ticket = (key, time.perf_counter(), rented)
     return stand_in
+
+
+def settle() -> None:
+    """Charge the call this thread just served with a stand-in at its measured time.
+
+    :func:`serve` charges the model's estimate at once; where the stand-in took longer
+    than modelled, the difference is added here (called when the call ends, else on
+    this thread's next :func:`serve`), so a model that flatters the stand-in cannot
+    keep a program renting.
+    """
+    ticket = getattr(_local, "ticket", None)
+    if ticket is None:
+        return
+    _local.ticket = None
+    key, start, modelled = ticket
+    extra = time.perf_counter() - start - modelled
+    if extra > 0:
+        with _lock:
+            if key in _rent:
+                _rent[key] += extra
 
 
 def state() -> dict[str, object]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dilconv._native import channels
 from dilconv._spec import ConvSpec
 
 
@@ -18,6 +19,10 @@ def to_canonical(a: np.ndarray, spec: ConvSpec) -> np.ndarray:
     elif spec.x_ndim == 3:
         a = a[None]
     if spec.x_ndim != 2 and spec.data_format == "NCHW":
+        if a.dtype == spec.dtype and a.flags.c_contiguous:
+            moved = channels.move_channels(a, last=True)
+            if moved is not None:
+                return moved
         a = a.transpose(0, 2, 3, 1)
     return np.ascontiguousarray(a, dtype=spec.dtype)
 
@@ -28,7 +33,10 @@ def from_canonical(a: np.ndarray, spec: ConvSpec) -> np.ndarray:
         a = a[0, :, :, 0]
     else:
         if spec.data_format == "NCHW":
-            a = a.transpose(0, 3, 1, 2)
+            moved = None
+            if a.dtype == spec.out_dtype and a.flags.c_contiguous:
+                moved = channels.move_channels(a, last=False)
+            a = a.transpose(0, 3, 1, 2) if moved is None else moved
         if spec.x_ndim == 3:
             a = a[0]
     return np.ascontiguousarray(a, dtype=spec.out_dtype)

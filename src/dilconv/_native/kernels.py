@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from dilconv._native import tile_kernel, winograd_kernel, winograd_weights
+from dilconv._native import tile_kernel, transpose_kernel, winograd_kernel, winograd_weights
 from dilconv._native.calls import Kernel, Param, Signature
 
 Span = tuple[int, int] | None
@@ -40,6 +40,9 @@ TRANSFORM = _signature(
 )
 WEIGHTS = _signature(
     "winograd weights", winograd_weights.ARGUMENTS, {"w": "array", "packed": "array"}
+)
+TRANSPOSE = _signature(
+    "transpose", transpose_kernel.ARGUMENTS, {"source": "array", "target": "array"}
 )
 
 
@@ -189,3 +192,23 @@ def weights(dtype: np.dtype, lanes: int, tail: int) -> Kernel:
     label = f"winograd weights({dtype}, lanes={lanes}, tail={tail})"
     extents = functools.partial(_weight_extents, lanes=lanes, tail=tail)
     return Kernel(label, WEIGHTS, fn, dtype, extents)
+
+
+def _transpose_extents(ints: Mapping[str, int], read: Reader) -> dict[str, Span]:
+    """The transpose (:mod:`~dilconv._native.transpose_kernel`): ``rows`` source rows of
+    ``columns`` elements read, ``columns`` target rows of ``rows`` elements written."""
+    del read
+    rows, columns = ints["rows"], ints["columns"]
+    if rows <= 0 or columns <= 0:
+        return {"source": None, "target": None}
+    s_lo, s_hi = _span(rows, ints["source_row"])
+    t_lo, t_hi = _span(columns, ints["target_row"])
+    return {"source": (s_lo, s_hi + columns), "target": (t_lo, t_hi + rows)}
+
+
+@functools.cache
+def transpose(dtype: np.dtype) -> Kernel:
+    """The blocked transpose of :mod:`~dilconv._native.transpose_kernel`."""
+    dtype = np.dtype(dtype)
+    fn = transpose_kernel.transpose_function(dtype)
+    return Kernel(f"transpose({dtype})", TRANSPOSE, fn, dtype, _transpose_extents)

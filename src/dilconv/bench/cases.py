@@ -109,14 +109,50 @@ def forward_row(
 
         run, skipped = _methods(spec, methods, skip)
         contenders = {"dilconv auto": call("auto")}
+        derived = None
+        if single:
+            copy_into = np.empty_like(x2)
+            contenders["numpy copyto"] = lambda: np.copyto(copy_into, x2)
+            derived = _over("auto_over_copyto", "numpy copyto")
+        else:  # PyTorch's layout: the caller's NCHW arrays, the result in NCHW
+            xc = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+            wc = np.ascontiguousarray(w.transpose(3, 2, 0, 1))
+            contenders["dilconv auto NCHW"] = lambda: dilconv.conv2d(
+                xc, wc, padding="same", dilation=d
+            )
+            derived = _nchw_figures
         contenders.update({f"dilconv {m}": call(m) for m in run})
         contenders.update(P.torch_conv2d(x, w, spec.pad, d, peers))
         contenders.update(P.tf_conv2d(x, w, d, peers))
         if single:
             contenders.update(P.scipy_single(x, w, d, peers))
-        return Built(2.0 * spec.macs, contenders, "dilconv auto", skipped)
+        no_check = ("numpy copyto",)
+        return Built(2.0 * spec.macs, contenders, "dilconv auto", skipped, no_check, derived)
 
     return Row(case, label, build)
+
+
+def _over(name: str, other: str) -> Callable[[dict[str, float]], dict[str, float]]:
+    """A row's figure: dilconv auto's median over ``other``'s."""
+
+    def figure(med: dict[str, float]) -> dict[str, float]:
+        if "dilconv auto" in med and other in med:
+            return {name: med["dilconv auto"] / med[other]}
+        return {}
+
+    return figure
+
+
+def _nchw_figures(med: dict[str, float]) -> dict[str, float]:
+    """dilconv on NCHW arrays over dilconv on NHWC arrays, and over PyTorch's better layout."""
+    out = {}
+    nchw = med.get("dilconv auto NCHW")
+    if nchw is not None and "dilconv auto" in med:
+        out["nchw_over_nhwc"] = nchw / med["dilconv auto"]
+    torch_best = min((t for n, t in med.items() if n.startswith("torch")), default=None)
+    if nchw is not None and torch_best is not None:
+        out["nchw_over_torch_best"] = nchw / torch_best
+    return out
 
 
 def chain_row(case: str, label: str, c: int, hw: int) -> Row:
@@ -144,6 +180,16 @@ def chain_row(case: str, label: str, c: int, hw: int) -> Row:
             return chain
 
         contenders = {"dilconv auto": call("auto")}
+        xc = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        wcs = [np.ascontiguousarray(w.transpose(3, 2, 0, 1)) for w in ws]
+
+        def chain_nchw() -> np.ndarray:
+            y = xc
+            for w, d in zip(wcs, CONTEXT_DILATIONS, strict=True):
+                y = dilconv.conv2d(y, w, padding="same", dilation=d)
+            return y
+
+        contenders["dilconv auto NCHW"] = chain_nchw
         contenders.update({f"dilconv {m}": call(m) for m in run})
         layers = [
             {**P.torch_conv2d(x, w, ((d, d), (d, d)), d, peers), **P.tf_conv2d(x, w, d, peers)}
@@ -151,7 +197,9 @@ def chain_row(case: str, label: str, c: int, hw: int) -> Row:
         ]
         for label_ in layers[0]:
             contenders[label_] = _peer_chain(label_, x, ws, peers)
-        return Built(2.0 * spec.macs * len(ws), contenders, "dilconv auto", skipped)
+        return Built(
+            2.0 * spec.macs * len(ws), contenders, "dilconv auto", skipped, derived=_nchw_figures
+        )
 
     return Row(case, label, build)
 
@@ -268,8 +316,10 @@ def all_cases(quick: bool = False) -> dict[str, list[Row]]:
             cases["context"].append(forward_row("context", f"C={c} L{k} d={d}", 1, c, hw, c, d))
         cases["context"].append(chain_row("context", f"C={c} chain", c, hw))
     from dilconv.bench.cases_nd import all_cases_nd
+    from dilconv.bench.cold_cases import cold_rows
     from dilconv.bench.stream_cases import stream_rows
 
     cases.update(all_cases_nd(quick))
     cases["stream"] = stream_rows(quick)
+    cases["cold"] = cold_rows()
     return cases

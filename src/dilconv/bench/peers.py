@@ -204,7 +204,7 @@ def to_nhwc(result: Any, label: str) -> np.ndarray | None:
     if isinstance(result, (list, tuple)):
         return None
     a = result.numpy() if hasattr(result, "numpy") else np.asarray(result)
-    if label.startswith("torch"):
+    if label.startswith("torch") or label.endswith("NCHW"):
         a = np.moveaxis(a, 1, -1)  # NCHW (or NCW, NCDHW) -> channels-last
     elif a.ndim == 2:
         a = a[None, :, :, None]

@@ -168,7 +168,11 @@ def summarise(row: C.Row, built: C.Built, timed: dict[str, Any], peak: float) ->
         for n in med
     }
     auto = med.get("dilconv auto")
-    methods = {n: t for n, t in med.items() if n.startswith("dilconv ") and n != "dilconv auto"}
+    methods = {  # the algorithms forced by name (not auto, in either layout)
+        n: t
+        for n, t in med.items()
+        if n.startswith("dilconv ") and not n.startswith("dilconv auto")
+    }
     best = min(methods, key=methods.__getitem__) if methods else None
     peers = {n: t for n, t in med.items() if not n.startswith("dilconv")}
     groups = {

@@ -7,6 +7,13 @@ import argparse
 from dilconv.bench.runner import SETTLE_SECONDS
 from dilconv.cli._options import STDOUT, add_report_options, write_report
 
+#: The case names, in the order a full run takes them (kept in step with
+#: ``dilconv.bench.cases.all_cases``, checked by the tests).
+CASE_NAMES = (
+    "seed", "context", "aspp", "wave", "backward", "transpose",
+    "signal1d", "tcn1d", "volume3d", "back1d3d", "stream", "cold",
+)  # fmt: skip
+
 
 def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -23,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--cases",
         type=_names,
         default=None,
-        help="comma-separated: seed,context,aspp,wave,backward,transpose,stream (default: all)",
+        help=f"comma-separated, among: {','.join(CASE_NAMES)} (default: all)",
     )
     p.add_argument(
         "--methods",

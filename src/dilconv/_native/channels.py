@@ -1,0 +1,92 @@
+"""Channels first to channels last and back, by the blocked transpose, on the pool.
+
+:func:`move_channels` is what :mod:`dilconv._layout` calls for a caller's NCHW
+(or NCW, NCDHW) activations: the compiled transpose of
+:mod:`~dilconv._native.transpose_kernel`, each image's pixels shared among the
+threads, where it applies; None where NumPy's copy should do it (small arrays,
+other dtypes, or a process that has not loaded LLVM yet: a layout move never
+makes a first call wait for the compiler, see :mod:`dilconv._first_calls`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+
+from dilconv._native import calls, pool
+
+#: Elements below which NumPy's copy is as fast (and no pool hand-off is paid).
+MIN_ELEMENTS = 2**16
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _kernel(dtype: np.dtype) -> calls.Kernel | None:
+    if "llvmlite.binding" not in sys.modules:
+        return None
+    try:
+        from dilconv._native import kernels
+
+        return kernels.transpose(dtype)
+    except (ImportError, RuntimeError, OSError):  # no usable LLVM here: NumPy's copy
+        return None
+
+
+def move_channels(a: np.ndarray, *, last: bool) -> np.ndarray | None:
+    """``a`` ``(N, C, *S)`` as a new C-contiguous ``(N, *S, C)`` (``last``), or
+    ``(N, *S, C)`` as ``(N, C, *S)``; None where NumPy should move it instead.
+
+    ``a`` must be C-contiguous (else None).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    >>> out = move_channels(a, last=True)
+    >>> out is None or bool((out == a.transpose(0, 2, 1)).all())
+    True
+    """
+    if a.dtype not in DTYPES or a.size < MIN_ELEMENTS or not a.flags.c_contiguous or a.ndim < 3:
+        return None
+    kernel = _kernel(a.dtype)
+    if kernel is None:
+        return None
+    n = a.shape[0]
+    if last:
+        c, spatial = a.shape[1], a.shape[2:]
+        out = np.empty((n, *spatial, c), a.dtype)
+    else:
+        c, spatial = a.shape[-1], a.shape[1:-1]
+        out = np.empty((n, c, *spatial), a.dtype)
+    pixels = math.prod(spatial)
+    threads = pool.num_threads()
+    bounds = np.linspace(0, pixels, min(threads, pixels) + 1).astype(int)
+    shares: list[list[calls.Call]] = [[] for _ in range(len(bounds) - 1)]
+    for image in range(n):
+        at = image * c * pixels
+        for k, (p0, p1) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            if p1 <= p0:
+                continue
+            if last:  # rows: channels; columns: this share's pixels
+                call = kernel.call(
+                    source=calls.Slot("source", at + int(p0)),
+                    target=calls.Slot("target", at + int(p0) * c),
+                    rows=c,
+                    columns=int(p1 - p0),
+                    source_row=pixels,
+                    target_row=c,
+                )
+            else:  # rows: this share's pixels; columns: channels
+                call = kernel.call(
+                    source=calls.Slot("source", at + int(p0) * c),
+                    target=calls.Slot("target", at + int(p0)),
+                    rows=int(p1 - p0),
+                    columns=c,
+                    source_row=c,
+                    target_row=pixels,
+                )
+            shares[k].append(call)
+    bound = calls.Binding(source=a.reshape(-1), target=out.reshape(-1))
+    pool.parallel_map(bound.run, shares, key=("channels", a.shape, last))
+    return out

@@ -1,0 +1,115 @@
+"""The compiled NCHW <-> NHWC move (``dilconv._native.channels``)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import dilconv
+from dilconv._native import calls, channels, kernels
+
+pytest.importorskip("llvmlite.binding")  # the move runs once LLVM is loaded
+
+
+@pytest.fixture
+def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(channels, "MIN_ELEMENTS", 1)
+    return
+
+
+SHAPES = [(1, 1, 1, 1), (2, 5, 19, 23), (1, 3, 255, 257), (3, 16, 8, 8), (1, 17, 33, 1)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_both_ways_equal_numpy_exactly(
+    shape: tuple[int, ...], dtype: type, threads: int, small_threshold: None
+) -> None:
+    """Whole tiles, last rows and columns, one pixel, one channel; one thread or two."""
+    a = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    with dilconv.config_context(threads=threads), calls.checked():
+        last = channels.move_channels(a, last=True)
+        assert last is not None
+        assert last.flags.c_contiguous
+        np.testing.assert_array_equal(last, a.transpose(0, 2, 3, 1))
+        back = channels.move_channels(last, last=False)
+        assert back is not None
+        np.testing.assert_array_equal(back, a)
+
+
+def test_volumes_and_signals_move_too(small_threshold: None) -> None:
+    for shape in [(2, 3, 4, 5, 6), (2, 7, 300)]:
+        a = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+        last = channels.move_channels(a, last=True)
+        assert last is not None
+        np.testing.assert_array_equal(last, np.moveaxis(a, 1, -1))
+        np.testing.assert_array_equal(channels.move_channels(last, last=False), a)
+
+
+@pytest.mark.parametrize(
+    "a",
+    [
+        np.ones((1, 4, 8, 8), np.int64),  # not a dtype it moves
+        np.ones((1, 8, 8, 4), np.float32).transpose(0, 3, 1, 2),  # not C-contiguous
+        np.ones((8, 8), np.float32),  # no channel axis
+    ],
+)
+def test_it_declines_what_numpy_should_move(a: np.ndarray, small_threshold: None) -> None:
+    assert channels.move_channels(a, last=True) is None
+
+
+def test_small_arrays_stay_with_numpy() -> None:
+    assert channels.move_channels(np.ones((1, 2, 8, 8), np.float32), last=True) is None
+
+
+def test_read_only_input(small_threshold: None) -> None:
+    a = np.random.default_rng(1).standard_normal((1, 6, 20, 20)).astype(np.float32)
+    a.flags.writeable = False
+    np.testing.assert_array_equal(channels.move_channels(a, last=True), a.transpose(0, 2, 3, 1))
+
+
+def test_checked_mode_refuses_a_call_past_its_arrays() -> None:
+    kernel = kernels.transpose(np.dtype(np.float32))
+    source, target = np.ones(64, np.float32), np.empty(64, np.float32)
+    bad = kernel.call(
+        source=calls.Slot("source"),
+        target=calls.Slot("target"),
+        rows=8,
+        columns=9,  # 72 elements of 64
+        source_row=9,
+        target_row=8,
+    )
+    with calls.checked(), pytest.raises(RuntimeError, match="transpose"):
+        calls.Binding(source=source, target=target).run([bad])
+
+
+def test_nchw_calls_agree_with_nhwc_from_many_threads() -> None:
+    """conv2d on NCHW arrays (through the move, both ways) from 6 threads at once."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 16, 64, 64)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    want = dilconv.conv2d(
+        np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
+        np.ascontiguousarray(w.transpose(2, 3, 1, 0)),
+        padding="same",
+        dilation=2,
+        data_format="NHWC",
+        method="blocked",
+    ).transpose(0, 3, 1, 2)
+    errors: list[str] = []
+
+    def work() -> None:
+        for _ in range(10):
+            got = dilconv.conv2d(x, w, padding="same", dilation=2, method="blocked")
+            if not np.array_equal(got, want):
+                errors.append("differs")
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
