@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,9 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
             f"- {case}, ahead of TensorFlow: {verdict(not bad_tf)}"
             f" (worst {fmt(worst_tf)}{'; behind: ' + ', '.join(bad_tf) if bad_tf else ''})"
         )
+    out.extend(layout_and_first_call_targets(rows, verdict))
+    out.extend(rank_targets(rows, verdict))
+    out.extend(stream_targets(rows, verdict))
     back = [r for r in rows if r["case"] == "backward"]
     for r in back:
         v = r["ratio_best"].get("torch")
@@ -158,6 +162,134 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
         f"- method='auto' within 10% of the best dilconv method on every case: "
         f"{verdict(not slow)}{' (over: ' + ', '.join(slow) + ')' if slow else ''}"
     )
+    return out
+
+
+Verdict = Callable[[bool], str]
+
+
+def _listed(pairs: list[tuple[str, float]]) -> str:
+    return ", ".join(f"{row} {fmt(v)}" for row, v in pairs)
+
+
+def layout_and_first_call_targets(rows: list[dict[str, Any]], verdict: Verdict) -> list[str]:
+    """Fast from the first call, in the caller's layout: the cold, NCHW and copy figures."""
+    out = []
+    for label, limit in (("warm cache", 1.2), ("empty cache", 2.0)):
+        r = next((r for r in rows if r["case"] == "cold" and r["row"] == label), None)
+        v = None if r is None else r["derived"].get("dilconv_over_ndimage")
+        if v is not None:
+            out.append(
+                f"- cold, {label}: the 512x512 script <= {limit}x the same with "
+                f"ndimage.correlate: {verdict(v <= limit)} ({fmt(v)})"
+            )
+    nchw = [(f"{r['case']} {r['row']}", r["derived"]["nchw_over_nhwc"]) for r in rows
+            if "nchw_over_nhwc" in r.get("derived", {})]  # fmt: skip
+    if nchw:
+        worst = max(v for _, v in nchw)
+        over = [(row, v) for row, v in nchw if v > 1.05]
+        out.append(
+            f"- NCHW call <= 1.05x the NHWC call on every row: {verdict(not over)} "
+            f"(worst {fmt(worst)}{'; over: ' + _listed(over) if over else ''})"
+        )
+    for case in ("aspp", "context", "wave"):
+        sel = [(r["row"], r["derived"]["nchw_over_torch_best"]) for r in rows
+               if r["case"] == case and "nchw_over_torch_best" in r.get("derived", {})]  # fmt: skip
+        if sel:
+            over = [(row, v) for row, v in sel if v > 1.0]
+            out.append(
+                f"- {case}, dilconv on NCHW arrays <= 1.0x the better PyTorch layout: "
+                f"{verdict(not over)} (worst {fmt(max(v for _, v in sel))}"
+                f"{'; over: ' + _listed(over) if over else ''})"
+            )
+    copy = [(r["row"], r["derived"]["auto_over_copyto"]) for r in rows
+            if r["case"] == "seed" and "auto_over_copyto" in r.get("derived", {})]  # fmt: skip
+    if copy:
+        out.append(
+            f"- seed, <= 1.25x np.copyto of the same array at every dilation: "
+            f"{verdict(max(v for _, v in copy) <= 1.25)} ({_listed(copy)})"
+        )
+    return out
+
+
+def rank_targets(rows: list[dict[str, Any]], verdict: Verdict) -> list[str]:
+    """One and three dimensions: signal1d, tcn1d, volume3d and their backward passes."""
+    out = []
+    signal = [r for r in rows if r["case"] == "signal1d"]
+    tor = [(r["row"], r["ratio_best"].get("torch")) for r in signal]
+    if signal and all(v is not None for _, v in tor):
+        worst = max(v for _, v in tor if v is not None)
+        out.append(
+            f"- signal1d, <= 0.35x PyTorch conv1d at every dilation: {verdict(worst <= 0.35)}"
+            f" ({_listed(tor)})"
+        )
+        by = {r["row"]: r["contenders"]["dilconv auto"]["median_s"] for r in signal}
+        if "d=1" in by and "d=4096" in by:
+            growth = by["d=4096"] / by["d=1"]
+            out.append(
+                f"- signal1d, time at d=4096 <= 1.3x d=1: {verdict(growth <= 1.3)} ({growth:.2f}x)"
+            )
+    for case in ("tcn1d", "volume3d", "back1d3d"):
+        sel = [r for r in rows if r["case"] == case]
+        if not sel:
+            continue
+        tor = [(r["row"], r["ratio_best"].get("torch")) for r in sel]
+        over = [(row, v) for row, v in tor if v is not None and v > 1.0]
+        worst = max((v for _, v in tor if v is not None), default=None)
+        peer = "PyTorch autograd" if case == "back1d3d" else "the better PyTorch layout"
+        out.append(
+            f"- {case}, <= 1.0x {peer}: {verdict(not over)} (worst {fmt(worst)}"
+            f"{'; over: ' + _listed(over) if over else ''})"
+        )
+        if case == "back1d3d":
+            continue
+        tf = [(r["row"], r["ratio_best"].get("tensorflow")) for r in sel]
+        behind = [(row, v) for row, v in tf if v is not None and v >= 1.0]
+        worst_tf = max((v for _, v in tf if v is not None), default=None)
+        refused = [r["row"] for r in sel if any(k.startswith("tf") for k in r["skipped"])]
+        out.append(
+            f"- {case}, ahead of TensorFlow (or listed as refused where its CPU refuses): "
+            f"{verdict(not behind)} (worst {fmt(worst_tf)}"
+            f"{'; behind: ' + _listed(behind) if behind else ''}"
+            f"{'; refused on: ' + ', '.join(refused) if refused else ''})"
+        )
+    return out
+
+
+def stream_targets(rows: list[dict[str, Any]], verdict: Verdict) -> list[str]:
+    """Streaming: against the batch forward, real time, many streams, pytorch-tcn."""
+    by = {r["row"]: r.get("derived", {}) for r in rows if r["case"] == "stream"}
+    out = []
+    for row, limit in (("block=256", 1.3), ("block=16", 4.0)):
+        v = by.get(row, {}).get("over_batch_forward")
+        if v is not None:
+            out.append(
+                f"- stream, {row}: <= {limit}x the batch forward: {verdict(v <= limit)} ({fmt(v)})"
+            )
+    us = by.get("block=1", {}).get("us_per_sample_per_stream")
+    if us is not None:
+        out.append(
+            f"- stream, one sample at a time <= 62.5 us (real time at 16 kHz): "
+            f"{verdict(us <= 62.5)} ({us:.1f} us)"
+        )
+    share = by.get("batch=64 block=16", {}).get("per_stream_throughput_vs_one")
+    if share is not None:
+        out.append(
+            f"- stream, batch 64 at block 16: per-stream throughput >= 0.8x one stream's: "
+            f"{verdict(share >= 0.8)} ({fmt(share)})"
+        )
+    for row in ("tcn block=1", "tcn block=16"):
+        d = by.get(row, {})
+        if "pytorch_tcn_us_per_block" in d:
+            v = d["dilconv_us_per_block"] / d["pytorch_tcn_us_per_block"]
+            out.append(
+                f"- stream, {row}: <= 0.5x pytorch-tcn's time per block: {verdict(v <= 0.5)} "
+                f"({fmt(v)}: {d['dilconv_us_per_block']:.0f} us against "
+                f"{d['pytorch_tcn_us_per_block']:.0f} us)"
+            )
+    history = by.get("block=256", {}).get("history_kib_per_stream")
+    if history is not None:
+        out.append(f"- stream, memory per stream: the history only, {history:.1f} KiB")
     return out
 
 

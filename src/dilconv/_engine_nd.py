@@ -24,6 +24,7 @@ import numpy as np
 
 from dilconv import _select, _shapes
 from dilconv._methods import METHODS
+from dilconv._native import channels
 from dilconv._padding import pad_spatial_adjoint
 from dilconv._spec import ConvSpec, make_spec
 from dilconv._spec_nd import SpecN
@@ -130,7 +131,10 @@ def to_channels_last(a: np.ndarray, spec: SpecN) -> np.ndarray:
         if spec.x_ndim == spec.rank + 1:
             a = a[None]
         if spec.channels_first:
-            a = np.moveaxis(a, 1, -1)
+            moved = None
+            if a.dtype == spec.dtype and a.flags.c_contiguous:
+                moved = channels.move_channels(a, last=True)  # compiled, where it applies
+            a = np.moveaxis(a, 1, -1) if moved is None else moved
     a = a.reshape(a.shape[0], *(1,) * (3 - spec.rank), *a.shape[1:])
     return np.ascontiguousarray(a, dtype=spec.dtype)
 
@@ -142,7 +146,10 @@ def from_channels_last(a: np.ndarray, spec: SpecN) -> np.ndarray:
         a = a[0, ..., 0]
     else:
         if spec.channels_first:
-            a = np.moveaxis(a, -1, 1)
+            moved = None
+            if a.dtype == spec.out_dtype and a.flags.c_contiguous:
+                moved = channels.move_channels(a, last=False)
+            a = np.moveaxis(a, -1, 1) if moved is None else moved
         if spec.x_ndim == spec.rank + 1:
             a = a[0]
     return np.ascontiguousarray(a, dtype=spec.out_dtype)

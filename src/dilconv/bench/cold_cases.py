@@ -45,7 +45,7 @@ def _process(code: str, empty_cache: bool = False) -> Thunk:
     """A thunk that runs ``code`` in a new interpreter (with new, empty caches)."""
 
     def run() -> None:
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k != "DILCONV_FIRST_CALLS"}  # default
         with tempfile.TemporaryDirectory(prefix="dilconv-cold-") as tmp:
             if empty_cache:
                 env["DILCONV_CACHE_DIR"] = os.path.join(tmp, "dilconv")

@@ -17,7 +17,9 @@ median is under :data:`FAST_SECONDS` is timed :data:`FAST_FACTOR` times as often
 in further rounds with every contender within :data:`CLOSE_FACTOR` of its median
 (:func:`fast_contenders`; the table shows how many). dilconv's
 contenders are then run once more under ``tracemalloc`` for the peak memory they
-allocate beyond their result.
+allocate beyond their result. Every row times the steady state: ``method="auto"``
+runs the model's choice from its first call (``first_calls="wait"``); the
+``cold`` case times first calls, in fresh processes with the default setting.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from dilconv import get_workspace_limit
+from dilconv import config_context, get_workspace_limit
 from dilconv._native import pool, spin
 from dilconv.bench import cases as C
 from dilconv.bench import machine
@@ -227,7 +229,12 @@ def run(
     info = machine.describe(512 if quick else 2048)
     rows = [row for name in names for row in catalogue[name]]
     results = []
-    with tqdm(total=0, desc="dilconv bench", unit="run", disable=not progress) as bar:
+    # The rows time the steady state: "auto" runs the model's choice from its first
+    # call ("wait"); the cold case's fresh processes time the first calls themselves.
+    with (
+        config_context(first_calls="wait"),
+        tqdm(total=0, desc="dilconv bench", unit="run", disable=not progress) as bar,
+    ):
         for row in rows:
             bar.set_postfix_str(f"{row.case} {row.label}")
             built = row.build(methods, peers, C.QUICK_SKIP_SECONDS if quick else C.SKIP_SECONDS)
