@@ -89,7 +89,8 @@ def test_slabs_in_several_bands() -> None:
 
 def test_the_estimate_picks_windows_for_wide_padding_and_slabs_for_many_images() -> None:
     aspp = make_spec((1, 2048, 65, 65), (256, 2048, 3, 3), padding="same", dilation=12)
-    wave = make_spec((8, 64, 128, 128), (64, 64, 3, 3), padding="same", dilation=2)
+    # slabs measured 274 ms against windows' 443 (float64, this machine)
+    wave = make_spec((8, 64, 128, 128), (64, 64, 3, 3), padding="same", dilation=1)
     for spec, faster in ((aspp.lowered(), "windows"), (wave.lowered(), "slabs")):
         other = "slabs" if faster == "windows" else "windows"
         est = _grad_weight.estimate_seconds

@@ -200,7 +200,7 @@ def choose_method(
     Examples
     --------
     >>> import numpy as np
-    >>> choose_method(np.ones((64, 64), np.float32), np.ones((3, 3), np.float32), dilation=4)
+    >>> choose_method(np.ones((512, 512), np.float32), np.ones((3, 3), np.float32), dilation=4)
     'compiled'
     >>> name, why = choose_method(np.ones((8, 8)), np.ones((3, 3)), explain=True)
     >>> why["direct"]
