@@ -10,6 +10,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from unittest import mock
@@ -165,6 +166,15 @@ def _limits(srv: ExplorerServer) -> int:
     return status
 
 
+def _wait_for_free_slots(srv: ExplorerServer, free: int) -> None:
+    """Until exactly ``free`` slots are free (a handler thread lets its slot go just
+    after its client has the answer; a loaded machine showed the gap)."""
+    deadline = time.monotonic() + 20
+    while srv._slots._value != free:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, f"{srv._slots._value} slots free, not {free}"  # type: ignore[attr-defined]
+        time.sleep(0.005)
+
+
 def test_idle_connections_are_closed_and_capped() -> None:
     srv = make_server(quiet=True, timeout=0.5, max_connections=3)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -172,7 +182,9 @@ def test_idle_connections_are_closed_and_capped() -> None:
     try:
         quiet = _idle(srv, 2)
         assert _limits(srv) == 200  # two silent clients leave room for others
+        _wait_for_free_slots(srv, 1)  # the answered request's thread has let its slot go
         quiet += _idle(srv, 1)  # now every slot is held by a silent client ...
+        _wait_for_free_slots(srv, 0)
         extra = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
         answer = extra.recv(4096)  # ... so one more is told at once, not left waiting
         assert answer.startswith(b"HTTP/1.1 503 ")

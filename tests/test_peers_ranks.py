@@ -92,6 +92,19 @@ def test_new_operations_match_peer(peer: str, op: str) -> None:
         assert compared >= 3  # F.pad has no "symmetric" mode
 
 
+def test_same_padding_past_the_kernel_span_matches_tensorflow() -> None:
+    """A stride that steps past the kernel's span (depth 3, kernel 1, stride 3: the
+    sweep's seed 788). TensorFlow's CPU Conv3D given "SAME" crops there, against its own
+    rule, so its routes get the rule's explicit pads; with them every route agrees."""
+    why = available("tensorflow")
+    if why is not None:
+        pytest.skip(why)
+    case = draw_case("conv3d", 788)
+    assert case.options["stride"] == (3, 3, 1)
+    assert case.options["padding"] == "same"
+    assert compare_routes("tensorflow", case) == 2
+
+
 @pytest.fixture(scope="module")
 def keras() -> object:
     why = available("tensorflow")

@@ -256,6 +256,22 @@ def _tf_padded(x: Any, g: GeometryN, pads: PadsN, native: bool) -> tuple[Any, st
     return x, "VALID"
 
 
+def _tf_same_crops(x: Any, w: Any, g: GeometryN) -> bool:
+    """Whether TensorFlow's own ``SAME`` would need a negative pad on some axis (the
+    stride reaches past the kernel's span: ``(ceil(i / s) - 1) * s + d * (k - 1) + 1 < i``).
+
+    Its documented rule pads ``max(total, 0)``, and dilconv follows it; its CPU
+    ``Conv3D`` crops instead (verify, seed 788: ``x`` (2, 2, 3, 4, 3), depth kernel 1,
+    stride 3, read depth 1 where the rule reads depth 0; no zero padding reproduces
+    its output). Such cases are given to TensorFlow padded explicitly, as ``VALID``.
+    """
+    sizes, kernel = [int(v) for v in x.shape[1:-1]], [int(v) for v in w.shape[:-2]]
+    for i, k, s, d in zip(sizes, kernel, g.stride, g.dilation, strict=True):
+        if (-(-i // s) - 1) * s + d * (k - 1) + 1 < i:
+            return True
+    return False
+
+
 def _check_groups(channels: int, depth: int, g: GeometryN, name: str) -> None:
     if channels // depth != g.groups:
         raise NotApplicable(
@@ -270,7 +286,8 @@ def _tf_forward(name: str) -> Callable[[Any, Any, GeometryN, PadsN], Any]:
         _check_groups(int(x.shape[-1]), int(w.shape[-2]), g, name)
         if g.rank == 3 and g.groups != 1:
             raise NotApplicable(f"{name} in 3-D (Conv3D) has no groups")
-        x, padding = _tf_padded(x, g, pads, native=True)
+        native = not (g.padding == "same" and _tf_same_crops(x, w, g))
+        x, padding = _tf_padded(x, g, pads, native=native)
         if name == "tf.nn.convolution":
             return tf.nn.convolution(
                 x, w, strides=list(g.stride), padding=padding, dilations=list(g.dilation)
