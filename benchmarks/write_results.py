@@ -85,6 +85,15 @@ def rate_table(rows: list[dict[str, Any]], peak: float) -> list[str]:
     return lines
 
 
+def _growth(rows: list[dict[str, Any]], last: str, label: str, verdict: Any) -> list[str]:
+    """The target "dilconv auto at row ``last`` takes at most 1.3x its time at d=1"."""
+    by = {r["row"]: r["contenders"]["dilconv auto"]["median_s"] for r in rows}
+    if "d=1" not in by or last not in by:
+        return []
+    growth = by[last] / by["d=1"]
+    return [f"- {label}: {verdict(growth <= 1.3)} ({growth:.2f}x)"]
+
+
 def targets(rows: list[dict[str, Any]]) -> list[str]:
     """Each target of the issue, checked row by row."""
     out = []
@@ -106,12 +115,7 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
                 f"- seed, <= 0.35x PyTorch at every dilation: {verdict(max(tor) <= 0.35)}"
                 f" (ratios {', '.join(fmt(v) for v in tor)})"
             )
-        by = {r["row"]: r["contenders"]["dilconv auto"]["median_s"] for r in seed}
-        if "d=1" in by and "d=16" in by:
-            growth = by["d=16"] / by["d=1"]
-            out.append(
-                f"- seed, time at d=16 within 1.3x of d=1: {verdict(growth <= 1.3)} ({growth:.2f}x)"
-            )
+        out.extend(_growth(seed, "d=16", "seed, time at d=16 within 1.3x of d=1", verdict))
     for case in ("context", "aspp", "wave", "transpose"):
         sel = [r for r in rows if r["case"] == case]
         if not sel:
@@ -223,12 +227,7 @@ def rank_targets(rows: list[dict[str, Any]], verdict: Verdict) -> list[str]:
             f"- signal1d, <= 0.35x PyTorch conv1d at every dilation: {verdict(worst <= 0.35)}"
             f" ({_listed(tor)})"
         )
-        by = {r["row"]: r["contenders"]["dilconv auto"]["median_s"] for r in signal}
-        if "d=1" in by and "d=4096" in by:
-            growth = by["d=4096"] / by["d=1"]
-            out.append(
-                f"- signal1d, time at d=4096 <= 1.3x d=1: {verdict(growth <= 1.3)} ({growth:.2f}x)"
-            )
+        out.extend(_growth(signal, "d=4096", "signal1d, time at d=4096 <= 1.3x d=1", verdict))
     for case in ("tcn1d", "volume3d", "back1d3d"):
         sel = [r for r in rows if r["case"] == case]
         if not sel:

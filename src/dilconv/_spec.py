@@ -542,6 +542,19 @@ def input_shape(spec: ConvSpec) -> tuple[int, ...]:
     return full if spec.x_ndim == 4 else full[1:]
 
 
+def check_sizes_and_groups(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], rank: int, n_groups: int
+) -> None:
+    """No zero-size axis in ``x`` or ``w``, and one group for an input without a
+    channel axis: the first checks of forward and transposed calls alike."""
+    if 0 in x_shape:
+        raise ValueError(f"x must have no zero-size dimension, got shape {x_shape}")
+    if 0 in w_shape:
+        raise ValueError(f"w must have no zero-size dimension, got shape {w_shape}")
+    if len(x_shape) == rank and n_groups != 1:
+        raise ValueError(f"groups must be 1 for {rank}-D input, got {n_groups}")
+
+
 def check_shapes(
     x_shape: tuple[int, ...],
     w_shape: tuple[int, ...],
@@ -553,12 +566,7 @@ def check_shapes(
     in_per_group: int,
 ) -> None:
     """The checks every rank makes of the arrays' shapes against ``groups``."""
-    if 0 in x_shape:
-        raise ValueError(f"x must have no zero-size dimension, got shape {x_shape}")
-    if 0 in w_shape:
-        raise ValueError(f"w must have no zero-size dimension, got shape {w_shape}")
-    if len(x_shape) == rank and n_groups != 1:
-        raise ValueError(f"groups must be 1 for {rank}-D input, got {n_groups}")
+    check_sizes_and_groups(x_shape, w_shape, rank, n_groups)
     if channels % n_groups:
         raise ValueError(
             f"groups={n_groups} must divide the input channels, got {channels} channels"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from dilconv import _shapes
-from dilconv._spec import as_choice, as_int
+from dilconv._spec import as_choice, as_int, check_sizes_and_groups
 from dilconv._spec_nd import (
     AXES,
     FORMATS,
@@ -90,12 +90,7 @@ def make_transpose_spec_nd(
     c_in, out_per_group, kernel = split_weight_nd(
         w_shape, len(x_shape), rank, data_format, transposed=True
     )
-    if 0 in x_shape:
-        raise ValueError(f"x must have no zero-size dimension, got shape {x_shape}")
-    if 0 in w_shape:
-        raise ValueError(f"w must have no zero-size dimension, got shape {w_shape}")
-    if len(x_shape) == rank and n_groups != 1:
-        raise ValueError(f"groups must be 1 for {rank}-D input, got {n_groups}")
+    check_sizes_and_groups(x_shape, w_shape, rank, n_groups)
     if c_in != channels:
         where = "first" if data_format.startswith("NC") else "last"
         raise ValueError(
