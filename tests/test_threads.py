@@ -241,3 +241,46 @@ def test_the_main_thread_runs_items_only_once_their_key_proved_short() -> None:
     assert "MainThread" in names(key)  # known to be short
     pool._ITEM_SECONDS[key] = 2 * pool.SHORT_ITEM_SECONDS
     assert "MainThread" not in names(key)
+
+
+def test_a_worker_that_found_no_item_sleeps_instead_of_spinning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the caller running items too, a job of 2 items leaves one of 2 workers
+    without work; spinning beside the 2 busy threads would take a CPU from one."""
+    waits: list[tuple[str, float]] = []
+    real_wait = spin.wait_for_change
+
+    def recording_wait(cell: np.ndarray, seen: int, patience: float) -> int:
+        waits.append((threading.current_thread().name, patience))
+        return real_wait(cell, seen, patience)
+
+    monkeypatch.setattr(spin, "wait_for_change", recording_wait)
+    monkeypatch.setattr(spin, "spin_seconds", lambda: 0.02)
+    workers = pool.WorkerPool()
+    try:
+        ran: dict[int, str] = {}
+        lengths = [0.05, 0.15]  # the first job's: its first finisher waits before it ends
+
+        def record(item: int) -> None:
+            time.sleep(lengths[item])  # long enough for every worker to look for an item
+            ran[item] = threading.current_thread().name
+
+        workers.map(record, [0, 1], workers=1)  # no key: 2 workers, the caller waits
+        lengths[1] = 0.05
+        assert sorted(ran) == [0, 1]
+        assert "MainThread" not in ran.values()
+        key = ("test", object())
+        pool._ITEM_SECONDS[key] = 0.0  # known to be short: the caller runs items too
+        ran.clear()
+        del waits[:]
+        workers.map(record, [0, 1], workers=1, key=key)
+        time.sleep(0.1)  # every worker is back in its loop
+        assert "MainThread" in ran.values()
+        (busy,) = {name for name in ran.values() if name != "MainThread"}
+        idle = {name for name, _ in waits} - {busy}
+        assert idle, waits  # the worker without an item looked for one, then waited
+        assert all(patience == 0.0 for name, patience in waits if name in idle), waits
+    finally:
+        workers.close()
+        pool._ITEM_SECONDS.pop(key, None)
