@@ -150,3 +150,29 @@ def test_remembered_calls_outlive_the_layout_cache() -> None:
     expected = dilconv.conv2d(x, w, method="direct", **options)
     scale = dilconv.conv2d(np.abs(x), np.abs(w), method="direct", **options)
     assert_close(first, expected, dtype=np.float32, magnitude=scale)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_one_row_is_shared_among_threads_by_its_tiles(threads: int) -> None:
+    """A 1-D signal is one output row: the threads share its tiles, each tile once."""
+    rng = np.random.default_rng(threads)
+    x = rng.standard_normal((1, 1, 9001, 64)).astype(np.float32)
+    w = rng.standard_normal((1, 3, 64, 40)).astype(np.float32)
+    options = {"padding": "same", "dilation": 4, "data_format": "NHWC"}
+    spec = make_spec(x.shape, w.shape, dtypes=[x.dtype], **options)
+    with dilconv.config_context(threads=2):
+        assert blocked.thread_count(spec) == 2  # above PARALLEL_WORK, one row
+    shares = blocked.tile_calls(spec, threads).shares
+    assert len(shares) == threads
+    tiles: list[int] = []
+    for share in shares:
+        assert share  # every share has tiles to compute
+        for call in share:
+            arguments = dict(zip(call.kernel.signature.names, call.arguments, strict=True))
+            if arguments["out"].offset == 0:  # the first output block's calls
+                tiles.extend(arguments["columns"].array[:, 1].tolist())
+    assert len(tiles) == len(set(tiles))  # no output tile twice
+    with dilconv.config_context(threads=2):
+        actual = dilconv.conv2d(x, w, method="blocked", **options)
+    expected = dilconv.conv2d(x, w, method="direct", **options)
+    assert_close(actual, expected, dtype=np.float32, magnitude=np.abs(expected).max())

@@ -97,10 +97,12 @@ def plan(spec: ConvSpec) -> Plan:
 
 
 def thread_count(spec: ConvSpec) -> int:
-    """Threads sharing the output rows: one below :data:`PARALLEL_WORK` multiply-adds."""
+    """Threads sharing the output (its rows, or one row's tiles): one below
+    :data:`PARALLEL_WORK` multiply-adds."""
     (ho, wo), (kh, kw) = spec.out_hw, spec.kernel_hw
     work = spec.batch * ho * wo * spec.out_channels * spec.in_per_group * kh * kw
-    return max(1, min(spec.batch * ho, pool.num_threads() if work >= PARALLEL_WORK else 1))
+    pieces = max(spec.batch * ho, wo // plan(spec).pixels)  # rows, or tiles of one row
+    return max(1, min(pieces, pool.num_threads() if work >= PARALLEL_WORK else 1))
 
 
 def workspace_bytes(spec: ConvSpec) -> int:
@@ -272,7 +274,11 @@ def region_calls(
     threads: int,
 ) -> TileCalls:
     """The calls computing the outputs ``rows x columns`` (tables as in :class:`Layout`),
-    the rows split among ``threads`` shares: all of the output, or any part of it."""
+    split among ``threads`` shares: all of the output, or any part of it.
+
+    The shares cut the rows; where there are fewer rows than threads (a 1-D signal
+    is one row), they cut each table of tiles instead, every share taking all rows.
+    """
     p = plan(spec)
     cg, og, c, o = spec.in_per_group, spec.out_per_group, spec.in_channels, spec.out_channels
     pitch = spec.in_hw[1]
@@ -280,11 +286,21 @@ def region_calls(
     width = p.vectors * p.lanes
     w_tap = cg * width
     block = kh * kw * cg * width  # elements of one (group, output block) of the packing
-    bounds = [len(rows) * k // threads for k in range(threads + 1)]
+    parts: list[tuple[np.ndarray, tuple[tuple[int, np.ndarray], ...]]] = []
+    for k in range(threads):
+        if len(rows) >= threads:
+            parts.append((rows[len(rows) * k // threads : len(rows) * (k + 1) // threads], columns))
+        else:
+            cut = tuple(
+                (n, t[len(t) * k // threads : len(t) * (k + 1) // threads]) for n, t in columns
+            )
+            parts.append((rows, cut))
     shares = []
-    for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
+    for share_rows, share_columns in parts:
         share: list[calls.Call] = []
-        for pixels, table in columns if r1 > r0 else ():
+        for pixels, table in share_columns if len(share_rows) else ():
+            if not len(table):
+                continue
             for g in range(spec.groups):
                 for b, (o0, o1) in enumerate(p.out_blocks):
                     vectors = math.ceil((o1 - o0) / p.lanes)
@@ -295,8 +311,8 @@ def region_calls(
                             x=calls.Slot("x", g * cg + c0),
                             w=calls.Slot("w", (g * len(p.out_blocks) + b) * block + c0 * width),
                             out=calls.Slot("out", g * og + o0),
-                            rows=calls.Ref(rows[r0:r1]),
-                            n_rows=r1 - r0,
+                            rows=calls.Ref(share_rows),
+                            n_rows=len(share_rows),
                             columns=calls.Ref(table),
                             n_columns=len(table),
                             channels=c1 - c0,
