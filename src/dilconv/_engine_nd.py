@@ -257,15 +257,26 @@ def adjoint(g: np.ndarray, w: np.ndarray, vol: Volume, method: str) -> np.ndarra
     check_transpose_method(method)
     n = g.shape[0]
     d, h, wd = vol.in_size
-    x = np.zeros((n, d, h, wd, vol.in_channels), dtype=vol.dtype)
+    shape = (n, d, h, wd, vol.in_channels)
     sd = vol.stride[0]
-    for kd, first, stop, start in vol.depth_taps():
+    # As in forward: a tap whose result covers every input plane becomes the result.
+    taps = sorted(vol.depth_taps(), key=lambda tap: (tap[3], tap[2] - tap[1], sd) != (0, d, 1))
+    x: np.ndarray | None = None
+    for kd, first, stop, start in taps:
         count = stop - first
         gs = g[:, first:stop].reshape(n * count, *g.shape[2:])
         plane = vol.plane_spec(n * count)
         part = run_conv_transpose(gs, w[kd], None, plane, resolve_transpose_method(method, plane))
-        x[:, start : start + (count - 1) * sd + 1 : sd] += part.reshape(n, count, h, wd, -1)
-    return x
+        part = part.reshape(n, count, h, wd, vol.in_channels)
+        owned = part.flags.writeable and not np.may_share_memory(part, g)
+        whole = start == 0 and count == d and sd == 1
+        if x is None and whole and part.dtype == vol.dtype and owned:
+            x = part
+            continue
+        if x is None:
+            x = np.zeros(shape, dtype=vol.dtype)
+        x[:, start : start + (count - 1) * sd + 1 : sd] += part
+    return np.zeros(shape, dtype=vol.dtype) if x is None else x
 
 
 def grad_weight(x: np.ndarray, g: np.ndarray, vol: Volume, method: str) -> np.ndarray:
