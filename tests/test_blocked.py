@@ -131,6 +131,8 @@ def test_plan_fits_the_registers() -> None:
         widest = host["bytes"] // 4
         if o == 21 and widest == 16:  # half-width vectors pad 21 channels to 24, not 32
             assert (p.lanes, p.vectors) == (8, 3)
+        if o == 21 and host["registers"] == 16:  # one pass of 3 vectors, not 2 + 1
+            assert (p.vectors, len(p.out_blocks), p.pixels) == (3, 1, 3)
         if o in (64, 256):  # whole vectors either way: the wide ones, in as few blocks
             assert p.lanes == widest
 

@@ -85,6 +85,11 @@ def plan(spec: ConvSpec) -> Plan:
     lanes = min(fits, key=lambda n: (math.ceil(og / n) * n, -n))
     needed = math.ceil(og / lanes)
     vectors = math.ceil(needed / math.ceil(needed / most))
+    if needed == 3 and host["registers"] < 32:
+        # With 16 registers, one pass of 3 vectors by 3 pixels beats a pass of 2
+        # vectors and one of 1 (which loads as many inputs for a third of the sums):
+        # 14% faster on 20-24 channels of 256^2 on AVX2.
+        vectors = 3
     width = vectors * lanes
     out_blocks = tuple((o0, min(og, o0 + width)) for o0 in range(0, og, width))
     pixels = min(MAX_PIXELS, (host["registers"] - vectors - 2) // vectors)
