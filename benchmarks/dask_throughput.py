@@ -10,7 +10,9 @@ the float32 image is written, then convolved Zarr to Zarr by:
 - ``dask_image.ndfilters.correlate`` with the dilated kernel (zeros inserted),
   on a LocalCluster of the same shape, ``from_zarr`` to ``to_zarr``;
 
-and compared with in-memory :func:`dilconv.conv2d` on the same image. Rates are
+and compared with in-memory :func:`dilconv.conv2d` on the same image (its model's
+choice loaded first, best of 5), and with a plain Zarr-to-Zarr copy on the same
+cluster, no convolution: the store's own cost. Rates are
 megapixels of input per second of computing and writing (cluster start and
 imports excluded; the whole command's wall time is printed too). Every result is
 checked against the in-memory one.
@@ -112,6 +114,32 @@ def dask_image_rate(image: Path, out: Path, w: np.ndarray, args: Any, compressor
         return time.perf_counter() - start
 
 
+def copy_seconds(image: Path, out: Path, args: Any, compressor: str) -> float:
+    """Seconds to copy the Zarr image to a new Zarr array on a 2-process LocalCluster,
+    chunk by chunk, with no convolution: what reading and writing the store cost."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            memory_limit=args.memory_limit,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        client.wait_for_workers(2)
+        start = time.perf_counter()
+        x = da.from_zarr(str(image))
+        target = zarr.create_array(
+            store=str(out), shape=x.shape, chunks=x.chunksize, dtype=x.dtype,
+            compressors=CODECS[compressor],
+        )  # fmt: skip
+        da.store(x, target, lock=False)
+        return time.perf_counter() - start
+
+
 def graph_facts(size: int, chunk: int, tmp: Path) -> tuple[float, float, int, int]:
     """``(build s, optimise s, tasks, chunks)`` of ``apply``'s graph (nothing computed)."""
     z = zarr.create_array(
@@ -139,6 +167,7 @@ def main() -> int:
     parser.add_argument("--compressors", default="none,zstd,blosc", help="comma-separated")
     parser.add_argument("--graph-size", type=int, default=65536, help="0: no graph row")
     parser.add_argument("--graph-chunk", type=int, default=512)
+    parser.add_argument("--out", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
     compressors = args.compressors.split(",")
 
@@ -159,10 +188,16 @@ def main() -> int:
             write_image(image, args.size, args.chunk, compressor)
             if expected is None:
                 x = zarr.open_array(store=str(image), mode="r")[:]
-                dilconv.conv2d(x, w, dilation=args.dilation, padding="same")  # compiled once
-                start = time.perf_counter()
-                expected = dilconv.conv2d(x, w, dilation=args.dilation, padding="same")
-                in_memory = time.perf_counter() - start
+                # The model's choice loaded before timing (first_calls="wait"), then
+                # the best of 5: the in-memory rate at full speed.
+                with dilconv.config_context(first_calls="wait"):
+                    expected = dilconv.conv2d(x, w, dilation=args.dilation, padding="same")
+                    times = []
+                    for _ in range(5):
+                        start = time.perf_counter()
+                        dilconv.conv2d(x, w, dilation=args.dilation, padding="same")
+                        times.append(time.perf_counter() - start)
+                in_memory = min(times)
                 in_memory_rate = mpx / in_memory
                 method = dilconv.choose_method(x, w, dilation=args.dilation, padding="same")
                 rows.append(
@@ -202,12 +237,20 @@ def main() -> int:
                     f"| dask-image `ndfilters.correlate`, LocalCluster of 2 workers | "
                     f"{compressor} | {seconds:.2f} s | {rates['dask-image']:.1f} |"
                 )
+            seconds = copy_seconds(image, tmp / "copy.zarr", args, compressor)
+            shutil.rmtree(tmp / "copy.zarr")
+            rates["copy"] = mpx / seconds
+            rows.append(
+                f"| Zarr to Zarr copy, no convolution, LocalCluster of 2 workers | "
+                f"{compressor} | {seconds:.2f} s | {rates['copy']:.1f} |"
+            )
             two = rates["2 workers"]
             verdicts.append(
                 f"{compressor}: 2 workers / threads {two / rates['threads']:.2f} (>= 0.8: "
                 f"{'met' if two >= 0.8 * rates['threads'] else 'NOT met'}); 2 workers / "
                 f"in-memory {two / in_memory_rate:.2f} (>= 0.5: "
-                f"{'met' if two >= 0.5 * in_memory_rate else 'NOT met'})"
+                f"{'met' if two >= 0.5 * in_memory_rate else 'NOT met'}); 2 workers / the "
+                f"same cluster's plain copy {two / rates['copy']:.2f}"
                 + (
                     f"; 2 workers / dask-image {two / rates['dask-image']:.2f} (> 1: "
                     f"{'met' if two > rates['dask-image'] else 'NOT met'})"
@@ -228,23 +271,26 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    report = [
         f"Image {args.size}x{args.size} float32 ({args.size**2 * 4 / 2**20:.0f} MiB), Zarr "
         f"chunks {args.chunk}x{args.chunk}, kernel {args.kernel}x{args.kernel}, "
-        f"dilation {args.dilation}, padding same; workers of {args.memory_limit}."
-    )
-    print(
+        f"dilation {args.dilation}, padding same; workers of {args.memory_limit}.",
+        "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, numpy {np.__version__}, dask {dask.__version__}, "
         f"distributed {distributed.__version__}, zarr {zarr.__version__}; "
-        f"load average after the run: {load}."
-    )
-    print()
-    print("| run | compressor | compute and write | Mpx/s of input |")
-    print("|---|---|---|---|")
-    print("\n".join(rows))
-    print()
-    print("\n".join(f"- {v}" for v in verdicts))
+        f"finished {when}, load average after the run: {load}.",
+        "",
+        "| run | compressor | compute and write | Mpx/s of input |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        *(f"- {v}" for v in verdicts),
+    ]
+    print("\n".join(report))
+    if args.out is not None:
+        args.out.write_text("\n".join(report) + "\n", encoding="utf-8")
     return 0
 
 

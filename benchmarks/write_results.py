@@ -362,14 +362,45 @@ def render(record: dict[str, Any], command: str) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+#: The command behind ``dask_results.md`` (a separate run: it starts its own clusters).
+DASK_COMMAND = (
+    ".venv/bin/python benchmarks/dask_throughput.py --size 8192 --chunk 1024 "
+    "--out benchmarks/dask_results.md"
+)
+
+
+def dask_section(report: str) -> list[str]:
+    """The scale-out section: the report ``benchmarks/dask_throughput.py`` wrote."""
+    return [
+        "## Scale-out: `dilconv apply` on Dask",
+        "",
+        "From `benchmarks/dask_results.md`, the report of a separate run of the command",
+        "below (its tables, targets and machine line are the script's own):",
+        "",
+        "```",
+        DASK_COMMAND,
+        "```",
+        "",
+        *report.strip("\n").splitlines(),
+        "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=HERE / "results.json")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--command", default="benchmarks/run.sh")
+    parser.add_argument(
+        "--dask", type=Path, default=HERE / "dask_results.md",
+        help="dask_throughput.py's report, appended where the file exists",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     record = json.loads(args.json.read_text(encoding="utf-8"))
-    args.out.write_text(render(record, args.command), encoding="utf-8")
+    text = render(record, args.command)
+    if args.dask.is_file():
+        text += "\n" + "\n".join(dask_section(args.dask.read_text(encoding="utf-8")))
+    args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out}")
 
 

@@ -170,7 +170,17 @@ def test_results_writer_writes_every_section_from_the_quick_record(
     record, out = tmp_path / "quick.json", tmp_path / "RESULTS.md"
     record.write_text(json.dumps(quick_record), encoding="utf-8")
     out.write_text("text written by hand\n", encoding="utf-8")
-    writer.main(["--json", str(record), "--out", str(out), "--command", "dilconv bench --quick"])
+    dask = tmp_path / "dask_results.md"
+    dask.write_text("| run | compressor |\n|---|---|\n| a row of the Dask report | none |\n")
+    argv = ["--json", str(record), "--out", str(out), "--command", "dilconv bench --quick"]
+    writer.main([*argv, "--dask", str(dask)])
+    text = out.read_text(encoding="utf-8")
+    assert "## Scale-out: `dilconv apply` on Dask" in text
+    assert "| a row of the Dask report | none |" in text
+    assert writer.DASK_COMMAND in text
+    writer.main([*argv, "--dask", str(tmp_path / "none.md")])  # no report: no section
+    assert "## Scale-out" not in out.read_text(encoding="utf-8")
+    writer.main([*argv, "--dask", str(dask)])
     text = out.read_text(encoding="utf-8")
     lines = text.splitlines()
     assert lines[0] == writer.GENERATED
