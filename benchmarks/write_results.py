@@ -6,7 +6,10 @@ the numbers (met or not, with the ratio) and one table per case. Nothing in it i
 written by hand: to change it, change this script or the record::
 
     .venv/bin/python benchmarks/write_results.py [--json results.json] [--out RESULTS.md]
-        [--command "..."]
+        [--command "..."] [--dask dask_results.md] [--readme README.md]
+
+It also rewrites the README's headline table (between its two marker lines) from the
+same record, so the README cannot quote another run than RESULTS.md.
 
 How to read the numbers, where the time goes and notes on earlier runs are kept by
 hand in ``benchmarks/NOTES.md``, which RESULTS.md links to.
@@ -386,6 +389,83 @@ def dask_section(report: str) -> list[str]:
     ]
 
 
+#: The README's performance table sits between these two lines, written by ``main``.
+README_START = "<!-- performance table: written by benchmarks/write_results.py -->"
+README_END = "<!-- end of the performance table -->"
+
+#: README rows: a label and what it summarises, the names of one or two cases, or a
+#: case and a row prefix (``("context", "C=21")``).
+README_ROWS = (
+    ("seed 2048x2048, one channel, d = 1 / 2 / 4 / 8 / 16", ("seed",)),
+    ("context layers, 21 channels, d = 1-16 (chain of 7)", ("context", "C=21")),
+    ("context layers, 64 channels, d = 1-16 (chain of 7)", ("context", "C=64")),
+    ("aspp 2048 -> 256, d = 6 / 12 / 18", ("aspp",)),
+    ("wave; transpose", ("wave", "transpose")),
+    ("backward (grad_input + grad_weight): aspp d=12 / context d=8", ("backward",)),
+    ("1-D TCN, 64 channels, causal, k = 2 and 3, d = 1-256", ("tcn1d",)),
+    ("3-D volume 64^3, 32 channels, d = 1 / 2 / 4", ("volume3d",)),
+)
+
+
+def _cell(rows: list[dict[str, Any]], peer: str) -> str:
+    """One README cell: each row's ratio, ' / '-separated, or the range of many."""
+    values = [r["ratio_best"].get(peer) for r in rows]
+    got = [v for v in values if v is not None]
+    if not got:
+        return "-"
+    if len(rows) > 5:
+        chains = [r for r in rows if r["row"].endswith("chain")]
+        span = f"{min(got):.2f}-{max(got):.2f}"
+        chain = chains[0]["ratio_best"].get(peer) if chains else None
+        return span if chain is None else f"{span} ({chain:.2f})"
+    return " / ".join(fmt(v) for v in values)
+
+
+def readme_table(record: dict[str, Any]) -> list[str]:
+    """The README's headline table: dilconv auto over each peer, case by case.
+
+    Cells of two cases are joined by ``;``; a case of more than five rows shows the
+    range of its ratios (and its chain row's ratio in brackets).
+    """
+    rows = record["rows"]
+    out = [
+        README_START,
+        "| case | vs the better PyTorch layout | vs TensorFlow | vs `ndimage.correlate` |",
+        "|---|---|---|---|",
+    ]
+    for label, key in README_ROWS:
+        if key[-1].startswith("C="):
+            groups = [[r for r in rows if r["case"] == key[0] and r["row"].startswith(key[1])]]
+        else:
+            groups = [[r for r in rows if r["case"] == case] for case in key]
+        if not all(groups):
+            continue
+        cells = ["; ".join(_cell(g, peer) for g in groups) for peer in
+                 ("torch", "tensorflow", "ndimage")]  # fmt: skip
+        cells = ["-" if set(c) <= {"-", ";", " "} else c for c in cells]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    m = record["machine"]
+    out += [
+        "",
+        f"Measured on {m['cpu']}, {m['cpus']} CPUs, {m['blas']}; "
+        f"dilconv {m['versions'].get('dilconv', '?')}, torch {m['versions'].get('torch', '-')}, "
+        f"tensorflow {m['versions'].get('tensorflow', '-')}.",
+        README_END,
+    ]
+    return out
+
+
+def write_readme(path: Path, record: dict[str, Any]) -> bool:
+    """Replace the README's table between its markers; False if it has no markers."""
+    text = path.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    path.write_text(head + "\n".join(readme_table(record)) + tail, encoding="utf-8")
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=HERE / "results.json")
@@ -395,6 +475,10 @@ def main(argv: list[str] | None = None) -> None:
         "--dask", type=Path, default=HERE / "dask_results.md",
         help="dask_throughput.py's report, appended where the file exists",
     )  # fmt: skip
+    parser.add_argument(
+        "--readme", type=Path, default=HERE.parent / "README.md",
+        help="the README whose performance table is rewritten from the record",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     record = json.loads(args.json.read_text(encoding="utf-8"))
     text = render(record, args.command)
@@ -402,6 +486,8 @@ def main(argv: list[str] | None = None) -> None:
         text += "\n" + "\n".join(dask_section(args.dask.read_text(encoding="utf-8")))
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out}")
+    if args.readme.is_file() and write_readme(args.readme, record):
+        print(f"rewrote the performance table of {args.readme}")
 
 
 if __name__ == "__main__":

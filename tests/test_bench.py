@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,10 +157,8 @@ def test_stream_rows_derive_real_time_and_per_stream_figures(quick_record: dict)
             assert rows[label]["derived"]["pytorch_tcn_us_per_block"] > 0
 
 
-def test_results_writer_writes_every_section_from_the_quick_record(
-    quick_record: dict, tmp_path: Path
-) -> None:
-    """benchmarks/write_results.py turns a record into the whole RESULTS.md."""
+def _results_writer() -> Any:
+    """benchmarks/write_results.py as a module (benchmarks/ is not a package)."""
     spec = importlib.util.spec_from_file_location(
         "write_results", Path(__file__).parents[1] / "benchmarks" / "write_results.py"
     )
@@ -167,6 +166,14 @@ def test_results_writer_writes_every_section_from_the_quick_record(
     assert spec.loader is not None
     writer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(writer)
+    return writer
+
+
+def test_results_writer_writes_every_section_from_the_quick_record(
+    quick_record: dict, tmp_path: Path
+) -> None:
+    """benchmarks/write_results.py turns a record into the whole RESULTS.md."""
+    writer = _results_writer()
     record, out = tmp_path / "quick.json", tmp_path / "RESULTS.md"
     record.write_text(json.dumps(quick_record), encoding="utf-8")
     out.write_text("text written by hand\n", encoding="utf-8")
@@ -191,3 +198,15 @@ def test_results_writer_writes_every_section_from_the_quick_record(
         assert f"#### {case}" in lines
     assert "dilconv bench --quick" in text
     assert any(line.startswith("- method='auto' within 10%") for line in lines)
+
+
+def test_the_readme_quotes_the_recorded_run() -> None:
+    """README's performance table is the one write_results.py makes from results.json."""
+    root = Path(__file__).parents[1]
+    writer = _results_writer()
+    record = json.loads((root / "benchmarks" / "results.json").read_text(encoding="utf-8"))
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    table = "\n".join(writer.readme_table(record))
+    assert table in readme, "run benchmarks/write_results.py to rewrite README's table"
+    assert "| seed 2048x2048" in table
+    assert "| context layers, 21 channels" in table

@@ -105,6 +105,29 @@ def test_compiled_on_wide_rows(dilation: int, stride: int) -> None:
         assert_close(actual, expected, dtype=np.float64, context=f"{options}")
 
 
+@pytest.mark.parametrize("dilation", [(1, 1), (2, 3), (4, 40), (3, 70)])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.int8])
+def test_compiled_3x3_in_one_pass(dilation: tuple[int, int], stride: int, dtype: type) -> None:
+    """The one-pass 3x3 rows: columns where every tap reads input, the edge columns
+    where some read padding, rows near the border (not one pass) and rows of a
+    dilation as wide as the image (no column with all nine taps)."""
+    rng = np.random.default_rng(sum(dilation) * stride)
+    x = rng.integers(-9, 10, (2, 1, 23, 141)).astype(dtype)
+    w = rng.integers(-3, 4, (1, 1, 3, 3)).astype(dtype)
+    for padding in ("same", "full", 0, ((5, 0), (0, 80)), ((0, 2), (70, 1))):
+        if padding == "same" and stride > 1:
+            continue
+        options = {"stride": (stride, 1), "dilation": dilation, "padding": padding}
+        try:
+            expected = dilconv.conv2d(x, w, method="direct", **options)
+        except ValueError:  # the dilated kernel is wider than the padded input
+            continue
+        actual = dilconv.conv2d(x, w, method="compiled", **options)
+        # small integers: every method is exact in every dtype here
+        np.testing.assert_array_equal(actual, expected, err_msg=f"{options}")
+
+
 @given(case=conv_cases(dtypes=(np.float32, np.float64)))
 def test_auto_equals_oracle(case: Case) -> None:
     check_against_oracle(case, "auto")
