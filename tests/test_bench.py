@@ -179,8 +179,16 @@ def test_results_writer_writes_every_section_from_the_quick_record(
     out.write_text("text written by hand\n", encoding="utf-8")
     dask = tmp_path / "dask_results.md"
     dask.write_text("| run | compressor |\n|---|---|\n| a row of the Dask report | none |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{writer.README_START}\nold table\n{writer.README_END}\nrest\n")
     argv = ["--json", str(record), "--out", str(out), "--command", "dilconv bench --quick"]
+    argv += ["--readme", str(readme)]
     writer.main([*argv, "--dask", str(dask)])
+    written = readme.read_text(encoding="utf-8")
+    assert "old table" not in written
+    assert written.startswith("intro\n")
+    assert written.endswith("\nrest\n")
+    assert "\n".join(writer.readme_table(quick_record)) in written
     text = out.read_text(encoding="utf-8")
     assert "## Scale-out: `dilconv apply` on Dask" in text
     assert "| a row of the Dask report | none |" in text

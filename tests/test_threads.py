@@ -48,6 +48,37 @@ def test_an_error_in_any_item_reaches_the_caller_and_the_pool_recovers() -> None
 
 
 @pytest.mark.usefixtures("two_threads")
+def test_items_run_under_the_callers_floating_point_error_handling() -> None:
+    """``np.errstate`` is per thread: every item, on whichever thread, runs under the
+    caller's, so silenced NaN arithmetic stays silent (warnings are errors here)."""
+    seen: list[tuple[str, dict[str, str]]] = []
+    lock = threading.Lock()
+
+    def record(item: int) -> None:
+        time.sleep(0.002)
+        with lock:
+            seen.append((threading.current_thread().name, np.geterr()))
+
+    with np.errstate(all="ignore"):
+        pool.parallel_map(record, range(40))
+    assert len({name for name, _ in seen}) == 2
+    assert all(set(state.values()) == {"ignore"} for _, state in seen)
+    with np.errstate(invalid="raise"):
+        pool.parallel_map(record, range(40))
+    assert all(state["invalid"] == "raise" for _, state in seen[40:])
+
+    def nan_arithmetic(item: int) -> None:
+        time.sleep(0.002)
+        np.float64(np.inf) - np.array([np.inf])
+
+    for _ in range(5):  # whichever thread takes the items
+        with np.errstate(invalid="ignore"):
+            pool.parallel_map(nan_arithmetic, range(8))
+    with pytest.raises(FloatingPointError), np.errstate(invalid="raise"):
+        pool.parallel_map(nan_arithmetic, range(8))
+
+
+@pytest.mark.usefixtures("two_threads")
 def test_nested_and_concurrent_maps_run_without_waiting_on_each_other() -> None:
     totals: list[int] = []
     lock = threading.Lock()

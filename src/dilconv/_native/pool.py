@@ -62,6 +62,11 @@ class Job:
         self.keep: list[dict[str, Any]] = []
         #: Seconds the longest item took (read once the job is done).
         self.longest = 0.0
+        #: The caller's NumPy floating-point error handling (``np.errstate`` is per
+        #: thread): items run under it on every thread, so a caller that silenced
+        #: NaN arithmetic gets no warning (nor, with warnings as errors, an error)
+        #: from the items a worker ran.
+        self.errstate = np.geterr()
         if not items:
             self.done.set()
 
@@ -90,7 +95,8 @@ class Job:
             ran = True
             start = time.perf_counter()
             try:
-                self.fn(self.items[index])
+                with np.errstate(**self.errstate):
+                    self.fn(self.items[index])
             except BaseException as err:  # handed to the caller, which re-raises it
                 with self.lock:
                     self.error = self.error or err
