@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +84,11 @@ def run_apply(argv: list[str]) -> tuple[float, float]:
     return wall, float(found.group(1))
 
 
-def dask_image_rate(image: Path, out: Path, w: np.ndarray, args: Any, compressor: str) -> float:
-    """Seconds for dask-image's correlate, Zarr to Zarr, on a 2-process LocalCluster."""
-    from dask_image import ndfilters
-
-    d = args.dilation
-    dilated = np.zeros(((w.shape[0] - 1) * d + 1,) * 2, dtype=w.dtype)
-    dilated[::d, ::d] = w
+def _store_on_cluster(
+    image: Path, out: Path, args: Any, compressor: str, step: Callable[[da.Array], da.Array]
+) -> float:
+    """Seconds to read the Zarr image, apply ``step`` and store the result as a new
+    Zarr array, on a fresh 2-process LocalCluster (timed once its workers are up)."""
     with (
         distributed.LocalCluster(
             n_workers=2,
@@ -105,7 +104,7 @@ def dask_image_rate(image: Path, out: Path, w: np.ndarray, args: Any, compressor
         client.wait_for_workers(2)
         start = time.perf_counter()
         x = da.from_zarr(str(image))
-        y = ndfilters.correlate(x, dilated, mode="constant", cval=0.0)
+        y = step(x)
         target = zarr.create_array(
             store=str(out), shape=y.shape, chunks=x.chunksize, dtype=y.dtype,
             compressors=CODECS[compressor],
@@ -114,30 +113,24 @@ def dask_image_rate(image: Path, out: Path, w: np.ndarray, args: Any, compressor
         return time.perf_counter() - start
 
 
+def dask_image_rate(image: Path, out: Path, w: np.ndarray, args: Any, compressor: str) -> float:
+    """Seconds for dask-image's correlate, Zarr to Zarr, on a 2-process LocalCluster."""
+    from dask_image import ndfilters
+
+    d = args.dilation
+    dilated = np.zeros(((w.shape[0] - 1) * d + 1,) * 2, dtype=w.dtype)
+    dilated[::d, ::d] = w
+
+    def correlate(x: da.Array) -> da.Array:
+        return ndfilters.correlate(x, dilated, mode="constant", cval=0.0)
+
+    return _store_on_cluster(image, out, args, compressor, correlate)
+
+
 def copy_seconds(image: Path, out: Path, args: Any, compressor: str) -> float:
     """Seconds to copy the Zarr image to a new Zarr array on a 2-process LocalCluster,
     chunk by chunk, with no convolution: what reading and writing the store cost."""
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            memory_limit=args.memory_limit,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        client.wait_for_workers(2)
-        start = time.perf_counter()
-        x = da.from_zarr(str(image))
-        target = zarr.create_array(
-            store=str(out), shape=x.shape, chunks=x.chunksize, dtype=x.dtype,
-            compressors=CODECS[compressor],
-        )  # fmt: skip
-        da.store(x, target, lock=False)
-        return time.perf_counter() - start
+    return _store_on_cluster(image, out, args, compressor, lambda x: x)
 
 
 def graph_facts(size: int, chunk: int, tmp: Path) -> tuple[float, float, int, int]:

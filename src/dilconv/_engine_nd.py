@@ -226,6 +226,28 @@ def _planes(a: np.ndarray, start: int, step: int, count: int) -> np.ndarray:
     return part.reshape(-1, *a.shape[2:])
 
 
+def _add_planes(
+    total: np.ndarray | None,
+    part: np.ndarray,
+    planes: Any,
+    whole: bool,
+    result: tuple[tuple[int, ...], np.dtype],
+    source: np.ndarray,
+) -> np.ndarray:
+    """``total[planes] += part``, ``total`` starting as zeros of the ``result``'s
+    ``(shape, dtype)``; but the first ``part`` that covers every plane (``whole``)
+    and is a fresh array of the result's dtype becomes ``total`` itself: no zeros
+    and no extra pass. ``source``: the array the parts were computed from."""
+    shape, dtype = result
+    if total is None:
+        fresh = part.flags.writeable and not np.may_share_memory(part, source)
+        if whole and fresh and part.dtype == dtype:
+            return part
+        total = np.zeros(shape, dtype=dtype)
+    total[planes] += part
+    return total
+
+
 def forward(x: np.ndarray, w: np.ndarray, vol: Volume, method: str) -> np.ndarray:
     """The lifted cross-correlation: ``(N, D, H, W, C)`` -> ``(N, Do, Ho, Wo, O)``."""
     check_method(method)
@@ -242,13 +264,7 @@ def forward(x: np.ndarray, w: np.ndarray, vol: Volume, method: str) -> np.ndarra
         plane = vol.plane_spec(xs.shape[0])
         part = run_conv(xs, w[kd], None, plane, _select.resolve_method(method, plane))
         part = part.reshape(n, count, ho, wo, vol.out_channels)
-        owned = part.flags.writeable and not np.may_share_memory(part, x)
-        if y is None and count == do and part.dtype == vol.dtype and owned:
-            y = part
-            continue
-        if y is None:
-            y = np.zeros(shape, dtype=vol.dtype)
-        y[:, first:stop] += part
+        y = _add_planes(y, part, np.s_[:, first:stop], count == do, (shape, vol.dtype), x)
     return np.zeros(shape, dtype=vol.dtype) if y is None else y
 
 
@@ -268,14 +284,9 @@ def adjoint(g: np.ndarray, w: np.ndarray, vol: Volume, method: str) -> np.ndarra
         plane = vol.plane_spec(n * count)
         part = run_conv_transpose(gs, w[kd], None, plane, resolve_transpose_method(method, plane))
         part = part.reshape(n, count, h, wd, vol.in_channels)
-        owned = part.flags.writeable and not np.may_share_memory(part, g)
+        planes = np.s_[:, start : start + (count - 1) * sd + 1 : sd]
         whole = start == 0 and count == d and sd == 1
-        if x is None and whole and part.dtype == vol.dtype and owned:
-            x = part
-            continue
-        if x is None:
-            x = np.zeros(shape, dtype=vol.dtype)
-        x[:, start : start + (count - 1) * sd + 1 : sd] += part
+        x = _add_planes(x, part, planes, whole, (shape, vol.dtype), g)
     return np.zeros(shape, dtype=vol.dtype) if x is None else x
 
 

@@ -91,19 +91,19 @@ class Job:
         this thread ran any item, and whether it finished the job's last one (the
         job is then complete)."""
         ran = last = False
-        while (index := self._take()) is not None:
-            ran = True
-            start = time.perf_counter()
-            try:
-                with np.errstate(**self.errstate):
+        with np.errstate(**self.errstate):
+            while (index := self._take()) is not None:
+                ran = True
+                start = time.perf_counter()
+                try:
                     self.fn(self.items[index])
-            except BaseException as err:  # handed to the caller, which re-raises it
-                with self.lock:
-                    self.error = self.error or err
-                self.cancel()
-            finally:
-                self.longest = max(self.longest, time.perf_counter() - start)
-                last = self._finished(1)
+                except BaseException as err:  # handed to the caller, which re-raises it
+                    with self.lock:
+                        self.error = self.error or err
+                    self.cancel()
+                finally:
+                    self.longest = max(self.longest, time.perf_counter() - start)
+                    last = self._finished(1)
         return ran, last
 
     def cancel(self) -> None:
