@@ -295,8 +295,9 @@ def set_config(
         ``"tiered"`` (the default): while the algorithm ``"auto"`` would choose
         still has machine code to load (Numba's or LLVM's, up to seconds), a call
         is served by the best loaded route until the load pays for itself
-        (:mod:`dilconv._first_calls`). ``"wait"``: ``"auto"`` always runs its
-        choice, loading it first.
+        (:mod:`dilconv._first_calls`); its results can differ from the choice's in
+        the last bits. ``"wait"``: ``"auto"`` always runs its choice, loading it
+        first, so repeated calls give identical results from the first on.
 
     Notes
     -----
