@@ -116,6 +116,7 @@ def fit() -> dict[str, float]:
     cost["scipy_call"] = best(lambda: signal.correlate2d(img[:2, :2], k5[:1, :1]), 200)
     cost.update(fit_compiled(rng, cost["call"]))
     cost.update(fit_blocked(rng, cost["call"]))
+    cost["layout"] = fit_layout(rng)
     cost.update(fit_winograd(rng, cost))
     cost.update(fit_first_calls())
     return cost
@@ -256,6 +257,22 @@ def fit_blocked(rng: np.random.Generator, call: float) -> dict[str, float]:
     macs, passes = terms(*thin)
     cost["blocked_tap"] = max(t_thin - fixed - macs / cost["blocked"], 1e-9) / passes
     return cost
+
+
+def fit_layout(rng: np.random.Generator) -> float:
+    """Bytes/s of an NCHW call's two layout moves: winograd (which runs on NHWC) on
+    NCHW arrays less the same call on NHWC arrays, over the input and output bytes."""
+    x = rng.standard_normal((1, 64, 256, 256), dtype=np.float32)
+    w = rng.standard_normal((64, 64, 3, 3), dtype=np.float32)
+    xl, wl = (
+        np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
+        np.ascontiguousarray(w.transpose(2, 3, 1, 0)),
+    )
+    opts = {"padding": "same", "method": "winograd"}
+    moved = best(lambda: dilconv.conv2d(x, w, **opts)) - best(
+        lambda: dilconv.conv2d(xl, wl, data_format="NHWC", **opts)
+    )
+    return 2 * x.nbytes / max(moved, 1e-9)
 
 
 def fit_winograd(rng: np.random.Generator, cost: dict[str, float]) -> dict[str, float]:

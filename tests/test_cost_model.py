@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -71,6 +72,11 @@ def test_every_constant_is_used_and_every_one_used_is_in_the_file() -> None:
                 if entry.refusal(spec) is None:
                     assert entry.estimate_seconds(spec, costs) > 0, name
                     ran.add(name)
+    for spec in specs():  # an NCHW call's layout moves (the caller's spec, not lowered)
+        caller = dataclasses.replace(spec, data_format="NCHW")
+        moved = _select.layout_seconds(caller, costs)
+        assert _select.moves_layout(caller)
+        assert moved > 0 if spec.in_channels > 1 else moved >= 0
     saved = dict(_first_calls._ON_DISK)
     try:  # the first-call costs, as a process that has loaded nothing, cache full or empty
         for on_disk in (True, False):

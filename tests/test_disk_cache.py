@@ -24,7 +24,7 @@ import pytest
 
 from dilconv._native import compiler, disk_cache
 
-#: The child: blocked convolutions (two dtypes, so several entries) on integer
+#: The child: blocked convolutions (two dtypes and both layouts, so several entries) on integer
 #: values, whose float sums are exact, against the loop oracle.
 CHILD = """
 import json, warnings
@@ -42,6 +42,10 @@ with warnings.catch_warnings(record=True) as caught:
         opts = dict(padding="same", dilation=2, data_format="NHWC")
         y = dilconv.conv2d(x, w, method="blocked", **opts)
         equal &= bool(np.array_equal(y, dilconv.conv2d(x, w, method="direct", **opts)))
+        xc, wc = x.transpose(0, 3, 1, 2).copy(), w.transpose(3, 2, 0, 1).copy()
+        y = dilconv.conv2d(xc, wc, method="blocked", padding="same", dilation=2)  # NCHW tiles
+        equal &= bool(np.array_equal(y, dilconv.conv2d(xc, wc, method="direct", padding="same",
+                                                        dilation=2)))
 print(json.dumps({"equal": equal, "warnings": [(type(c.message).__name__, str(c.message))
                                              for c in caught]}))
 """

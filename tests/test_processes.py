@@ -42,14 +42,20 @@ def problem(size, channels, taps=3, seed=0):
     return x, w
 
 
-def exact(method, size, channels, dilation=2, dtype=np.float32):
+def exact(method, size, channels, dilation=2, dtype=np.float32, nchw=False):
     x, w = (a.astype(dtype) for a in problem(size, channels))
-    y = dilconv.conv2d(x, w, padding="same", dilation=dilation, data_format="NHWC", method=method)
+    if nchw:  # PyTorch's layout: blocked reads and writes it in place
+        y = dilconv.conv2d(x.transpose(0, 3, 1, 2).copy(), w.transpose(3, 2, 0, 1).copy(),
+                           padding="same", dilation=dilation, method=method).transpose(0, 2, 3, 1)
+    else:
+        y = dilconv.conv2d(x, w, padding="same", dilation=dilation, data_format="NHWC",
+                           method=method)
     return bool(np.array_equal(y, reference(x, w, dilation)))
 
 
 #: Threaded calls (big enough to share among two threads) of the native paths.
-CHECKS = [("tap_gemm", 160, 24), ("blocked", 160, 24), ("compiled", 1100, 1), ("winograd", 96, 16)]
+CHECKS = [("tap_gemm", 160, 24), ("blocked", 160, 24), ("compiled", 1100, 1), ("winograd", 96, 16),
+          ("blocked", 160, 24, 2, np.float32, True)]
 
 
 def hold_locks_and_pool():

@@ -32,6 +32,7 @@ COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|desele
 #: tap products (48 of test_grad_weight_taps's 59 s), timed on the 2-core machine.
 CHECKED = (
     "tests/test_blocked.py",
+    "tests/test_blocked_nchw.py",
     "tests/test_winograd.py",
     "tests/test_threads.py",
     "tests/test_grad_weight_taps.py",

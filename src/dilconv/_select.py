@@ -35,7 +35,7 @@ import numpy as np
 from dilconv import _config, _first_calls
 from dilconv._config import get_workspace_limit
 from dilconv._cost import COST
-from dilconv._methods import METHODS, compiled
+from dilconv._methods import METHODS, _blocked_planar, compiled
 from dilconv._native import pool
 from dilconv._spec import ConvSpec
 
@@ -159,6 +159,51 @@ def _cheapest(spec: ConvSpec, limit: int, threads: int, fft: bool, finite: bool)
     return best(METHODS, spec, left_out=left_out(finite))  # im2col and shift_add always fit
 
 
+def moves_layout(spec: ConvSpec) -> bool:
+    """Whether a call of ``spec`` (the caller's, not lowered) moves its arrays between
+    the caller's NCHW and the algorithms' NHWC, unless ``blocked`` reads them in place
+    (:mod:`~dilconv._methods._blocked_planar`)."""
+    return spec.data_format == "NCHW" and spec.x_ndim != 2 and spec.padding_mode == "zeros"
+
+
+def layout_seconds(spec: ConvSpec, costs: Mapping[str, float] = COST) -> float:
+    """Modelled time of an NCHW call's two layout moves: its input to NHWC and the
+    result back, at the ``layout`` rate (fresh pages included); an array of one
+    channel moves for free."""
+    (h, w), (ho, wo) = spec.in_hw, spec.out_hw
+    c, o = spec.in_channels, spec.out_channels
+    # one channel is the same array in either layout: nothing moves
+    elements = spec.batch * (h * w * c * (c > 1) + ho * wo * o * (o > 1))
+    return elements * spec.dtype.itemsize / costs["layout"]
+
+
+def cheapest_for_caller(spec: ConvSpec, *, finite: bool = True) -> str:
+    """:func:`cheapest` for the call as the caller made it: in NCHW every algorithm
+    pays :func:`layout_seconds` on top of its estimate but ``blocked`` on rows of
+    stride 1 with few enough output channels for one pass
+    (:func:`~dilconv._methods._blocked_planar.one_pass`), which runs on the caller's
+    arrays in place."""
+    if not moves_layout(spec):
+        return cheapest(spec.lowered(), finite=finite)
+    return _cheapest_nchw(spec, get_workspace_limit(), pool.num_threads(), allow_fft(), finite)
+
+
+@functools.lru_cache(maxsize=512)
+def _cheapest_nchw(spec: ConvSpec, limit: int, threads: int, fft: bool, finite: bool) -> str:
+    lowered = spec.lowered()
+    moves = layout_seconds(spec)
+    # blocked's NHWC estimate holds for its in-place route with one block of output
+    # channels; with more, each block reads the input again (64 channels: 1.3-1.7x
+    # the NHWC time), about what the moves cost, which it is charged instead
+    in_place = _blocked_planar.refusal(lowered) is None and _blocked_planar.one_pass(lowered)
+
+    def seconds(name: str) -> float:
+        extra = 0.0 if name == "blocked" and in_place else moves
+        return float(METHODS[name].estimate_seconds(lowered, COST)) + extra
+
+    return min(eligible(METHODS, lowered, left_out(finite)), key=seconds)
+
+
 def explain(spec: ConvSpec) -> dict[str, str]:
     """Each algorithm's standing for a lowered spec: its estimate, or why it is left out.
 
@@ -203,10 +248,10 @@ def resolve_method(
     if method == "auto":
         lowered = spec.lowered()
         finite = True
-        name = cheapest(lowered)
+        name = cheapest_for_caller(spec)
         if name in FINITE_ONLY and not all_finite(arrays):
             finite = False
-            name = cheapest(lowered, finite=False)
+            name = cheapest_for_caller(spec, finite=False)
         if not first_call or _first_calls.is_ready(name, lowered):
             return name
         loaded = [
@@ -221,6 +266,7 @@ def resolve_method(
             # loading failed (Numba installed but broken): it declines from now on
             _first_calls.forget_ready(name, lowered)
             _cheapest.cache_clear()
+            _cheapest_nchw.cache_clear()
             return resolve_method(method, spec, arrays)
         return chosen
     if method not in METHODS:

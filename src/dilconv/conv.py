@@ -8,7 +8,7 @@ import numpy as np
 
 from dilconv import _exact, _first_calls, _select, _shapes
 from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
-from dilconv._methods import METHODS
+from dilconv._methods import METHODS, _blocked_planar
 from dilconv._padding import pad_spatial
 from dilconv._spec import ConvSpec, as_array, as_choice, as_int, as_pair, make_spec
 from dilconv._spec_nd import rank_of_format, same_padding_nd, sequence_rank
@@ -26,6 +26,20 @@ def _array_spec(
     return xa, wa, ba, spec
 
 
+def _reads_channels_first(x: np.ndarray, spec: ConvSpec) -> bool:
+    """Whether ``blocked`` can read the caller's NCHW (or CHW) ``x`` as it is and write
+    NCHW (:mod:`~dilconv._methods._blocked_planar`): zero padding, the computing
+    dtype, C-contiguous, stride 1 along rows."""
+    return (
+        spec.data_format == "NCHW"
+        and spec.x_ndim != 2
+        and spec.padding_mode == "zeros"
+        and x.dtype == spec.dtype
+        and x.flags.c_contiguous
+        and _blocked_planar.refusal(spec.lowered()) is None
+    )
+
+
 def run_conv(
     x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: ConvSpec, method: str
 ) -> np.ndarray:
@@ -39,6 +53,14 @@ def run_conv(
     terms = spec.kernel_hw[0] * spec.kernel_hw[1] * spec.in_per_group
     if method == "exact" or _exact.overflows(spec, x, w, terms, bias):
         spec, method = _exact.exact_spec(spec), "exact"
+    if method == "blocked" and _reads_channels_first(x, spec):
+        y = _blocked_planar.conv_channels_first(
+            x if spec.x_ndim == 4 else x[None], weight_to_canonical(w, spec), spec.lowered()
+        )
+        _first_calls.settle()
+        if bias is not None:
+            y += bias.astype(spec.dtype)[:, None, None]
+        return np.ascontiguousarray(y if spec.x_ndim == 4 else y[0], dtype=spec.out_dtype)
     xc = to_canonical(x, spec)
     if spec.padding_mode != "zeros":
         xc = pad_spatial(xc, spec.pad, spec.padding_mode)

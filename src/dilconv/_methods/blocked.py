@@ -177,11 +177,15 @@ def column_tiles(
 
 
 def column_tables(
-    spec: ConvSpec, pixels: int, columns: np.ndarray | None = None
+    spec: ConvSpec,
+    pixels: int,
+    columns: np.ndarray | None = None,
+    channels_first: bool = False,
 ) -> tuple[tuple[int, np.ndarray], ...]:
     """Per tile width, the tile loop's column table (:data:`~dilconv._native.tile_kernel.FIELDS`
-    per tile) for the tiles of :func:`column_tiles`; read-only."""
-    c, o = spec.in_channels, spec.out_channels
+    per tile) for the tiles of :func:`column_tiles`; read-only. Offsets are in NHWC
+    arrays, or NCHW ones with ``channels_first``."""
+    c, o = (1, 1) if channels_first else (spec.in_channels, spec.out_channels)
     tables = []
     for width, starts in column_tiles(spec, pixels, columns).items():
         kx0, kx1 = column_taps(spec, starts, width)
@@ -206,19 +210,24 @@ class Layout:
 
 
 @functools.lru_cache(maxsize=128)
-def layout(spec: ConvSpec) -> Layout:
-    """The :class:`Layout` of ``spec`` (remembered: it is the same for every call)."""
+def layout(spec: ConvSpec, channels_first: bool = False) -> Layout:
+    """The :class:`Layout` of ``spec`` (remembered: it is the same for every call),
+    for NHWC arrays or, with ``channels_first``, NCHW ones."""
     p = plan(spec)
     (h, wd), (ho, wo) = spec.in_hw, spec.out_hw
     c, o = spec.in_channels, spec.out_channels
     flat = np.arange(spec.batch * ho, dtype=np.int64)
     image, oy = np.divmod(flat, ho)
     ky0, ky1 = row_taps(spec, range(ho))
-    in_row = image * h + oy * spec.stride[0] - spec.pad[0][0]
+    in_row = oy * spec.stride[0] - spec.pad[0][0]
+    if channels_first:  # image n starts at n * C * H * W; a row is W elements
+        x_rows, out_rows = image * c * h * wd + in_row * wd, image * o * ho * wo + oy * wo
+    else:
+        x_rows, out_rows = (image * h + in_row) * wd * c, flat * wo * o
     zero = np.zeros_like(flat)
-    rows = np.stack([in_row * wd * c, flat * wo * o, ky0[oy], ky1[oy], zero], axis=1)
+    rows = np.stack([x_rows, out_rows, ky0[oy], ky1[oy], zero], axis=1)
     rows.flags.writeable = False
-    return Layout(p, rows, column_tables(spec, p.pixels))
+    return Layout(p, rows, column_tables(spec, p.pixels, channels_first=channels_first))
 
 
 def pack_weights(w: np.ndarray, spec: ConvSpec, p: Plan) -> np.ndarray:

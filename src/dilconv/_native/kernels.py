@@ -14,7 +14,13 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from dilconv._native import tile_kernel, transpose_kernel, winograd_kernel, winograd_weights
+from dilconv._native import (
+    planar_kernel,
+    tile_kernel,
+    transpose_kernel,
+    winograd_kernel,
+    winograd_weights,
+)
 from dilconv._native.calls import Kernel, Param, Signature
 
 Span = tuple[int, int] | None
@@ -31,6 +37,11 @@ def _signature(function: str, names: tuple[str, ...], kinds: Mapping[str, str]) 
 TILES = _signature(
     "tiles",
     tile_kernel.ARGUMENTS,
+    {"x": "array", "w": "array", "out": "array", "rows": "table", "columns": "table"},
+)
+PLANAR = _signature(
+    "planar tiles",
+    planar_kernel.ARGUMENTS,
     {"x": "array", "w": "array", "out": "array", "rows": "table", "columns": "table"},
 )
 TRANSFORM = _signature(
@@ -104,6 +115,45 @@ def _tile_extents(
     return {"x": x, "w": w, "out": out}
 
 
+def _planar_extents(
+    ints: Mapping[str, int], read: Reader, *, lanes: int, vectors: int, tail: int, outs: int
+) -> dict[str, Span]:
+    """The planar tile loop (:mod:`~dilconv._native.planar_kernel`): for every row and
+    tile, ``outs`` runs of ``width`` outputs ``out_channel`` apart; for the kernel
+    rows and columns in their ranges and ``channels`` channels, a run of ``width``
+    inputs and ``outs`` weights."""
+    n_rows, n_cols, channels = ints["n_rows"], ints["n_columns"], ints["channels"]
+    if n_rows <= 0 or n_cols <= 0:
+        return {"x": None, "w": None, "out": None}
+    rows = read("rows", n_rows * tile_kernel.ROW_FIELDS).reshape(n_rows, -1)
+    cols = read("columns", n_cols * tile_kernel.FIELDS).reshape(n_cols, -1)
+    width = (vectors - 1) * lanes + (tail or lanes)
+    o_lo, o_hi = _span(outs, ints["out_channel"])
+    out = (
+        int(rows[:, 1].min() + cols[:, 1].min()) + o_lo,
+        int(rows[:, 1].max() + cols[:, 1].max()) + o_hi + width,
+    )
+    live_r, live_c = rows[:, 3] > rows[:, 2], cols[:, 3] > cols[:, 2]
+    if channels <= 0 or not live_r.any() or not live_c.any():
+        return {"x": None, "w": None, "out": out}
+    rows, cols = rows[live_r], cols[live_c]
+    c_lo, c_hi = _span(channels, ints["x_channel"])
+    ry_lo, ry_hi = _range_span(rows[:, 2], rows[:, 3], ints["x_tap_row"])
+    cx_lo, cx_hi = _range_span(cols[:, 2], cols[:, 3], ints["x_tap_col"])
+    x = (
+        int((rows[:, 0] + ry_lo).min() + (cols[:, 0] + cx_lo).min()) + c_lo,
+        int((rows[:, 0] + ry_hi).max() + (cols[:, 0] + cx_hi).max()) + c_hi + width,
+    )
+    wc_lo, wc_hi = _span(channels, ints["w_channel"])
+    wy_lo, wy_hi = _range_span(rows[:, 2], rows[:, 3], ints["w_row"])
+    wx_lo, wx_hi = _range_span(cols[:, 2], cols[:, 3], ints["w_col"])
+    w = (
+        int((rows[:, 4] + wy_lo).min() + wx_lo.min()) + wc_lo,
+        int((rows[:, 4] + wy_hi).max() + wx_hi.max()) + wc_hi + outs,
+    )
+    return {"x": x, "w": w, "out": out}
+
+
 def _pixel_span(rows: np.ndarray, cols: np.ndarray, width: int) -> Span:
     """Elements touched from the image offsets ``row + col`` of every pixel whose row
     and column offsets are both inside (``>= 0``), ``width`` from each."""
@@ -171,6 +221,21 @@ def tiles(
         _tile_extents, pixels=pixels, lanes=lanes, vectors=vectors, tail=tail
     )
     return Kernel(label, TILES, fn, dtype, extents)
+
+
+@functools.cache
+def planar(
+    dtype: np.dtype, lanes: int, vectors: int, tail: int, outs: int, accumulate: bool
+) -> Kernel:
+    """The NCHW tile loop of :mod:`~dilconv._native.planar_kernel` for these parameters."""
+    dtype = np.dtype(dtype)
+    fn = planar_kernel.planar_function(dtype, lanes, vectors, tail, outs, accumulate)
+    label = (
+        f"planar tiles({dtype}, lanes={lanes}, vectors={vectors}, tail={tail}, outs={outs}, "
+        f"accumulate={accumulate})"
+    )
+    extents = functools.partial(_planar_extents, lanes=lanes, vectors=vectors, tail=tail, outs=outs)
+    return Kernel(label, PLANAR, fn, dtype, extents)
 
 
 @functools.cache

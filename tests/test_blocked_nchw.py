@@ -1,0 +1,169 @@
+"""``blocked`` on the caller's NCHW arrays in place (dilconv._methods._blocked_planar)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import dilconv
+from dilconv import _select
+from dilconv._methods import _blocked_planar, blocked
+from dilconv._spec import make_spec
+from tests.tolerance import assert_close
+
+pytestmark = pytest.mark.skipif(
+    blocked.refusal(make_spec((1, 1, 4, 4), (1, 1, 1, 1), dtypes=[np.float32]).lowered())
+    is not None,
+    reason="llvmlite cannot compile here",
+)
+
+
+@pytest.fixture
+def planar_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the calls that took the in-place NCHW route."""
+    runs: list[int] = []
+    real = _blocked_planar.conv_channels_first
+
+    def counted(*args: Any) -> np.ndarray:
+        runs.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(_blocked_planar, "conv_channels_first", counted)
+    return runs
+
+
+@st.composite
+def nchw_calls(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    c = groups * draw(st.integers(1, 12))
+    o = groups * draw(st.integers(1, 16))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dh, dw = draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    h = draw(st.integers(1, 14)) + dh * (kh - 1)
+    w = draw(st.integers(1, 70)) + dw * (kw - 1)
+    padding = draw(
+        st.one_of(
+            st.sampled_from(["valid", "same"]),
+            st.integers(0, 6),
+            st.tuples(
+                st.tuples(st.integers(0, 5), st.integers(0, 5)),
+                st.tuples(st.integers(0, 9), st.integers(0, 9)),
+            ),
+        )
+    )
+    stride_h = 1 if padding == "same" else draw(st.integers(1, 3))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    batch = draw(st.sampled_from([None, 1, 2]))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((c, h, w) if batch is None else (batch, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((o, c // groups, kh, kw)).astype(dtype)
+    bias = rng.standard_normal(o).astype(dtype) if draw(st.booleans()) else None
+    options = {
+        "stride": (stride_h, 1),
+        "dilation": (dh, dw),
+        "padding": padding,
+        "groups": groups,
+    }
+    return x, wt, bias, options
+
+
+@given(nchw_calls())
+def test_in_place_nchw_against_the_oracle(
+    call: tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]],
+) -> None:
+    """Any shape, group count, dilation, padding and row stride, batched or not, with
+    or without bias, against the loop oracle; the route runs (it is not bypassed)."""
+    x, w, bias, options = call
+    runs: list[int] = []
+    real = _blocked_planar.conv_channels_first
+    _blocked_planar.conv_channels_first = lambda *a: (runs.append(1), real(*a))[1]  # type: ignore[assignment]
+    try:
+        got = dilconv.conv2d(x, w, bias, method="blocked", **options)
+    finally:
+        _blocked_planar.conv_channels_first = real  # type: ignore[assignment]
+    want = dilconv.conv2d(x, w, bias, method="direct", **options)
+    assert got.shape == want.shape
+    assert got.dtype == want.dtype
+    assert got.flags.c_contiguous
+    scale = dilconv.conv2d(  # the rounding errors' scale: the sums of magnitudes
+        np.abs(x), np.abs(w), None if bias is None else np.abs(bias), method="direct", **options
+    )
+    assert_close(got, want, magnitude=scale, context=f"{x.shape} {w.shape} {options}")
+    assert runs == [1]
+
+
+def test_integer_values_are_exact(planar_runs: list[int]) -> None:
+    """Small integers sum exactly in float32: the result equals the oracle bit for bit,
+    tiles of whole vectors, masked tails and edge runs alike."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(-3, 4, (2, 21, 37, 75)).astype(np.float32)
+    w = rng.integers(-3, 4, (21, 21, 3, 3)).astype(np.float32)
+    for d in (1, 2, 16):
+        got = dilconv.conv2d(x, w, padding="same", dilation=d, method="blocked")
+        np.testing.assert_array_equal(got, dilconv.conv2d(x, w, padding="same", dilation=d,
+                                                          method="direct"))  # fmt: skip
+    assert len(planar_runs) == 3
+
+
+@pytest.mark.parametrize(
+    ("x_of", "options"),
+    [
+        (lambda x: x, {"stride": 2}),  # strided rows: not contiguous runs
+        (lambda x: x[:, :, :, ::-1], {}),  # not C-contiguous
+        (lambda x: x, {"padding": 2, "padding_mode": "reflect"}),  # padded by copying
+        (lambda x: x.astype(np.float16), {}),  # computed in another dtype
+    ],
+)
+def test_other_calls_move_the_layout(planar_runs: list[int], x_of: Any, options: dict) -> None:
+    rng = np.random.default_rng(3)
+    x = x_of(rng.standard_normal((1, 4, 12, 20)).astype(np.float32))
+    w = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
+    got = dilconv.conv2d(x, w, method="blocked", **options)
+    scale = dilconv.conv2d(np.abs(x), np.abs(w), method="direct", **options)
+    assert_close(got, dilconv.conv2d(x, w, method="direct", **options), magnitude=scale)
+    assert planar_runs == []
+
+
+def test_auto_weighs_the_layout_moves() -> None:
+    """In NCHW the model charges every algorithm but blocked's in-place route the two
+    moves; one channel moves for free; NHWC and 2-D calls are untouched."""
+    nchw = make_spec((1, 21, 256, 256), (21, 21, 3, 3), padding="same", dtypes=[np.float32])
+    nhwc = make_spec((1, 256, 256, 21), (3, 3, 21, 21), padding="same", data_format="NHWC",
+                     dtypes=[np.float32])  # fmt: skip
+    one = make_spec((1, 1, 256, 256), (1, 1, 3, 3), padding="same", dtypes=[np.float32])
+    assert _select.moves_layout(nchw)
+    assert not _select.moves_layout(nhwc)
+    assert _select.layout_seconds(one) == 0.0
+    moved = 2 * 21 * 256 * 256 * 4 / _select.COST["layout"]
+    assert _select.layout_seconds(nchw) == pytest.approx(moved)
+    assert _blocked_planar.one_pass(nchw.lowered())
+    lowered = nchw.lowered()
+    names = _select.candidates(lowered)
+    chosen = _select.cheapest_for_caller(nchw)
+
+    def modelled(name: str) -> float:
+        extra = 0.0 if name == "blocked" else _select.layout_seconds(nchw)
+        return _select.estimate_seconds(name, lowered) + extra
+
+    assert chosen == min(names, key=modelled)
+    assert _select.cheapest_for_caller(nhwc) == _select.cheapest(lowered)
+
+
+def test_threads_share_the_rows_and_one_row_by_its_tiles() -> None:
+    """Shares cut the rows, or a single row's tiles (a 1-row image), and cover them all."""
+    spec = make_spec((1, 8, 1, 4000), (8, 8, 1, 3), padding="same", dtypes=[np.float32])
+    shares = _blocked_planar.tile_calls(spec.lowered(), 2)
+    assert len(shares) == 2
+    assert all(shares)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 8, 1, 4000)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 1, 3)).astype(np.float32)
+    with dilconv.config_context(threads=2):
+        got = dilconv.conv2d(x, w, padding="same", method="blocked")
+    scale = dilconv.conv2d(np.abs(x), np.abs(w), padding="same", method="direct")
+    assert_close(got, dilconv.conv2d(x, w, padding="same", method="direct"), magnitude=scale)
