@@ -9,7 +9,7 @@ import pytest
 
 import dilconv
 from dilconv._methods import blocked
-from dilconv._native import compiler, disk_cache, tile_kernel
+from dilconv._native import compiler, disk_cache, kernels, tile_kernel
 from dilconv._spec import make_spec
 from tests.tolerance import assert_close
 
@@ -108,7 +108,12 @@ def test_an_unwritable_cache_only_costs_compile_time(
     assert tile_kernel.cache_dir() is None
     saved = dict(tile_kernel._FUNCTIONS)
     try:
+        # as in a fresh process: no compiled function, and no Kernel or call holding
+        # one (kernels.tiles and blocked.tile_calls remember them: an earlier test
+        # module's call of the same tile loop had made this test see no warning)
         tile_kernel._FUNCTIONS.clear()
+        kernels.tiles.cache_clear()
+        blocked.tile_calls.cache_clear()
         x = np.ones((1, 4, 6, 3), np.float32)
         w = np.ones((3, 3, 3, 2), np.float32)
         with pytest.warns(disk_cache.CacheWarning, match="cannot be created"):
