@@ -199,7 +199,7 @@ def _cheapest_nchw(spec: ConvSpec, limit: int, threads: int, fft: bool, finite: 
 
     def seconds(name: str) -> float:
         extra = 0.0 if name == "blocked" and in_place else moves
-        return float(METHODS[name].estimate_seconds(lowered, COST)) + extra
+        return estimate_seconds(name, lowered) + extra
 
     return min(eligible(METHODS, lowered, left_out(finite)), key=seconds)
 

@@ -31,9 +31,7 @@ def _reads_channels_first(x: np.ndarray, spec: ConvSpec) -> bool:
     NCHW (:mod:`~dilconv._methods._blocked_planar`): zero padding, the computing
     dtype, C-contiguous, stride 1 along rows."""
     return (
-        spec.data_format == "NCHW"
-        and spec.x_ndim != 2
-        and spec.padding_mode == "zeros"
+        _select.moves_layout(spec)
         and x.dtype == spec.dtype
         and x.flags.c_contiguous
         and _blocked_planar.refusal(spec.lowered()) is None

@@ -95,15 +95,7 @@ def tile_calls(spec: ConvSpec, threads: int) -> tuple[tuple[calls.Call, ...], ..
     (dh, dw), (kh, kw) = spec.dilation, spec.kernel_hw
     block = kh * kw * cg * p.outs  # elements of one (group, output block) of the packing
     shares = []
-    for k in range(threads):
-        if len(rows) >= threads:
-            part = rows[len(rows) * k // threads : len(rows) * (k + 1) // threads]
-            tables = columns
-        else:
-            part = rows
-            tables = tuple(
-                (n, t[len(t) * k // threads : len(t) * (k + 1) // threads]) for n, t in columns
-            )
+    for part, tables in blocked.thread_parts(rows, columns, threads):
         share = []
         for width, table in tables if len(part) else ():
             if not len(table):
@@ -147,11 +139,8 @@ def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndar
     if reason is not None:
         raise ValueError(f"method='blocked' cannot compute this call in NCHW: {reason}")
     n, (ho, wo), o = spec.batch, spec.out_hw, spec.out_channels
-    y = np.empty((n, o, ho, wo), dtype=spec.dtype)
-    if y.size == 0:
-        return y
-    if spec.in_channels == 0:
-        y.fill(0)
+    y, complete = blocked.result_array((n, o, ho, wo), spec)
+    if complete:
         return y
     x = np.ascontiguousarray(x, dtype=spec.dtype)
     packed = pack_weights(np.asarray(w, dtype=spec.dtype), spec, plan(spec))

@@ -241,17 +241,26 @@ def pack_weights(w: np.ndarray, spec: ConvSpec, p: Plan) -> np.ndarray:
     return packed
 
 
+def result_array(shape: tuple[int, ...], spec: ConvSpec) -> tuple[np.ndarray, bool]:
+    """A new result of ``shape`` and whether it is already complete: nothing to
+    compute (no outputs), or zeros (no input channels)."""
+    y = np.empty(shape, dtype=spec.dtype)
+    if y.size == 0:
+        return y, True
+    if spec.in_channels == 0:
+        y.fill(0)
+        return y, True
+    return y, False
+
+
 def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Correlate NHWC ``x`` with HWIO ``w`` by register-blocked tiles."""
     reason = refusal(spec)
     if reason is not None:
         raise ValueError(f"method='blocked' cannot compute this call: {reason}")
     n, (ho, wo), o = spec.batch, spec.out_hw, spec.out_channels
-    y = np.empty((n, ho, wo, o), dtype=spec.dtype)
-    if y.size == 0:
-        return y
-    if spec.in_channels == 0:
-        y.fill(0)
+    y, complete = result_array((n, ho, wo, o), spec)
+    if complete:
         return y
     x = np.ascontiguousarray(x, dtype=spec.dtype)
     packed = pack_weights(np.asarray(w, dtype=spec.dtype), spec, plan(spec))
@@ -281,6 +290,27 @@ def tile_calls(spec: ConvSpec, threads: int) -> TileCalls:
     return region_calls(spec, lay.rows, lay.columns, threads)
 
 
+Tables = tuple[tuple[int, np.ndarray], ...]  # (tile width, column table) pairs
+
+
+def thread_parts(
+    rows: np.ndarray, columns: Tables, threads: int
+) -> list[tuple[np.ndarray, Tables]]:
+    """The rows and column tables of each of ``threads`` shares: a run of the rows
+    each, or, with fewer rows than threads (a 1-D signal is one row), every row and a
+    run of each table's tiles."""
+    parts: list[tuple[np.ndarray, Tables]] = []
+    for k in range(threads):
+        if len(rows) >= threads:
+            parts.append((rows[len(rows) * k // threads : len(rows) * (k + 1) // threads], columns))
+        else:
+            cut = tuple(
+                (n, t[len(t) * k // threads : len(t) * (k + 1) // threads]) for n, t in columns
+            )
+            parts.append((rows, cut))
+    return parts
+
+
 def region_calls(
     spec: ConvSpec,
     rows: np.ndarray,
@@ -300,17 +330,8 @@ def region_calls(
     width = p.vectors * p.lanes
     w_tap = cg * width
     block = kh * kw * cg * width  # elements of one (group, output block) of the packing
-    parts: list[tuple[np.ndarray, tuple[tuple[int, np.ndarray], ...]]] = []
-    for k in range(threads):
-        if len(rows) >= threads:
-            parts.append((rows[len(rows) * k // threads : len(rows) * (k + 1) // threads], columns))
-        else:
-            cut = tuple(
-                (n, t[len(t) * k // threads : len(t) * (k + 1) // threads]) for n, t in columns
-            )
-            parts.append((rows, cut))
     shares = []
-    for share_rows, share_columns in parts:
+    for share_rows, share_columns in thread_parts(rows, columns, threads):
         share: list[calls.Call] = []
         for pixels, table in share_columns if len(share_rows) else ():
             if not len(table):

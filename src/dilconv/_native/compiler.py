@@ -64,6 +64,24 @@ def cache_key(source: str, name: str) -> str:
     )
 
 
+def compiled_once(
+    functions: dict[Any, Callable[..., Any]],
+    key: Any,
+    source: Callable[[], str],
+    name: str,
+    arguments: int,
+) -> Callable[..., Any]:
+    """``functions[key]``, compiling function ``name`` of the IR ``source()`` first
+    when it is missing (under :data:`COMPILING`, once per process); the dict keeps it."""
+    found = functions.get(key)
+    if found is not None:
+        return found
+    with COMPILING:
+        if key not in functions:
+            functions[key] = compile_function(source(), name, arguments)
+    return functions[key]
+
+
 def compile_function(
     source: str, name: str, arguments: int, returns: Any = None
 ) -> Callable[..., Any]:

@@ -82,37 +82,10 @@ def _tile_extents(
     ``r`` and tile ``t`` it stores ``pixels`` runs of ``width`` outputs, and, for the
     kernel rows and columns in their ranges and ``channels`` channels, loads a
     weight run and ``pixels`` inputs."""
-    n_rows, n_cols, channels = ints["n_rows"], ints["n_columns"], ints["channels"]
-    if n_rows <= 0 or n_cols <= 0:
-        return {"x": None, "w": None, "out": None}
-    rows = read("rows", n_rows * tile_kernel.ROW_FIELDS).reshape(n_rows, -1)
-    cols = read("columns", n_cols * tile_kernel.FIELDS).reshape(n_cols, -1)
     width = (vectors - 1) * lanes + (tail or lanes)
     p_lo, p_hi = _span(pixels, ints["out_pixel"])
-    out = (
-        int(rows[:, 1].min() + cols[:, 1].min()) + p_lo,
-        int(rows[:, 1].max() + cols[:, 1].max()) + p_hi + width,
-    )
-    live_r, live_c = rows[:, 3] > rows[:, 2], cols[:, 3] > cols[:, 2]
-    if channels <= 0 or not live_r.any() or not live_c.any():
-        return {"x": None, "w": None, "out": out}
-    rows, cols = rows[live_r], cols[live_c]
-    c_lo, c_hi = _span(channels, ints["x_channel"])
     q_lo, q_hi = _span(pixels, ints["x_pixel"])
-    ry_lo, ry_hi = _range_span(rows[:, 2], rows[:, 3], ints["x_tap_row"])
-    cx_lo, cx_hi = _range_span(cols[:, 2], cols[:, 3], ints["x_tap_col"])
-    x = (
-        int((rows[:, 0] + ry_lo).min() + (cols[:, 0] + cx_lo).min()) + c_lo + q_lo,
-        int((rows[:, 0] + ry_hi).max() + (cols[:, 0] + cx_hi).max()) + c_hi + q_hi + 1,
-    )
-    wc_lo, wc_hi = _span(channels, ints["w_channel"])
-    wy_lo, wy_hi = _range_span(rows[:, 2], rows[:, 3], ints["w_row"])
-    wx_lo, wx_hi = _range_span(cols[:, 2], cols[:, 3], ints["w_col"])
-    w = (
-        int((rows[:, 4] + wy_lo).min() + wx_lo.min()) + wc_lo,
-        int((rows[:, 4] + wy_hi).max() + wx_hi.max()) + wc_hi + width,
-    )
-    return {"x": x, "w": w, "out": out}
+    return _tables_extents(ints, read, (p_lo, p_hi + width), (q_lo, q_hi + 1), width)
 
 
 def _planar_extents(
@@ -122,16 +95,31 @@ def _planar_extents(
     tile, ``outs`` runs of ``width`` outputs ``out_channel`` apart; for the kernel
     rows and columns in their ranges and ``channels`` channels, a run of ``width``
     inputs and ``outs`` weights."""
+    width = (vectors - 1) * lanes + (tail or lanes)
+    o_lo, o_hi = _span(outs, ints["out_channel"])
+    return _tables_extents(ints, read, (o_lo, o_hi + width), (0, width), outs)
+
+
+def _tables_extents(
+    ints: Mapping[str, int],
+    read: Reader,
+    out_run: tuple[int, int],
+    x_run: tuple[int, int],
+    w_width: int,
+) -> dict[str, Span]:
+    """Extents of a loop over the row and column tables of
+    :mod:`~dilconv._native.tile_kernel`'s format: each tile touches ``out_run``
+    (first, one past the last) around its output offset; for the kernel rows and
+    columns in their ranges and ``channels`` channels, ``x_run`` around each input
+    offset and ``w_width`` weights from each weight offset."""
     n_rows, n_cols, channels = ints["n_rows"], ints["n_columns"], ints["channels"]
     if n_rows <= 0 or n_cols <= 0:
         return {"x": None, "w": None, "out": None}
     rows = read("rows", n_rows * tile_kernel.ROW_FIELDS).reshape(n_rows, -1)
     cols = read("columns", n_cols * tile_kernel.FIELDS).reshape(n_cols, -1)
-    width = (vectors - 1) * lanes + (tail or lanes)
-    o_lo, o_hi = _span(outs, ints["out_channel"])
     out = (
-        int(rows[:, 1].min() + cols[:, 1].min()) + o_lo,
-        int(rows[:, 1].max() + cols[:, 1].max()) + o_hi + width,
+        int(rows[:, 1].min() + cols[:, 1].min()) + out_run[0],
+        int(rows[:, 1].max() + cols[:, 1].max()) + out_run[1],
     )
     live_r, live_c = rows[:, 3] > rows[:, 2], cols[:, 3] > cols[:, 2]
     if channels <= 0 or not live_r.any() or not live_c.any():
@@ -141,15 +129,15 @@ def _planar_extents(
     ry_lo, ry_hi = _range_span(rows[:, 2], rows[:, 3], ints["x_tap_row"])
     cx_lo, cx_hi = _range_span(cols[:, 2], cols[:, 3], ints["x_tap_col"])
     x = (
-        int((rows[:, 0] + ry_lo).min() + (cols[:, 0] + cx_lo).min()) + c_lo,
-        int((rows[:, 0] + ry_hi).max() + (cols[:, 0] + cx_hi).max()) + c_hi + width,
+        int((rows[:, 0] + ry_lo).min() + (cols[:, 0] + cx_lo).min()) + c_lo + x_run[0],
+        int((rows[:, 0] + ry_hi).max() + (cols[:, 0] + cx_hi).max()) + c_hi + x_run[1],
     )
     wc_lo, wc_hi = _span(channels, ints["w_channel"])
     wy_lo, wy_hi = _range_span(rows[:, 2], rows[:, 3], ints["w_row"])
     wx_lo, wx_hi = _range_span(cols[:, 2], cols[:, 3], ints["w_col"])
     w = (
         int((rows[:, 4] + wy_lo).min() + wx_lo.min()) + wc_lo,
-        int((rows[:, 4] + wy_hi).max() + wx_hi.max()) + wc_hi + outs,
+        int((rows[:, 4] + wy_hi).max() + wx_hi.max()) + wc_hi + w_width,
     )
     return {"x": x, "w": w, "out": out}
 

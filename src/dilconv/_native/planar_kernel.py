@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from dilconv._native.compiler import COMPILING, compile_function
+from dilconv._native.compiler import compiled_once
 from dilconv._native.tile_kernel import FIELDS, ROW_FIELDS, emit_loop
 
 #: Argument order of the compiled function (all int64; pointers as addresses).
@@ -186,10 +186,4 @@ def planar_function(
     process, its machine code kept on disk for the next one.
     """
     key = (np.dtype(dtype), lanes, vectors, tail, outs, accumulate)
-    found = _FUNCTIONS.get(key)
-    if found is not None:
-        return found
-    with COMPILING:
-        if key not in _FUNCTIONS:
-            _FUNCTIONS[key] = compile_function(_ir_source(*key), "planar", len(ARGUMENTS))
-    return _FUNCTIONS[key]
+    return compiled_once(_FUNCTIONS, key, lambda: _ir_source(*key), "planar", len(ARGUMENTS))

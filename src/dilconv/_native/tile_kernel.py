@@ -36,6 +36,7 @@ import numpy as np
 # The compiler and its cache live in their own modules; these names stay here too.
 from dilconv._native.compiler import COMPILING as COMPILING
 from dilconv._native.compiler import compile_function as compile_function
+from dilconv._native.compiler import compiled_once
 from dilconv._native.disk_cache import cache_dir as cache_dir
 
 #: Integers per column descriptor: x offset, out offset, first tap, one past the
@@ -250,10 +251,4 @@ def tile_function(
     process, its machine code kept on disk (:func:`disk_cache.cache_dir`) for the next one.
     """
     key = (np.dtype(dtype), pixels, vectors, lanes, tail, accumulate)
-    found = _FUNCTIONS.get(key)
-    if found is not None:
-        return found
-    with COMPILING:
-        if key not in _FUNCTIONS:
-            _FUNCTIONS[key] = compile_function(_ir_source(*key), "tiles", len(ARGUMENTS))
-    return _FUNCTIONS[key]
+    return compiled_once(_FUNCTIONS, key, lambda: _ir_source(*key), "tiles", len(ARGUMENTS))
