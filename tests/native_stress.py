@@ -86,6 +86,8 @@ def draw(rng: np.random.Generator, path: str, largest: int = 16) -> Case:
             dtype = np.dtype(np.int64)
     elif path in ("blocked", "grad_tiles") and c % 2 == 0 and o % 2 == 0 and rng.random() < 0.3:
         groups = 2
+    if path == "blocked" and rng.random() < 0.3:
+        o = groups * int(rng.integers(29, 41))  # past one planar pass: NCHW by bands
     if path == "phase":
         d = stride * int(rng.integers(1, 3))  # the stride divides the dilation
     if h + 2 * pad < d * (k - 1) + 1 or w + 2 * pad < d * (k - 1) + 1:

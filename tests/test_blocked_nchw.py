@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import dilconv
 from dilconv import _select
-from dilconv._methods import _blocked_planar, blocked
+from dilconv._methods import _blocked_bands, _blocked_planar, blocked
 from dilconv._spec import make_spec
 from tests.tolerance import assert_close
 
@@ -40,7 +40,7 @@ def planar_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def nchw_calls(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
     groups = draw(st.sampled_from([1, 1, 2, 3]))
     c = groups * draw(st.integers(1, 12))
-    o = groups * draw(st.integers(1, 16))
+    o = groups * draw(st.one_of(st.integers(1, 16), st.integers(17, 70)))
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     dh, dw = draw(st.integers(1, 4)), draw(st.integers(1, 5))
     h = draw(st.integers(1, 14)) + dh * (kh - 1)
@@ -56,6 +56,7 @@ def nchw_calls(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         )
     )
     stride_h = 1 if padding == "same" else draw(st.integers(1, 3))
+    stride_w = 1 if padding == "same" else draw(st.sampled_from([1, 1, 2, 3]))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     batch = draw(st.sampled_from([None, 1, 2]))
     seed = draw(st.integers(0, 2**16))
@@ -64,7 +65,7 @@ def nchw_calls(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     wt = rng.standard_normal((o, c // groups, kh, kw)).astype(dtype)
     bias = rng.standard_normal(o).astype(dtype) if draw(st.booleans()) else None
     options = {
-        "stride": (stride_h, 1),
+        "stride": (stride_h, stride_w),
         "dilation": (dh, dw),
         "padding": padding,
         "groups": groups,
@@ -72,20 +73,24 @@ def nchw_calls(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     return x, wt, bias, options
 
 
-@given(nchw_calls())
+@given(nchw_calls(), st.booleans())
 def test_in_place_nchw_against_the_oracle(
-    call: tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]],
+    call: tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]], tiles_only: bool
 ) -> None:
-    """Any shape, group count, dilation, padding and row stride, batched or not, with
-    or without bias, against the loop oracle; the route runs (it is not bypassed)."""
+    """Any shape, group count, dilation, padding and stride, batched or not, with or
+    without bias, against the loop oracle; the route runs (it is not bypassed). With
+    ``tiles_only`` the tile loop runs by bands even where the planar loop would."""
     x, w, bias, options = call
     runs: list[int] = []
-    real = _blocked_planar.conv_channels_first
+    real, fits = _blocked_planar.conv_channels_first, _blocked_planar.planar_fits
     _blocked_planar.conv_channels_first = lambda *a: (runs.append(1), real(*a))[1]  # type: ignore[assignment]
+    if tiles_only:
+        _blocked_planar.planar_fits = lambda spec: False  # type: ignore[assignment]
     try:
         got = dilconv.conv2d(x, w, bias, method="blocked", **options)
     finally:
         _blocked_planar.conv_channels_first = real  # type: ignore[assignment]
+        _blocked_planar.planar_fits = fits  # type: ignore[assignment]
     want = dilconv.conv2d(x, w, bias, method="direct", **options)
     assert got.shape == want.shape
     assert got.dtype == want.dtype
@@ -111,9 +116,53 @@ def test_integer_values_are_exact(planar_runs: list[int]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("channels", "outs", "options"),
+    [
+        (64, 64, {"padding": "same", "dilation": 3}),  # more outputs than one planar pass
+        (21, 21, {"stride": 2, "dilation": 2}),  # strided rows: not contiguous runs
+        (240, 64, {"padding": 1}),  # two blocks of input channels: the second adds
+    ],
+)
+def test_the_tile_loop_writes_nchw_by_bands_exactly(
+    planar_runs: list[int], channels: int, outs: int, options: dict
+) -> None:
+    """Where the planar loop does not run, ``blocked``'s tile loop reads the NCHW input
+    in place and writes the result band by band (a later block of input channels
+    adding to the band): small integers sum exactly, so bit for bit."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(-3, 4, (2, channels, 9, 29)).astype(np.float32)
+    w = rng.integers(-3, 4, (outs, channels, 3, 3)).astype(np.float32)
+    lowered = make_spec(x.shape, w.shape, dtypes=[np.float32], **options).lowered()
+    assert not _blocked_planar.planar_fits(lowered)
+    assert len(blocked.plan(lowered).in_blocks) == (2 if channels == 240 else 1)
+    got = dilconv.conv2d(x, w, method="blocked", **options)
+    np.testing.assert_array_equal(got, dilconv.conv2d(x, w, method="direct", **options))
+    assert planar_runs == [1]
+
+
+def test_many_bands_cover_every_row_of_every_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bands of a few rows (the last one shorter), taken by two threads from one queue,
+    over a batch of three images: every output written once, exactly."""
+    monkeypatch.setattr(_blocked_bands, "BAND_BYTES", 3 * 31 * 40 * 8)
+    _blocked_bands.band_calls.cache_clear()
+    rng = np.random.default_rng(6)
+    x = rng.integers(-3, 4, (3, 7, 17, 31)).astype(np.float64)
+    w = rng.integers(-3, 4, (40, 7, 3, 2)).astype(np.float64)
+    options = {"padding": ((2, 1), (0, 3)), "dilation": (2, 3)}
+    lowered = make_spec(x.shape, w.shape, dtypes=[np.float64], **options).lowered()
+    try:
+        assert _blocked_bands.band_rows(lowered) == 3
+        assert len(_blocked_bands.band_calls(lowered).steps) == 6  # 16 rows: 5 bands of 3, one of 1
+        with dilconv.config_context(threads=2):
+            got = dilconv.conv2d(x, w, method="blocked", **options)
+    finally:
+        _blocked_bands.band_calls.cache_clear()
+    np.testing.assert_array_equal(got, dilconv.conv2d(x, w, method="direct", **options))
+
+
+@pytest.mark.parametrize(
     ("x_of", "options"),
     [
-        (lambda x: x, {"stride": 2}),  # strided rows: not contiguous runs
         (lambda x: x[:, :, :, ::-1], {}),  # not C-contiguous
         (lambda x: x, {"padding": 2, "padding_mode": "reflect"}),  # padded by copying
         (lambda x: x.astype(np.float16), {}),  # computed in another dtype
@@ -130,7 +179,7 @@ def test_other_calls_move_the_layout(planar_runs: list[int], x_of: Any, options:
 
 
 def test_auto_weighs_the_layout_moves() -> None:
-    """In NCHW the model charges every algorithm but blocked's in-place route the two
+    """In NCHW the model charges every algorithm but blocked's in-place routes the two
     moves; one channel moves for free; NHWC and 2-D calls are untouched."""
     nchw = make_spec((1, 21, 256, 256), (21, 21, 3, 3), padding="same", dtypes=[np.float32])
     nhwc = make_spec((1, 256, 256, 21), (3, 3, 21, 21), padding="same", data_format="NHWC",

@@ -55,7 +55,7 @@ def exact(method, size, channels, dilation=2, dtype=np.float32, nchw=False):
 
 #: Threaded calls (big enough to share among two threads) of the native paths.
 CHECKS = [("tap_gemm", 160, 24), ("blocked", 160, 24), ("compiled", 1100, 1), ("winograd", 96, 16),
-          ("blocked", 160, 24, 2, np.float32, True)]
+          ("blocked", 160, 24, 2, np.float32, True), ("blocked", 96, 40, 2, np.float32, True)]
 
 
 def hold_locks_and_pool():

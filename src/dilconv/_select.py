@@ -35,7 +35,7 @@ import numpy as np
 from dilconv import _config, _first_calls
 from dilconv._config import get_workspace_limit
 from dilconv._cost import COST
-from dilconv._methods import METHODS, _blocked_planar, compiled
+from dilconv._methods import METHODS, compiled
 from dilconv._native import pool
 from dilconv._spec import ConvSpec
 
@@ -179,10 +179,8 @@ def layout_seconds(spec: ConvSpec, costs: Mapping[str, float] = COST) -> float:
 
 def cheapest_for_caller(spec: ConvSpec, *, finite: bool = True) -> str:
     """:func:`cheapest` for the call as the caller made it: in NCHW every algorithm
-    pays :func:`layout_seconds` on top of its estimate but ``blocked`` on rows of
-    stride 1 with few enough output channels for one pass
-    (:func:`~dilconv._methods._blocked_planar.one_pass`), which runs on the caller's
-    arrays in place."""
+    pays :func:`layout_seconds` on top of its estimate but ``blocked``, which runs
+    on the caller's arrays in place (:mod:`~dilconv._methods._blocked_planar`)."""
     if not moves_layout(spec):
         return cheapest(spec.lowered(), finite=finite)
     return _cheapest_nchw(spec, get_workspace_limit(), pool.num_threads(), allow_fft(), finite)
@@ -192,13 +190,11 @@ def cheapest_for_caller(spec: ConvSpec, *, finite: bool = True) -> str:
 def _cheapest_nchw(spec: ConvSpec, limit: int, threads: int, fft: bool, finite: bool) -> str:
     lowered = spec.lowered()
     moves = layout_seconds(spec)
-    # blocked's NHWC estimate holds for its in-place route with one block of output
-    # channels; with more, each block reads the input again (64 channels: 1.3-1.7x
-    # the NHWC time), about what the moves cost, which it is charged instead
-    in_place = _blocked_planar.refusal(lowered) is None and _blocked_planar.one_pass(lowered)
 
+    # blocked's NHWC estimate holds for both of its in-place routes: the planar
+    # loop (one pass of output channels) and its own tile loop storing NCHW
     def seconds(name: str) -> float:
-        extra = 0.0 if name == "blocked" and in_place else moves
+        extra = 0.0 if name == "blocked" else moves
         return estimate_seconds(name, lowered) + extra
 
     return min(eligible(METHODS, lowered, left_out(finite)), key=seconds)

@@ -29,13 +29,8 @@ def _array_spec(
 def _reads_channels_first(x: np.ndarray, spec: ConvSpec) -> bool:
     """Whether ``blocked`` can read the caller's NCHW (or CHW) ``x`` as it is and write
     NCHW (:mod:`~dilconv._methods._blocked_planar`): zero padding, the computing
-    dtype, C-contiguous, stride 1 along rows."""
-    return (
-        _select.moves_layout(spec)
-        and x.dtype == spec.dtype
-        and x.flags.c_contiguous
-        and _blocked_planar.refusal(spec.lowered()) is None
-    )
+    dtype, C-contiguous."""
+    return _select.moves_layout(spec) and x.dtype == spec.dtype and x.flags.c_contiguous
 
 
 def run_conv(

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from dilconv._methods import blocked
+from dilconv._methods import _blocked_bands, blocked
 from dilconv._native import calls, kernels, pool, tile_kernel
 from dilconv._spec import ConvSpec
 
@@ -39,10 +39,18 @@ class PlanarPlan:
 
 
 def refusal(spec: ConvSpec) -> str | None:
-    """Why this route cannot run the lowered ``spec``, or None."""
+    """Why the planar loop cannot run the lowered ``spec``, or None."""
     if spec.stride[1] != 1:
         return f"it reads contiguous rows (stride 1 along them), not stride {spec.stride[1]}"
     return blocked.refusal(spec)
+
+
+def planar_fits(spec: ConvSpec) -> bool:
+    """Whether the planar loop runs ``spec`` (NCHW): it can, and one pass holds every
+    output channel of a group. Otherwise ``blocked``'s own tile loop does, band by
+    band (:mod:`~dilconv._methods._blocked_bands`), reading the input once whatever
+    the channel count."""
+    return refusal(spec) is None and one_pass(spec)
 
 
 @functools.lru_cache(maxsize=256)
@@ -133,9 +141,11 @@ def tile_calls(spec: ConvSpec, threads: int) -> tuple[tuple[calls.Call, ...], ..
 def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Correlate NCHW ``x`` with HWIO ``w`` into a new NCHW array, neither transposed.
 
-    ``spec`` is the call's lowered (NHWC) spec; :func:`refusal` must be None.
+    ``spec`` is the call's lowered (NHWC) spec; ``blocked.refusal`` must be None.
+    The planar loop runs it where :func:`planar_fits`, else ``blocked``'s tile loop
+    by bands of rows (:mod:`~dilconv._methods._blocked_bands`, any stride).
     """
-    reason = refusal(spec)
+    reason = blocked.refusal(spec)
     if reason is not None:
         raise ValueError(f"method='blocked' cannot compute this call in NCHW: {reason}")
     n, (ho, wo), o = spec.batch, spec.out_hw, spec.out_channels
@@ -143,8 +153,11 @@ def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndar
     if complete:
         return y
     x = np.ascontiguousarray(x, dtype=spec.dtype)
+    threads = blocked.thread_count(spec)
+    if not planar_fits(spec):
+        _blocked_bands.conv(x, w, y, spec, threads)
+        return y
     packed = pack_weights(np.asarray(w, dtype=spec.dtype), spec, plan(spec))
     bound = calls.Binding(x=x, w=packed, out=y)
-    shares = tile_calls(spec, blocked.thread_count(spec))
-    pool.parallel_map(bound.run, shares, key=("blocked NCHW", spec))
+    pool.parallel_map(bound.run, tile_calls(spec, threads), key=("blocked NCHW", spec))
     return y

@@ -316,16 +316,26 @@ def region_calls(
     rows: np.ndarray,
     columns: tuple[tuple[int, np.ndarray], ...],
     threads: int,
+    *,
+    channels_first_input: bool = False,
+    out: str = "out",
+    accumulate: bool = False,
 ) -> TileCalls:
     """The calls computing the outputs ``rows x columns`` (tables as in :class:`Layout`),
     split among ``threads`` shares: all of the output, or any part of it.
 
     The shares cut the rows; where there are fewer rows than threads (a 1-D signal
     is one row), they cut each table of tiles instead, every share taking all rows.
+    With ``channels_first_input`` slot ``x`` is NCHW (the tables' input offsets too):
+    each channel a plane apart, its pixels one apart. The sums go to slot ``out``,
+    always NHWC; with ``accumulate`` every call adds to it (else only the later
+    blocks of input channels do).
     """
     p = plan(spec)
     cg, og, c, o = spec.in_per_group, spec.out_per_group, spec.in_channels, spec.out_channels
     pitch = spec.in_hw[1]
+    # elements between input channels, and between neighbouring pixels' channel runs
+    x_step, c = (spec.in_hw[0] * pitch, 1) if channels_first_input else (1, c)
     (dh, dw), (kh, kw) = spec.dilation, spec.kernel_hw
     width = p.vectors * p.lanes
     w_tap = cg * width
@@ -341,11 +351,13 @@ def region_calls(
                     vectors = math.ceil((o1 - o0) / p.lanes)
                     tail = (o1 - o0) % p.lanes
                     for i, (c0, c1) in enumerate(p.in_blocks):
-                        kernel = kernels.tiles(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)
+                        kernel = kernels.tiles(
+                            spec.dtype, pixels, vectors, p.lanes, tail, accumulate or i > 0
+                        )
                         call = kernel.call(
-                            x=calls.Slot("x", g * cg + c0),
+                            x=calls.Slot("x", (g * cg + c0) * x_step),
                             w=calls.Slot("w", (g * len(p.out_blocks) + b) * block + c0 * width),
-                            out=calls.Slot("out", g * og + o0),
+                            out=calls.Slot(out, g * og + o0),
                             rows=calls.Ref(share_rows),
                             n_rows=len(share_rows),
                             columns=calls.Ref(table),
@@ -354,7 +366,7 @@ def region_calls(
                             w_row=kw * w_tap,
                             w_col=w_tap,
                             w_channel=width,
-                            x_channel=1,
+                            x_channel=x_step,
                             x_pixel=spec.stride[1] * c,
                             x_tap_row=dh * pitch * c,
                             x_tap_col=dw * c,
