@@ -33,6 +33,7 @@ COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|desele
 CHECKED = (
     "tests/test_blocked.py",
     "tests/test_blocked_nchw.py",
+    "tests/test_blocked_volume.py",
     "tests/test_winograd.py",
     "tests/test_threads.py",
     "tests/test_grad_weight_taps.py",

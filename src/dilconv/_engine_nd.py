@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from dilconv import _select, _shapes
-from dilconv._methods import METHODS
+from dilconv import _first_calls, _select, _shapes
+from dilconv._methods import METHODS, _blocked_volume, blocked
 from dilconv._native import channels
 from dilconv._padding import pad_spatial_adjoint
 from dilconv._spec import ConvSpec, make_spec
@@ -248,12 +248,32 @@ def _add_planes(
     return total
 
 
+def _volume_method(vol: Volume, batch: int, method: str) -> str:
+    """The algorithm of every depth tap: ``method`` checked, or ``"auto"``'s one choice
+    for the stack of every output plane (served as any first call is: a loaded
+    stand-in while the choice's machine code is not worth loading yet)."""
+    return _select.resolve_method(method, vol.plane_spec(batch * vol.out_size[0]))
+
+
 def forward(x: np.ndarray, w: np.ndarray, vol: Volume, method: str) -> np.ndarray:
-    """The lifted cross-correlation: ``(N, D, H, W, C)`` -> ``(N, Do, Ho, Wo, O)``."""
+    """The lifted cross-correlation: ``(N, D, H, W, C)`` -> ``(N, Do, Ho, Wo, O)``.
+
+    With ``blocked`` and two or more depth taps reading real planes, one tile loop
+    runs every tap (:mod:`~dilconv._methods._blocked_volume`): no per-tap results to add.
+    """
     check_method(method)
     n = x.shape[0]
     do, ho, wo = vol.out_size
     shape = (n, do, ho, wo, vol.out_channels)
+    method = _volume_method(vol, n, method)
+    if method == "blocked" and len(vol.depth_taps()) > 1:
+        threads = blocked.thread_count(vol.plane_spec(n * do))
+        depth = (do, vol.stride[0])
+        whole = _blocked_volume.conv(
+            x, w, vol.plane_spec(1), depth, tuple(vol.depth_taps()), threads
+        )
+        _first_calls.settle()
+        return whole
     # A tap that reads real planes for every output (the only tap of a 1-D or 2-D
     # call) goes first, and its result becomes the output: no zeros, no extra pass.
     taps = sorted(vol.depth_taps(), key=lambda tap: (tap[1], tap[2]) != (0, do))

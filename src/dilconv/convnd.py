@@ -147,7 +147,8 @@ def conv3d(
     Computed as a sum over the kernel's depth taps: the input planes each tap
     reads, stacked on the batch axis, go through one 2-D convolution (``method``
     names its algorithm) whose result is added in place into the output planes;
-    taps that read only padding are skipped.
+    taps that read only padding are skipped. ``blocked`` runs every depth tap in
+    one tile loop instead, adding in cache.
 
     Parameters
     ----------

@@ -1,0 +1,119 @@
+"""``blocked`` over volumes: every depth tap in one tile loop (dilconv._methods._blocked_volume)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import dilconv
+from dilconv import _engine_nd
+from dilconv._methods import _blocked_volume, blocked
+from dilconv._spec import make_spec
+from tests import oracle_nd
+from tests.strategies_nd import CaseN, nd_cases
+
+pytestmark = pytest.mark.skipif(
+    blocked.refusal(make_spec((1, 1, 4, 4), (1, 1, 1, 1), dtypes=[np.float32]).lowered())
+    is not None,
+    reason="llvmlite cannot compile here",
+)
+
+
+@pytest.fixture
+def volume_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the calls that took the whole-volume route."""
+    runs: list[int] = []
+    real = _blocked_volume.conv
+
+    def counted(*args: Any) -> np.ndarray:
+        runs.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(_blocked_volume, "conv", counted)
+    return runs
+
+
+def _integer_case(case: CaseN) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The case's arrays as small integers in float64: every sum exact."""
+    rng = np.random.default_rng(abs(hash(case.x.shape)) % 2**32)
+    x = rng.integers(-3, 4, case.x.shape).astype(np.float64)
+    w = rng.integers(-3, 4, case.w.shape).astype(np.float64)
+    b = None if case.bias is None else rng.integers(-3, 4, case.bias.shape).astype(np.float64)
+    return x, w, b
+
+
+@given(nd_cases(3, modes=("zeros",)))
+def test_every_depth_tap_in_one_loop_equals_the_oracle(case: CaseN) -> None:
+    """Any 3-D shape, stride, dilation, padding, group count and layout, batched or
+    not: bit for bit the loop oracle (integers), through the whole-volume route
+    wherever two or more depth taps read real planes."""
+    x, w, b = _integer_case(case)
+    runs: list[int] = []
+    real = _blocked_volume.conv
+    _blocked_volume.conv = lambda *a: (runs.append(1), real(*a))[1]  # type: ignore[assignment]
+    try:
+        got = dilconv.conv3d(x, w, b, method="blocked", **case.options)
+    finally:
+        _blocked_volume.conv = real  # type: ignore[assignment]
+    want = oracle_nd.conv(x, w, b, case.spec)
+    np.testing.assert_array_equal(got, want.astype(got.dtype))
+    vol = _engine_nd.volume(case.spec)
+    assert len(runs) == (1 if len(vol.depth_taps()) > 1 else 0)
+
+
+def test_threads_never_share_an_output_row() -> None:
+    """The shares cut the row table where an output row starts, so two threads never
+    add into the same row; together they list every (output row, depth tap) once."""
+    plane = make_spec((1, 9, 10, 4), (3, 3, 4, 5), padding=1, dtypes=[np.float32],
+                      data_format="NHWC").lowered()  # fmt: skip
+    taps = ((0, 1, 6, 0), (1, 0, 6, 0), (2, 0, 5, 1))  # depth 6, padding 1 each side
+    for threads in (1, 2, 3, 7):
+        shares = _blocked_volume.volume_calls(plane, 2, (6, 6, 1), taps, threads).shares
+        seen: list[tuple[int, int]] = []
+        owners: dict[int, int] = {}
+        for k, share in enumerate(shares):
+            table = share[0].arguments[share[0].kernel.signature.names.index("rows")].array
+            for out_row, weights in zip(table[:, 1], table[:, 4], strict=True):
+                assert owners.setdefault(int(out_row), k) == k
+                seen.append((int(out_row), int(weights)))
+        assert len(seen) == len(set(seen)) == 2 * (5 + 6 + 5) * plane.out_hw[0]
+
+
+def test_auto_takes_it_once_blocked_is_loaded(volume_runs: list[int]) -> None:
+    """``"auto"`` runs the whole volume in one loop where the model picks ``blocked``
+    for the stack of output planes and its code is loaded; the result is the oracle's."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(-3, 4, (1, 24, 6, 20, 20)).astype(np.float32)
+    w = rng.integers(-3, 4, (24, 24, 3, 3, 3)).astype(np.float32)
+    with dilconv.config_context(first_calls="wait"):
+        chosen = dilconv.choose_method(x[:, :, 0], w[:, :, 0], padding="same", dilation=2)
+        got = dilconv.conv3d(x, w, padding="same", dilation=2)
+    want = dilconv.conv3d(x, w, padding="same", dilation=2, method="direct")
+    np.testing.assert_array_equal(got, want)
+    if chosen == "blocked":
+        assert volume_runs == [1]
+
+
+def test_one_depth_tap_stays_a_plane_call(volume_runs: list[int]) -> None:
+    """A kernel one plane deep (and every 1-D or 2-D call) is one 2-D call as before."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 3, 4, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 1, 3, 3)).astype(np.float32)
+    dilconv.conv3d(x, w, padding="same", method="blocked")
+    assert volume_runs == []
+
+
+@given(st.integers(1, 3), st.integers(1, 3))
+def test_depth_planes_in_padding_stay_zero(stride: int, dilation: int) -> None:
+    """Output planes whose every depth tap reads padding are zeros, the rest exact."""
+    rng = np.random.default_rng(stride * 10 + dilation)
+    x = rng.integers(-3, 4, (1, 2, 2, 5, 5)).astype(np.float64)
+    w = rng.integers(-3, 4, (3, 2, 3, 2, 2)).astype(np.float64)
+    options = {"padding": ((5, 6), (0, 1), (1, 0)), "stride": (stride, 1, 1),
+               "dilation": (dilation, 1, 1)}  # fmt: skip
+    got = dilconv.conv3d(x, w, method="blocked", **options)
+    np.testing.assert_array_equal(got, dilconv.conv3d(x, w, method="direct", **options))
