@@ -163,7 +163,9 @@ def test_without_llvmlite_blocked_declines_and_auto_falls_back(
     from dilconv._methods import blocked, winograd
     from dilconv._native import tile_kernel
 
-    spec = make_spec((1, 64, 64, 64), (64, 64, 3, 3), padding="same", dtypes=[np.dtype("float32")])
+    # NHWC: in NCHW auto takes blocked's in-place route, which reads no moved copy
+    spec = make_spec((1, 64, 64, 64), (3, 3, 64, 64), padding="same", data_format="NHWC",
+                     dtypes=[np.dtype("float32")])  # fmt: skip
     assert _select.resolve_method("auto", spec, first_call=False) == "winograd"
     if failure == "missing":
         monkeypatch.setattr(blocked.importlib.util, "find_spec", lambda name: None)
