@@ -55,14 +55,10 @@ def band_calls(spec: ConvSpec) -> BandCalls:
     are bound one after another)."""
     (ho, wo), o = spec.out_hw, spec.out_channels
     per_band = band_rows(spec)
-    image_rows = blocked.layout(spec, channels_first=True).rows[:ho]
+    lay = blocked.layout(spec, channels_first=True)
+    image_rows = lay.rows[:ho]
     # NCHW input offsets, NHWC offsets in the band
-    columns = tuple(
-        (width, _band_columns(table, o))
-        for width, table in blocked.column_tables(
-            spec, blocked.plan(spec).pixels, channels_first=True
-        )
-    )
+    columns = tuple((width, _band_columns(table, o)) for width, table in lay.columns)
     move = kernels.transpose(spec.dtype)
     steps = []
     for r0 in range(0, ho, per_band):
