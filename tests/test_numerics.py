@@ -230,6 +230,96 @@ def test_special_values_property(
     assert compare(x, w, case.bias, ["auto", *methods], **case.options) >= 1
 
 
+#: A layer where auto picks Winograd (NHWC; in NCHW it takes blocked's in-place route).
+WINOGRAD_LAYER = {"dilation": 2, "padding": "same", "data_format": "NHWC"}
+
+
+def _winograd_arrays(dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, (2, 24, 26, 64)).astype(dtype)
+    w = rng.uniform(-1, 1, (3, 3, 64, 64)).astype(dtype)
+    assert dilconv.choose_method(x, w, **WINOGRAD_LAYER) == "winograd"
+    return x, w
+
+
+def test_auto_runs_winograd_without_scanning_its_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The input is not summed before Winograd runs (it notes a NaN or Inf itself);
+    the weights still are, and the answer is Winograd's own."""
+    x, w = _winograd_arrays()
+    scanned: list[tuple[int, ...]] = []
+    scan = _select.all_finite
+
+    def recording(arrays: tuple[np.ndarray, ...]) -> bool:
+        scanned.extend(a.shape for a in arrays)
+        return scan(arrays)
+
+    monkeypatch.setattr(_select, "all_finite", recording)
+    y = dilconv.conv2d(x, w, **WINOGRAD_LAYER)
+    assert x.shape not in scanned
+    assert w.shape in scanned
+    expected = dilconv.conv2d(x, w, method="winograd", **WINOGRAD_LAYER)
+    assert np.array_equal(y, expected)
+
+
+@settings(max_examples=30)
+@given(
+    where=st.lists(st.tuples(st.integers(0, 10**6), specials), min_size=1, max_size=3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    layout=st.sampled_from(["NHWC", "NCHW"]),
+)
+def test_auto_winograd_finds_nonfinite_input_itself(
+    where: list[tuple[int, Any]], dtype: Any, layout: str
+) -> None:
+    """Wherever NaN, Inf or a huge value lands (tiles, the outputs computed directly,
+    pixels no output reads), auto's answer is ``direct``'s: Winograd under the guard
+    raises on what it reads and the call runs again on a NaN-exact method."""
+    x, w = _winograd_arrays(dtype)
+    huge = np.finfo(dtype).max / 2  # the sum of a tile's 16 inputs overflows
+    for at, value in where:
+        x.reshape(-1)[at % x.size] = huge if value == "huge" else value
+    options = dict(WINOGRAD_LAYER)
+    if layout == "NCHW":
+        x, w = np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w.transpose(3, 2, 0, 1).copy()
+        options.pop("data_format")
+        x = x[:, :4]  # few channels: NCHW moves the layout and runs Winograd too
+        w = np.ascontiguousarray(w[:, :4])
+    assert compare(x, w, None, ["auto"], **options) == 1
+
+
+def test_winograd_guard_raises_only_on_what_it_reads() -> None:
+    from dilconv._methods import winograd
+
+    x, w = _winograd_arrays()
+    spec = dilconv.conv.make_spec(x.shape, w.shape, **WINOGRAD_LAYER).lowered()
+    with winograd.finite_guard():
+        clean = winograd.conv(x, w, spec)  # finite: no raise
+    assert np.array_equal(clean, winograd.conv(x, w, spec))
+    for value in (np.nan, np.inf, -np.inf):
+        bad = x.copy()
+        bad[1, 12, 13, 40] = value
+        with winograd.finite_guard(), pytest.raises(winograd.NonFiniteInput):
+            winograd.conv(bad, w, spec)
+        with np.errstate(all="ignore"):
+            assert not np.isfinite(winograd.conv(bad, w, spec)).all()  # by name: no guard
+
+
+def test_transposed_auto_matches_direct_with_nonfinite_input() -> None:
+    rng = np.random.default_rng(8)
+    g = rng.uniform(-1, 1, (1, 33, 33, 64)).astype(np.float32)
+    w = rng.uniform(-1, 1, (3, 3, 32, 64)).astype(np.float32)
+    options = {"stride": 2, "dilation": 2, "padding": "same", "data_format": "NHWC"}
+    g[0, 7, 9, 3] = np.inf
+    with np.errstate(all="ignore"):
+        y = dilconv.conv2d_transpose(g, w, **options)
+        expected = dilconv.conv2d_transpose(g, w, method="direct", **options)
+    assert np.array_equal(np.isnan(y), np.isnan(expected))
+    assert np.array_equal(np.isinf(y), np.isinf(expected))
+    finite = np.isfinite(expected)
+    absolute = np.abs(np.where(np.isfinite(g), g, 0)).astype(np.float64)
+    magnitude = dilconv.conv2d_transpose(absolute, np.abs(w).astype(np.float64), **options)
+    assert_close(y[finite], expected[finite], magnitude=magnitude[finite])
+
+
 # --- exact integers -----------------------------------------------------------------
 
 INTEGER_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]

@@ -248,24 +248,28 @@ def _add_planes(
     return total
 
 
-def _volume_method(vol: Volume, batch: int, method: str) -> str:
-    """The algorithm of every depth tap: ``method`` checked, or ``"auto"``'s one choice
-    for the stack of every output plane (served as any first call is: a loaded
-    stand-in while the choice's machine code is not worth loading yet)."""
-    return _select.resolve_method(method, vol.plane_spec(batch * vol.out_size[0]))
-
-
 def forward(x: np.ndarray, w: np.ndarray, vol: Volume, method: str) -> np.ndarray:
     """The lifted cross-correlation: ``(N, D, H, W, C)`` -> ``(N, Do, Ho, Wo, O)``.
+
+    Every depth tap runs one algorithm: ``method`` checked, or ``"auto"``'s one
+    choice for the stack of every output plane (served as any first call is: a
+    loaded stand-in while the choice's machine code is not worth loading yet; NaN
+    and Inf in the arrays leave out the methods that would spread them, as in 2-D).
+    """
+    check_method(method)
+    plane = vol.plane_spec(x.shape[0] * vol.out_size[0])
+    return _select.run_resolved(method, plane, (x, w), lambda name: _forward(x, w, vol, name))
+
+
+def _forward(x: np.ndarray, w: np.ndarray, vol: Volume, method: str) -> np.ndarray:
+    """:func:`forward` with its algorithm resolved.
 
     With ``blocked`` and two or more depth taps reading real planes, one tile loop
     runs every tap (:mod:`~dilconv._methods._blocked_volume`): no per-tap results to add.
     """
-    check_method(method)
     n = x.shape[0]
     do, ho, wo = vol.out_size
     shape = (n, do, ho, wo, vol.out_channels)
-    method = _volume_method(vol, n, method)
     if method == "blocked" and len(vol.depth_taps()) > 1:
         threads = blocked.thread_count(vol.plane_spec(n * do))
         depth = (do, vol.stride[0])

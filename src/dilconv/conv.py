@@ -162,7 +162,7 @@ def conv2d(
         flip=flip,
     )
     arrays = (xa, wa) if ba is None else (xa, wa, ba)
-    return run_conv(xa, wa, ba, spec, _select.resolve_method(method, spec, arrays))
+    return _select.run_resolved(method, spec, arrays, lambda name: run_conv(xa, wa, ba, spec, name))
 
 
 def choose_method(

@@ -36,6 +36,8 @@ zeros.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import importlib.util
@@ -242,7 +244,9 @@ class BandCalls:
 
     Slots: ``x`` and ``y`` (the image's input and output, NHWC), ``zeros`` (a row of
     zeros), ``U`` (:func:`transform_weights`), ``V`` and ``M`` (a thread's scratch,
-    :func:`scratch`) and ``sink`` (a scratch row). Each call holds its tables.
+    :func:`scratch`), ``sink`` (a scratch row) and ``flags`` (a thread's vector that
+    the input transforms leave non-finite once they read a NaN or Inf). Each call
+    holds its tables.
     """
 
     bands: tuple[tuple[int, int, int, int], ...]
@@ -260,6 +264,7 @@ def band_calls(spec: ConvSpec) -> BandCalls:
         for tiles in {(r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in lay.bands}
     }
     backward = kernels.transform(spec.dtype, width, o % width, "output")
+    unused = np.zeros(width, dtype=spec.dtype)  # the output transform's ``flags``
     per_band = []
     for r0, r1, s0, s1 in lay.bands:
         steps: list[calls.Call] = []
@@ -270,6 +275,7 @@ def band_calls(spec: ConvSpec) -> BandCalls:
                     source=calls.Slot("x", c0),
                     spare=calls.Slot("zeros"),
                     target=calls.Slot("V"),
+                    flags=calls.Slot("flags"),
                     rows=calls.Ref(lay.in_rows[r0:r1]),
                     n_rows=r1 - r0,
                     columns=calls.Ref(lay.in_cols[s0:s1]),
@@ -285,6 +291,7 @@ def band_calls(spec: ConvSpec) -> BandCalls:
                 source=calls.Slot("M"),
                 spare=calls.Slot("sink"),
                 target=calls.Slot("y"),
+                flags=calls.Ref(unused),
                 rows=calls.Ref(lay.out_rows[r0:r1]),
                 n_rows=r1 - r0,
                 columns=calls.Ref(lay.out_cols[s0:s1]),
@@ -301,13 +308,59 @@ def band_calls(spec: ConvSpec) -> BandCalls:
 def scratch(spec: ConvSpec) -> dict[str, np.ndarray]:
     """A thread's ``V`` (one block of input channels) and ``M`` for the largest band,
     tile by tile (a tile's 16 vectors of channels are one contiguous run, which the
-    transforms write or read in one pass), and its ``sink`` row."""
+    transforms write or read in one pass), its ``sink`` row and its ``flags``."""
     tiles, o = layout(spec).band_tiles, spec.out_channels
     return {
         "V": calls.aligned_empty(16 * tiles * block_channels(spec), spec.dtype),
         "M": calls.aligned_empty(16 * tiles * o, spec.dtype),
         "sink": np.empty(math.ceil(o / lanes(spec)) * lanes(spec), dtype=spec.dtype),
+        "flags": np.zeros(lanes(spec), dtype=spec.dtype),
     }
+
+
+class NonFiniteInput(ArithmeticError):
+    """:func:`conv` under :func:`finite_guard` read a NaN or Inf in its input."""
+
+
+_GUARDED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "dilconv_winograd_guarded", default=False
+)
+
+
+@contextlib.contextmanager
+def finite_guard() -> Iterator[None]:
+    """Within the block, :func:`conv` raises :class:`NonFiniteInput` where the tiles'
+    input held a NaN or Inf (where its answer may differ from ``direct``'s) instead
+    of returning.
+
+    The input transforms note every non-finite value they read as they go (see
+    :mod:`~dilconv._native.winograd_kernel`), so ``method="auto"`` need not scan
+    the input before choosing Winograd: it runs it under this guard and falls back
+    on a NaN-exact method when it raises (:func:`dilconv._select.run_resolved`).
+    Outputs that no whole tile covers are computed directly, exact whatever the
+    input holds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dilconv._spec import make_spec
+    >>> x = np.ones((1, 8, 8, 4), np.float32)
+    >>> x[0, 3, 3, 0] = np.inf
+    >>> spec = make_spec(x.shape, (3, 3, 4, 4), padding=1, data_format="NHWC")
+    >>> w = np.ones((3, 3, 4, 4), np.float32)
+    >>> np.isnan(conv(x, w, spec)).any()  # Winograd's transforms: inf - inf
+    np.True_
+    >>> with finite_guard():
+    ...     conv(x, w, spec)
+    Traceback (most recent call last):
+    ...
+    dilconv._methods.winograd.NonFiniteInput: winograd read a NaN or Inf in its input
+    """
+    token = _GUARDED.set(True)
+    try:
+        yield
+    finally:
+        _GUARDED.reset(token)
 
 
 def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -332,9 +385,11 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     # (the wave layer, bands split in advance: 30 or 39 ms, as a worker started late)
     shared = iter(bands)
     zeros = np.zeros(math.ceil(max(c, 1) / lanes(spec)) * lanes(spec), dtype=spec.dtype)
+    flags: list[np.ndarray] = []  # each thread's (list.append is atomic)
 
     def run(share: Iterator[tuple[int, int]]) -> None:
         bound = calls.Binding(U=packed, zeros=zeros, **scratch(spec))
+        flags.append(bound.arrays["flags"])
         current = -1
         for image, k in share:
             if image != current:  # the bands of an image come one after another
@@ -343,6 +398,8 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
             bound.run(plan.steps[k])
 
     pool.parallel_map(run, [shared] * threads, key=("winograd", spec))
+    if _GUARDED.get() and not all(np.isfinite(f).all() for f in flags):
+        raise NonFiniteInput("winograd read a NaN or Inf in its input")
     direct = direct_calls(spec, threads)
     if direct is not None:
         weights = blocked.pack_weights(np.asarray(w, dtype=spec.dtype), spec, blocked.plan(spec))

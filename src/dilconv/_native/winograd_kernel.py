@@ -14,6 +14,11 @@ of :mod:`~dilconv._native.tile_kernel` (whose compiler and disk cache they share
     vectors of the tile (or zeros where they fall in the padding) transformed
     channel-vector by channel-vector, with ``B^T = [[1, 0, -1, 0], [0, 1, 1, 0],
     [0, -1, 1, 0], [0, 1, 0, -1]]``.
+    Each 16 input vectors also add ``s - s`` (``s`` their sum) into a running
+    vector, added to the ``flags`` vector at the end: 0 while every input read is
+    finite, NaN once one is NaN or Inf (or a sum overflows), so a caller learns
+    whether the call read a non-finite input without another pass over it (see
+    :func:`dilconv._methods.winograd.finite_guard`).
 ``output``
     ``Y_t = A^T M_t A`` with ``A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]``, the four
     output vectors stored where they fall inside the output (else to a scratch
@@ -42,6 +47,7 @@ ARGUMENTS = (
     "source",  # input image (NHWC) for ``input``; the products M for ``output``
     "spare",  # zeros (``input``) or a scratch vector (``output``), one channel row long
     "target",  # V for ``input``; the output image (NHWC) for ``output``
+    "flags",  # ``input``: ``lanes`` scalars, finite while every input it reads is (below)
     "rows",  # address of the (n_rows, 4 or 2) int64 row offsets of the tiles
     "n_rows",
     "columns",  # address of the (n_columns, 4 or 2) int64 column offsets
@@ -71,6 +77,14 @@ def _combine(b: Any, terms: list[Value], coefficients: tuple[int, ...]) -> Value
         else:
             total = b.fadd(total, t) if c == 1 else b.fsub(total, t)
     return total
+
+
+def _tree_sum(b: Any, terms: list[Value]) -> Value:
+    """The sum of ``terms``, added in pairs (a short dependency chain)."""
+    while len(terms) > 1:
+        pairs = [b.fadd(terms[k], terms[k + 1]) for k in range(0, len(terms) - 1, 2)]
+        terms = pairs + terms[len(terms) - len(terms) % 2 :]
+    return terms[0]
 
 
 def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
@@ -104,6 +118,8 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
     rows, columns = b.inttoptr(args["rows"], ptr), b.inttoptr(args["columns"], ptr)
     counters = {name: b.alloca(i64, name=name) for name in ("r", "s", "c")}
     width = 4 if kind == "input" else 2
+    finite = b.alloca(vec, name="finite")  # the running ``s - s`` of ``input``
+    b.store(zero_vec, finite)
 
     def const(v: int) -> Value:
         return ir.Constant(i64, v)
@@ -150,6 +166,8 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
             here = b.add(plane, at)
             if kind == "input":
                 d = [load(base, at, masked) for base in bases]
+                total = _tree_sum(b, d)
+                b.store(b.fadd(b.load(finite, typ=vec), b.fsub(total, total)), finite)
                 rows_t = [
                     [_combine(b, [d[4 * a + j] for a in range(4)], co) for j in range(4)]
                     for co in B_T
@@ -182,6 +200,10 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
         loop("s", args["n_columns"], lambda s: tile(r_off, s, b.add(first, s)))
 
     loop("r", args["n_rows"], row)
+    if kind == "input":
+        flags = b.inttoptr(args["flags"], ptr)
+        seen = b.load(flags, typ=vec, align=size)
+        b.store(b.fadd(seen, b.load(finite, typ=vec)), flags, align=size)
     b.ret_void()
     return str(module)
 

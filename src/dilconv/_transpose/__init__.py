@@ -16,6 +16,7 @@ one phase of the result that a stride dividing the dilation reaches.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 from dilconv import _exact, _select
 from dilconv._config import get_workspace_limit
 from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
+from dilconv._native import pool
 from dilconv._padding import pad_spatial_adjoint
 from dilconv._spec import ConvSpec
 from dilconv._transpose import correlate, direct, phase, scatter
@@ -67,6 +69,24 @@ TRANSPOSE_METHODS: dict[str, TransposeMethod] = {
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _auto_choice(lowered: ConvSpec, limit: int, threads: int, fft: bool) -> str:
+    """``"auto"``'s pick for a lowered spec under the settings it depends on (the
+    estimates ask the forward engine's choice for each candidate's inner correlation:
+    worth remembering, a fifth of a millisecond per call)."""
+    if not _select.eligible(TRANSPOSE_METHODS, lowered):
+        raise ValueError(
+            f"no transposed-convolution method fits the workspace limit of "
+            f"{get_workspace_limit() / 2**20:.1f} MiB (dilconv.set_workspace_limit): "
+            + ", ".join(
+                f"{name!r} needs {m.workspace_bytes(lowered) / 2**20:.1f} MiB"
+                for name, m in TRANSPOSE_METHODS.items()
+                if m.auto and m.refusal(lowered) is None
+            )
+        )
+    return _select.best(TRANSPOSE_METHODS, lowered, "transposed algorithm")
+
+
 def resolve_transpose_method(method: Any, spec: ConvSpec) -> str:
     """Check ``method`` against the registry, the spec and the workspace limit.
 
@@ -84,17 +104,7 @@ def resolve_transpose_method(method: Any, spec: ConvSpec) -> str:
         raise TypeError(f"method must be a str, got {method!r}")
     lowered = spec.lowered()
     if method == "auto":
-        if not _select.eligible(TRANSPOSE_METHODS, lowered):
-            raise ValueError(
-                f"no transposed-convolution method fits the workspace limit of "
-                f"{get_workspace_limit() / 2**20:.1f} MiB (dilconv.set_workspace_limit): "
-                + ", ".join(
-                    f"{name!r} needs {m.workspace_bytes(lowered) / 2**20:.1f} MiB"
-                    for name, m in TRANSPOSE_METHODS.items()
-                    if m.auto and m.refusal(lowered) is None
-                )
-            )
-        return _select.best(TRANSPOSE_METHODS, lowered, "transposed algorithm")
+        return _auto_choice(lowered, get_workspace_limit(), pool.num_threads(), _select.allow_fft())
     if method not in TRANSPOSE_METHODS:
         raise ValueError(
             f"method must be 'auto' or one of {sorted(TRANSPOSE_METHODS)}, got {method!r}"

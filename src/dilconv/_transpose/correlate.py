@@ -59,8 +59,10 @@ def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     if min(inner.in_hw) < 1:  # every source lands in the padding
         return np.zeros((spec.batch, *spec.in_hw, spec.in_channels), dtype=spec.dtype)
     src = np.ascontiguousarray(g[:, rows, cols])
-    name = _select.resolve_method("auto", inner, (src, w))
-    return METHODS[name].conv(src, transposed_weight(w, spec.groups), inner)
+    wt = transposed_weight(w, spec.groups)
+    return _select.run_resolved(
+        "auto", inner, (src, w), lambda name: METHODS[name].conv(src, wt, inner)
+    )
 
 
 def refusal(spec: ConvSpec) -> str | None:
