@@ -206,11 +206,21 @@ class WorkerPool:
                     self._running -= 1
                     self._wake.notify_all()
 
-    def _publish(self, job: Job | None) -> None:
+    def _publish(self, job: Job | None, wake: int | None = None) -> None:
+        """Make ``job`` the current one and wake ``wake`` sleeping workers (None: all).
+
+        Workers still spinning see the new generation by themselves; waking more
+        sleepers than the job has items for them only adds threads that find
+        nothing to do and compete for the CPUs as they wake (on 2 CPUs a job of
+        two items whose caller runs one needs one worker, not the pool's two).
+        """
         with self._wake:
             self._job = job
             self._generation[0] += 1
-            self._wake.notify_all()
+            if wake is None:
+                self._wake.notify_all()
+            else:
+                self._wake.notify(wake)
 
     def map(
         self, fn: Callable[[Any], None], items: list[Any], workers: int, key: Hashable = None
@@ -225,12 +235,13 @@ class WorkerPool:
             for item in items:
                 fn(item)
             return
+        main = threading.current_thread() is threading.main_thread()
+        works = not main or _ITEM_SECONDS.get(key, math.inf) <= SHORT_ITEM_SECONDS
         job = Job(fn, items)
         try:
-            main = threading.current_thread() is threading.main_thread()
-            works = not main or _ITEM_SECONDS.get(key, math.inf) <= SHORT_ITEM_SECONDS
-            self._start(workers if works else workers + 1)
-            self._publish(job)
+            helpers = workers if works else workers + 1
+            self._start(helpers)
+            self._publish(job, max(0, min(helpers, len(items) - works)))
             if works:
                 job.run()
             try:
