@@ -243,6 +243,7 @@ def resolve_method(
     *,
     first_call: bool = True,
     guarded: bool = False,
+    nonfinite: bool = False,
 ) -> str:
     """Check ``method`` against the registry and the spec; ``"auto"`` asks the model.
 
@@ -255,6 +256,8 @@ def resolve_method(
     ``guarded``: the caller runs a choice of :data:`SELF_CHECKING` under
     :func:`~dilconv._methods.winograd.finite_guard` (as :func:`run_resolved`
     does), so the input, ``arrays[0]``, is not scanned for it.
+    ``nonfinite``: leave :data:`FINITE_ONLY` out without scanning (the call already
+    met a NaN, an Inf or an overflow).
     """
     if not isinstance(method, str):
         raise TypeError(f"method must be a str, got {method!r}")
@@ -263,7 +266,9 @@ def resolve_method(
         finite = True
         name = cheapest_for_caller(spec)
         unscanned = guarded and name in SELF_CHECKING
-        if name in FINITE_ONLY and not all_finite(arrays[1:] if unscanned else arrays):
+        if nonfinite or (
+            name in FINITE_ONLY and not all_finite(arrays[1:] if unscanned else arrays)
+        ):
             finite, unscanned = False, False
             name = cheapest_for_caller(spec, finite=False)
         if not first_call or _first_calls.is_ready(name, lowered):
@@ -315,9 +320,10 @@ def run_resolved(
     """``compute(name)`` for the method :func:`resolve_method` resolves, where a choice
     of :data:`SELF_CHECKING` by ``"auto"`` reads its input (``arrays[0]``) unscanned.
 
-    Such a choice runs under :func:`~dilconv._methods.winograd.finite_guard`; if it
-    reads a NaN or Inf it raises, and the call is resolved again with the scan
-    (which leaves out :data:`FINITE_ONLY`) and computed anew. A method given by name
+    Such a choice runs under :func:`~dilconv._methods.winograd.finite_guard`; if any
+    result of its tiles is NaN or Inf (a NaN or Inf read, or a sum that overflowed in
+    its transforms where the direct sum may not) it raises, and the call is computed
+    anew by the cheapest method outside :data:`FINITE_ONLY`. A method given by name
     runs as given.
     """
     name = resolve_method(method, spec, arrays, guarded=True)
@@ -327,7 +333,7 @@ def run_resolved(
         with winograd.finite_guard():
             return compute(name)
     except winograd.NonFiniteInput:
-        return compute(resolve_method(method, spec, arrays))
+        return compute(resolve_method(method, spec, arrays, nonfinite=True))
 
 
 def measure(run: Any, names: list[str], repeats: int = 3) -> dict[str, float]:

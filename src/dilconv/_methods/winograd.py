@@ -245,8 +245,8 @@ class BandCalls:
     Slots: ``x`` and ``y`` (the image's input and output, NHWC), ``zeros`` (a row of
     zeros), ``U`` (:func:`transform_weights`), ``V`` and ``M`` (a thread's scratch,
     :func:`scratch`), ``sink`` (a scratch row) and ``flags`` (a thread's vector that
-    the input transforms leave non-finite once they read a NaN or Inf). Each call
-    holds its tables.
+    the output transforms leave non-finite once a tile's output is NaN or Inf, as
+    a NaN or Inf the tile read makes it). Each call holds its tables.
     """
 
     bands: tuple[tuple[int, int, int, int], ...]
@@ -264,7 +264,7 @@ def band_calls(spec: ConvSpec) -> BandCalls:
         for tiles in {(r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in lay.bands}
     }
     backward = kernels.transform(spec.dtype, width, o % width, "output")
-    unused = np.zeros(width, dtype=spec.dtype)  # the output transform's ``flags``
+    unused = np.zeros(width, dtype=spec.dtype)  # the input transform's ``flags``
     per_band = []
     for r0, r1, s0, s1 in lay.bands:
         steps: list[calls.Call] = []
@@ -275,7 +275,7 @@ def band_calls(spec: ConvSpec) -> BandCalls:
                     source=calls.Slot("x", c0),
                     spare=calls.Slot("zeros"),
                     target=calls.Slot("V"),
-                    flags=calls.Slot("flags"),
+                    flags=calls.Ref(unused),
                     rows=calls.Ref(lay.in_rows[r0:r1]),
                     n_rows=r1 - r0,
                     columns=calls.Ref(lay.in_cols[s0:s1]),
@@ -291,7 +291,7 @@ def band_calls(spec: ConvSpec) -> BandCalls:
                 source=calls.Slot("M"),
                 spare=calls.Slot("sink"),
                 target=calls.Slot("y"),
-                flags=calls.Ref(unused),
+                flags=calls.Slot("flags"),
                 rows=calls.Ref(lay.out_rows[r0:r1]),
                 n_rows=r1 - r0,
                 columns=calls.Ref(lay.out_cols[s0:s1]),
@@ -333,10 +333,14 @@ def finite_guard() -> Iterator[None]:
     input held a NaN or Inf (where its answer may differ from ``direct``'s) instead
     of returning.
 
-    The input transforms note every non-finite value they read as they go (see
+    The output transforms note every non-finite output of a tile as they go, and a
+    NaN or Inf a tile reads makes some of its outputs so (see
     :mod:`~dilconv._native.winograd_kernel`), so ``method="auto"`` need not scan
-    the input before choosing Winograd: it runs it under this guard and falls back
-    on a NaN-exact method when it raises (:func:`dilconv._select.run_resolved`).
+    the input before choosing Winograd: it runs it under this guard and computes
+    again by a method that sums as ``direct`` does when it raises
+    (:func:`dilconv._select.run_resolved`). A sum that overflows inside the
+    transforms, where the direct sum may stay finite, raises too, so near the top
+    of the float range ``"auto"`` is right where Winograd by name gives Inf.
     Outputs that no whole tile covers are computed directly, exact whatever the
     input holds.
 

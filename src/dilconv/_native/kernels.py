@@ -165,7 +165,7 @@ def _transform_extents(
     16 (or 4) image pixels inside, the 16 positions of its ``V`` (or ``M``) run,
     and the spare row for pixels outside."""
     n_rows, n_cols = ints["n_rows"], ints["n_columns"]
-    flags = (0, lanes) if kind == "input" else None  # ``output`` never touches it
+    flags = (0, lanes) if kind == "output" else None  # ``input`` never touches it
     if n_rows <= 0 or n_cols <= 0:
         return {"source": None, "spare": None, "target": None, "flags": flags}
     span = 4 if kind == "input" else 2
@@ -177,8 +177,8 @@ def _transform_extents(
     planes = (t_lo + p_lo, t_hi + p_hi + width)
     image = _pixel_span(rows, cols, width)
     if kind == "input":
-        return {"source": image, "spare": (0, width), "target": planes, "flags": flags}
-    return {"source": planes, "spare": (0, width), "target": image, "flags": None}
+        return {"source": image, "spare": (0, width), "target": planes, "flags": None}
+    return {"source": planes, "spare": (0, width), "target": image, "flags": flags}
 
 
 def _weight_extents(

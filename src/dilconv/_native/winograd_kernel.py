@@ -14,15 +14,18 @@ of :mod:`~dilconv._native.tile_kernel` (whose compiler and disk cache they share
     vectors of the tile (or zeros where they fall in the padding) transformed
     channel-vector by channel-vector, with ``B^T = [[1, 0, -1, 0], [0, 1, 1, 0],
     [0, -1, 1, 0], [0, 1, 0, -1]]``.
-    Each 16 input vectors also add ``s - s`` (``s`` their sum) into a running
-    vector, added to the ``flags`` vector at the end: 0 while every input read is
-    finite, NaN once one is NaN or Inf (or a sum overflows), so a caller learns
-    whether the call read a non-finite input without another pass over it (see
-    :func:`dilconv._methods.winograd.finite_guard`).
 ``output``
     ``Y_t = A^T M_t A`` with ``A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]``, the four
     output vectors stored where they fall inside the output (else to a scratch
-    vector).
+    vector). Each tile's four vectors also add ``s - s`` (``s`` their sum) into a
+    running vector, added to the ``flags`` vector at the end: 0 while every output
+    is finite, NaN once one is NaN or Inf. A NaN or Inf that a tile reads makes
+    some of its outputs non-finite (every input enters ``V`` and every ``M``
+    position enters an output with a coefficient of +-1, and no sum of Inf and
+    finite values is finite), so a caller learns whether the call read one without
+    another pass over the input (see :func:`dilconv._methods.winograd.finite_guard`).
+    A sum that overflows in the transforms or products is flagged the same way. The
+    check costs a few vector operations per output vector.
 
 Between them the caller forms ``M[p] = V[p] @ U[p]`` for the 16 positions ``p``
 (one matrix product each, by BLAS). The tiles are the product of two tables of
@@ -47,7 +50,7 @@ ARGUMENTS = (
     "source",  # input image (NHWC) for ``input``; the products M for ``output``
     "spare",  # zeros (``input``) or a scratch vector (``output``), one channel row long
     "target",  # V for ``input``; the output image (NHWC) for ``output``
-    "flags",  # ``input``: ``lanes`` scalars, finite while every input it reads is (below)
+    "flags",  # ``output``: ``lanes`` scalars, finite while every output it writes is
     "rows",  # address of the (n_rows, 4 or 2) int64 row offsets of the tiles
     "n_rows",
     "columns",  # address of the (n_columns, 4 or 2) int64 column offsets
@@ -118,7 +121,7 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
     rows, columns = b.inttoptr(args["rows"], ptr), b.inttoptr(args["columns"], ptr)
     counters = {name: b.alloca(i64, name=name) for name in ("r", "s", "c")}
     width = 4 if kind == "input" else 2
-    finite = b.alloca(vec, name="finite")  # the running ``s - s`` of ``input``
+    finite = b.alloca(vec, name="finite")  # the running ``s - s`` of ``output``
     b.store(zero_vec, finite)
 
     def const(v: int) -> Value:
@@ -166,8 +169,6 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
             here = b.add(plane, at)
             if kind == "input":
                 d = [load(base, at, masked) for base in bases]
-                total = _tree_sum(b, d)
-                b.store(b.fadd(b.load(finite, typ=vec), b.fsub(total, total)), finite)
                 rows_t = [
                     [_combine(b, [d[4 * a + j] for a in range(4)], co) for j in range(4)]
                     for co in B_T
@@ -186,9 +187,11 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
                     [_combine(b, [m[4 * a + j] for a in range(4)], co) for j in range(4)]
                     for co in A_T
                 ]
-                for i in range(2):
-                    for j, co in enumerate(A_T):
-                        store(_combine(b, rows_t[i], co), bases[2 * i + j], at, masked)
+                y = [_combine(b, rows_t[i], co) for i in range(2) for co in A_T]
+                for k, value in enumerate(y):
+                    store(value, bases[k], at, masked)
+                total = _tree_sum(b, y)
+                b.store(b.fadd(b.load(finite, typ=vec), b.fsub(total, total)), finite)
 
         loop("c", args["vectors"], lambda c: vector(b.mul(c, const(lanes)), False))
         if tail:
@@ -200,7 +203,7 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
         loop("s", args["n_columns"], lambda s: tile(r_off, s, b.add(first, s)))
 
     loop("r", args["n_rows"], row)
-    if kind == "input":
+    if kind == "output":
         flags = b.inttoptr(args["flags"], ptr)
         seen = b.load(flags, typ=vec, align=size)
         b.store(b.fadd(seen, b.load(finite, typ=vec)), flags, align=size)
