@@ -9,6 +9,7 @@ from hypothesis import assume, given
 import dilconv
 from dilconv import _grad_weight, _grad_weight_tiles
 from dilconv._layout import to_canonical, weight_from_canonical
+from dilconv._native import pool
 from dilconv._padding import pad_spatial
 from dilconv._spec import make_spec
 from tests.strategies import Case, conv_cases
@@ -84,6 +85,36 @@ def test_slabs_in_several_bands() -> None:
         got = _grad_weight.by_pitched_slabs(x, g, spec)
     expected = dilconv.conv2d_grad_weight(x, g, w.shape, method="im2col", **opts)
     scale = dilconv.conv2d_grad_weight(np.abs(x), np.abs(g), w.shape, method="im2col", **opts)
+    assert_close(got, expected, magnitude=scale, kind="gradients")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("shape", [(1, 1, 700, 24), (3, 1, 500, 16), (2, 9, 40, 16)])
+def test_windows_slice_taps_that_do_not_share_out_evenly(
+    shape: tuple[int, ...], threads: int
+) -> None:
+    """3 taps on 2 threads (or 4) run as a slice of every tap per thread, summed apart;
+    one-row images (1-D signals) read their windows in place, several of them too."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(shape)
+    kernel = (1, 3) if shape[1] == 1 else (3, 1)
+    w = rng.standard_normal((*kernel, shape[3], 8))
+    opts = {"padding": ((0, 0), (6, 0)) if shape[1] == 1 else "same", "dilation": 3}
+    opts["data_format"] = "NHWC"
+    g = rng.standard_normal(dilconv.conv2d(x, w, **opts).shape)
+    spec = make_spec(x.shape, w.shape, **opts).lowered()
+    taps = len(_grad_weight.row_ranges(spec)) * len(_grad_weight.column_ranges(spec))
+    assert taps == 3
+    with dilconv.config_context(threads=threads):
+        running = pool.num_threads()  # the setting, within what the machine allows
+        sliced = _grad_weight.split_count(taps, running)
+        assert sliced == (1 if running in (1, 3) else running)
+        assert (_grad_weight.split_bytes(spec) > 0) == (sliced > 1)
+        got = _grad_weight.by_column_windows(x, g, spec)
+    if shape[1] == 1:
+        assert _grad_weight.window_bytes(spec) == 0
+    expected = dilconv.conv2d_grad_weight(x, g, w.shape, method="direct", **opts)
+    scale = dilconv.conv2d_grad_weight(np.abs(x), np.abs(g), w.shape, method="direct", **opts)
     assert_close(got, expected, magnitude=scale, kind="gradients")
 
 

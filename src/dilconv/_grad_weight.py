@@ -27,9 +27,12 @@ part of the width (``aspp``), slabs for many images of narrow padding (``wave``)
 register-blocked tiles of :mod:`dilconv._grad_weight_tiles`, which copy nothing
 and run near the machine's peak where BLAS runs these tall, thin products at
 about half of it. Windows and slabs share the taps among threads (BLAS on one
-thread each) and apply to stride 1 and one group; the tiles to any stride and
-group count. All need float32/float64; :mod:`dilconv.grad` otherwise runs the
-forward engine on the swapped problem.
+thread each; where whole taps would leave a thread idle, as 3 taps on 2 threads,
+the windows give each thread a slice of every tap's pixels and add the partial sums
+at the end; one-row images, 1-D signals, read their windows in place), and apply
+to stride 1 and one group; the tiles to any stride and group count. All need
+float32/float64; :mod:`dilconv.grad` otherwise runs the forward engine on the
+swapped problem.
 """
 
 from __future__ import annotations
@@ -124,6 +127,8 @@ def column_ranges(spec: ConvSpec) -> dict[int, tuple[int, int]]:
 def window_bytes(spec: ConvSpec) -> int:
     """Every kernel column's input and gradient windows (the full-width ones are views)."""
     n, h, ho = spec.batch, spec.in_hw[0], spec.out_hw[0]
+    if h == 1:  # one row: each image's window is a contiguous run of it, read in place
+        return 0
     items = 0
     for c0, c1 in column_ranges(spec).values():
         if c1 - c0 != spec.in_hw[1]:
@@ -136,20 +141,48 @@ def window_bytes(spec: ConvSpec) -> int:
 def by_column_windows(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """``dw`` by column windows (see the module docstring)."""
     w, (dh, dw), (top, left) = spec.in_hw[1], spec.dilation, (spec.pad[0][0], spec.pad[1][0])
-    out = np.zeros((*spec.kernel_hw, spec.in_channels, spec.out_channels), dtype=spec.dtype)
+    shape = (*spec.kernel_hw, spec.in_channels, spec.out_channels)
     windows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for j, (c0, c1) in column_ranges(spec).items():
         first = c0 + j * dw - left  # the input column output column c0 reads
         xs = x if (first, c1 - c0) == (0, w) else x[:, :, first : first + c1 - c0]
         gs = g if c1 - c0 == g.shape[2] else g[:, :, c0:c1]
-        windows[j] = (np.ascontiguousarray(xs), np.ascontiguousarray(gs))
+        if spec.in_hw[0] > 1:  # one row: each image's window is already contiguous
+            xs, gs = np.ascontiguousarray(xs), np.ascontiguousarray(gs)
+        windows[j] = (xs, gs)
     taps = [(i, j, r0, r1) for i, (r0, r1) in row_ranges(spec).items() for j in windows]
-    threads = max(1, min(pool.num_threads(), len(taps)))
-    shares = [taps[k::threads] for k in range(threads)]
-    work = functools.partial(_add_tap_products, out, windows, dh, top)
+    threads = max(1, pool.num_threads())
+    parts = split_count(len(taps), threads)
+    if parts == 1:  # whole taps per thread
+        out = np.zeros(shape, dtype=spec.dtype)
+        shares = [(out, 0, 1, taps[k::threads]) for k in range(min(threads, len(taps)))]
+    else:  # every thread a slice of every tap, into its own partial sum
+        partials = np.zeros((parts, *shape), dtype=spec.dtype)
+        shares = [(partials[k], k, parts, taps) for k in range(parts)]
+    work = functools.partial(_add_tap_products, windows, dh, top)
     with pool.single_threaded_blas():
         pool.parallel_map(work, shares)
-    return out
+    return out if parts == 1 else partials.sum(axis=0)
+
+
+def split_count(taps: int, threads: int) -> int:
+    """Slices of each tap's product: 1 (each thread takes whole taps) unless whole
+    taps would leave threads idle over a fifth of the time (3 taps on 2 threads:
+    a third), then one slice per thread, each summed apart and added at the end."""
+    if threads <= 1 or taps == 0:
+        return 1
+    rounds = -(-taps // threads)
+    return threads if rounds * threads > 1.2 * taps else 1
+
+
+def split_bytes(spec: ConvSpec) -> int:
+    """The partial sums of :func:`by_column_windows` when it slices the taps."""
+    taps = len(row_ranges(spec)) * len(column_ranges(spec))
+    parts = split_count(taps, pool.num_threads())
+    if parts == 1:
+        return 0
+    kh, kw = spec.kernel_hw
+    return parts * kh * kw * spec.in_channels * spec.out_channels * spec.dtype.itemsize
 
 
 def band_rows(spec: ConvSpec) -> int:
@@ -199,23 +232,27 @@ def by_pitched_slabs(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray
 
 
 def _add_tap_products(
-    out: np.ndarray,
     windows: dict[int, tuple[np.ndarray, np.ndarray]],
     dh: int,
     top: int,
-    share: list[Tap],
+    share: tuple[np.ndarray, int, int, list[Tap]],
 ) -> None:
-    """``out[i, j] += (input window rows of tap (i, j)).T @ (its gradient rows)``.
+    """``out[i, j] += (input window rows of tap (i, j)).T @ (its gradient rows)``
+    over slice ``part`` of ``parts`` of each image's pixels, for the taps of ``share``
+    (``(out, part, parts, taps)``).
 
     Output row ``r`` reads input row ``r + i * dh - top`` through kernel row ``i``.
     """
-    for i, j, r0, r1 in share:
+    out, part, parts, taps = share
+    for i, j, r0, r1 in taps:
         xs, gs = windows[j]
         c, o = xs.shape[3], gs.shape[3]
         start = r0 + i * dh - top
         for b in range(xs.shape[0]):
             a = xs[b, start : start + r1 - r0].reshape(-1, c)
-            out[i, j] += a.T @ gs[b, r0:r1].reshape(-1, o)
+            e = gs[b, r0:r1].reshape(-1, o)
+            p0, p1 = len(a) * part // parts, len(a) * (part + 1) // parts
+            out[i, j] += a[p0:p1].T @ e[p0:p1]
 
 
 def _add_slab_products(
@@ -247,7 +284,13 @@ class Route:
 ROUTES: dict[str, Route] = {
     r.name: r
     for r in (
-        Route("windows", by_column_windows, window_bytes, _products_refusal, windows_seconds),
+        Route(
+            "windows",
+            by_column_windows,
+            lambda spec: window_bytes(spec) + split_bytes(spec),
+            _products_refusal,
+            windows_seconds,
+        ),
         Route("slabs", by_pitched_slabs, slab_bytes, _products_refusal, slabs_seconds),
         Route(
             "tiles",
