@@ -238,6 +238,10 @@ def test_fuzz_public_surface(call: tuple[str, dict[str, Any], tuple[Any, ...]]) 
         if method in ("winograd", "auto") or entry == "atrous":
             opts = {k: v for k, v in conv_options.items() if k != "method"}
             scale = np.maximum(scale, winograd_magnitude(*big, None, **opts))
+    if entry == "grad_bias" and np.asarray(arrays[0]).dtype.kind == "f":
+        # a sum's rounding scales with its terms, not with the sum (which may cancel)
+        terms = np.abs(np.asarray(arrays[0], dtype=np.float64))
+        scale = dilconv.conv2d_grad_bias(terms, **options)
     if method == "fft" or entry in ("transpose", "grad_input", "grad_weight"):
         scale = scale + (scale.max() if scale.size else 0)  # global rounding, or sums of sums
         scale = scale * 4
@@ -245,6 +249,18 @@ def test_fuzz_public_surface(call: tuple[str, dict[str, Any], tuple[Any, ...]]) 
     assert_close(
         actual, expected.astype(actual.dtype), dtype=dtype, magnitude=scale, context=context
     )
+
+
+def test_fuzz_finding_a_bias_gradient_that_cancels() -> None:
+    """Found by the long fuzz run: a float32 channel whose 30 terms sum to -0.037 is off
+    by 1.2e-6, float32 rounding of terms as large as 2.4, which the check must allow."""
+    g = np.random.default_rng(11).standard_normal((5, 6, 2)).astype(np.float32)
+    g[..., 1] -= np.float32(g[..., 1].mean() - 0.037)
+    exact = g.astype(np.float64).sum(axis=(0, 1))
+    terms = np.abs(g.astype(np.float64)).sum(axis=(0, 1))
+    got = dilconv.conv2d_grad_bias(g, data_format="NHWC")
+    assert got.dtype == np.float32
+    assert_close(got, exact.astype(np.float32), dtype=np.dtype(np.float32), magnitude=terms)
 
 
 @pytest.mark.parametrize(
