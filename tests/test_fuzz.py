@@ -263,6 +263,24 @@ def test_fuzz_finding_a_bias_gradient_that_cancels() -> None:
     assert_close(got, exact.astype(np.float32), dtype=np.dtype(np.float32), magnitude=terms)
 
 
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("k", [4, 5, 6])
+@pytest.mark.parametrize("method", ["direct", "auto"])
+def test_fuzz_finding_same_padding_past_the_option_limit(k: int, method: str, flip: bool) -> None:
+    """Found by the long fuzz run: "same" at dilation 2**31 - 1 pads a 4-tap row by
+    1.5 * (2**31 - 1), which the weight gradient's swapped problem refused (padding past
+    2**31 - 1) while ``auto`` answered. The taps that read only padding are cut off
+    now, so every method answers: zeros, or the one tap that reads the image."""
+    x = np.random.default_rng(12).standard_normal((1, 4))
+    opts: dict[str, Any] = {"dilation": 2**31 - 1, "padding": "same", "flip": flip}
+    g = np.random.default_rng(13).standard_normal(dilconv.conv2d(x, np.ones((1, k)), **opts).shape)
+    got = dilconv.conv2d_grad_weight(x, g, (1, k), method=method, **opts)
+    expected = np.zeros((1, k))
+    if k % 2:  # the centre tap reads pixel j for output j
+        expected[0, k // 2] = float((x * g).sum())
+    assert_close(got, expected, magnitude=np.abs(x) @ np.abs(g).T * np.ones((1, k)))
+
+
 @pytest.mark.parametrize(
     ("x", "w", "options"),
     [

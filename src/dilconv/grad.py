@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from dilconv._layout import to_canonical, weight_from_canonical
 from dilconv._padding import pad_spatial
 from dilconv._spec import (
     DATA_FORMATS,
+    MAX_OPTION,
     ConvSpec,
     as_array,
     as_choice,
@@ -256,25 +258,77 @@ def conv2d_grad_weight(
             xc = pad_spatial(xc, spec.pad, spec.padding_mode)
         dw = _grad_weight.grad_weight(xc, to_canonical(ga, spec), lowered)
         return weight_from_canonical(dw, spec)
-    xs, ks, swapped = _swapped(xa, ga, spec)
     kh, kw = spec.kernel_hw
-    if xs.size == 0:
-        dw = np.zeros((kh, kw, spec.in_per_group, spec.out_channels), dtype=spec.dtype)
-    else:
-        # The swapped problem has a (Ho, Wo) kernel and a (kh, kw) output: im2col
-        # gathers each output tap's window once and makes it one matrix product
-        # with the whole output gradient. The cost model agrees, but its per-tap
-        # estimates take time proportional to Ho * Wo, more than the product itself.
-        preferred = method
-        if exact:
-            name = "exact"
-        else:
-            if method == "auto":  # im2col where it fits the workspace, else the model's
-                fits = "im2col" in _select.candidates(swapped.lowered())
-                preferred = "im2col" if fits else "auto"
-            name = _select.resolve_method(preferred, swapped, (xs, ks))
-        dw = run_conv(xs, ks, None, swapped, name).transpose(1, 2, 0, 3)
+    dw = np.zeros((kh, kw, spec.in_per_group, spec.out_channels), dtype=spec.dtype)
+    live, spec_live = _live_taps(spec)
+    if spec_live is not None:
+        xs, ks, swapped = _swapped(xa, ga, spec_live)
+        if xs.size:
+            dw = _swapped_grad_weight(xs, ks, swapped, method, exact, dw, live, spec_live is spec)
     return _exact.to_int64(weight_from_canonical(dw, spec), "conv2d_grad_weight")
+
+
+def _swapped_grad_weight(
+    xs: np.ndarray,
+    ks: np.ndarray,
+    swapped: ConvSpec,
+    method: str,
+    exact: bool,
+    dw: np.ndarray,
+    live: tuple[slice, slice],
+    whole: bool,
+) -> np.ndarray:
+    """The canonical weight gradient from the swapped problem, its taps ``live`` of
+    ``dw``'s (all of them when ``whole``; the rest keep ``dw``'s zeros)."""
+    # The swapped problem has a (Ho, Wo) kernel and a (kh, kw) output: im2col
+    # gathers each output tap's window once and makes it one matrix product
+    # with the whole output gradient. The cost model agrees, but its per-tap
+    # estimates take time proportional to Ho * Wo, more than the product itself.
+    preferred = method
+    if exact:
+        name = "exact"
+    else:
+        if method == "auto":  # im2col where it fits the workspace, else the model's
+            fits = "im2col" in _select.candidates(swapped.lowered())
+            preferred = "im2col" if fits else "auto"
+        name = _select.resolve_method(preferred, swapped, (xs, ks))
+    part = run_conv(xs, ks, None, swapped, name).transpose(1, 2, 0, 3)
+    if whole:
+        return part
+    dw = dw.astype(part.dtype)
+    dw[live] = part
+    return dw
+
+
+def _live_taps(spec: ConvSpec) -> tuple[tuple[slice, slice], ConvSpec | None]:
+    """The kernel taps that read real input, per axis, and the spec of only those.
+
+    Pads past :data:`~dilconv._spec.MAX_OPTION` ("same" or "full" at dilations near
+    2**31, where few taps if any read the image) cannot be given to the swapped
+    problem; there the taps that read only padding, which get no gradient, are cut
+    off with the pads they spanned, so the rest has the same output size and small
+    pads. The spec is ``None`` where no tap reads real input; elsewhere, or where
+    cutting would not give a valid spec, the taps and the spec are all of ``spec``.
+    """
+    whole = (slice(0, spec.kernel_hw[0]), slice(0, spec.kernel_hw[1]))
+    if spec.padding_mode != "zeros" or max(max(p) for p in spec.pad) <= MAX_OPTION:
+        return whole, spec
+    cuts, kernel, pads = [], [], []
+    for axis in range(2):
+        live = [i for i, (a, b) in enumerate(spec.tap_output_ranges(axis)) if a < b]
+        if not live:
+            return whole, None
+        first, last = live[0], live[-1]
+        d, k, (lo, hi) = spec.dilation[axis], spec.kernel_hw[axis], spec.pad[axis]
+        cuts.append(slice(first, last + 1))
+        kernel.append(last - first + 1)
+        pads.append((lo - first * d, hi - (k - 1 - last) * d))
+    if not all(0 <= p <= MAX_OPTION for pair in pads for p in pair):
+        return whole, spec
+    cut = dataclasses.replace(spec, kernel_hw=(kernel[0], kernel[1]), pad=(pads[0], pads[1]))
+    if cut.out_hw != spec.out_hw:
+        return whole, spec
+    return (cuts[0], cuts[1]), cut
 
 
 def conv2d_grad_bias(grad_out: Any, *, data_format: str = "NCHW") -> np.ndarray:
