@@ -265,12 +265,14 @@ def test_fuzz_finding_a_bias_gradient_that_cancels() -> None:
 
 @pytest.mark.parametrize("flip", [False, True])
 @pytest.mark.parametrize("k", [4, 5, 6])
-@pytest.mark.parametrize("method", ["direct", "auto"])
+@pytest.mark.parametrize("method", ["direct", "im2col", "auto"])
 def test_fuzz_finding_same_padding_past_the_option_limit(k: int, method: str, flip: bool) -> None:
     """Found by the long fuzz run: "same" at dilation 2**31 - 1 pads a 4-tap row by
     1.5 * (2**31 - 1), which the weight gradient's swapped problem refused (padding past
     2**31 - 1) while ``auto`` answered. The taps that read only padding are cut off
-    now, so every method answers: zeros, or the one tap that reads the image."""
+    now, so every method answers: zeros, or the one tap that reads the image (and
+    ``im2col``, on a swapped problem whose stride is that dilation, counts one output
+    row's slab as the kernel's reach, not the stride: it asked for 64 GiB)."""
     x = np.random.default_rng(12).standard_normal((1, 4))
     opts: dict[str, Any] = {"dilation": 2**31 - 1, "padding": "same", "flip": flip}
     g = np.random.default_rng(13).standard_normal(dilconv.conv2d(x, np.ones((1, k)), **opts).shape)

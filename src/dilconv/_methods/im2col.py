@@ -31,8 +31,11 @@ def row_bytes(spec: ConvSpec) -> int:
 
 
 def halo_bytes(spec: ConvSpec) -> int:
-    """The slab rows of one image beyond ``stride`` per output row: the kernel's reach."""
-    extra = max(0, spec.effective_kernel_hw[0] - spec.stride[0])
+    """The slab rows of one image beyond ``stride`` per output row: the kernel's reach
+    less the stride, negative where the stride is longer (a chunk of ``r`` output rows
+    has a slab of ``(r - 1) * stride + reach`` rows: one row's slab is its reach only,
+    however long the stride)."""
+    extra = spec.effective_kernel_hw[0] - spec.stride[0]
     return extra * spec.padded_hw[1] * spec.in_channels * spec.dtype.itemsize
 
 
