@@ -264,7 +264,12 @@ def conv2d_grad_weight(
     if spec_live is not None:
         xs, ks, swapped = _swapped(xa, ga, spec_live)
         if xs.size:
-            dw = _swapped_grad_weight(xs, ks, swapped, method, exact, dw, live, spec_live is spec)
+            part = _swapped_grad_weight(xs, ks, swapped, method, exact)
+            if spec_live is spec:
+                dw = part
+            else:  # the cut-off taps keep their zeros
+                dw = dw.astype(part.dtype)
+                dw[live] = part
     return _exact.to_int64(weight_from_canonical(dw, spec), "conv2d_grad_weight")
 
 
@@ -274,12 +279,8 @@ def _swapped_grad_weight(
     swapped: ConvSpec,
     method: str,
     exact: bool,
-    dw: np.ndarray,
-    live: tuple[slice, slice],
-    whole: bool,
 ) -> np.ndarray:
-    """The canonical weight gradient from the swapped problem, its taps ``live`` of
-    ``dw``'s (all of them when ``whole``; the rest keep ``dw``'s zeros)."""
+    """The canonical weight gradient ``(kh, kw, C/groups, O)`` of the swapped problem."""
     # The swapped problem has a (Ho, Wo) kernel and a (kh, kw) output: im2col
     # gathers each output tap's window once and makes it one matrix product
     # with the whole output gradient. The cost model agrees, but its per-tap
@@ -292,12 +293,7 @@ def _swapped_grad_weight(
             fits = "im2col" in _select.candidates(swapped.lowered())
             preferred = "im2col" if fits else "auto"
         name = _select.resolve_method(preferred, swapped, (xs, ks))
-    part = run_conv(xs, ks, None, swapped, name).transpose(1, 2, 0, 3)
-    if whole:
-        return part
-    dw = dw.astype(part.dtype)
-    dw[live] = part
-    return dw
+    return run_conv(xs, ks, None, swapped, name).transpose(1, 2, 0, 3)
 
 
 def _live_taps(spec: ConvSpec) -> tuple[tuple[slice, slice], ConvSpec | None]:
