@@ -11,7 +11,8 @@ Each worker thread draws small random calls (sizes 3-16, 1-8 channels,
 dilations 1-4, strides 1-2, float32/float64, and int64 for ``compiled``) of one
 native path after another: ``compiled``, ``blocked``, ``winograd``, the
 weight-gradient tiles, transposed ``phase`` and ``scatter``, ``auto``, and the
-NCHW layout move (``channels``); each
+NCHW layout move (``channels``); ``winograd`` on NHWC arrays and on NCHW ones
+(staged band by band, :mod:`dilconv._methods._winograd_nchw`); each
 result is compared with the loop oracle (``method="direct"``). One more thread
 repeats larger ``winograd`` and ``blocked`` calls (about a second each here),
 checked against references computed before the threads start (by ``im2col`` in
@@ -119,6 +120,10 @@ def draw(rng: np.random.Generator, path: str, largest: int = 16) -> Case:
 
         return (path, source.shape, str(dtype), last), move, layout
     x, wt = array((n, c, h, w)), array((o, c // groups, k, k))
+    if path == "winograd" and rng.random() < 0.5:  # NHWC (else NCHW, staged in place)
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        wt = np.ascontiguousarray(wt.transpose(2, 3, 1, 0))
+        options["data_format"] = "NHWC"
     key = (path, x.shape, wt.shape, str(dtype), stride, pad, d, groups)
     if path in ("compiled", "blocked", "winograd", "auto"):
         method = path

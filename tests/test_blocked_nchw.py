@@ -179,8 +179,9 @@ def test_other_calls_move_the_layout(planar_runs: list[int], x_of: Any, options:
 
 
 def test_auto_weighs_the_layout_moves() -> None:
-    """In NCHW the model charges every algorithm but blocked's in-place routes the two
-    moves; one channel moves for free; NHWC and 2-D calls are untouched."""
+    """In NCHW the model charges every algorithm the two moves but blocked's in-place
+    routes (nothing) and winograd's staging (a share); one channel moves for free;
+    NHWC and 2-D calls are untouched."""
     nchw = make_spec((1, 21, 256, 256), (21, 21, 3, 3), padding="same", dtypes=[np.float32])
     nhwc = make_spec((1, 256, 256, 21), (3, 3, 21, 21), padding="same", data_format="NHWC",
                      dtypes=[np.float32])  # fmt: skip
@@ -196,7 +197,8 @@ def test_auto_weighs_the_layout_moves() -> None:
     chosen = _select.cheapest_for_caller(nchw)
 
     def modelled(name: str) -> float:
-        extra = 0.0 if name == "blocked" else _select.layout_seconds(nchw)
+        moves = _select.layout_seconds(nchw)
+        extra = {"blocked": 0.0, "winograd": _select.STAGED_SHARE * moves}.get(name, moves)
         return _select.estimate_seconds(name, lowered) + extra
 
     assert chosen == min(names, key=modelled)

@@ -8,7 +8,7 @@ import numpy as np
 
 from dilconv import _exact, _first_calls, _select, _shapes
 from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
-from dilconv._methods import METHODS, _blocked_planar
+from dilconv._methods import METHODS, _blocked_planar, _winograd_nchw
 from dilconv._padding import pad_spatial
 from dilconv._spec import ConvSpec, as_array, as_choice, as_int, as_pair, make_spec
 from dilconv._spec_nd import rank_of_format, same_padding_nd, sequence_rank
@@ -26,10 +26,15 @@ def _array_spec(
     return xa, wa, ba, spec
 
 
+#: The methods that read the caller's NCHW input and write NCHW, neither moved whole,
+#: by the module whose ``conv_channels_first(x, w, lowered spec)`` does so (given
+#: the batched input and HWIO weights).
+IN_PLACE = {"blocked": _blocked_planar, "winograd": _winograd_nchw}
+
+
 def _reads_channels_first(x: np.ndarray, spec: ConvSpec) -> bool:
-    """Whether ``blocked`` can read the caller's NCHW (or CHW) ``x`` as it is and write
-    NCHW (:mod:`~dilconv._methods._blocked_planar`): zero padding, the computing
-    dtype, C-contiguous."""
+    """Whether the :data:`IN_PLACE` methods can read the caller's NCHW (or CHW) ``x``
+    as it is and write NCHW: zero padding, the computing dtype, C-contiguous."""
     return _select.moves_layout(spec) and x.dtype == spec.dtype and x.flags.c_contiguous
 
 
@@ -46,8 +51,8 @@ def run_conv(
     terms = spec.kernel_hw[0] * spec.kernel_hw[1] * spec.in_per_group
     if method == "exact" or _exact.overflows(spec, x, w, terms, bias):
         spec, method = _exact.exact_spec(spec), "exact"
-    if method == "blocked" and _reads_channels_first(x, spec):
-        y = _blocked_planar.conv_channels_first(
+    if method in IN_PLACE and _reads_channels_first(x, spec):
+        y = IN_PLACE[method].conv_channels_first(
             x if spec.x_ndim == 4 else x[None], weight_to_canonical(w, spec), spec.lowered()
         )
         _first_calls.settle()

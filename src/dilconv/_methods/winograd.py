@@ -367,6 +367,11 @@ def finite_guard() -> Iterator[None]:
         _GUARDED.reset(token)
 
 
+def guarded() -> bool:
+    """Whether the call runs within :func:`finite_guard`."""
+    return _GUARDED.get()
+
+
 def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Correlate NHWC ``x`` with HWIO ``w`` (3x3, stride 1) by Winograd F(2x2, 3x3)."""
     reason = refusal(spec)
@@ -402,7 +407,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
             bound.run(plan.steps[k])
 
     pool.parallel_map(run, [shared] * threads, key=("winograd", spec))
-    if _GUARDED.get() and not all(np.isfinite(f).all() for f in flags):
+    if guarded() and not all(np.isfinite(f).all() for f in flags):
         raise NonFiniteInput("winograd read a NaN or Inf in its input")
     direct = direct_calls(spec, threads)
     if direct is not None:

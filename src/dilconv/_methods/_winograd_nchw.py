@@ -1,0 +1,471 @@
+"""``winograd`` on NCHW arrays: each band's rows staged in cache, neither array moved whole.
+
+The tile transforms of :mod:`~dilconv._native.winograd_kernel` read and write
+vectors of channels, so :mod:`~dilconv._methods.winograd` works on NHWC arrays, and
+an NCHW call used to move its whole input to NHWC and its whole result back (64
+channels of 256x256: 8.5 ms of moves beside 10.6 ms of Winograd). Here each band of
+tiles instead stages what it needs in two small NHWC buffers of its thread, kept in
+its L2 cache:
+
+1. for each block of input channels, the input rows its tiles read (the columns
+   they span) are turned into ``S`` by the compiled transpose, and the input
+   transform reads ``S`` where it read the NHWC image;
+2. the products run as in :mod:`~dilconv._methods.winograd`;
+3. the output transform writes the band's output rows into ``Z``; the outputs of
+   those rows that no whole tile covers are computed into ``Z`` by ``blocked``'s
+   tile loop (reading the NCHW input in place); then ``Z`` is turned into the NCHW
+   result, each plane's rows written as contiguous runs.
+
+Output rows that no whole tile covers get steps of their own (``blocked`` into
+``Z``, then the transpose). Where a row of tiles is too long for one band it is cut
+only between tiles whose outputs do not interleave (a cut at tile ``i`` needs
+``xs[i] > xs[i - 1] + d``), so each band owns a contiguous run of output columns.
+The input rows are read from memory where the NHWC route read them (every input
+row by the two rows of tiles that share it); the extra work is in cache.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import math
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import numpy as np
+
+from dilconv._methods import blocked, winograd
+from dilconv._methods._winograd_products import (
+    block_channels,
+    lanes,
+    product_calls,
+    product_plan,
+    transform_weights,
+)
+from dilconv._native import calls, kernels, pool
+from dilconv._spec import ConvSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The steps of one image (each a tuple of calls, run in order by one thread) and
+    the elements of each thread's stages ``S`` (input rows) and ``Z`` (output rows).
+
+    Slots: ``x``, ``y`` (the image's NCHW input and output), ``S`` and ``Z``, and
+    those of :class:`~dilconv._methods.winograd.BandCalls`.
+    """
+
+    steps: tuple[tuple[calls.Call, ...], ...]
+    stage_in: int
+    stage_out: int
+    tiles: int  # tiles in the largest band (snapped cuts may make it larger than
+    # :func:`winograd.layout`'s)
+
+
+def column_bands(xs: np.ndarray, d: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` runs ``[s0, s1)`` of the tiles ``xs`` (or fewer), cut only where the
+    outputs of the tiles on either side do not interleave.
+
+    >>> column_bands(np.array([0, 1, 4, 5, 8, 9]), 2, 3)
+    [(0, 2), (2, 4), (4, 6)]
+    >>> column_bands(np.array([0, 1, 2, 6, 7, 8]), 3, 4)
+    [(0, 3), (3, 6)]
+    """
+    n = len(xs)
+    valid = [i for i in range(1, n) if xs[i] > xs[i - 1] + d]
+    cuts: list[int] = []
+    for k in range(1, parts):
+        if not valid:
+            break
+        want = n * k / parts
+        best = min(valid, key=lambda i: abs(i - want))
+        if (not cuts or best > cuts[-1]) and best < n:
+            cuts.append(best)
+    edges = [0, *cuts, n]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def bands(spec: ConvSpec) -> list[tuple[int, int, int, int, int, int]]:
+    """The bands ``(r0, r1, s0, s1, c0, c1)``: tile rows, tiles and the output columns
+    ``[c0, c1)`` each owns; as :func:`winograd.layout`'s where rows are not cut."""
+    lay = winograd.layout(spec)
+    wo, dw = spec.out_hw[1], spec.dilation[1]
+    xs, _ = winograd.whole_pairs(wo, dw)
+    n = len(xs)
+    result = [(r0, r1, 0, n, 0, wo) for r0, r1, s0, s1 in lay.bands if (s0, s1) == (0, n)]
+    # the layout cuts long rows of tiles (one row a band) into parts anywhere
+    parts = collections.Counter(r0 for r0, _, s0, s1 in lay.bands if (s0, s1) != (0, n))
+    for r, count in parts.items():
+        for s0, s1 in column_bands(xs, dw, count):
+            c0 = 0 if s0 == 0 else int(xs[s0])
+            c1 = wo if s1 == n else int(xs[s1])
+            result.append((r, r + 1, s0, s1, c0, c1))
+    return sorted(result)
+
+
+def _runs(values: list[int]) -> list[tuple[int, int, int]]:
+    """``(first value, its index, count)`` of each run of consecutive values."""
+    runs: list[tuple[int, int, int]] = []
+    for k, v in enumerate(values):
+        if runs and v == runs[-1][0] + runs[-1][2]:
+            runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((v, k, 1))
+    return runs
+
+
+def _slot_runs(staged: list[tuple[int, int]], whole: bool) -> list[tuple[int, int, int]]:
+    """``(first row, first slot, count)`` of each run of ``(slot, row)`` pairs (sorted)
+    whose slots and rows both go up by one; every pair alone unless rows are ``whole``
+    (only whole rows lie one after another in the source)."""
+    runs: list[tuple[int, int, int]] = []
+    for slot, row in staged:
+        if whole and runs and (row, slot) == (runs[-1][0] + runs[-1][2], runs[-1][1] + runs[-1][2]):
+            runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((row, slot, 1))
+    return runs
+
+
+def _singly(values: list[int]) -> list[tuple[int, int, int]]:
+    """``(value, its index, 1)`` for each value: :func:`_runs` without merging."""
+    return [(v, k, 1) for k, v in enumerate(values)]
+
+
+def _table(values: np.ndarray) -> np.ndarray:
+    table = np.ascontiguousarray(values, dtype=np.int64)
+    table.flags.writeable = False
+    return table
+
+
+def _turn_out(spec: ConvSpec, out_rows: list[int], c0: int, c1: int) -> list[calls.Call]:
+    """The transposes of ``Z``'s rows (``out_rows``, increasing, columns ``[c0, c1)``)
+    into the NCHW slot ``y``: one per run of consecutive whole rows."""
+    (ho, wo), o = spec.out_hw, spec.out_channels
+    move, width = kernels.transpose(spec.dtype), c1 - c0
+    whole = width == wo
+    steps = []
+    for first, slot, count in _runs(out_rows) if whole else _singly(out_rows):
+        steps.append(
+            move.call(
+                source=calls.Slot("Z", slot * width * o),
+                target=calls.Slot("y", first * wo + c0),
+                rows=count * width,
+                columns=o,
+                source_row=o,
+                target_row=ho * wo,
+            )
+        )
+    return steps
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectCalls:
+    """The outputs no whole tile covers, for the whole batch: ``blocked``'s tile loop
+    computes them into the compact NHWC slot ``D`` (``size`` elements; slot ``x``
+    the NCHW input, ``w`` ``blocked``'s packing), each thread its share, then the
+    transposes move them into the NCHW result ``y``, each thread its share."""
+
+    shares: tuple[tuple[calls.Call, ...], ...]
+    moves: tuple[tuple[calls.Call, ...], ...]
+    size: int
+
+
+def _split(items: list[calls.Call], threads: int) -> tuple[tuple[calls.Call, ...], ...]:
+    return tuple(tuple(items[len(items) * k // threads : len(items) * (k + 1) // threads])
+                 for k in range(threads))  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def direct_calls(spec: ConvSpec, threads: int) -> DirectCalls | None:
+    """The :class:`DirectCalls` of ``spec`` (None: whole tiles cover every output).
+
+    ``D`` holds first the single rows (every column), then the single columns of
+    the other rows, row by row. Computed once per call, after every band, as
+    :func:`winograd.direct_calls` does for NHWC (a band's own pass would read all
+    of ``blocked``'s weights again for a few pixels).
+    """
+    (ho, wo), o = spec.out_hw, spec.out_channels
+    lay = winograd.layout(spec)
+    if not lay.single_rows and not lay.single_cols:
+        return None
+    every = blocked.layout(spec, channels_first=True)
+    image, oy = np.divmod(np.arange(spec.batch * ho, dtype=np.int64), ho)
+    single = np.isin(oy, lay.single_rows)
+    cols = np.array(lay.single_cols, dtype=np.int64)
+    parts = []  # (rows, column tables, D row length) of each part
+    # the single rows, every column
+    rows_a = every.rows[single].copy()
+    rows_a[:, 1] = np.arange(len(rows_a), dtype=np.int64) * wo * o
+    tables_a = tuple((n, _moved(t, np.asarray(t[:, 1]) * o)) for n, t in every.columns)
+    parts.append((rows_a, tables_a))
+    # the single columns of the other rows
+    base = len(rows_a) * wo * o
+    rows_b = every.rows[~single].copy()
+    rows_b[:, 1] = base + np.arange(len(rows_b), dtype=np.int64) * len(cols) * o
+    tables_b = tuple(
+        (n, _moved(t, np.searchsorted(cols, t[:, 1]) * o))
+        for n, t in blocked.column_tables(spec, every.plan.pixels, cols, channels_first=True)
+    )
+    parts.append((rows_b, tables_b))
+    shares: list[list[calls.Call]] = [[] for _ in range(threads)]
+    for rows, tables in parts:
+        if len(rows) and tables:
+            part = blocked.region_calls(
+                spec, _table(rows), tables, threads, channels_first_input=True, out="D"
+            )
+            for share, more in zip(shares, part.shares, strict=True):
+                share.extend(more)
+    move = kernels.transpose(spec.dtype)
+    moves = []
+    plane = o * ho * wo
+
+    def turn(source: int, target: int, pixels: int) -> None:
+        moves.append(
+            move.call(
+                source=calls.Slot("D", source),
+                target=calls.Slot("y", target),
+                rows=pixels,
+                columns=o,
+                source_row=o,
+                target_row=ho * wo,
+            )
+        )
+
+    # a run of rows ends with its image: keyed by image * (ho + 1) + row
+    for first, k, count in _runs((image[single] * (ho + 1) + oy[single]).tolist()):
+        n, y0 = divmod(first, ho + 1)
+        turn(k * wo * o, n * plane + y0 * wo, count * wo)
+    column_runs = _runs(cols.tolist())
+    for k, (n, y0) in enumerate(zip(image[~single], oy[~single], strict=True)):
+        for c0, i, count in column_runs:
+            turn(base + (k * len(cols) + i) * o, int(n) * plane + int(y0) * wo + c0, count)
+    size = base + len(rows_b) * len(cols) * o
+    return DirectCalls(tuple(tuple(x) for x in shares), _split(moves, threads), size)
+
+
+def _moved(table: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """``table`` with its output offsets (column 1) replaced by ``outputs``."""
+    moved = table.copy()
+    moved[:, 1] = outputs
+    return _table(moved)
+
+
+class _BandInput(NamedTuple):
+    """What a band reads: its input columns, which rows and columns are inside, the
+    first staged column and the count, each row's slot in ``S``, and the ``(slot,
+    row)`` pairs to stage."""
+
+    in_x: np.ndarray
+    inside_y: np.ndarray
+    inside_x: np.ndarray
+    x0: int
+    ncol: int
+    slots: np.ndarray
+    staged: list[tuple[int, int]]
+
+
+#: Bands in a segment of one chain (see :func:`_segments`).
+SEGMENT = 8
+
+
+def _segments(
+    spec: ConvSpec, every: list[tuple[int, int, int, int, int, int]], ys: np.ndarray
+) -> list[list[int]]:
+    """The bands in the groups one thread runs in order.
+
+    Where every band is one whole row of tiles and the input channels are one block,
+    the rows of tiles ``y, y + 2d, y + 4d, ...`` form a chain in which each reads
+    two of the previous one's four input rows; runs of :data:`SEGMENT` of a chain
+    keep their rows in a ring of four staged rows and stage two new rows a band
+    (about 2.25 staged rows per row of tiles instead of 4). Else each band alone.
+    """
+    dh = spec.dilation[0]
+    xs_count = len(winograd.whole_pairs(spec.out_hw[1], spec.dilation[1])[0])
+    chained = len(product_plan(spec).in_blocks) == 1 and all(
+        r1 - r0 == 1 and (s0, s1) == (0, xs_count) for r0, r1, s0, s1, _, _ in every
+    )
+    if not chained:
+        return [[k] for k in range(len(every))]
+    chains: dict[int, list[int]] = {}  # by the first row of tiles of each chain
+    last: dict[int, int] = {}  # row of tiles -> its chain
+    for k, (r0, *_) in enumerate(every):
+        y = int(ys[r0])
+        head = last.pop(y - 2 * dh, y)
+        chains.setdefault(head, []).append(k)
+        last[y] = head
+    return [
+        chain[i : i + SEGMENT] for chain in chains.values() for i in range(0, len(chain), SEGMENT)
+    ]
+
+
+@functools.lru_cache(maxsize=64)
+def plan(spec: ConvSpec) -> Plan:
+    """The :class:`Plan` of ``spec`` (lowered; remembered: the same for every call)."""
+    (h, wd), (ho, wo) = spec.in_hw, spec.out_hw
+    (dh, dw), (top, left) = spec.dilation, (spec.pad[0][0], spec.pad[1][0])
+    o, width = spec.out_channels, lanes(spec)
+    ys, _ = winograd.whole_pairs(ho, dh)
+    xs, _ = winograd.whole_pairs(wo, dw)
+    p = product_plan(spec)
+    move = kernels.transpose(spec.dtype)
+    backward = kernels.transform(spec.dtype, width, o % width, "output")
+    unused = np.zeros(width, dtype=spec.dtype)
+    steps: list[tuple[calls.Call, ...]] = []
+    stage_in = stage_out = most = 0
+    every = bands(spec)
+
+    def inputs(j: int, band: int, ring: bool) -> _BandInput:
+        """The band's input rows and columns, their slots in ``S``, the ``(slot, row)``
+        pairs to stage, and the first staged column and the count."""
+        r0, r1, s0, s1, _, _ = every[band]
+        in_y = ys[r0:r1, None] - top + dh * np.arange(4)[None, :]
+        in_x = xs[s0:s1, None] - left + dw * np.arange(4)[None, :]
+        inside_y, inside_x = (in_y >= 0) & (in_y < h), (in_x >= 0) & (in_x < wd)
+        x0 = int(in_x[inside_x].min()) if inside_x.any() else 0
+        ncol = int(in_x[inside_x].max()) + 1 - x0 if inside_x.any() else 0
+        if ring:  # the segment's input row 2j + a at slot (2j + a) % 4
+            slots = np.broadcast_to((2 * j + np.arange(4)) % 4, in_y.shape)
+            fresh = inside_y & ((np.arange(4) >= 2) | (j == 0))[None, :]
+        else:  # the band's distinct rows in order
+            rows = sorted(set(in_y[inside_y].tolist()))
+            lookup = np.full(h, -1, dtype=np.int64)
+            lookup[rows] = np.arange(len(rows), dtype=np.int64)
+            slots = lookup[np.clip(in_y, 0, h - 1)]
+            fresh = inside_y
+        staged = sorted(set(zip(slots[fresh].tolist(), in_y[fresh].tolist(), strict=True)))
+        return _BandInput(in_x, inside_y, inside_x, x0, ncol, slots, staged)
+
+    for group in _segments(spec, every, ys):
+        step: list[calls.Call] = []
+        ring = len(group) > 1
+        for j, band in enumerate(group):
+            r0, r1, s0, s1, c0, c1 = every[band]
+            tiles = (r1 - r0) * (s1 - s0)
+            most = max(most, tiles)
+            # input: the rows and columns the tiles read, staged per block of channels
+            in_x, inside_y, inside_x, x0, ncol, slots, staged = inputs(j, band, ring)
+            count_slots = int(slots.max()) + 1 if slots.size else 0
+            for (b0, b1), block in zip(p.in_blocks, product_calls(spec, tiles), strict=True):
+                cb = b1 - b0
+                stage_in = max(stage_in, count_slots * ncol * cb)
+                for first, k, count in _slot_runs(staged, whole=ncol == wd) if ncol else []:
+                    step.append(
+                        move.call(
+                            source=calls.Slot("x", b0 * h * wd + first * wd + x0),
+                            target=calls.Slot("S", k * ncol * cb),
+                            rows=cb,
+                            columns=count * ncol,
+                            source_row=h * wd,
+                            target_row=cb,
+                        )
+                    )
+                row_table = np.where(inside_y, slots * ncol * cb, -1)
+                col_table = np.where(inside_x, (in_x - x0) * cb, -1)
+                forward = kernels.transform(spec.dtype, width, cb % width, "input")
+                step.append(
+                    forward.call(
+                        source=calls.Slot("S"),
+                        spare=calls.Slot("zeros"),
+                        target=calls.Slot("V"),
+                        flags=calls.Ref(unused),
+                        rows=calls.Ref(_table(row_table)),
+                        n_rows=r1 - r0,
+                        columns=calls.Ref(_table(col_table)),
+                        n_columns=s1 - s0,
+                        vectors=cb // width,
+                        tile=16 * cb,
+                        position=cb,
+                    )
+                )
+                step.extend(block)
+            # output: the band's rows of Z, the outputs no tile covers, then into NCHW
+            out_y = (ys[r0:r1, None] + dh * np.arange(2)[None, :]).ravel()
+            out_rows = sorted(out_y.tolist())
+            z_slot = {y: k for k, y in enumerate(out_rows)}
+            span = c1 - c0
+            stage_out = max(stage_out, len(out_rows) * span * o)
+            out_x = xs[s0:s1, None] + dw * np.arange(2)[None, :]
+            z_rows = np.array([z_slot[y] for y in out_y], dtype=np.int64).reshape(-1, 2) * span * o
+            step.append(
+                backward.call(
+                    source=calls.Slot("M"),
+                    spare=calls.Slot("sink"),
+                    target=calls.Slot("Z"),
+                    flags=calls.Slot("flags"),
+                    rows=calls.Ref(_table(z_rows)),
+                    n_rows=r1 - r0,
+                    columns=calls.Ref(_table((out_x - c0) * o)),
+                    n_columns=s1 - s0,
+                    vectors=o // width,
+                    tile=16 * o,
+                    position=o,
+                )
+            )
+            step.extend(_turn_out(spec, out_rows, c0, c1))
+        steps.append(tuple(step))
+    return Plan(tuple(steps), stage_in, stage_out, most)
+
+
+def scratch(spec: ConvSpec) -> dict[str, np.ndarray]:
+    """A thread's arrays: :func:`winograd.scratch`'s, ``V`` and ``M`` for this plan's
+    largest band, and the stages ``S`` and ``Z``."""
+    p = plan(spec)
+    arrays = winograd.scratch(spec)
+    arrays["V"] = calls.aligned_empty(16 * p.tiles * block_channels(spec), spec.dtype)
+    arrays["M"] = calls.aligned_empty(16 * p.tiles * spec.out_channels, spec.dtype)
+    arrays["S"] = calls.aligned_empty(max(1, p.stage_in), spec.dtype)
+    arrays["Z"] = calls.aligned_empty(max(1, p.stage_out), spec.dtype)
+    return arrays
+
+
+def scratch_bytes(spec: ConvSpec) -> int:
+    """Bytes of one thread's :func:`scratch`."""
+    p = plan(spec)
+    elements = 16 * p.tiles * (block_channels(spec) + spec.out_channels)
+    elements += p.stage_in + p.stage_out + 2 * (max(spec.in_channels, spec.out_channels) + 64)
+    return elements * spec.dtype.itemsize
+
+
+def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Correlate NCHW ``x`` with HWIO ``w`` (3x3, stride 1) by Winograd into a new
+    NCHW array; ``spec`` is the call's lowered spec."""
+    reason = winograd.refusal(spec)
+    if reason is not None:
+        raise ValueError(f"method='winograd' cannot compute this call: {reason}")
+    n, (ho, wo), c, o = spec.batch, spec.out_hw, spec.in_channels, spec.out_channels
+    y, complete = blocked.result_array((n, o, ho, wo), spec)
+    if complete:
+        return y
+    x = np.ascontiguousarray(x, dtype=spec.dtype)
+    # once, for both packings (a PyTorch caller's OIHW weights arrive as a view)
+    w = np.ascontiguousarray(w, dtype=spec.dtype)
+    packed = transform_weights(w, spec, product_plan(spec))
+    steps = plan(spec)
+    work = [(image, k) for image in range(n) for k in range(len(steps.steps))]
+    threads = max(1, min(len(work), winograd.thread_count(spec)))
+    shared = iter(work)  # taken one at a time, as in winograd.conv
+    zeros = np.zeros(math.ceil(max(c, 1) / lanes(spec)) * lanes(spec), dtype=spec.dtype)
+    flags: list[np.ndarray] = []
+
+    def run(share: Iterator[tuple[int, int]]) -> None:
+        bound = calls.Binding(U=packed, zeros=zeros, **scratch(spec))
+        flags.append(bound.arrays["flags"])
+        current = -1
+        for image, k in share:
+            if image != current:
+                bound.set(x=x[image], y=y[image])
+                current = image
+            bound.run(steps.steps[k])
+
+    pool.parallel_map(run, [shared] * threads, key=("winograd NCHW", spec))
+    if winograd.guarded() and not all(np.isfinite(f).all() for f in flags):
+        raise winograd.NonFiniteInput("winograd read a NaN or Inf in its input")
+    direct = direct_calls(spec, winograd.thread_count(spec))
+    if direct is not None:
+        weights = blocked.pack_weights(w, spec, blocked.plan(spec))
+        bound = calls.Binding(x=x, w=weights, D=np.empty(direct.size, dtype=spec.dtype), y=y)
+        pool.parallel_map(bound.run, direct.shares, key=("winograd NCHW edges", spec))
+        pool.parallel_map(bound.run, direct.moves, key=("winograd NCHW edge moves", spec))
+    return y

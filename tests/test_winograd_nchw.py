@@ -1,0 +1,199 @@
+"""``winograd`` on the caller's NCHW arrays, staged band by band (_winograd_nchw)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import dilconv
+from dilconv import _select
+from dilconv._methods import _winograd_nchw, winograd
+from dilconv._spec import make_spec
+from tests.tolerance import assert_close
+
+pytestmark = pytest.mark.skipif(
+    winograd.refusal(make_spec((1, 1, 4, 4), (1, 1, 3, 3), dtypes=[np.float32]).lowered())
+    is not None,
+    reason="llvmlite cannot compile here",
+)
+
+
+@pytest.fixture
+def staged_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the calls that took the staged NCHW route."""
+    runs: list[int] = []
+    real = _winograd_nchw.conv_channels_first
+
+    def counted(*args: Any) -> np.ndarray:
+        runs.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(_winograd_nchw, "conv_channels_first", counted)
+    return runs
+
+
+def both_layouts(x: np.ndarray, w: np.ndarray, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``winograd`` on NCHW ``x`` and OIHW ``w``, and on the same data in NHWC."""
+    nchw = dilconv.conv2d(x, w, method="winograd", **options)
+    xh = np.ascontiguousarray(np.moveaxis(x, -3, -1))
+    nhwc = dilconv.conv2d(
+        xh, w.transpose(2, 3, 1, 0), method="winograd", data_format="NHWC", **options
+    )
+    return nchw, np.moveaxis(nhwc, -1, -3)
+
+
+@given(
+    c=st.integers(1, 20),
+    o=st.integers(1, 40),
+    h=st.integers(1, 24),
+    w=st.integers(1, 40),
+    d=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    padding=st.one_of(
+        st.just("same"),
+        st.integers(0, 5),
+        st.tuples(
+            st.tuples(st.integers(0, 7), st.integers(0, 3)),
+            st.tuples(st.integers(0, 3), st.integers(0, 7)),
+        ),  # fmt: skip
+    ),
+    batch=st.sampled_from([None, 1, 3]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_staged_equals_the_nhwc_route_bit_for_bit_and_the_oracle(
+    c: int, o: int, h: int, w: int, d: tuple[int, int], padding: Any, batch: int | None,
+    dtype: type[np.generic], seed: int,
+) -> None:  # fmt: skip
+    """The same transforms, products and direct tiles on the same values: the NCHW
+    route's result is the NHWC route's exactly, and within tolerance of the oracle."""
+    h += 2 * d[0]  # at least one output whatever the padding
+    w += 2 * d[1]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((c, h, w) if batch is None else (batch, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+    options = {"dilation": d, "padding": padding}
+    nchw, nhwc = both_layouts(x, wt, **options)
+    np.testing.assert_array_equal(nchw, nhwc)
+    scale = dilconv.conv2d(np.abs(x), np.abs(wt), method="direct", **options)
+    assert_close(nchw, dilconv.conv2d(x, wt, method="direct", **options), magnitude=scale)
+
+
+@pytest.mark.parametrize(
+    ("shape", "d"),
+    [
+        ((2, 64, 30, 256), 2),  # rows of 128 tiles: rings of staged rows
+        ((1, 64, 40, 256), 3),
+        ((1, 64, 24, 256), 1),
+        ((1, 8, 9, 40), 12),  # no whole row of tiles: every output direct
+    ],
+)
+def test_rings_of_rows_and_all_direct(
+    shape: tuple[int, ...], d: int, staged_runs: list[int]
+) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((shape[1], shape[1], 3, 3)).astype(np.float32)
+    nchw, nhwc = both_layouts(x, w, dilation=d, padding="same")
+    np.testing.assert_array_equal(nchw, nhwc)
+    assert staged_runs == [1]
+    spec = make_spec(x.shape, w.shape, dilation=d, padding="same", dtypes=[np.float32]).lowered()
+    ys, _ = winograd.whole_pairs(spec.out_hw[0], d)
+    groups = _winograd_nchw._segments(spec, _winograd_nchw.bands(spec), ys)
+    if shape[-1] == 256:
+        assert max(len(g) for g in groups) > 1  # the ring was used
+    else:
+        assert groups == []
+        assert _winograd_nchw.direct_calls(spec, 1) is not None
+
+
+def test_bands_of_part_rows_are_cut_between_tiles_that_do_not_interleave(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(winograd, "BAND_BYTES", 5 * 16 * 2 * 17 * 4)
+    monkeypatch.setattr(winograd, "MIN_BAND_TILES", 1)
+    winograd.layout.cache_clear()
+    _winograd_nchw.plan.cache_clear()
+    try:
+        rng = np.random.default_rng(5)
+        x = rng.standard_normal((2, 17, 11, 61)).astype(np.float32)
+        w = rng.standard_normal((17, 17, 3, 3)).astype(np.float32)
+        for d in ((2, 3), (1, 1), (3, 5)):
+            nchw, nhwc = both_layouts(x, w, dilation=d, padding="same")
+            np.testing.assert_array_equal(nchw, nhwc)
+            spec = make_spec(x.shape, w.shape, dilation=d, padding="same", dtypes=[np.float32])
+            bands = _winograd_nchw.bands(spec.lowered())
+            xs, _ = winograd.whole_pairs(spec.out_hw[1], d[1])
+            assert any(s0 > 0 for _, _, s0, _, _, _ in bands)
+            for _, _, s0, _, c0, _ in bands:
+                if s0 > 0:  # the band owns every column from its first tile's
+                    assert c0 == xs[s0]
+                    assert xs[s0] > xs[s0 - 1] + d[1]
+    finally:
+        winograd.layout.cache_clear()
+        _winograd_nchw.plan.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("xs", "d", "parts", "want"),
+    [
+        ([0, 1, 4, 5, 8, 9], 2, 3, [(0, 2), (2, 4), (4, 6)]),
+        ([0, 1, 2, 6, 7, 8], 3, 4, [(0, 3), (3, 6)]),
+        ([0, 1, 2], 3, 2, [(0, 3)]),  # one phase group: no cut
+        ([0, 2, 4, 6], 1, 4, [(0, 1), (1, 2), (2, 3), (3, 4)]),
+    ],
+)
+def test_column_bands(xs: list[int], d: int, parts: int, want: list[tuple[int, int]]) -> None:
+    assert _winograd_nchw.column_bands(np.array(xs), d, parts) == want
+
+
+def test_other_calls_move_the_layout(staged_runs: list[int]) -> None:
+    """Not C-contiguous, another dtype or another padding mode: the layout moves."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 4, 12, 20)).astype(np.float32)
+    w = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
+    for xi, options in [
+        (x[:, :, :, ::-1], {}),
+        (x, {"padding": 2, "padding_mode": "reflect"}),
+        (x.astype(np.float16), {}),
+    ]:
+        got = dilconv.conv2d(xi, w, method="winograd", **options)
+        scale = dilconv.conv2d(np.abs(xi), np.abs(w), method="direct", **options)
+        assert_close(got, dilconv.conv2d(xi, w, method="direct", **options), magnitude=scale)
+    assert staged_runs == []
+
+
+def test_auto_falls_back_where_the_input_holds_nan(staged_runs: list[int]) -> None:
+    """The staged route flags non-finite outputs like the NHWC one; ``auto`` then
+    computes again by a method that sums as ``direct`` does."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 64, 40, 256)).astype(np.float32)
+    x[0, 5, 20, 100] = np.nan
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    spec = make_spec(x.shape, w.shape, dilation=2, padding="same", dtypes=[np.float32])
+    assert _select.cheapest_for_caller(spec) == "winograd"
+    with winograd.finite_guard(), pytest.raises(winograd.NonFiniteInput):
+        _winograd_nchw.conv_channels_first(x, w.transpose(2, 3, 1, 0), spec.lowered())
+    before = len(staged_runs)
+    got = dilconv.conv2d(x, w, dilation=2, padding="same")
+    assert len(staged_runs) == before + 1  # auto ran it, met the NaN, computed anew
+    want = dilconv.conv2d(x, w, dilation=2, padding="same", method="blocked")
+    finite = ~np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), ~finite)
+    scale = dilconv.conv2d(np.abs(x), np.abs(w), dilation=2, padding="same", method="blocked")
+    assert_close(got[finite], want[finite], magnitude=scale[finite])
+
+
+def test_threads_share_the_bands() -> None:
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 16, 33, 70)).astype(np.float64)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(np.float64)
+    with dilconv.config_context(threads=1):
+        one = dilconv.conv2d(x, w, dilation=(3, 2), padding="same", method="winograd")
+    for threads in (2, 3):
+        with dilconv.config_context(threads=threads):
+            many = dilconv.conv2d(x, w, dilation=(3, 2), padding="same", method="winograd")
+        np.testing.assert_array_equal(one, many)
