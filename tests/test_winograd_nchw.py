@@ -85,9 +85,9 @@ def test_staged_equals_the_nhwc_route_bit_for_bit_and_the_oracle(
 @pytest.mark.parametrize(
     ("shape", "d"),
     [
-        ((2, 64, 30, 256), 2),  # rows of 128 tiles: rings of staged rows
-        ((1, 64, 40, 256), 3),
-        ((1, 64, 24, 256), 1),
+        ((2, 64, 64, 256), 2),  # bands of whole rows of tiles: chains of shared rows
+        ((1, 64, 70, 256), 3),
+        ((1, 64, 64, 256), 1),
         ((1, 8, 9, 40), 12),  # no whole row of tiles: every output direct
     ],
 )
@@ -102,9 +102,9 @@ def test_rings_of_rows_and_all_direct(
     assert staged_runs == [1]
     spec = make_spec(x.shape, w.shape, dilation=d, padding="same", dtypes=[np.float32]).lowered()
     ys, _ = winograd.whole_pairs(spec.out_hw[0], d)
-    groups = _winograd_nchw._segments(spec, _winograd_nchw.bands(spec), ys)
+    groups = _winograd_nchw._segments(spec, _winograd_nchw.bands(spec), ys, 2)
     if shape[-1] == 256:
-        assert max(len(g) for g in groups) > 1  # the ring was used
+        assert max(len(g) for g in groups) > 1  # rows kept from band to band
     else:
         assert groups == []
         assert _winograd_nchw.direct_calls(spec, 1) is not None

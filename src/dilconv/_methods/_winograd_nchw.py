@@ -266,43 +266,88 @@ class _BandInput(NamedTuple):
     staged: list[tuple[int, int]]
 
 
-#: Bands in a segment of one chain (see :func:`_segments`).
+#: Most bands in a segment of one chain (see :func:`_segments`).
 SEGMENT = 8
 
 
-def _segments(
-    spec: ConvSpec, every: list[tuple[int, int, int, int, int, int]], ys: np.ndarray
-) -> list[list[int]]:
-    """The bands in the groups one thread runs in order.
+def _input_rows(spec: ConvSpec, band: tuple[int, ...], ys: np.ndarray) -> set[int]:
+    """The input rows inside the image that a band's tiles read."""
+    r0, r1 = band[0], band[1]
+    rows = ys[r0:r1, None] - spec.pad[0][0] + spec.dilation[0] * np.arange(4)[None, :]
+    return set(rows[(rows >= 0) & (rows < spec.in_hw[0])].tolist())
 
-    Where every band is one whole row of tiles and the input channels are one block,
-    the rows of tiles ``y, y + 2d, y + 4d, ...`` form a chain in which each reads
-    two of the previous one's four input rows; runs of :data:`SEGMENT` of a chain
-    keep their rows in a ring of four staged rows and stage two new rows a band
-    (about 2.25 staged rows per row of tiles instead of 4). Else each band alone.
+
+def _segments(
+    spec: ConvSpec, every: list[tuple[int, int, int, int, int, int]], ys: np.ndarray, threads: int
+) -> list[list[int]]:
+    """The bands in the groups one thread runs in order, each after one that shares
+    input rows with it where one does.
+
+    Where every band spans whole rows of tiles and the input channels are one block,
+    a band is followed by the next one or by the one whose tile rows lie ``2d``
+    lower, whichever shares more input rows (at ``d`` = 4 a row of tiles reads rows
+    ``y - 4``, ``y``, ``y + 4``, ``y + 8`` and the one at ``y + 8`` reads two of
+    them again); chains of such bands are cut into segments of at most
+    :data:`SEGMENT`, at least two per thread where there are bands enough. Within
+    a segment the rows a band shares with the one before stay staged
+    (:func:`_slots`). Else each band alone.
     """
-    dh = spec.dilation[0]
-    xs_count = len(winograd.whole_pairs(spec.out_hw[1], spec.dilation[1])[0])
+    n = len(every)
+    full = len(winograd.whole_pairs(spec.out_hw[1], spec.dilation[1])[0])
     chained = len(product_plan(spec).in_blocks) == 1 and all(
-        r1 - r0 == 1 and (s0, s1) == (0, xs_count) for r0, r1, s0, s1, _, _ in every
+        (s0, s1) == (0, full) for _, _, s0, s1, _, _ in every
     )
     if not chained:
-        return [[k] for k in range(len(every))]
-    chains: dict[int, list[int]] = {}  # by the first row of tiles of each chain
-    last: dict[int, int] = {}  # row of tiles -> its chain
-    for k, (r0, *_) in enumerate(every):
-        y = int(ys[r0])
-        head = last.pop(y - 2 * dh, y)
-        chains.setdefault(head, []).append(k)
-        last[y] = head
-    return [
-        chain[i : i + SEGMENT] for chain in chains.values() for i in range(0, len(chain), SEGMENT)
-    ]
+        return [[k] for k in range(n)]
+    rows = [_input_rows(spec, band, ys) for band in every]
+    first = {int(ys[band[0]]): k for k, band in enumerate(every)}
+    used = [False] * n
+    chains = []
+    for start in range(n):
+        if used[start]:
+            continue
+        chain, used[start] = [start], True
+        while True:
+            here = chain[-1]
+            lower = first.get(int(ys[every[here][0]]) + 2 * spec.dilation[0])
+            options = [
+                k for k in (here + 1, lower)
+                if k is not None and k < n and not used[k] and rows[k] & rows[here]
+            ]  # fmt: skip
+            if not options:
+                break
+            chain.append(max(options, key=lambda k: len(rows[k] & rows[here])))
+            used[chain[-1]] = True
+        chains.append(chain)
+    length = max(1, min(SEGMENT, n // (2 * threads)))
+    return [chain[i : i + length] for chain in chains for i in range(0, len(chain), length)]
+
+
+def _slots(
+    spec: ConvSpec, every: list[tuple[int, int, int, int, int, int]], group: list[int],
+    ys: np.ndarray,
+) -> list[tuple[dict[int, int], list[int]]]:  # fmt: skip
+    """Per band of a group: the slot in ``S`` of each input row it reads, and the rows
+    to stage (those the band before did not read: the others keep their slots; new
+    rows take the free slots in order, so runs of rows land in runs of slots)."""
+    result: list[tuple[dict[int, int], list[int]]] = []
+    size = max(len(_input_rows(spec, every[k], ys)) for k in group)
+    before: dict[int, int] = {}
+    for k in group:
+        rows = _input_rows(spec, every[k], ys)
+        kept = {row: slot for row, slot in before.items() if row in rows}
+        fresh = sorted(rows - kept.keys())
+        free = sorted(set(range(size)) - set(kept.values()))
+        slots = {**kept, **dict(zip(fresh, free, strict=False))}
+        result.append((slots, fresh))
+        before = slots
+    return result
 
 
 @functools.lru_cache(maxsize=64)
-def plan(spec: ConvSpec) -> Plan:
-    """The :class:`Plan` of ``spec`` (lowered; remembered: the same for every call)."""
+def plan(spec: ConvSpec, threads: int = 1) -> Plan:
+    """The :class:`Plan` of ``spec`` (lowered; remembered: the same for every call)
+    for ``threads`` threads."""
     (h, wd), (ho, wo) = spec.in_hw, spec.out_hw
     (dh, dw), (top, left) = spec.dilation, (spec.pad[0][0], spec.pad[1][0])
     o, width = spec.out_channels, lanes(spec)
@@ -316,36 +361,30 @@ def plan(spec: ConvSpec) -> Plan:
     stage_in = stage_out = most = 0
     every = bands(spec)
 
-    def inputs(j: int, band: int, ring: bool) -> _BandInput:
-        """The band's input rows and columns, their slots in ``S``, the ``(slot, row)``
-        pairs to stage, and the first staged column and the count."""
+    def inputs(band: int, slot_of: dict[int, int], fresh: list[int]) -> _BandInput:
+        """The band's input columns, which rows and columns are inside, each row's
+        slot in ``S``, and the ``(slot, row)`` pairs to stage."""
         r0, r1, s0, s1, _, _ = every[band]
         in_y = ys[r0:r1, None] - top + dh * np.arange(4)[None, :]
         in_x = xs[s0:s1, None] - left + dw * np.arange(4)[None, :]
         inside_y, inside_x = (in_y >= 0) & (in_y < h), (in_x >= 0) & (in_x < wd)
         x0 = int(in_x[inside_x].min()) if inside_x.any() else 0
         ncol = int(in_x[inside_x].max()) + 1 - x0 if inside_x.any() else 0
-        if ring:  # the segment's input row 2j + a at slot (2j + a) % 4
-            slots = np.broadcast_to((2 * j + np.arange(4)) % 4, in_y.shape)
-            fresh = inside_y & ((np.arange(4) >= 2) | (j == 0))[None, :]
-        else:  # the band's distinct rows in order
-            rows = sorted(set(in_y[inside_y].tolist()))
-            lookup = np.full(h, -1, dtype=np.int64)
-            lookup[rows] = np.arange(len(rows), dtype=np.int64)
-            slots = lookup[np.clip(in_y, 0, h - 1)]
-            fresh = inside_y
-        staged = sorted(set(zip(slots[fresh].tolist(), in_y[fresh].tolist(), strict=True)))
+        lookup = np.full(h, -1, dtype=np.int64)
+        for row, slot in slot_of.items():
+            lookup[row] = slot
+        slots = lookup[np.clip(in_y, 0, h - 1)]
+        staged = sorted((slot_of[row], row) for row in fresh)
         return _BandInput(in_x, inside_y, inside_x, x0, ncol, slots, staged)
 
-    for group in _segments(spec, every, ys):
+    for group in _segments(spec, every, ys, threads):
         step: list[calls.Call] = []
-        ring = len(group) > 1
-        for j, band in enumerate(group):
+        for band, (slot_of, fresh) in zip(group, _slots(spec, every, group, ys), strict=True):
             r0, r1, s0, s1, c0, c1 = every[band]
             tiles = (r1 - r0) * (s1 - s0)
             most = max(most, tiles)
             # input: the rows and columns the tiles read, staged per block of channels
-            in_x, inside_y, inside_x, x0, ncol, slots, staged = inputs(j, band, ring)
+            in_x, inside_y, inside_x, x0, ncol, slots, staged = inputs(band, slot_of, fresh)
             count_slots = int(slots.max()) + 1 if slots.size else 0
             for (b0, b1), block in zip(p.in_blocks, product_calls(spec, tiles), strict=True):
                 cb = b1 - b0
@@ -408,24 +447,16 @@ def plan(spec: ConvSpec) -> Plan:
     return Plan(tuple(steps), stage_in, stage_out, most)
 
 
-def scratch(spec: ConvSpec) -> dict[str, np.ndarray]:
-    """A thread's arrays: :func:`winograd.scratch`'s, ``V`` and ``M`` for this plan's
-    largest band, and the stages ``S`` and ``Z``."""
-    p = plan(spec)
+def scratch(spec: ConvSpec, threads: int) -> dict[str, np.ndarray]:
+    """A thread's arrays: :func:`winograd.scratch`'s, ``V`` and ``M`` for the largest
+    band of the plan for ``threads``, and the stages ``S`` and ``Z``."""
+    p = plan(spec, threads)
     arrays = winograd.scratch(spec)
     arrays["V"] = calls.aligned_empty(16 * p.tiles * block_channels(spec), spec.dtype)
     arrays["M"] = calls.aligned_empty(16 * p.tiles * spec.out_channels, spec.dtype)
     arrays["S"] = calls.aligned_empty(max(1, p.stage_in), spec.dtype)
     arrays["Z"] = calls.aligned_empty(max(1, p.stage_out), spec.dtype)
     return arrays
-
-
-def scratch_bytes(spec: ConvSpec) -> int:
-    """Bytes of one thread's :func:`scratch`."""
-    p = plan(spec)
-    elements = 16 * p.tiles * (block_channels(spec) + spec.out_channels)
-    elements += p.stage_in + p.stage_out + 2 * (max(spec.in_channels, spec.out_channels) + 64)
-    return elements * spec.dtype.itemsize
 
 
 def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -442,15 +473,16 @@ def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndar
     # once, for both packings (a PyTorch caller's OIHW weights arrive as a view)
     w = np.ascontiguousarray(w, dtype=spec.dtype)
     packed = transform_weights(w, spec, product_plan(spec))
-    steps = plan(spec)
+    planned = winograd.thread_count(spec)
+    steps = plan(spec, planned)
     work = [(image, k) for image in range(n) for k in range(len(steps.steps))]
-    threads = max(1, min(len(work), winograd.thread_count(spec)))
+    threads = max(1, min(len(work), planned))
     shared = iter(work)  # taken one at a time, as in winograd.conv
     zeros = np.zeros(math.ceil(max(c, 1) / lanes(spec)) * lanes(spec), dtype=spec.dtype)
     flags: list[np.ndarray] = []
 
     def run(share: Iterator[tuple[int, int]]) -> None:
-        bound = calls.Binding(U=packed, zeros=zeros, **scratch(spec))
+        bound = calls.Binding(U=packed, zeros=zeros, **scratch(spec, planned))
         flags.append(bound.arrays["flags"])
         current = -1
         for image, k in share:

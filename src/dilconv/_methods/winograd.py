@@ -21,8 +21,9 @@ does 16 multiply-adds instead of 36:
 5. the outputs no whole tile covers (a phase's last row or column when its count
    is odd) are computed directly by ``blocked``'s tile loop.
 
-Bands are a few rows of tiles whose ``V`` (one block of channels) and ``M`` stay
-in a core's cache, and at least :data:`MIN_BAND_TILES` tiles, so that a ``U`` too
+Bands are a few rows of tiles whose ``V`` (one block of channels) and ``M`` take at
+most :data:`BAND_BYTES`, at least :data:`MIN_BANDS` to an image, and at least
+:data:`MIN_BAND_TILES` tiles, so that a ``U`` too
 large for the caches, read once per band, costs little beside the products;
 threads take runs of bands, each with its own scratch.
 The transforms add and subtract up to 16 inputs and 9 products, so float32
@@ -62,9 +63,17 @@ from dilconv._spec import ConvSpec
 #: The dtypes compiled.
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-#: Bytes of ``V`` and ``M`` for one band: about half a core's L2 cache here
-#: (1 MiB), so the matrix products read what the transform has just written.
-BAND_BYTES = 2**20
+#: Most bytes of ``V`` and ``M`` for one band. Each band costs a few compiled calls
+#: and a pass of the threads' Python loop, paid with the GIL handed between threads:
+#: on the 64-channel ``context`` layers (2026-12-04, AMD EPYC, 2 threads, in one
+#: process) bands of 4 MiB took 7.8-8.5 ms against 9.2-10.0 ms at 1 MiB (the old
+#: value, which kept ``V`` and ``M`` in a 1 MiB L2 cache) and 8.3-8.6 ms at 2 MiB;
+#: on NCHW arrays 10.2-10.9 against 12.6-14.6 ms.
+BAND_BYTES = 4 * 2**20
+
+#: Fewest bands per image where tiles allow (before :data:`MIN_BAND_TILES`), so
+#: that threads share the bands evenly: ``aspp``'s 841 tiles stay in 10 bands.
+MIN_BANDS = 16
 
 #: Tiles in a band however many channels: every band reads all of ``U`` (aspp:
 #: 33 MiB, more than the shared L3 cache), which this many tiles' products
@@ -151,7 +160,8 @@ def layout(spec: ConvSpec) -> Layout:
     ys, single_rows = whole_pairs(ho, dh)
     xs, single_cols = whole_pairs(wo, dw)
     per_tile = 16 * (block_channels(spec) + o) * spec.dtype.itemsize
-    fit = max(MIN_BAND_TILES, BAND_BYTES // per_tile)  # tiles per band
+    even = math.ceil(len(ys) * len(xs) / MIN_BANDS)
+    fit = max(MIN_BAND_TILES, min(BAND_BYTES // per_tile, even))  # tiles per band
     if len(ys) == 0 or len(xs) == 0:
         bands = []
     elif fit >= len(xs):
