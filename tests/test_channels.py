@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -113,3 +114,24 @@ def test_nchw_calls_agree_with_nhwc_from_many_threads() -> None:
     for t in threads:
         t.join()
     assert not errors
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("shape", [(7, 5, 3, 2), (16, 3, 1, 1), (4, 6, 3, 3)])
+def test_pytorch_weights_to_hwio_exactly(
+    shape: tuple[int, ...], flip: bool, small_threshold: None
+) -> None:
+    """OIHW weights, moved by the compiled transpose as one matrix, are the HWIO
+    array NumPy's transposed copy gives (flipped for the transposed convolution)."""
+    from dilconv._layout import weight_to_canonical
+    from dilconv._spec import make_spec
+
+    w = np.random.default_rng(2).standard_normal(shape)
+    spec = make_spec((1, shape[1], 9, 9), shape, dtypes=[np.float64])
+    if flip:
+        spec = dataclasses.replace(spec, flip=True)
+    want = w.transpose(2, 3, 1, 0)
+    want = want[::-1, ::-1] if flip else want
+    got = weight_to_canonical(w, spec)
+    np.testing.assert_array_equal(got, want)
+    assert got.flags.c_contiguous

@@ -4,24 +4,22 @@ The tile transforms of :mod:`~dilconv._native.winograd_kernel` read and write
 vectors of channels, so :mod:`~dilconv._methods.winograd` works on NHWC arrays, and
 an NCHW call used to move its whole input to NHWC and its whole result back (64
 channels of 256x256: 8.5 ms of moves beside 10.6 ms of Winograd). Here each band of
-tiles instead stages what it needs in two small NHWC buffers of its thread, kept in
-its L2 cache:
+tiles instead stages what it needs in two small NHWC buffers of its thread:
 
 1. for each block of input channels, the input rows its tiles read (the columns
    they span) are turned into ``S`` by the compiled transpose, and the input
-   transform reads ``S`` where it read the NHWC image;
+   transform reads ``S`` where it read the NHWC image; a band run right after one
+   that read some of the same rows keeps them (:func:`_segments`, :func:`_slots`);
 2. the products run as in :mod:`~dilconv._methods.winograd`;
-3. the output transform writes the band's output rows into ``Z``; the outputs of
-   those rows that no whole tile covers are computed into ``Z`` by ``blocked``'s
-   tile loop (reading the NCHW input in place); then ``Z`` is turned into the NCHW
-   result, each plane's rows written as contiguous runs.
+3. the output transform writes the band's output rows into ``Z``, and ``Z`` is
+   turned into the NCHW result, each plane's rows written as contiguous runs.
 
-Output rows that no whole tile covers get steps of their own (``blocked`` into
-``Z``, then the transpose). Where a row of tiles is too long for one band it is cut
-only between tiles whose outputs do not interleave (a cut at tile ``i`` needs
-``xs[i] > xs[i - 1] + d``), so each band owns a contiguous run of output columns.
-The input rows are read from memory where the NHWC route read them (every input
-row by the two rows of tiles that share it); the extra work is in cache.
+The outputs that no whole tile covers are computed after every band, once for the
+batch, by ``blocked``'s tile loop reading the NCHW input in place into a compact
+NHWC buffer, and moved into the result (:func:`direct_calls`). Where a row of tiles
+is too long for one band it is cut only between tiles whose outputs do not
+interleave (a cut at tile ``i`` needs ``xs[i] > xs[i - 1] + d``), so each band owns
+a contiguous run of output columns. The result is the NHWC route's bit for bit.
 """
 
 from __future__ import annotations
@@ -36,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from dilconv._methods import blocked, winograd
+from dilconv._methods._winograd_nchw_edges import direct_calls, runs, table
 from dilconv._methods._winograd_products import (
     block_channels,
     lanes,
@@ -104,17 +103,6 @@ def bands(spec: ConvSpec) -> list[tuple[int, int, int, int, int, int]]:
     return sorted(result)
 
 
-def _runs(values: list[int]) -> list[tuple[int, int, int]]:
-    """``(first value, its index, count)`` of each run of consecutive values."""
-    runs: list[tuple[int, int, int]] = []
-    for k, v in enumerate(values):
-        if runs and v == runs[-1][0] + runs[-1][2]:
-            runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + 1)
-        else:
-            runs.append((v, k, 1))
-    return runs
-
-
 def _slot_runs(staged: list[tuple[int, int]], whole: bool) -> list[tuple[int, int, int]]:
     """``(first row, first slot, count)`` of each run of ``(slot, row)`` pairs (sorted)
     whose slots and rows both go up by one; every pair alone unless rows are ``whole``
@@ -133,12 +121,6 @@ def _singly(values: list[int]) -> list[tuple[int, int, int]]:
     return [(v, k, 1) for k, v in enumerate(values)]
 
 
-def _table(values: np.ndarray) -> np.ndarray:
-    table = np.ascontiguousarray(values, dtype=np.int64)
-    table.flags.writeable = False
-    return table
-
-
 def _turn_out(spec: ConvSpec, out_rows: list[int], c0: int, c1: int) -> list[calls.Call]:
     """The transposes of ``Z``'s rows (``out_rows``, increasing, columns ``[c0, c1)``)
     into the NCHW slot ``y``: one per run of consecutive whole rows."""
@@ -146,7 +128,7 @@ def _turn_out(spec: ConvSpec, out_rows: list[int], c0: int, c1: int) -> list[cal
     move, width = kernels.transpose(spec.dtype), c1 - c0
     whole = width == wo
     steps = []
-    for first, slot, count in _runs(out_rows) if whole else _singly(out_rows):
+    for first, slot, count in runs(out_rows) if whole else _singly(out_rows):
         steps.append(
             move.call(
                 source=calls.Slot("Z", slot * width * o),
@@ -158,98 +140,6 @@ def _turn_out(spec: ConvSpec, out_rows: list[int], c0: int, c1: int) -> list[cal
             )
         )
     return steps
-
-
-@dataclasses.dataclass(frozen=True)
-class DirectCalls:
-    """The outputs no whole tile covers, for the whole batch: ``blocked``'s tile loop
-    computes them into the compact NHWC slot ``D`` (``size`` elements; slot ``x``
-    the NCHW input, ``w`` ``blocked``'s packing), each thread its share, then the
-    transposes move them into the NCHW result ``y``, each thread its share."""
-
-    shares: tuple[tuple[calls.Call, ...], ...]
-    moves: tuple[tuple[calls.Call, ...], ...]
-    size: int
-
-
-def _split(items: list[calls.Call], threads: int) -> tuple[tuple[calls.Call, ...], ...]:
-    return tuple(tuple(items[len(items) * k // threads : len(items) * (k + 1) // threads])
-                 for k in range(threads))  # fmt: skip
-
-
-@functools.lru_cache(maxsize=64)
-def direct_calls(spec: ConvSpec, threads: int) -> DirectCalls | None:
-    """The :class:`DirectCalls` of ``spec`` (None: whole tiles cover every output).
-
-    ``D`` holds first the single rows (every column), then the single columns of
-    the other rows, row by row. Computed once per call, after every band, as
-    :func:`winograd.direct_calls` does for NHWC (a band's own pass would read all
-    of ``blocked``'s weights again for a few pixels).
-    """
-    (ho, wo), o = spec.out_hw, spec.out_channels
-    lay = winograd.layout(spec)
-    if not lay.single_rows and not lay.single_cols:
-        return None
-    every = blocked.layout(spec, channels_first=True)
-    image, oy = np.divmod(np.arange(spec.batch * ho, dtype=np.int64), ho)
-    single = np.isin(oy, lay.single_rows)
-    cols = np.array(lay.single_cols, dtype=np.int64)
-    parts = []  # (rows, column tables, D row length) of each part
-    # the single rows, every column
-    rows_a = every.rows[single].copy()
-    rows_a[:, 1] = np.arange(len(rows_a), dtype=np.int64) * wo * o
-    tables_a = tuple((n, _moved(t, np.asarray(t[:, 1]) * o)) for n, t in every.columns)
-    parts.append((rows_a, tables_a))
-    # the single columns of the other rows
-    base = len(rows_a) * wo * o
-    rows_b = every.rows[~single].copy()
-    rows_b[:, 1] = base + np.arange(len(rows_b), dtype=np.int64) * len(cols) * o
-    tables_b = tuple(
-        (n, _moved(t, np.searchsorted(cols, t[:, 1]) * o))
-        for n, t in blocked.column_tables(spec, every.plan.pixels, cols, channels_first=True)
-    )
-    parts.append((rows_b, tables_b))
-    shares: list[list[calls.Call]] = [[] for _ in range(threads)]
-    for rows, tables in parts:
-        if len(rows) and tables:
-            part = blocked.region_calls(
-                spec, _table(rows), tables, threads, channels_first_input=True, out="D"
-            )
-            for share, more in zip(shares, part.shares, strict=True):
-                share.extend(more)
-    move = kernels.transpose(spec.dtype)
-    moves = []
-    plane = o * ho * wo
-
-    def turn(source: int, target: int, pixels: int) -> None:
-        moves.append(
-            move.call(
-                source=calls.Slot("D", source),
-                target=calls.Slot("y", target),
-                rows=pixels,
-                columns=o,
-                source_row=o,
-                target_row=ho * wo,
-            )
-        )
-
-    # a run of rows ends with its image: keyed by image * (ho + 1) + row
-    for first, k, count in _runs((image[single] * (ho + 1) + oy[single]).tolist()):
-        n, y0 = divmod(first, ho + 1)
-        turn(k * wo * o, n * plane + y0 * wo, count * wo)
-    column_runs = _runs(cols.tolist())
-    for k, (n, y0) in enumerate(zip(image[~single], oy[~single], strict=True)):
-        for c0, i, count in column_runs:
-            turn(base + (k * len(cols) + i) * o, int(n) * plane + int(y0) * wo + c0, count)
-    size = base + len(rows_b) * len(cols) * o
-    return DirectCalls(tuple(tuple(x) for x in shares), _split(moves, threads), size)
-
-
-def _moved(table: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-    """``table`` with its output offsets (column 1) replaced by ``outputs``."""
-    moved = table.copy()
-    moved[:, 1] = outputs
-    return _table(moved)
 
 
 class _BandInput(NamedTuple):
@@ -409,9 +299,9 @@ def plan(spec: ConvSpec, threads: int = 1) -> Plan:
                         spare=calls.Slot("zeros"),
                         target=calls.Slot("V"),
                         flags=calls.Ref(unused),
-                        rows=calls.Ref(_table(row_table)),
+                        rows=calls.Ref(table(row_table)),
                         n_rows=r1 - r0,
-                        columns=calls.Ref(_table(col_table)),
+                        columns=calls.Ref(table(col_table)),
                         n_columns=s1 - s0,
                         vectors=cb // width,
                         tile=16 * cb,
@@ -433,9 +323,9 @@ def plan(spec: ConvSpec, threads: int = 1) -> Plan:
                     spare=calls.Slot("sink"),
                     target=calls.Slot("Z"),
                     flags=calls.Slot("flags"),
-                    rows=calls.Ref(_table(z_rows)),
+                    rows=calls.Ref(table(z_rows)),
                     n_rows=r1 - r0,
-                    columns=calls.Ref(_table((out_x - c0) * o)),
+                    columns=calls.Ref(table((out_x - c0) * o)),
                     n_columns=s1 - s0,
                     vectors=o // width,
                     tile=16 * o,
