@@ -188,8 +188,9 @@ def layout_seconds(spec: ConvSpec, costs: Mapping[str, float] = COST) -> float:
 
 #: The share of :func:`layout_seconds` that ``winograd`` pays on NCHW arrays, staging
 #: each band's input rows and output rows in cache instead of moving the arrays
-#: (measured on the ``context`` 64-channel layers, 2026-12-04: NCHW 1.3-1.4x the
-#: NHWC call, where the two moves made it 1.8x; ``aspp``: 1.1x against 1.4x).
+#: (2026-12-04, AMD EPYC, in one process: the 64-channel ``context`` layers took
+#: 1.11-1.24x the NHWC call, where the two moves made them 1.29-1.46x; ``aspp`` at
+#: d = 12 1.42x against 1.52x).
 STAGED_SHARE = 0.5
 
 
