@@ -197,3 +197,21 @@ def test_threads_share_the_bands() -> None:
         with dilconv.config_context(threads=threads):
             many = dilconv.conv2d(x, w, dilation=(3, 2), padding="same", method="winograd")
         np.testing.assert_array_equal(one, many)
+
+
+def test_the_routes_script_times_three_calls_that_agree() -> None:
+    """benchmarks/nchw_routes.py's three routes give one result (NHWC moved back)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "nchw_routes.py"
+    spec = importlib.util.spec_from_file_location("nchw_routes", path)
+    assert spec is not None
+    assert spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    calls = script.routes(2, 8, 20, 6, 3)
+    nhwc, staged, moved = (np.asarray(call()) for call in calls.values())
+    np.testing.assert_array_equal(staged, nhwc.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(moved, staged)
+    assert "winograd" in dilconv.conv.IN_PLACE  # put back after the moved call

@@ -1,0 +1,87 @@
+"""NCHW ``winograd``, staged band by band, against moving both arrays, in one process.
+
+The two NCHW routes of ``method="winograd"`` and the NHWC call, interleaved call by
+call with a pause between calls, on the bench's Winograd layers; prints the medians
+and each NCHW route over the NHWC call::
+
+    .venv/bin/python benchmarks/nchw_routes.py --repeats 21
+
+"Moved" is the route every NCHW call took before ``dilconv._methods._winograd_nchw``:
+the input moved to NHWC, Winograd, the result moved back (forced here by leaving
+``winograd`` out of ``dilconv.conv.IN_PLACE`` for that call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+from threadpoolctl import threadpool_info
+
+import dilconv
+import dilconv.conv as conv
+
+#: (label, batch, channels in, image side, channels out, dilation)
+LAYERS = (
+    ("context C=64 d=1", 1, 64, 256, 64, 1),
+    ("context C=64 d=4", 1, 64, 256, 64, 4),
+    ("context C=64 d=16", 1, 64, 256, 64, 16),
+    ("wave d=2", 8, 64, 128, 64, 2),
+    ("aspp d=12", 1, 2048, 65, 256, 12),
+)
+
+
+def routes(n: int, c: int, hw: int, o: int, d: int) -> dict[str, Callable[[], object]]:
+    """The three calls of one layer on random data."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, hw, hw), dtype=np.float32)
+    w = rng.standard_normal((o, c, 3, 3), dtype=np.float32)
+    xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    wh = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+    options = {"dilation": d, "padding": "same", "method": "winograd"}
+    staged_module = conv.IN_PLACE["winograd"]
+
+    def moved() -> object:
+        del conv.IN_PLACE["winograd"]
+        try:
+            return dilconv.conv2d(x, w, **options)
+        finally:
+            conv.IN_PLACE["winograd"] = staged_module
+
+    return {
+        "NHWC": lambda: dilconv.conv2d(xh, wh, data_format="NHWC", **options),
+        "NCHW staged": lambda: dilconv.conv2d(x, w, **options),
+        "NCHW moved": moved,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=21, help="timed calls per route")
+    parser.add_argument("--pause", type=float, default=0.05, help="seconds between calls")
+    args = parser.parse_args()
+    blas = ", ".join(f"{i['internal_api']} {i.get('architecture')}" for i in threadpool_info())
+    print(f"dilconv {dilconv.__version__}; BLAS: {blas or 'none loaded'}")
+    for label, n, c, hw, o, d in LAYERS:
+        calls = routes(n, c, hw, o, d)
+        for call in calls.values():  # warm-up: compiled code and plans
+            call()
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(args.repeats):
+            for name, call in calls.items():
+                time.sleep(args.pause)
+                start = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - start)
+        ms = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
+        cells = [f"NHWC {ms['NHWC']:.1f} ms"] + [
+            f"{name} {ms[name]:.1f} ms ({ms[name] / ms['NHWC']:.2f}x)"
+            for name in ("NCHW staged", "NCHW moved")
+        ]
+        print(f"{label:18s} " + "; ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
