@@ -259,18 +259,19 @@ def conv2d_grad_weight(
         dw = _grad_weight.grad_weight(xc, to_canonical(ga, spec), lowered)
         return weight_from_canonical(dw, spec)
     kh, kw = spec.kernel_hw
-    dw = np.zeros((kh, kw, spec.in_per_group, spec.out_channels), dtype=spec.dtype)
+    shape = (kh, kw, spec.in_per_group, spec.out_channels)
+    grad: np.ndarray | None = None
     live, spec_live = _live_taps(spec)
     if spec_live is not None:
         xs, ks, swapped = _swapped(xa, ga, spec_live)
         if xs.size:
-            part = _swapped_grad_weight(xs, ks, swapped, method, exact)
-            if spec_live is spec:
-                dw = part
-            else:  # the cut-off taps keep their zeros
-                dw = dw.astype(part.dtype)
-                dw[live] = part
-    return _exact.to_int64(weight_from_canonical(dw, spec), "conv2d_grad_weight")
+            grad = _swapped_grad_weight(xs, ks, swapped, method, exact)
+            if spec_live is not spec:  # the cut-off taps get zeros
+                part, grad = grad, np.zeros(shape, dtype=grad.dtype)
+                grad[live] = part
+    if grad is None:
+        grad = np.zeros(shape, dtype=spec.dtype)
+    return _exact.to_int64(weight_from_canonical(grad, spec), "conv2d_grad_weight")
 
 
 def _swapped_grad_weight(

@@ -117,7 +117,7 @@ def _slot_runs(staged: list[tuple[int, int]], whole: bool) -> list[tuple[int, in
 
 
 def _singly(values: list[int]) -> list[tuple[int, int, int]]:
-    """``(value, its index, 1)`` for each value: :func:`_runs` without merging."""
+    """``(value, its index, 1)`` for each value: :func:`runs` without merging."""
     return [(v, k, 1) for k, v in enumerate(values)]
 
 
@@ -221,10 +221,10 @@ def _slots(
     to stage (those the band before did not read: the others keep their slots; new
     rows take the free slots in order, so runs of rows land in runs of slots)."""
     result: list[tuple[dict[int, int], list[int]]] = []
-    size = max(len(_input_rows(spec, every[k], ys)) for k in group)
+    read = [_input_rows(spec, every[k], ys) for k in group]
+    size = max(len(rows) for rows in read)
     before: dict[int, int] = {}
-    for k in group:
-        rows = _input_rows(spec, every[k], ys)
+    for rows in read:
         kept = {row: slot for row, slot in before.items() if row in rows}
         fresh = sorted(rows - kept.keys())
         free = sorted(set(range(size)) - set(kept.values()))
@@ -360,8 +360,7 @@ def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndar
     if complete:
         return y
     x = np.ascontiguousarray(x, dtype=spec.dtype)
-    # once, for both packings (a PyTorch caller's OIHW weights arrive as a view)
-    w = np.ascontiguousarray(w, dtype=spec.dtype)
+    w = np.ascontiguousarray(w, dtype=spec.dtype)  # read by both packings
     packed = transform_weights(w, spec, product_plan(spec))
     planned = winograd.thread_count(spec)
     steps = plan(spec, planned)
@@ -384,7 +383,7 @@ def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndar
     pool.parallel_map(run, [shared] * threads, key=("winograd NCHW", spec))
     if winograd.guarded() and not all(np.isfinite(f).all() for f in flags):
         raise winograd.NonFiniteInput("winograd read a NaN or Inf in its input")
-    direct = direct_calls(spec, winograd.thread_count(spec))
+    direct = direct_calls(spec, planned)
     if direct is not None:
         weights = blocked.pack_weights(w, spec, blocked.plan(spec))
         bound = calls.Binding(x=x, w=weights, D=np.empty(direct.size, dtype=spec.dtype), y=y)
