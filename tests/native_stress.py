@@ -119,7 +119,12 @@ def draw(rng: np.random.Generator, path: str, largest: int = 16) -> Case:
             return np.ascontiguousarray(np.abs(want) if magnitude else want)
 
         return (path, source.shape, str(dtype), last), move, layout
-    x, wt = array((n, c, h, w)), array((o, c // groups, k, k))
+    kernel = (k, k)
+    if path == "grad_tiles" and rng.random() < 0.25:  # one row longer than a band: folded
+        per_column = (stride * c + o) * dtype.itemsize
+        h, w, kernel = 1, _grad_weight_tiles.BAND_BYTES // per_column * stride + 3 * d * k, (1, k)
+        options["padding"] = ((0, 0), (pad, pad))
+    x, wt = array((n, c, h, w)), array((o, c // groups, *kernel))
     if path == "winograd" and rng.random() < 0.5:  # NHWC (else NCHW, staged in place)
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         wt = np.ascontiguousarray(wt.transpose(2, 3, 1, 0))

@@ -73,6 +73,51 @@ def test_tiles_in_many_bands_and_threads() -> None:
     assert_close(got, expected, magnitude=scale, kind="gradients")
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "opts"),
+    [
+        # tcn1d's causal layer, shorter: runs of columns, the last one shorter
+        ((1, 1, 9000, 40), (1, 3, 40, 24), {"padding": ((0, 0), (32, 0)), "dilation": 16}),
+        # two images, stride 3, two groups, float64
+        (
+            (2, 1, 7001, 36),
+            (1, 2, 18, 20),
+            {"padding": ((0, 0), (7, 3)), "dilation": 50, "stride": 3, "groups": 2},
+        ),
+        # one output row read through three kernel rows, taps past both ends
+        ((2, 3, 6000, 24), (3, 3, 24, 16), {"padding": ((0, 0), (5, 5)), "dilation": (1, 4)}),
+    ],
+)
+def test_tiles_fold_a_long_one_row_image(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], opts: dict, threads: int
+) -> None:
+    """An output row longer than a band is cut into runs of columns (1-D signals)."""
+    rng = np.random.default_rng(9)
+    dtype = np.float64 if opts.get("groups", 1) > 1 else np.float32
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = np.zeros(w_shape, dtype=dtype)
+    opts = {**opts, "data_format": "NHWC"}
+    g = rng.standard_normal(dilconv.conv2d(x, w, **opts).shape).astype(dtype)
+    spec = make_spec(x.shape, w.shape, dtypes=[x.dtype], **opts).lowered()
+    assert spec.out_hw[0] == 1 and _grad_weight_tiles.folds(spec)
+    with dilconv.config_context(threads=threads):
+        assert _grad_weight_tiles.band_count(spec) > max(2, pool.num_threads())
+        got = _grad_weight_tiles.by_tiles(x, g, spec)
+    expected = dilconv.conv2d_grad_weight(x, g, w.shape, method="direct", **opts)
+    scale = dilconv.conv2d_grad_weight(np.abs(x), np.abs(g), w.shape, method="direct", **opts)
+    assert_close(got, expected, magnitude=scale, kind="gradients")
+
+
+def test_the_tcn1d_weight_gradient_can_take_the_folded_tiles() -> None:
+    """tcn1d's layer (64 channels of 32000 samples, 16 MiB a row) is no longer refused."""
+    spec = make_spec(
+        (1, 1, 32032, 64), (1, 3, 64, 64), padding=0, dilation=(1, 16), data_format="NHWC"
+    ).lowered()
+    assert _grad_weight_tiles.row_bytes(spec) > _grad_weight_tiles.BAND_BYTES
+    assert "tiles" in _grad_weight.routes(spec)
+
+
 def test_slabs_in_several_bands() -> None:
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 200, 48, 32))
