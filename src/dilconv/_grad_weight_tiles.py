@@ -99,7 +99,7 @@ def tap_ranges(spec: ConvSpec) -> tuple[list[tuple[int, int]], list[tuple[int, i
 
 def refusal(spec: ConvSpec) -> str | None:
     """Why the tiles cannot compute ``spec``'s weight gradient (see :func:`applies`), or None."""
-    return None if applies(spec) else "the tiles need float32/float64 rows within a band and LLVM"
+    return None if applies(spec) else "the tiles need float32/float64, rows within a band (or one output row) and LLVM"
 
 
 def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
@@ -110,8 +110,8 @@ def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
     pixels = spec.batch * sum(max(0, b - a) for a, b in rows) * sum(max(0, b - a) for a, b in cols)
     width = sum(math.ceil((o1 - o0) / p.lanes) * p.lanes for o0, o1 in p.out_blocks)
     macs = pixels * spec.in_per_group * width * spec.groups
-    passes = band_count(spec) * len(rows) * len(cols) * math.ceil(spec.in_per_group / p.pixels) * spec.groups
-    passes *= len(p.out_blocks)
+    tiles = math.ceil(spec.in_per_group / p.pixels) * spec.groups * len(p.out_blocks)
+    passes = band_count(spec) * len(rows) * len(cols) * tiles
     rate = costs["blocked"] * (1 if spec.dtype.itemsize < 8 else 0.5) * threads(spec)
     return costs["call"] + macs / rate + passes * costs["blocked_tap"] / threads(spec)
 
@@ -147,9 +147,7 @@ def row_table(spec: ConvSpec, j: int, bands: list[tuple[int, int, int]]) -> np.n
     return np.array(entries, dtype=np.int64).reshape(-1, 5)
 
 
-def run_tables(
-    spec: ConvSpec, j: int, runs: list[tuple[int, int]]
-) -> list[tuple[int, np.ndarray]]:
+def run_tables(spec: ConvSpec, j: int, runs: list[tuple[int, int]]) -> list[tuple[int, np.ndarray]]:
     """``(columns, row descriptors)`` of kernel column ``j`` of a folded spec, for
     ``runs`` ``(image, k)``: run ``k`` is output columns ``[q0 + k * s, q0 + (k + 1) * s)``
     of those where the column reads real input, ``s`` = :func:`run_columns`.
@@ -192,7 +190,8 @@ def _shares(spec: ConvSpec) -> list[list[tuple[int, int, int]]]:
         bands = [(n, k, 0) for n in range(spec.batch) for k in range(runs)]
     else:
         ho, step = spec.out_hw[0], band_rows(spec)
-        bands = [(n, r0, min(ho, r0 + step)) for n in range(spec.batch) for r0 in range(0, ho, step)]
+        starts = range(0, ho, step)
+        bands = [(n, r0, min(ho, r0 + step)) for n in range(spec.batch) for r0 in starts]
     count = threads(spec)
     return [bands[k * len(bands) // count : (k + 1) * len(bands) // count] for k in range(count)]
 
