@@ -99,7 +99,9 @@ def tap_ranges(spec: ConvSpec) -> tuple[list[tuple[int, int]], list[tuple[int, i
 
 def refusal(spec: ConvSpec) -> str | None:
     """Why the tiles cannot compute ``spec``'s weight gradient (see :func:`applies`), or None."""
-    return None if applies(spec) else "the tiles need float32/float64, rows within a band (or one output row) and LLVM"
+    if applies(spec):
+        return None
+    return "the tiles need float32/float64, rows within a band (or one output row) and LLVM"
 
 
 def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
