@@ -189,6 +189,61 @@ def test_float32_wavenet_within_rounding(engine: str) -> None:
     assert_stack_close(stream_blocks(s, x, [1, 16, 0, 7]), forward_1d(net, x), 2e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_long_blocks_take_matrix_products(dtype: Any) -> None:
+    """Blocks of ``PRODUCT_SAMPLES`` samples or more run as matrix products: rings read
+    across their wrap (dilations past the block), channel counts that change between
+    layers (registers wider than a layer), and a grouped layer that keeps the dot
+    products; float32's vectorised tanh and sigmoid."""
+    from dilconv import _stream_kernel
+
+    rng = np.random.default_rng(5)
+    net = nn.Sequential(
+        causal(3, 8, 3, 1, rng, dtype),
+        nn.Residual(nn.Sequential(causal(8, 8, 3, 70, rng, dtype), nn.Tanh())),
+        nn.Gated(causal(8, 6, 2, 33, rng, dtype), causal(8, 6, 2, 5, rng, dtype, groups=2)),
+        nn.Sigmoid(),
+        causal(6, 4, 2, 129, rng, dtype, bias=False),
+    )
+    x = (3 * rng.standard_normal((2, 3, 1500))).astype(dtype)
+    s = net.stream(batch=2, engine="compiled")
+    sizes = [50, 33, 200, 1, 64, 31, _stream_kernel.PRODUCT_SAMPLES]
+    assert min(sizes) < _stream_kernel.PRODUCT_SAMPLES <= max(sizes)
+    rtol = 2e-5 if dtype == np.float32 else 1e-12
+    assert_stack_close(stream_blocks(s, x, sizes), forward_1d(net, x), rtol, repr(net))
+
+
+def test_streams_run_side_by_side_in_threads() -> None:
+    """Streams of one stack pushed from four threads at once (the compiled step
+    releases the GIL; its matrix products call BLAS from each thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = wavenet(channels=16, dtype=np.float32)
+    xs = [np.random.default_rng(k).standard_normal((2, 16, 700)).astype(np.float32)
+          for k in range(4)]  # fmt: skip
+    wants = [forward_1d(net, x) for x in xs]
+
+    def run(k: int) -> np.ndarray:
+        return stream_blocks(net.stream(batch=2, engine="compiled"), xs[k], [64, 7, 100])
+
+    with ThreadPoolExecutor(4) as threads:
+        for got, want in zip(threads.map(run, range(4)), wants, strict=True):
+            assert_stack_close(got, want, 2e-5)
+
+
+def test_float32_activations_keep_nan_and_infinities() -> None:
+    identity = causal(3, 3, 1, 1, 0, np.float32, bias=False)
+    identity.weight[...] = np.eye(3, dtype=np.float32)[:, :, None, None]
+    net = nn.Sequential(identity, nn.Tanh(), nn.Sigmoid(), nn.Residual(nn.Tanh()))
+    x = np.linspace(-40, 40, 3 * 2 * 100, dtype=np.float32).reshape(2, 3, 100)
+    x[0, 1, 7], x[1, 2, 50], x[1, 0, 90] = np.nan, np.inf, -np.inf
+    s = net.stream(batch=2, engine="compiled")
+    got, want = stream_blocks(s, x, [64, 36]), forward_1d(net, x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = ~np.isnan(want)
+    assert np.abs(got[finite] - want[finite]).max() <= 4e-7
+
+
 @pytest.mark.parametrize("engine", ["layers", "compiled"])
 def test_stream_shares_the_weights(engine: str) -> None:
     net = wavenet(dtype=np.float64)

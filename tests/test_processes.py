@@ -53,6 +53,26 @@ def exact(method, size, channels, dilation=2, dtype=np.float32, nchw=False):
     return bool(np.array_equal(y, reference(x, w, dilation)))
 
 
+def streamed():
+    '''A WaveNet-like stack streamed in blocks long enough for its matrix products
+    (BLAS inside Numba), against its batch forward: small integers, exactly equal.'''
+    from dilconv import nn
+
+    rng = np.random.default_rng(0)
+    layers = []
+    for d in (1, 4, 32, 100):
+        conv = nn.Conv2d(8, 8, (1, 2), dilation=(1, d), padding=((0, 0), (d, 0)), rng=rng,
+                         dtype=np.float32)
+        conv.weight[...] = rng.integers(-1, 2, conv.weight.shape)
+        conv.bias[...] = rng.integers(-2, 3, conv.bias.shape)
+        layers.append(nn.Residual(conv))
+    net = nn.Sequential(*layers)
+    x = rng.integers(-2, 3, (2, 8, 1, 400)).astype(np.float32)
+    s = net.stream(batch=2, engine="compiled")
+    y = np.concatenate([s.push(x[:, :, 0, t : t + 64]) for t in range(0, 400, 64)], axis=2)
+    return bool(np.array_equal(y, net.forward(x)[:, :, 0, :]))
+
+
 #: Threaded calls (big enough to share among two threads) of the native paths.
 CHECKS = [("tap_gemm", 160, 24), ("blocked", 160, 24), ("compiled", 1100, 1), ("winograd", 96, 16),
           ("blocked", 160, 24, 2, np.float32, True), ("blocked", 96, 40, 2, np.float32, True)]
@@ -87,11 +107,13 @@ def child():
     tile_kernel._FUNCTIONS.clear()  # compile again here, under the compile lock
     checks = [exact(*check) for check in CHECKS]
     checks.append(exact("compiled", 1100, 1, dtype=np.float64))  # a new Numba compilation
+    checks.append(streamed())  # the streamed stack's products: BLAS called from Numba
     sys.exit(0 if all(checks) else 1)
 
 
 if __name__ == "__main__":
     assert all(exact(*check) for check in CHECKS)  # workers started, code compiled
+    assert streamed()
     release = hold_locks_and_pool()
     context = multiprocessing.get_context(sys.argv[1])
     process = context.Process(target=child)

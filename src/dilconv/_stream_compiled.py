@@ -54,28 +54,27 @@ class _Lowering:
 
 
 def allocate(rows: list[list[int]], out: int) -> tuple[np.ndarray, int, int]:
-    """Virtual registers -> physical ones, reusing a register after its last read
-    (elementwise operations may write over an input they read last; a convolution,
-    which reads earlier samples of its input, never does). Returns the table, the
-    output's register and the number of registers."""
+    """Virtual registers -> physical ones, reusing a register after its last read.
+    No operation writes over an input it reads: a convolution reads earlier samples
+    of its input, and an elementwise loop whose output might overlap its input is
+    not vectorised (LLVM checks the two ranges before taking its vector loop).
+    Returns the table, the output's register and the number of registers."""
     last: dict[int, int] = {out: len(rows)}
     for q, row in enumerate(rows):
         for v in row[1:3]:
             if v >= 0:
                 last[v] = max(last.get(v, -1), q)
-    phys, free, count = {0: 0}, [], 1
+    phys, count = {0: 0}, 1
+    free: list[int] = []
     table = []
     for q, row in enumerate(rows):
         code, a, b, dst = row[:4]
         dying = [phys[v] for v in {a, b} if v >= 0 and last.get(v) == q]
-        if code != K.CONV:
-            free.extend(dying)
         if free:
             phys[dst] = free.pop()
         else:
             phys[dst], count = count, count + 1
-        if code == K.CONV:
-            free.extend(dying)
+        free.extend(dying)
         table.append([code, phys[a], phys[b] if b >= 0 else -1, phys[dst], *row[4:]])
     return np.array(table, np.int64).reshape(-1, 6), phys[out], count
 
@@ -137,7 +136,7 @@ class CompiledStack:
     def _run(self, x: np.ndarray, y: np.ndarray) -> None:
         K.run(
             self.ops, self.regs, x, y, self.out, self.params, self.meta, self.ring, self.pos,
-            self.z, self.consts,
+            self.z, self.consts, self.dtype == np.float32, self.dtype.kind == "f",
         )  # fmt: skip
 
     def reset(self, index: int | None) -> None:
