@@ -168,6 +168,22 @@ def _dot4x2(
 
 
 @_jit
+def _keep_newest(
+    src: np.ndarray, n: int, ring: np.ndarray, pos: int, p: int, off: int, cin: int
+) -> int:
+    """Store the newest ``min(n, p)`` of a block's ``n`` input samples in the ring of
+    ``p`` slots at ``ring[off:]`` (the queue update); returns the new ring position."""
+    if p == 0:
+        return 0
+    for b in range(src.shape[0]):
+        for q in range(max(0, n - p), n):
+            r = off + (b * p + (pos + q) % p) * cin
+            for c in range(cin):
+                ring[r + c] = src[b, q, c]
+    return (pos + n) % p
+
+
+@_jit
 def _conv(
     src: np.ndarray,
     dst: np.ndarray,
@@ -222,14 +238,7 @@ def _conv(
                         zh = z[h * width + base : h * width + base + span]
                         dst[b, i0 + h, o] = _dot(w[o], zh, zero) + bias[o]
                     o += 1
-    if p == 0:
-        return 0
-    for b in range(src.shape[0]):
-        for q in range(max(0, n - p), n):
-            r = off + (b * p + (pos + q) % p) * cin
-            for c in range(cin):
-                ring[r + c] = src[b, q, c]
-    return (pos + n) % p
+    return _keep_newest(src, n, ring, pos, p, off, cin)
 
 
 @_jit
@@ -268,14 +277,7 @@ def _conv_products(
         for i in range(n):
             for o in range(cout):
                 dst[b, i, o] = y[i, o] + bias[o]
-    if p == 0:
-        return 0
-    for b in range(src.shape[0]):
-        for q in range(max(0, n - p), n):
-            r = off + (b * p + (pos + q) % p) * cin
-            for c in range(cin):
-                ring[r + c] = src[b, q, c]
-    return (pos + n) % p
+    return _keep_newest(src, n, ring, pos, p, off, cin)
 
 
 @_jit
