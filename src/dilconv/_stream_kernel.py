@@ -10,7 +10,11 @@ inputs in the ring: a queue update that touches only the new columns (Paine et
 al. 2016). Each output sample gathers its ``k`` input columns into ``z``
 (channel-major, ``z[c * k + j]``), so that the product with the layer's weights
 ``(O, C/groups * k)`` (the caller's ``(O, C/groups, [1,] k)`` array, reshaped
-without a copy) is one contiguous dot product per output channel.
+without a copy) is one contiguous dot product per output channel. A block of
+:data:`PRODUCT_SAMPLES` samples or more, in a layer of one group, gathers every
+output's input rows side by side instead and runs the layer as one matrix product
+(:func:`_conv_products`): the weights are reordered for it on every call, since a
+stream reads the layer's own arrays, which training updates in place.
 
 Sums are reassociated (``fastmath`` ``reassoc``) so that LLVM vectorises the dot
 products: the results agree with the batch convolution within rounding, not bit
