@@ -136,7 +136,7 @@ class CompiledStack:
     def _run(self, x: np.ndarray, y: np.ndarray) -> None:
         K.run(
             self.ops, self.regs, x, y, self.out, self.params, self.meta, self.ring, self.pos,
-            self.z, self.consts, self.dtype == np.float32, self.dtype.kind == "f",
+            self.z, self.consts, self.dtype == np.float32,
         )  # fmt: skip
 
     def reset(self, index: int | None) -> None:

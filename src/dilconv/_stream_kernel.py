@@ -341,15 +341,14 @@ def run(
     z: np.ndarray,
     consts: np.ndarray,
     fast: bool,
-    products: bool,
 ) -> None:
     """Run the table ``ops`` (rows ``code, a, b, dst, conv, channels``) on the block
     ``x`` ``(batch, C, n)``; the result, register ``out``, goes to ``y`` ``(batch, O,
     n)``. ``params`` holds each convolution's weights ``(O, C/g * k)`` and bias ``(1,
     O)``; ``meta`` its ``k, dilation, groups, C, O, p, ring offset``; ``rings`` every
     ring, flat; ``consts`` 0 and 1 in the registers' dtype; ``fast``: float32 registers,
-    whose tanh and sigmoid take :func:`_tanh32`; ``products``: float registers, whose
-    blocks of :data:`PRODUCT_SAMPLES` or more run as matrix products
+    whose tanh and sigmoid take :func:`_tanh32`. Blocks of :data:`PRODUCT_SAMPLES`
+    or more run their one-group convolutions as matrix products
     (:func:`_conv_products`)."""
     zero, one = consts[0], consts[1]
     batch, n = x.shape[0], x.shape[2]
@@ -367,7 +366,7 @@ def run(
                     pos[idx], z, zero,
                 )  # fmt: skip
                 continue
-            if products and n >= PRODUCT_SAMPLES and m[2] == 1:
+            if n >= PRODUCT_SAMPLES and m[2] == 1:
                 pos[idx] = _conv_products(
                     regs[a], regs[dst], n, params[2 * idx], params[2 * idx + 1][0], m, rings,
                     pos[idx],

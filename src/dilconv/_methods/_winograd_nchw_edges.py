@@ -71,7 +71,7 @@ def direct_calls(spec: ConvSpec, threads: int) -> DirectCalls | None:
     image, oy = np.divmod(np.arange(spec.batch * ho, dtype=np.int64), ho)
     single = np.isin(oy, lay.single_rows)
     cols = np.array(lay.single_cols, dtype=np.int64)
-    parts = []  # (rows, column tables, D row length) of each part
+    parts = []  # (rows, column tables) of each part
     # the single rows, every column
     rows_a = every.rows[single].copy()
     rows_a[:, 1] = np.arange(len(rows_a), dtype=np.int64) * wo * o
