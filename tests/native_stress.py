@@ -7,19 +7,21 @@ not pytest), or by hand for a longer run::
 
 (or ``DILCONV_STRESS_SECONDS=600 python -m pytest --timeout=0 tests/test_stress.py``).
 
-Each worker thread draws small random calls (sizes 3-16, 1-8 channels,
-dilations 1-4, strides 1-2, float32/float64, and int64 for ``compiled``) of one
-native path after another: ``compiled``, ``blocked``, ``winograd``, the
-weight-gradient tiles, transposed ``phase`` and ``scatter``, ``auto``, and the
-NCHW layout move (``channels``); ``winograd`` on NHWC arrays and on NCHW ones
-(staged band by band, :mod:`dilconv._methods._winograd_nchw`); each
-result is compared with the loop oracle (``method="direct"``). One more thread
-repeats larger ``winograd`` and ``blocked`` calls (about a second each here),
-checked against references computed before the threads start (by ``im2col`` in
-float64: the loop oracle would take minutes at that size), while the first
-two workers cycle only tiny ``winograd`` calls: long calls run while the small ones
-evict the caches' entries (the way a table freed under a running call was found:
-that code failed this run with SIGSEGV or wrong results).
+Each worker thread draws small random calls (sizes 3-16, 1-8 channels, and for a
+fifth of the ``winograd`` ones 20-24 pixels a side and 1027 output channels, which
+run one group of output channels at a time; dilations 1-4, strides 1-2,
+float32/float64, and int64 for ``compiled``) of one native path after another:
+``compiled``, ``blocked``, ``winograd``, the weight-gradient tiles, transposed
+``phase`` and ``scatter``, ``auto``, and the NCHW layout move (``channels``);
+``winograd`` on NHWC arrays and on NCHW ones (staged band by band,
+:mod:`dilconv._methods._winograd_nchw`); each result is compared with the loop
+oracle (``method="direct"``). One more thread repeats larger ``winograd`` and
+``blocked`` calls (about a second each here), checked against references computed
+before the threads start (by ``im2col`` in float64: the loop oracle would take
+minutes at that size), while the first two workers cycle only tiny ``winograd``
+calls: long calls run while the small ones evict the caches' entries (the way a
+table freed under a running call was found: that code failed this run with SIGSEGV
+or wrong results).
 
 It runs ``--seconds``, then on until ``--specs`` distinct specs have run (a loaded
 machine runs fewer in the time), at most four times as long.
@@ -91,6 +93,9 @@ def draw(rng: np.random.Generator, path: str, largest: int = 16) -> Case:
         o = groups * int(rng.integers(29, 41))  # past one planar pass: NCHW by bands
     if path == "phase":
         d = stride * int(rng.integers(1, 3))  # the stride divides the dilation
+    many_outputs = path == "winograd" and rng.random() < 0.2
+    if many_outputs:  # a band's M past winograd.SPLIT_BYTES: one group of outputs at a time
+        h, w, o, pad = int(rng.integers(20, 25)), int(rng.integers(20, 25)), 1027, d
     if h + 2 * pad < d * (k - 1) + 1 or w + 2 * pad < d * (k - 1) + 1:
         pad = d * (k - 1)  # at least one output
     options = {"stride": stride, "padding": pad, "dilation": d, "groups": groups}
@@ -125,7 +130,7 @@ def draw(rng: np.random.Generator, path: str, largest: int = 16) -> Case:
         h, w, kernel = 1, _grad_weight_tiles.BAND_BYTES // per_column * stride + 3 * d * k, (1, k)
         options["padding"] = ((0, 0), (pad, pad))
     x, wt = array((n, c, h, w)), array((o, c // groups, *kernel))
-    if path == "winograd" and rng.random() < 0.5:  # NHWC (else NCHW, staged in place)
+    if path == "winograd" and (many_outputs or rng.random() < 0.5):  # NHWC (else NCHW)
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         wt = np.ascontiguousarray(wt.transpose(2, 3, 1, 0))
         options["data_format"] = "NHWC"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -94,6 +96,67 @@ def test_channel_blocks_and_tails(channels: int, outputs: int, dtype: type[np.ge
     # V holds one block of input channels at a time: whole transform vectors but the last
     lanes = _winograd_products.lanes(spec)
     assert all((c1 - c0) % lanes == 0 for c0, c1 in p.in_blocks[:-1])
+
+
+@pytest.fixture
+def small_groups(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Output groups on small calls: any ``M`` splits, into groups of one or two
+    blocks of output channels (the plans are remembered, so they are dropped)."""
+    monkeypatch.setattr(winograd, "SPLIT_BYTES", 0)
+    monkeypatch.setattr(winograd, "GROUP_BYTES", 1)
+    remembered = (winograd.layout, winograd.band_calls, _winograd_products.product_calls)
+    for f in remembered:
+        f.cache_clear()
+    yield
+    for f in remembered:
+        f.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("channels", "outputs"), [(3, 200), (21, 70), (600, 700)])
+def test_output_groups(
+    small_groups: None, channels: int, outputs: int, dtype: type[np.generic]
+) -> None:
+    """``M`` one group of output channels at a time, ``V`` every input channel: the
+    group's products sum every block of input channels, and its output transform
+    writes only its channels (partial vectors at the end of a group)."""
+    rng = np.random.default_rng(channels * outputs)
+    hw = (5, 9) if channels > 100 else (9, 23)
+    x = rng.standard_normal((2, *hw, channels)).astype(dtype)
+    w = rng.standard_normal((3, 3, channels, outputs)).astype(dtype)
+    for options in (
+        {"dilation": 2, "padding": "same"},
+        {"dilation": (1, 3), "padding": ((2, 1), (4, 0))},
+    ):
+        run_both(x, w, **options)
+        spec = make_spec(x.shape, w.shape, data_format="NHWC", dtypes=[x.dtype], **options)
+        groups = winograd.output_groups(spec.lowered())
+        assert groups is not None
+        assert len(groups) > 1
+        assert groups[0][0] == 0
+        assert groups[-1][1] == outputs
+        assert all(a[1] == b[0] for a, b in zip(groups, groups[1:], strict=False))
+    if channels > 100:  # several blocks of input channels summed into each group
+        assert len(_winograd_products.product_plan(spec.lowered()).in_blocks) > 1
+
+
+def test_output_groups_where_output_channels_are_many() -> None:
+    """By default only an ``M`` larger than ``SPLIT_BYTES`` with more output than input
+    channels is split: the input gradient of ``aspp`` (256 -> 2048 channels at 65 x 65,
+    11 MiB) but not the layer itself (2048 -> 256) nor a 64-channel layer."""
+    for (c, o, hw), split in (
+        ((256, 2048, 65), True),
+        ((2048, 256, 65), False),
+        ((64, 64, 256), False),
+    ):
+        spec = make_spec(
+            (1, hw, hw, c), (3, 3, c, o), padding="same", dilation=12, data_format="NHWC"
+        )
+        groups = winograd.output_groups(spec.lowered())
+        assert (groups is not None) == split
+        if groups is not None:
+            tiles = winograd.layout(spec.lowered()).band_tiles
+            assert all(16 * tiles * (g1 - g0) * 4 <= winograd.GROUP_BYTES for g0, g1 in groups)
 
 
 def test_weight_transform_is_g_w_g_transposed() -> None:

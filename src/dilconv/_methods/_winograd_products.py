@@ -127,31 +127,43 @@ def _product_tables(
 
 
 @functools.lru_cache(maxsize=128)
-def product_calls(spec: ConvSpec, tiles: int) -> tuple[tuple[calls.Call, ...], ...]:
+def product_calls(
+    spec: ConvSpec, tiles: int, group: tuple[int, int] | None = None
+) -> tuple[tuple[calls.Call, ...], ...]:
     """The tile-loop calls computing ``M[p] = V[p] @ U[p]`` for a band of ``tiles`` tiles.
 
-    One tuple of calls per block of input channels (``product_plan(spec).in_blocks``),
-    run when ``V`` holds that block's channels; the first block's calls store ``M``,
-    the others add to it. Slots ``V``, ``U`` (:func:`transform_weights`) and ``M``;
-    each call holds its tables, so it is fixed per spec and remembered.
+    One tuple of calls per block of input channels (``product_plan(spec).in_blocks``);
+    the first block's calls store ``M``, the others add to it. Slots ``V``, ``U``
+    (:func:`transform_weights`) and ``M``; each call holds its tables, so it is fixed
+    per spec and remembered.
+
+    ``group`` None: ``V`` holds one block's channels at a time (its calls run when
+    it does) and ``M`` every output channel. ``group`` ``(g0, g1)``, whole blocks of
+    output channels: ``V`` holds every input channel (a tile's 16 positions of
+    ``C``) and ``M`` only channels ``[g0, g1)``, so that ``M`` stays in cache
+    where the output channels are many (see :func:`dilconv._methods.winograd.output_groups`).
     """
     p = product_plan(spec)
     c, o = spec.in_channels, spec.out_channels
     width = p.vectors * p.lanes
+    g0, g1 = (0, o) if group is None else group
     blocks: list[tuple[calls.Call, ...]] = []
     for i, (c0, c1) in enumerate(p.in_blocks):
-        rows, runs = _product_tables(tiles, c1 - c0, c, o, width, p.pixels)
+        v_stride, v_at = (c1 - c0, 0) if group is None else (c, c0)
+        rows, runs = _product_tables(tiles, v_stride, c, g1 - g0, width, p.pixels)
         block: list[calls.Call] = []
         for pixels, columns in runs:
             for b, (o0, o1) in enumerate(p.out_blocks):
+                if not g0 <= o0 < g1:
+                    continue
                 vectors = math.ceil((o1 - o0) / p.lanes)
                 tail = (o1 - o0) % p.lanes
                 kernel = kernels.tiles(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)
                 block.append(
                     kernel.call(
-                        x=calls.Slot("V"),
+                        x=calls.Slot("V", v_at),
                         w=calls.Slot("U", (b * 16 * c + c0) * width),
-                        out=calls.Slot("M", o0),
+                        out=calls.Slot("M", o0 - g0),
                         rows=calls.Ref(rows),
                         n_rows=16,
                         columns=calls.Ref(columns),
@@ -161,10 +173,10 @@ def product_calls(spec: ConvSpec, tiles: int) -> tuple[tuple[calls.Call, ...], .
                         w_col=0,
                         w_channel=width,
                         x_channel=1,
-                        x_pixel=16 * (c1 - c0),
+                        x_pixel=16 * v_stride,
                         x_tap_row=0,
                         x_tap_col=0,
-                        out_pixel=16 * o,
+                        out_pixel=16 * (g1 - g0),
                     )
                 )
         blocks.append(tuple(block))

@@ -25,7 +25,11 @@ Bands are a few rows of tiles whose ``V`` (one block of channels) and ``M`` take
 most :data:`BAND_BYTES`, at least :data:`MIN_BANDS` to an image, and at least
 :data:`MIN_BAND_TILES` tiles, so that a ``U`` too
 large for the caches, read once per band, costs little beside the products;
-threads take runs of bands, each with its own scratch.
+threads take runs of bands, each with its own scratch. Where the output channels
+outnumber the input channels and a band's ``M`` would be large (the input gradient of
+a layer that reduces its channels), the band's input is transformed once for every
+channel and the products and output transform run one group of output channels at
+a time (:func:`output_groups`), so ``M`` stays in cache.
 The transforms add and subtract up to 16 inputs and 9 products, so float32
 results carry a few more rounding errors than a direct sum (within the project's
 float32 tolerance, as the tests check); float64 is as exact as the others.
@@ -79,6 +83,14 @@ MIN_BANDS = 16
 #: 33 MiB, more than the shared L3 cache), which this many tiles' products
 #: amortise (aspp at d = 6: 154 ms in bands of 35 tiles, 138 in bands of 70).
 MIN_BAND_TILES = 96
+
+#: Bytes of a band's ``M`` (every output channel) above which, where there are more
+#: output than input channels, the band's products and output transform run one
+#: group of output channels at a time (:func:`output_groups`).
+SPLIT_BYTES = 4 * 2**20
+
+#: Most bytes of ``M`` for one group of output channels (at least one block).
+GROUP_BYTES = 2**20
 
 #: Multiply-adds of a direct convolution below which one thread does every band.
 PARALLEL_WORK = 2**24
@@ -242,15 +254,55 @@ def workspace_bytes(spec: ConvSpec) -> int:
     ``blocked``'s packed weights where some outputs are computed directly."""
     lay = layout(spec)
     c, o = spec.in_channels, spec.out_channels
-    scratch = 16 * lay.band_tiles * (block_channels(spec) + o) + 2 * (max(c, o) + 64)
+    # V and M as on NHWC arrays, or (NCHW arrays, :mod:`._winograd_nchw`) a block of
+    # input channels and every output channel however many there are
+    per_tile = max(_v_channels(spec) + _m_channels(spec), block_channels(spec) + o)
+    scratch = 16 * lay.band_tiles * per_tile + 2 * (max(c, o) + 64)
     direct = blocked.workspace_bytes(spec) if lay.single_rows or lay.single_cols else 0
     return packed_bytes(spec) + direct + thread_count(spec) * scratch * spec.dtype.itemsize
+
+
+def output_groups(spec: ConvSpec) -> tuple[tuple[int, int], ...] | None:
+    """Groups ``[g0, g1)`` of whole blocks of output channels, each of whose ``M`` for
+    a band takes at most :data:`GROUP_BYTES`, where a band's ``M`` for every output
+    channel would take more than :data:`SPLIT_BYTES` and the output channels
+    outnumber the input channels; else None (one ``M`` for every output channel).
+
+    With groups, a band's input is transformed once for every input channel and
+    each group's products and output transform follow in turn, so ``M`` stays in
+    cache: the input gradient of ``aspp``'s 2048 -> 256 layer (256 -> 2048 channels
+    at 65 x 65, ``M`` 11 MiB a band) took 82-91 ms in one ``M``, 70 ms in the mirror
+    layer (2048 -> 256, ``M`` 1.4 MiB).
+    """
+    c, o, item = spec.in_channels, spec.out_channels, spec.dtype.itemsize
+    tiles = layout(spec).band_tiles
+    if c >= o or 16 * tiles * o * item <= SPLIT_BYTES:
+        return None
+    blocks = product_plan(spec).out_blocks
+    widest = max(o1 - o0 for o0, o1 in blocks)
+    per = max(1, GROUP_BYTES // (16 * tiles * widest * item))
+    return tuple(
+        (blocks[k][0], blocks[min(k + per, len(blocks)) - 1][1]) for k in range(0, len(blocks), per)
+    )
+
+
+def _m_channels(spec: ConvSpec) -> int:
+    """Output channels of ``M``: every one, or the widest group's."""
+    groups = output_groups(spec)
+    return spec.out_channels if groups is None else max(g1 - g0 for g0, g1 in groups)
+
+
+def _v_channels(spec: ConvSpec) -> int:
+    """Input channels of ``V``: one block's, or every one where output groups apply."""
+    return block_channels(spec) if output_groups(spec) is None else spec.in_channels
 
 
 @dataclasses.dataclass(frozen=True)
 class BandCalls:
     """Per band ``(r0, r1, s0, s1)`` of an image, its calls in order: for each block of
-    input channels the input transform then the products, then the output transform.
+    input channels the input transform then the products, then the output transform
+    (or, with :func:`output_groups`, one input transform of every channel, then each
+    group's products and output transform).
 
     Slots: ``x`` and ``y`` (the image's input and output, NHWC), ``zeros`` (a row of
     zeros), ``U`` (:func:`transform_weights`), ``V`` and ``M`` (a thread's scratch,
@@ -263,66 +315,91 @@ class BandCalls:
     steps: tuple[tuple[calls.Call, ...], ...]
 
 
+def _input_call(
+    spec: ConvSpec,
+    lay: Layout,
+    band: tuple[int, int, int, int],
+    channels: tuple[int, int],
+    stride: int,
+) -> calls.Call:
+    """The input transform of ``band``'s tiles for channels ``[c0, c1)`` into ``V``,
+    which holds ``stride`` channels per position (its first at ``V``'s start)."""
+    (r0, r1, s0, s1), (c0, c1), width = band, channels, lanes(spec)
+    forward = kernels.transform(spec.dtype, width, (c1 - c0) % width, "input")
+    return forward.call(
+        source=calls.Slot("x", c0),
+        spare=calls.Slot("zeros"),
+        target=calls.Slot("V"),
+        flags=calls.Ref(np.zeros(width, dtype=spec.dtype)),  # the input transform's: unused
+        rows=calls.Ref(lay.in_rows[r0:r1]),
+        n_rows=r1 - r0,
+        columns=calls.Ref(lay.in_cols[s0:s1]),
+        n_columns=s1 - s0,
+        vectors=(c1 - c0) // width,
+        tile=16 * stride,
+        position=stride,
+    )
+
+
+def _output_call(
+    spec: ConvSpec, lay: Layout, band: tuple[int, int, int, int], group: tuple[int, int]
+) -> calls.Call:
+    """The output transform of ``band``'s tiles from ``M`` (channels ``[g0, g1)``)."""
+    (r0, r1, s0, s1), (g0, g1), width = band, group, lanes(spec)
+    backward = kernels.transform(spec.dtype, width, (g1 - g0) % width, "output")
+    return backward.call(
+        source=calls.Slot("M"),
+        spare=calls.Slot("sink"),
+        target=calls.Slot("y", g0),
+        flags=calls.Slot("flags"),
+        rows=calls.Ref(lay.out_rows[r0:r1]),
+        n_rows=r1 - r0,
+        columns=calls.Ref(lay.out_cols[s0:s1]),
+        n_columns=s1 - s0,
+        vectors=(g1 - g0) // width,
+        tile=16 * (g1 - g0),
+        position=g1 - g0,
+    )
+
+
 @functools.lru_cache(maxsize=64)
 def band_calls(spec: ConvSpec) -> BandCalls:
     """The :class:`BandCalls` of ``spec`` (remembered: the same for every call)."""
     lay = layout(spec)
-    o, width = spec.out_channels, lanes(spec)
+    c, o = spec.in_channels, spec.out_channels
     in_blocks = product_plan(spec).in_blocks
-    products = {
-        tiles: product_calls(spec, tiles)
-        for tiles in {(r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in lay.bands}
-    }
-    backward = kernels.transform(spec.dtype, width, o % width, "output")
-    unused = np.zeros(width, dtype=spec.dtype)  # the input transform's ``flags``
+    groups = output_groups(spec)
     per_band = []
-    for r0, r1, s0, s1 in lay.bands:
+    for band in lay.bands:
+        r0, r1, s0, s1 = band
+        tiles = (r1 - r0) * (s1 - s0)
         steps: list[calls.Call] = []
-        for (c0, c1), block in zip(in_blocks, products[(r1 - r0) * (s1 - s0)], strict=True):
-            forward = kernels.transform(spec.dtype, width, (c1 - c0) % width, "input")
-            steps.append(
-                forward.call(
-                    source=calls.Slot("x", c0),
-                    spare=calls.Slot("zeros"),
-                    target=calls.Slot("V"),
-                    flags=calls.Ref(unused),
-                    rows=calls.Ref(lay.in_rows[r0:r1]),
-                    n_rows=r1 - r0,
-                    columns=calls.Ref(lay.in_cols[s0:s1]),
-                    n_columns=s1 - s0,
-                    vectors=(c1 - c0) // width,
-                    tile=16 * (c1 - c0),
-                    position=c1 - c0,
-                )
-            )
-            steps.extend(block)
-        steps.append(
-            backward.call(
-                source=calls.Slot("M"),
-                spare=calls.Slot("sink"),
-                target=calls.Slot("y"),
-                flags=calls.Slot("flags"),
-                rows=calls.Ref(lay.out_rows[r0:r1]),
-                n_rows=r1 - r0,
-                columns=calls.Ref(lay.out_cols[s0:s1]),
-                n_columns=s1 - s0,
-                vectors=o // width,
-                tile=16 * o,
-                position=o,
-            )
-        )
+        if groups is None:
+            products = product_calls(spec, tiles)
+            for (c0, c1), block in zip(in_blocks, products, strict=True):
+                steps.append(_input_call(spec, lay, band, (c0, c1), c1 - c0))
+                steps.extend(block)
+            steps.append(_output_call(spec, lay, band, (0, o)))
+        else:
+            steps.append(_input_call(spec, lay, band, (0, c), c))
+            for group in groups:
+                for block in product_calls(spec, tiles, group):
+                    steps.extend(block)
+                steps.append(_output_call(spec, lay, band, group))
         per_band.append(tuple(steps))
     return BandCalls(lay.bands, tuple(per_band))
 
 
 def scratch(spec: ConvSpec) -> dict[str, np.ndarray]:
-    """A thread's ``V`` (one block of input channels) and ``M`` for the largest band,
-    tile by tile (a tile's 16 vectors of channels are one contiguous run, which the
-    transforms write or read in one pass), its ``sink`` row and its ``flags``."""
+    """A thread's ``V`` (one block of input channels, or every one with
+    :func:`output_groups`) and ``M`` (every output channel, or one group's) for the
+    largest band, tile by tile (a tile's 16 vectors of channels are one contiguous
+    run, which the transforms write or read in one pass), its ``sink`` row and its
+    ``flags``."""
     tiles, o = layout(spec).band_tiles, spec.out_channels
     return {
-        "V": calls.aligned_empty(16 * tiles * block_channels(spec), spec.dtype),
-        "M": calls.aligned_empty(16 * tiles * o, spec.dtype),
+        "V": calls.aligned_empty(16 * tiles * _v_channels(spec), spec.dtype),
+        "M": calls.aligned_empty(16 * tiles * _m_channels(spec), spec.dtype),
         "sink": np.empty(math.ceil(o / lanes(spec)) * lanes(spec), dtype=spec.dtype),
         "flags": np.zeros(lanes(spec), dtype=spec.dtype),
     }
@@ -443,7 +520,11 @@ def work(spec: ConvSpec) -> tuple[int, int, int, int]:
     runs = sum(math.ceil((r1 - r0) * (s1 - s0) / p.pixels) for r0, r1, s0, s1 in lay.bands)
     macs = spec.batch * runs * p.pixels * 16 * spec.in_channels * width
     values = spec.batch * lay.tiles * 16 * (spec.in_channels + spec.out_channels)
-    per_band = 2 + len(p.in_blocks) * (1 + 2 * len(p.out_blocks))
+    groups = output_groups(spec)
+    if groups is None:
+        per_band = 2 + len(p.in_blocks) * (1 + 2 * len(p.out_blocks))
+    else:  # one input transform, then each group's products and output transform
+        per_band = 2 + len(groups) + 2 * len(p.in_blocks) * len(p.out_blocks)
     return macs, values, spec.batch * len(lay.bands) * per_band, thread_count(spec)
 
 
