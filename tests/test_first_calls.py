@@ -145,6 +145,30 @@ def test_wait_and_explicit_methods_load(fresh: None) -> None:
     assert served(spec, 1) == ["compiled"]  # the explicit call loaded it
 
 
+def test_a_sibling_on_the_same_runtime_makes_the_choice_ready(fresh: None) -> None:
+    """Once ``winograd`` runs by name, ``"auto"``'s choice of ``blocked`` (the same
+    llvmlite runtime and tile loop) is loaded at its first call, however close the
+    two are modelled: no call after call served by the sibling, each paying the
+    stand-in's bookkeeping."""
+    spec = make_spec(
+        (1, 32, 32, 21), (3, 3, 21, 21), padding="same", data_format="NHWC",
+        dtypes=[np.dtype("f4")],
+    )  # fmt: skip
+    lowered = spec.lowered()
+    if _select.cheapest(lowered) != "blocked" or "winograd" not in _select.candidates(lowered):
+        pytest.skip("the model does not choose blocked over an eligible winograd here")
+    for key in ("blocked_first_cached", "blocked_first_empty"):
+        COST[key] = 1e6  # never worth it by rent
+    assert served(spec, 1) != ["blocked"]
+    _first_calls.forget()
+    for key in ("blocked_first_cached", "blocked_first_empty"):
+        COST[key] = 1e6
+    _select.resolve_method("winograd", spec)  # run by name: loaded
+    assert _first_calls.warmup_seconds("blocked", lowered, COST) == 0.0
+    assert served(spec, 2) == ["blocked", "blocked"]
+    assert _first_calls.warmup_seconds("compiled", lowered, COST) > 0  # another runtime
+
+
 def test_dtypes_are_loaded_separately(fresh: None) -> None:
     for key in ("compiled_first_cached", "compiled_first_empty"):
         COST[key] = 1e6

@@ -75,13 +75,14 @@ def plan(spec: ConvSpec) -> Plan:
     host = tile_kernel.host_lanes()
     og, cg = spec.out_per_group, spec.in_per_group
     widest = host["bytes"] // spec.dtype.itemsize
-    # Half-width registers do the same multiply-adds per cycle (two 256-bit FMAs
-    # for one 512-bit), so they are taken when they pad the output channels less
-    # in as many blocks: 21 channels are 3 vectors of 8 (24) rather than 2 of 16
-    # (32), 25% fewer sums.
+    # Where the widest multiply-adds run at half rate (``halved``), half-width
+    # registers do as many per cycle, so they are taken when they pad the output
+    # channels less in as many blocks: 21 channels are 3 vectors of 8 (24) rather
+    # than 2 of 16 (32), 25% fewer sums. Elsewhere 2 vectors are 2 instructions to 3.
     most = 4 if host["registers"] >= 32 else 2
     blocks = math.ceil(math.ceil(og / widest) / most)
-    fits = [n for n in (widest, widest // 2) if math.ceil(math.ceil(og / n) / most) == blocks]
+    widths = (widest, widest // 2) if host["halved"] else (widest,)
+    fits = [n for n in widths if math.ceil(math.ceil(og / n) / most) == blocks]
     lanes = min(fits, key=lambda n: (math.ceil(og / n) * n, -n))
     needed = math.ceil(og / lanes)
     vectors = math.ceil(needed / math.ceil(needed / most))
