@@ -240,3 +240,22 @@ def test_refusals_name_the_reason(options: dict[str, object], says: str) -> None
     w = np.ones(w_shape, dtype=dtype)
     with pytest.raises(ValueError, match=says):
         dilconv.conv2d(x, w, method="winograd", data_format="NHWC", **options)
+
+
+@pytest.mark.parametrize("channels", [1, 5, 16, 17, 21, 64])
+def test_work_counts_the_transforms_over_whole_vectors(channels: int) -> None:
+    """The transforms run whole vectors of channels (a last, part-filled one masked),
+    so the model counts their values in whole vectors: 21 channels cost what 32 do
+    where a vector holds 16 (the 21-channel ``context`` layers, where counting 21
+    ranked ``winograd`` ahead of ``blocked``, which was 10-20% faster)."""
+    spec = make_spec(
+        (1, 40, 40, channels),
+        (3, 3, channels, channels),
+        padding="same",
+        data_format="NHWC",
+        dtypes=[np.dtype(np.float32)],
+    ).lowered()
+    lanes = _winograd_products.lanes(spec)
+    whole = -(-channels // lanes) * lanes
+    _, values, _, _ = winograd.work(spec)
+    assert values == winograd.layout(spec).tiles * 16 * 2 * whole

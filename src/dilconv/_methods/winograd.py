@@ -511,16 +511,22 @@ def work(spec: ConvSpec) -> tuple[int, int, int, int]:
     Multiply-adds of the 16 products over whole SIMD vectors of output channels and
     whole runs of tiles (a band's last, shorter run costs about a full one: the
     weights are loaded for it all the same); transformed values are the 16 per tile
-    and channel, input and output; calls are compiled-function calls (per band and
-    block of input channels, an input transform and the products' calls).
+    and channel, input and output, counted over whole vectors of channels as the
+    transforms run them (21 channels cost 32 lanes' work where vectors hold 16);
+    calls are compiled-function calls (per band and block of input channels, an input
+    transform and the products' calls).
     """
     lay = layout(spec)
     p = product_plan(spec)
     width = sum(math.ceil((o1 - o0) / p.lanes) * p.lanes for o0, o1 in p.out_blocks)
     runs = sum(math.ceil((r1 - r0) * (s1 - s0) / p.pixels) for r0, r1, s0, s1 in lay.bands)
     macs = spec.batch * runs * p.pixels * 16 * spec.in_channels * width
-    values = spec.batch * lay.tiles * 16 * (spec.in_channels + spec.out_channels)
     groups = output_groups(spec)
+    step = lanes(spec)
+    vectors = sum(math.ceil((c1 - c0) / step) for c0, c1 in p.in_blocks) + sum(
+        math.ceil((g1 - g0) / step) for g0, g1 in (groups or ((0, spec.out_channels),))
+    )
+    values = spec.batch * lay.tiles * 16 * vectors * step
     if groups is None:
         per_band = 2 + len(p.in_blocks) * (1 + 2 * len(p.out_blocks))
     else:  # one input transform, then each group's products and output transform
