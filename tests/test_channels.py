@@ -7,6 +7,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dilconv
 from dilconv._native import calls, channels, kernels
@@ -70,6 +72,41 @@ def test_read_only_input(small_threshold: None) -> None:
     a = np.random.default_rng(1).standard_normal((1, 6, 20, 20)).astype(np.float32)
     a.flags.writeable = False
     np.testing.assert_array_equal(channels.move_channels(a, last=True), a.transpose(0, 2, 3, 1))
+
+
+@settings(max_examples=60)
+@given(
+    rows=st.integers(0, 70),
+    columns=st.integers(0, 70),
+    source_pad=st.integers(0, 40),
+    target_pad=st.integers(0, 40),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_the_kernel_transposes_any_block_at_any_pitch(
+    rows: int, columns: int, source_pad: int, target_pad: int, dtype: type
+) -> None:
+    """Whole tiles, the last rows and columns, either row pitch the longer (the two
+    loop orders), and nothing written outside the block."""
+    source_row, target_row = columns + source_pad, rows + target_pad
+    rng = np.random.default_rng(rows * 71 + columns)
+    source = rng.standard_normal(max(1, rows * source_row)).astype(dtype)
+    target = np.full(max(1, columns * target_row), -7.0, dtype=dtype)
+    move = kernels.transpose(np.dtype(dtype)).call(
+        source=calls.Slot("source"),
+        target=calls.Slot("target"),
+        rows=rows,
+        columns=columns,
+        source_row=source_row,
+        target_row=target_row,
+    )
+    with calls.checked():
+        calls.Binding(source=source, target=target).run([move])
+    expected = np.full_like(target, -7.0)
+    if rows and columns:
+        block = source[: rows * source_row].reshape(rows, source_row)[:, :columns]
+        view = expected[: columns * target_row].reshape(columns, target_row)
+        view[:, :rows] = block.T
+    np.testing.assert_array_equal(target, expected)
 
 
 def test_checked_mode_refuses_a_call_past_its_arrays() -> None:
