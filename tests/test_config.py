@@ -41,6 +41,7 @@ def test_defaults() -> None:
         "spin_ms": spin.DEFAULT_SPIN_MS,
         "cache_dir": _config._default_cache_dir(),
         "workspace_bytes": _config.DEFAULT_WORKSPACE_BYTES,
+        "recycle_bytes": _config.DEFAULT_RECYCLE_BYTES,
         "allow_fft": False,
         "first_calls": "tiered",
     }
@@ -67,11 +68,13 @@ def test_environment_gives_the_defaults(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("DILCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("DILCONV_WORKSPACE_BYTES", str(3 * 2**20))
     monkeypatch.setenv("DILCONV_FIRST_CALLS", "wait")
+    monkeypatch.setenv("DILCONV_RECYCLE_BYTES", "0")
     assert dilconv.get_config() == {
         "threads": 1,
         "spin_ms": 2.5,
         "cache_dir": str(tmp_path),
         "workspace_bytes": 3 * 2**20,
+        "recycle_bytes": 0,
         "allow_fft": False,
         "first_calls": "wait",
     }
@@ -102,6 +105,8 @@ def test_threads_are_clamped_to_the_cpus(monkeypatch: pytest.MonkeyPatch) -> Non
         ({"workspace_bytes": -1}, ValueError, r"workspace_bytes must be at least 1 MiB .* -1"),
         ({"workspace_bytes": 2.5e8}, TypeError, r"workspace_bytes must be an int, got 2"),
         ({"allow_fft": 1}, TypeError, r"allow_fft must be True or False, got 1"),
+        ({"recycle_bytes": -5}, ValueError, r"recycle_bytes must be .* at least 0 .* got -5"),
+        ({"recycle_bytes": 1.5}, TypeError, r"recycle_bytes must be an int, got 1.5"),
     ],
 )
 def test_bad_values_are_refused_and_change_nothing(

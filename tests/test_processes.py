@@ -78,14 +78,18 @@ LONG_ONE_CHANNEL = (6144, 1, 41)
 
 #: Threaded calls (big enough to share among two threads) of the native paths.
 CHECKS = [("tap_gemm", 160, 24), ("blocked", 160, 24), ("compiled", 1100, 1), ("winograd", 96, 16),
-          ("blocked", 160, 24, 2, np.float32, True), ("blocked", 96, 40, 2, np.float32, True)]
+          ("blocked", 160, 24, 2, np.float32, True), ("blocked", 96, 40, 2, np.float32, True),
+          ("blocked", 240, 24)]  # the last two results on kept memory (4.6 and 5.3 MiB)
 
 
 def hold_locks_and_pool():
-    '''Threads that hold the BLAS lock, the compile locks, and the pool's job.'''
+    '''Threads that hold the BLAS lock, the compile locks, the lock of the kept result
+    memory, and the pool's job.'''
     from numba.core.compiler_lock import global_compiler_lock
 
-    release, holding = threading.Event(), threading.Barrier(5)
+    from dilconv._native import results
+
+    release, holding = threading.Event(), threading.Barrier(6)
 
     def hold(lock):
         with lock:
@@ -96,7 +100,8 @@ def hold_locks_and_pool():
         pool.parallel_map(lambda i: (i == 0 and holding.wait(), release.wait()), range(4))
 
     for target, args in ((hold, (pool._blas_lock,)), (hold, (tile_kernel.COMPILING,)),
-                         (hold, (global_compiler_lock,)), (busy_pool, ())):
+                         (hold, (global_compiler_lock,)), (hold, (results._KEPT.lock,)),
+                         (busy_pool, ())):
         threading.Thread(target=target, args=args, daemon=True).start()
     holding.wait()
     return release

@@ -19,6 +19,7 @@ import numpy as np
 
 from dilconv._methods import blocked
 from dilconv._native import calls, pool
+from dilconv._native import results as _results
 from dilconv._spec import ConvSpec
 
 #: ``(kd, first, stop, start)`` per depth tap that reads real planes: outputs
@@ -100,7 +101,8 @@ def conv(
     if reason is not None:
         raise ValueError(f"method='blocked' cannot compute this call: {reason}")
     n, in_depth = x.shape[0], x.shape[1]
-    y = np.zeros((n, out_depth, *plane.out_hw, plane.out_channels), dtype=plane.dtype)
+    y = _results.new_result((n, out_depth, *plane.out_hw, plane.out_channels), plane.dtype,
+                            zeroed=True)  # fmt: skip
     if y.size == 0 or plane.in_channels == 0 or not taps:
         return y
     x = np.ascontiguousarray(x, dtype=plane.dtype)

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from dilconv._native import calls, kernels, pool, tile_kernel
+from dilconv._native import results as _results
 from dilconv._spec import ConvSpec
 
 #: The dtypes compiled.
@@ -245,7 +246,7 @@ def pack_weights(w: np.ndarray, spec: ConvSpec, p: Plan) -> np.ndarray:
 def result_array(shape: tuple[int, ...], spec: ConvSpec) -> tuple[np.ndarray, bool]:
     """A new result of ``shape`` and whether it is already complete: nothing to
     compute (no outputs), or zeros (no input channels)."""
-    y = np.empty(shape, dtype=spec.dtype)
+    y = _results.new_result(shape, spec.dtype)
     if y.size == 0:
         return y, True
     if spec.in_channels == 0:

@@ -27,6 +27,7 @@ import numpy as np
 
 from dilconv._methods import shift_add
 from dilconv._native import pool
+from dilconv._native import results as _results
 from dilconv._spec import ConvSpec
 
 #: The accumulation dtypes compiled.
@@ -112,7 +113,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     n, ho, wo, channels = spec.batch, *spec.out_hw, spec.out_channels
     x = np.ascontiguousarray(x, dtype=spec.dtype)
     taps = np.ascontiguousarray(w[:, :, 0, :], dtype=spec.dtype)  # (kh, kw, O)
-    y = np.empty((n, ho, wo, channels), dtype=spec.dtype)
+    y = _results.new_result((n, ho, wo, channels), spec.dtype)
     if y.size == 0:
         return y
     if channels == 1:

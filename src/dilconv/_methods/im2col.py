@@ -17,6 +17,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from dilconv import _cost
 from dilconv._config import get_workspace_limit
+from dilconv._native import results as _results
 from dilconv._padding import zero_padded_rows
 from dilconv._spec import ConvSpec
 
@@ -73,7 +74,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     ho, wo = spec.out_hw
     eh = spec.effective_kernel_hw[0]
-    y = np.empty((n, ho, wo, out_channels), dtype=spec.dtype)
+    y = _results.new_result((n, ho, wo, out_channels), spec.dtype)
     images, rows = chunking(spec)
     w_groups = [
         # contiguous, or NumPy's product may fall back from BLAS to a plain loop

@@ -27,6 +27,7 @@ from dilconv import _cost, _shapes
 from dilconv._config import get_workspace_limit
 from dilconv._methods import _single
 from dilconv._native import pool
+from dilconv._native import results as _results
 from dilconv._spec import ConvSpec
 
 #: Target bytes of one output strip of the elementwise path (its temporary is as
@@ -249,7 +250,7 @@ def _products(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) -> No
 
 def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Zero-padded cross-correlation of NHWC ``x`` with HWIO ``w`` by shifted slices."""
-    y = np.empty((spec.batch, *spec.out_hw, spec.out_channels), dtype=spec.dtype)
+    y = _results.new_result((spec.batch, *spec.out_hw, spec.out_channels), spec.dtype)
     if y.size == 0:
         return y
     if _single.applies(spec):

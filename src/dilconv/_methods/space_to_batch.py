@@ -19,6 +19,7 @@ import numpy as np
 
 from dilconv import _shapes
 from dilconv._methods import shift_add
+from dilconv._native import results as _results
 from dilconv._padding import pad_spatial
 from dilconv._spec import ConvSpec
 
@@ -61,7 +62,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
             k = (a * len(cols) + b) * n
             batch[k : k + n, : sub.shape[1], : sub.shape[2]] = sub
     out = shift_add.conv(batch, w, inner_spec(spec))
-    y = np.empty((n, *spec.out_hw, spec.out_channels), dtype=spec.dtype)
+    y = _results.new_result((n, *spec.out_hw, spec.out_channels), spec.dtype)
     for a, ph in enumerate(rows):
         for b, pw in enumerate(cols):
             k = (a * len(cols) + b) * n

@@ -24,6 +24,7 @@ from dilconv import _cost, _shapes
 from dilconv._config import get_workspace_limit
 from dilconv._methods import shift_add
 from dilconv._native import pool
+from dilconv._native import results as _results
 from dilconv._spec import ConvSpec
 
 #: Target bytes of one band's slabs. Large products (many channels) run one band
@@ -92,7 +93,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     kh, (dh, dw) = spec.kernel_hw[0], spec.dilation
     top, left = spec.pad[0][0], spec.pad[1][0]
     p = pitch(spec)
-    y = np.empty((n, ho, wo, o), dtype=spec.dtype)
+    y = _results.new_result((n, ho, wo, o), spec.dtype)
     if y.size == 0:
         return y
     band = band_rows(spec)

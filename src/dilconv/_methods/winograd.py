@@ -62,6 +62,7 @@ from dilconv._methods._winograd_products import (
     transform_weights,
 )
 from dilconv._native import calls, kernels, pool, winograd_kernel
+from dilconv._native import results as _results
 from dilconv._spec import ConvSpec
 
 #: The dtypes compiled.
@@ -465,7 +466,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     if reason is not None:
         raise ValueError(f"method='winograd' cannot compute this call: {reason}")
     n, (ho, wo), c, o = spec.batch, spec.out_hw, spec.in_channels, spec.out_channels
-    y = np.empty((n, ho, wo, o), dtype=spec.dtype)
+    y = _results.new_result((n, ho, wo, o), spec.dtype)
     if y.size == 0:
         return y
     if c == 0:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -348,6 +349,40 @@ def _address(name: str, array: np.ndarray) -> int:
     if flags.writeable and array.nbytes:
         return ctypes.addressof(ctypes.c_char.from_buffer(array))  # type: ignore[arg-type]
     return int(array.ctypes.data)
+
+
+class Lease:
+    """What an array made on a kept block of memory refers to (see
+    :mod:`~dilconv._native.results`): ``np.asarray(lease)`` is a C-contiguous
+    ``shape`` array of ``dtype`` on the first bytes of ``block``, whose base is the
+    lease, and every view made from it holds the lease, which holds ``block``. So a
+    weak reference to the lease dies only once no array uses the block.
+
+    Examples
+    --------
+    >>> block = np.zeros(64, dtype=np.uint8)
+    >>> y = np.asarray(Lease(block, (2, 4), np.dtype(np.float32)))
+    >>> y[1, 3] = 1.5
+    >>> y.base.block is block, np.shares_memory(y, block), y.flags.writeable
+    (True, True, True)
+    """
+
+    __slots__ = ("__array_interface__", "__weakref__", "block")
+
+    def __init__(self, block: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if not (block.flags.c_contiguous and block.flags.writeable):
+            raise ValueError("a lease needs a writeable, C-contiguous block")
+        if math.prod(shape) * dtype.itemsize > block.nbytes:
+            raise ValueError(f"{shape} of {dtype} does not fit a block of {block.nbytes} bytes")
+        self.block = block
+        self.__array_interface__ = {
+            "shape": shape,
+            "typestr": dtype.str,
+            "descr": dtype.descr,
+            "data": (_address("block", block), False),
+            "strides": None,
+            "version": 3,
+        }
 
 
 def aligned_empty(size: int, dtype: np.dtype) -> np.ndarray:

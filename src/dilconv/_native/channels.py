@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from dilconv._native import calls, pool
+from dilconv._native import calls, pool, results
 
 #: Elements below which NumPy's copy is as fast (and no pool hand-off is paid).
 MIN_ELEMENTS = 2**16
@@ -55,10 +55,10 @@ def move_channels(a: np.ndarray, *, last: bool) -> np.ndarray | None:
     n = a.shape[0]
     if last:
         c, spatial = a.shape[1], a.shape[2:]
-        out = np.empty((n, *spatial, c), a.dtype)
+        out = results.new_result((n, *spatial, c), a.dtype)
     else:
         c, spatial = a.shape[-1], a.shape[1:-1]
-        out = np.empty((n, c, *spatial), a.dtype)
+        out = results.new_result((n, c, *spatial), a.dtype)
     pixels = math.prod(spatial)
     threads = pool.num_threads()
     bounds = np.linspace(0, pixels, min(threads, pixels) + 1).astype(int)

@@ -1,0 +1,177 @@
+"""Large results on kept memory (``dilconv._native.results``): reused only once nothing refers
+to any of it, within the ``recycle_bytes`` bound, from any number of threads."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+import dilconv
+from dilconv._native import results
+
+BIG = (results.MIN_BYTES // 4 + 1024,)  # float32 elements: just past the threshold
+
+
+@pytest.fixture(autouse=True)
+def nothing_kept() -> Iterator[None]:
+    gc.collect()
+    results.forget()
+    yield
+    gc.collect()
+    results.forget()
+
+
+def address(a: np.ndarray) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
+def test_a_dropped_result_is_reused_and_a_live_one_never() -> None:
+    first = results.new_result(BIG, np.float32)
+    first.fill(1.0)
+    second = results.new_result(BIG, np.float32)  # first is alive: other memory
+    assert not np.shares_memory(first, second)
+    held = address(first)
+    del first
+    third = results.new_result(BIG, np.float32)
+    assert address(third) == held
+    fourth = results.new_result(BIG, np.float32)  # the block is third's now
+    assert not np.shares_memory(third, fourth)
+    assert not np.shares_memory(second, fourth)
+    assert results.kept_bytes() == 3 * third.nbytes
+
+
+@pytest.mark.parametrize(
+    "keep",
+    [
+        lambda y: y[::3],
+        lambda y: y.reshape(-1, 4)[1:].T,
+        lambda y: memoryview(y),
+        lambda y: np.frombuffer(memoryview(y), dtype=np.uint8),
+        lambda y: y.view(np.int32),
+        lambda y: [y[5:]],
+    ],
+    ids=["slice", "reshape-transpose", "memoryview", "frombuffer", "view", "in-a-list"],
+)
+def test_any_view_keeps_the_memory_from_being_reused(keep: object) -> None:
+    """A view of any kind outlives its result: later results take other memory, and
+    the view still reads what was written."""
+    y = results.new_result(BIG, np.float32)
+    y[:] = np.arange(y.size, dtype=np.float32)
+    expected = np.array(np.asarray(_first(keep(y.copy()))))  # type: ignore[operator]
+    kept = keep(y)  # type: ignore[operator]
+    del y
+    gc.collect()
+    others = []
+    for _ in range(3):
+        other = results.new_result(BIG, np.float32)
+        other.fill(-1.0)
+        others.append(other)
+        del other
+    survivor = np.asarray(_first(kept))
+    assert not any(np.shares_memory(survivor, other) for other in others)
+    np.testing.assert_array_equal(survivor, expected)
+
+
+def _first(kept: object) -> object:
+    return kept[0] if isinstance(kept, list) else kept
+
+
+def test_views_still_read_their_values_after_other_calls() -> None:
+    y = results.new_result(BIG, np.float32)
+    y[:] = 7.0
+    tail = y[-10:]
+    del y
+    for _ in range(4):
+        results.new_result(BIG, np.float32).fill(-3.0)
+    np.testing.assert_array_equal(tail, np.full(10, 7.0, np.float32))
+
+
+def test_the_bound_holds_and_zero_keeps_nothing() -> None:
+    nbytes = BIG[0] * 4
+    with dilconv.config_context(recycle_bytes=nbytes):
+        a = results.new_result(BIG, np.float32)
+        b = results.new_result(BIG, np.float32)  # past the bound: plain memory
+        assert results.kept_bytes() == nbytes
+        assert not np.shares_memory(a, b)
+        del a, b
+    with dilconv.config_context(recycle_bytes=0):
+        c = results.new_result(BIG, np.float32)
+        assert c.flags.owndata  # plain memory
+    results.forget()
+    assert results.kept_bytes() == 0
+
+
+def test_small_results_are_plain_arrays_and_zeroed_means_zeros() -> None:
+    small = results.new_result((3, 5), np.float64, zeroed=True)
+    assert small.flags.owndata
+    np.testing.assert_array_equal(small, np.zeros((3, 5)))
+    y = results.new_result(BIG, np.float32)
+    y.fill(9.0)
+    del y
+    z = results.new_result(BIG, np.float32, zeroed=True)
+    assert not z.any()
+
+
+def test_many_threads_never_share_a_live_result() -> None:
+    """Each thread writes its own number into results it holds for a while, while
+    the others take and drop results of the same size; every value stays."""
+    errors: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def work(k: int) -> None:
+        barrier.wait()
+        held = []
+        for step in range(25):
+            y = results.new_result(BIG, np.float32)
+            y.fill(float(k * 1000 + step))
+            held.append((k * 1000 + step, y))
+            if len(held) > 2:
+                value, old = held.pop(0)
+                if not (old == value).all():
+                    errors.append(f"thread {k}: a held result changed")
+        for value, old in held:
+            if not (old == value).all():
+                errors.append(f"thread {k}: a held result changed")
+
+    before = dilconv.get_config()["recycle_bytes"]
+    dilconv.set_config(recycle_bytes=16 * BIG[0] * 4)  # every thread's bound
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert results.kept_bytes() <= 16 * BIG[0] * 4
+    finally:
+        dilconv.set_config(recycle_bytes=before)
+
+
+def test_convolutions_on_reused_memory_are_exact() -> None:
+    """Results of calls whose outputs land on kept memory: each call's result equals
+    the same call computed alone, while earlier results are still held."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 128, 128, 64), dtype=np.float32)
+    w = rng.standard_normal((3, 3, 64, 64), dtype=np.float32)
+    options = {"padding": "same", "dilation": 2, "data_format": "NHWC"}
+    first = dilconv.conv2d(x, w, method="blocked", **options)
+    assert first.nbytes >= results.MIN_BYTES
+    expected = first.copy()
+    second = dilconv.conv2d(-x, w, method="blocked", **options)
+    np.testing.assert_array_equal(first, expected)
+    np.testing.assert_array_equal(second, -expected)
+    del first
+    third = dilconv.conv2d(x, w, method="blocked", **options)
+    np.testing.assert_array_equal(third, expected)
+    np.testing.assert_array_equal(second, -expected)
+
+
+def test_the_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match="recycle_bytes.*-1"):
+        dilconv.set_config(recycle_bytes=-1)
+    with pytest.raises(TypeError, match="recycle_bytes"):
+        dilconv.set_config(recycle_bytes=True)
