@@ -6,14 +6,17 @@ tap on a stack of planes, then adds each result into the output: for 3x3x3 on
 32 MiB, a fifth of the call. Here the tile loop's row table, which already carries
 a weight offset per row, lists each output row once per depth tap that reads real
 planes (that plane's input row, that tap's packed weights), the taps of one row
-next to each other, and every call adds to a zeroed result: a tile's sums go back
-to the output between its depth taps while the output is still in cache, and
-nothing else moves. The threads split the output rows, never one row's taps.
+next to each other, the first of them starting from zero and the others adding to
+the output: a tile's sums go back to the output between its depth taps while the
+output is still in cache, and nothing else moves (no zeroed result either: filling
+a 32 MiB result with zeros took 0.9 ms of a 33 ms call). The threads split the
+output rows, never one row's taps.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -59,7 +62,7 @@ def volume_calls(
             for k, (kd, plane_in) in enumerate(live):
                 block[k, :, 0] += (n * in_depth + plane_in) * x_plane
                 block[k, :, 1] += (n * out_depth + od) * out_plane
-                block[k, :, 4] = kd * weights
+                block[k, :, 4] = kd * weights if k else -1 - kd * weights  # first: afresh
             blocks.append(block.transpose(1, 0, 2).reshape(-1, block.shape[2]))
             row_ids.append(np.repeat(np.arange(ho) + (n * out_depth + od) * ho, len(live)))
     if not blocks:
@@ -101,10 +104,13 @@ def conv(
     if reason is not None:
         raise ValueError(f"method='blocked' cannot compute this call: {reason}")
     n, in_depth = x.shape[0], x.shape[1]
-    y = _results.new_result((n, out_depth, *plane.out_hw, plane.out_channels), plane.dtype,
-                            zeroed=True)  # fmt: skip
-    if y.size == 0 or plane.in_channels == 0 or not taps:
-        return y
+    shape = (n, out_depth, *plane.out_hw, plane.out_channels)
+    if math.prod(shape) == 0 or plane.in_channels == 0 or not taps:
+        return np.zeros(shape, dtype=plane.dtype)
+    y = _results.new_result(shape, plane.dtype)
+    for od in range(out_depth):  # planes every depth tap of which reads padding
+        if not any(first <= od < stop for _, first, stop, _ in taps):
+            y[:, od] = 0
     x = np.ascontiguousarray(x, dtype=plane.dtype)
     p = blocked.plan(plane)
     packed = np.concatenate(

@@ -139,12 +139,13 @@ def _tables_extents(
         int((rows[:, 0] + ry_lo).min() + (cols[:, 0] + cx_lo).min()) + c_lo + x_run[0],
         int((rows[:, 0] + ry_hi).max() + (cols[:, 0] + cx_hi).max()) + c_hi + x_run[1],
     )
+    w_rows = np.where(rows[:, 4] < 0, -1 - rows[:, 4], rows[:, 4])  # -1 - offset: afresh
     wc_lo, wc_hi = _span(channels, ints["w_channel"])
     wy_lo, wy_hi = _range_span(rows[:, 2], rows[:, 3], ints["w_row"])
     wx_lo, wx_hi = _range_span(cols[:, 2], cols[:, 3], ints["w_col"])
     w = (
-        int((rows[:, 4] + wy_lo).min() + wx_lo.min()) + wc_lo,
-        int((rows[:, 4] + wy_hi).max() + wx_hi.max()) + wc_hi + w_width,
+        int((w_rows + wy_lo).min() + wx_lo.min()) + wc_lo,
+        int((w_rows + wy_hi).max() + wx_hi.max()) + wc_hi + w_width,
     )
     return {"x": x, "w": w, "out": out}
 

@@ -43,7 +43,8 @@ from dilconv._native.disk_cache import cache_dir as cache_dir
 #: last tap (kernel columns, for a tile of a row).
 FIELDS = 4
 #: Integers per row descriptor: the same (kernel rows, for an output row), then
-#: the weights' offset.
+#: the weights' offset; where the loop adds to its output, ``-1 - offset`` marks a
+#: row that starts from zero instead (the first depth tap of a volume's row).
 ROW_FIELDS = 5
 
 #: Argument order of the compiled function (all int64; pointers as addresses).
@@ -189,6 +190,10 @@ def _ir_source(
         x_off = b.add(field(rows, r, 0, ROW_FIELDS), field(columns, t, 0))
         out_off = b.add(field(rows, r, 1, ROW_FIELDS), field(columns, t, 1))
         w_off = field(rows, r, 4, ROW_FIELDS)
+        fresh = None
+        if accumulate:  # a row whose weights' offset is -1 - offset starts from zero
+            fresh = b.icmp_signed("<", w_off, ir.Constant(i64, 0))
+            w_off = b.select(fresh, b.sub(ir.Constant(i64, -1), w_off), w_off)
 
         def load_out(p_i: int, v: int) -> Value:
             base = b.add(out_off, b.mul(ir.Constant(i64, p_i), args["out_pixel"]))
@@ -197,9 +202,20 @@ def _ir_source(
         ky0, ky1 = field(rows, r, 2, ROW_FIELDS), field(rows, r, 3, ROW_FIELDS)
         kx0, kx1 = field(columns, t, 2), field(columns, t, 3)
         zero = ir.Constant(vec, [0.0] * lanes)
-        for p_i, row in enumerate(acc):
-            for v, a in enumerate(row):
-                b.store(load_out(p_i, v) if accumulate else zero, a)
+
+        def start(add: bool) -> None:
+            for p_i, row in enumerate(acc):
+                for v, a in enumerate(row):
+                    b.store(load_out(p_i, v) if add else zero, a)
+
+        if fresh is None:
+            start(False)
+        else:  # the output is not read where the row starts afresh
+            with b.if_else(fresh) as (from_zero, from_output):
+                with from_zero:
+                    start(False)
+                with from_output:
+                    start(True)
 
         def kernel_row(ky: Value) -> None:
             def kernel_col(kx: Value) -> None:
