@@ -122,20 +122,22 @@ def test_depth_planes_in_padding_stay_zero(stride: int, dilation: int) -> None:
 def test_every_output_is_written_on_memory_that_held_nan() -> None:
     """The result is not zeroed first: each row's first depth tap starts from zero,
     and planes whose every depth tap reads padding are zeroed. On a kept block that
-    last held NaN (the result is 4.6 MiB), depth padding 3 on each side of 4 planes
-    (the first and last output planes read padding only): the oracle's values."""
+    last held NaN (the result is 4.3 MiB), with depth padding 3 on each side of 4
+    planes (the first and last output planes read padding only) and rows and columns
+    padded past the kernel's reach: the oracle's values."""
     from dilconv._native import results
 
     rng = np.random.default_rng(11)
-    x = rng.integers(-3, 4, (1, 8, 4, 60, 60)).astype(np.float32)
+    x = rng.integers(-3, 4, (1, 8, 4, 40, 70)).astype(np.float32)
     w = rng.integers(-3, 4, (40, 8, 3, 3, 3)).astype(np.float32)
-    options: dict[str, Any] = {"padding": ((3, 3), (1, 1), (1, 1))}
-    shape = (1, 8, 60, 60, 40)  # NDHWC, as the volume loop writes it
+    options: dict[str, Any] = {"padding": ((3, 3), (5, 5), (4, 4))}
+    shape = (1, 8, 48, 76, 40)  # NDHWC, as the volume loop writes it
     assert np.prod(shape) * 4 >= results.MIN_BYTES
     results.new_result(shape, np.float32).fill(np.nan)  # dropped at once: kept, NaN
     got = dilconv.conv3d(x, w, method="blocked", **options)
     want = dilconv.conv3d(x, w, method="direct", **options)
-    assert got.shape == (1, 40, 8, 60, 60)
+    assert got.shape == (1, 40, 8, 48, 76)
     np.testing.assert_array_equal(got, want)
     assert not got[:, :, [0, 7]].any()
+    assert not got[:, :, :, :3].any()
     assert got[:, :, 1:7].any()

@@ -72,7 +72,8 @@ class _Kept:
             self.total -= block.nbytes
 
     def forget(self) -> None:
-        """Let every free block go (blocks in use are let go when they return)."""
+        """Let every free block go (a block in use is kept again when it returns, within
+        the bound)."""
         with self.lock:
             while self.returned:
                 block = self.returned.popleft()
