@@ -77,8 +77,16 @@ def test_compiled_tiles_are_kept_on_disk(tmp_path: Path, monkeypatch: pytest.Mon
     expected = dilconv.conv2d(x, w, method="direct", **options)
     saved = dict(tile_kernel._FUNCTIONS)
     monkeypatch.setenv("DILCONV_CACHE_DIR", str(tmp_path))
-    try:
+
+    def forget_the_machine_code() -> None:
+        """Compile or load again: the functions, the kernels holding them (an earlier
+        test may have made the same ones), and the cached calls holding those."""
         tile_kernel._FUNCTIONS.clear()
+        kernels.tiles.cache_clear()
+        blocked.tile_calls.cache_clear()
+
+    try:
+        forget_the_machine_code()
         first = dilconv.conv2d(x, w, method="blocked", **options)
         files = sorted(tmp_path.glob("tiles-*.o"))
         assert files
@@ -89,10 +97,10 @@ def test_compiled_tiles_are_kept_on_disk(tmp_path: Path, monkeypatch: pytest.Mon
 
         llvm, _ = compiler._llvm()
         monkeypatch.setattr(llvm, "create_pass_builder", no_optimiser)
-        tile_kernel._FUNCTIONS.clear()
+        forget_the_machine_code()
         second = dilconv.conv2d(x, w, method="blocked", **options)
     finally:
-        tile_kernel._FUNCTIONS.clear()
+        forget_the_machine_code()
         tile_kernel._FUNCTIONS.update(saved)
     assert_close(first, expected, dtype=np.float64)
     np.testing.assert_array_equal(second, first)

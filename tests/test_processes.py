@@ -112,10 +112,24 @@ import multiprocessing
 
 
 def child():
-    tile_kernel._FUNCTIONS.clear()  # compile again here, under the compile lock
+    # compile (or load) the tile loops again here, under the compile lock: forget the
+    # functions, the kernels that hold them and the cached calls that hold those
+    from dilconv._methods import (_blocked_bands, _blocked_planar, _blocked_volume,
+                                  _winograd_nchw, _winograd_nchw_edges, _winograd_products,
+                                  blocked, winograd)
+    from dilconv._native import kernels
+
+    tile_kernel._FUNCTIONS.clear()
+    for cached in (kernels.tiles, blocked.tile_calls, winograd.band_calls,
+                   winograd.direct_calls, _winograd_products.product_calls,
+                   _winograd_nchw.plan, _winograd_nchw_edges.direct_calls,
+                   _blocked_bands.band_calls, _blocked_planar.tile_calls,
+                   _blocked_volume.volume_calls):
+        cached.cache_clear()
     checks = [exact(*check) for check in CHECKS]
     checks.append(exact("compiled", 1100, 1, dtype=np.float64))  # a new Numba compilation
     checks.append(streamed())  # the streamed stack's products: BLAS called from Numba
+    checks.append(len(tile_kernel._FUNCTIONS) > 0)  # the tile loops were made here
     sys.exit(0 if all(checks) else 1)
 
 
