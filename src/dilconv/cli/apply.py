@@ -205,7 +205,10 @@ def _import_dilconv() -> None:
 
 
 def _run_local(marks: Any, scheduler: str, workers: int | None, progress: bool) -> float:
+    from concurrent.futures import ThreadPoolExecutor
+
     from dask.callbacks import Callback
+    from dask.system import CPU_COUNT
     from tqdm import tqdm
 
     with tqdm(desc="dilconv apply", unit="task", file=sys.stderr, disable=not progress) as bar:
@@ -218,9 +221,18 @@ def _run_local(marks: Any, scheduler: str, workers: int | None, progress: bool) 
             def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, wid: Any) -> None:
                 bar.update(1)
 
+        # The threads get a pool of their own, shut down before a failed run's partial
+        # output is discarded: Dask's shared pool would let chunk tasks that had started
+        # run on and write into it after the error (the processes scheduler's own pool
+        # is shut down, waiting, by Dask itself).
+        pool = ThreadPoolExecutor(workers or CPU_COUNT) if scheduler == "threads" else None
         start = time.perf_counter()
-        with Progress():
-            marks.compute(scheduler=scheduler, num_workers=workers)
+        try:
+            with Progress():
+                marks.compute(scheduler=scheduler, num_workers=workers, pool=pool)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         return time.perf_counter() - start
 
 
