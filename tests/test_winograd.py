@@ -104,7 +104,12 @@ def small_groups(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     blocks of output channels (the plans are remembered, so they are dropped)."""
     monkeypatch.setattr(winograd, "SPLIT_BYTES", 0)
     monkeypatch.setattr(winograd, "GROUP_BYTES", 1)
-    remembered = (winograd.layout, winograd.band_calls, _winograd_products.product_calls)
+    remembered = (
+        winograd.layout,
+        winograd.output_groups,
+        winograd.band_calls,
+        _winograd_products.product_calls,
+    )
     for f in remembered:
         f.cache_clear()
     yield

@@ -263,6 +263,7 @@ def workspace_bytes(spec: ConvSpec) -> int:
     return packed_bytes(spec) + direct + thread_count(spec) * scratch * spec.dtype.itemsize
 
 
+@functools.lru_cache(maxsize=128)
 def output_groups(spec: ConvSpec) -> tuple[tuple[int, int], ...] | None:
     """Groups ``[g0, g1)`` of whole blocks of output channels, each of whose ``M`` for
     a band takes at most :data:`GROUP_BYTES`, where a band's ``M`` for every output
@@ -273,7 +274,7 @@ def output_groups(spec: ConvSpec) -> tuple[tuple[int, int], ...] | None:
     each group's products and output transform follow in turn, so ``M`` stays in
     cache: the input gradient of ``aspp``'s 2048 -> 256 layer (256 -> 2048 channels
     at 65 x 65, ``M`` 11 MiB a band) took 82-91 ms in one ``M``, 70 ms in the mirror
-    layer (2048 -> 256, ``M`` 1.4 MiB).
+    layer (2048 -> 256, ``M`` 1.4 MiB). Remembered: every thread's scratch asks.
     """
     c, o, item = spec.in_channels, spec.out_channels, spec.dtype.itemsize
     tiles = layout(spec).band_tiles

@@ -88,18 +88,18 @@ def _return(block: np.ndarray) -> None:
     _KEPT.returned.append(block)  # atomic: no lock, whatever thread this runs in
 
 
-def new_result(shape: tuple[int, ...], dtype: Any, *, zeroed: bool = False) -> np.ndarray:
-    """A new C-contiguous array of ``shape`` and ``dtype`` for a call's result, zeros
-    with ``zeroed``; from :data:`MIN_BYTES` on, on a kept block where one is free.
+def new_result(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A new C-contiguous array of ``shape`` and ``dtype`` for a call's result (its
+    values unset, as ``np.empty``'s); from :data:`MIN_BYTES` on, on a kept block where
+    one is free.
 
     Examples
     --------
     >>> y = new_result((1024, 1024, 2), np.float32)
     >>> y.shape, y.dtype, y.flags.c_contiguous, y.flags.writeable
     ((1024, 1024, 2), dtype('float32'), True, True)
-    >>> new_result((2, 3), np.float64, zeroed=True)
-    array([[0., 0., 0.],
-           [0., 0., 0.]])
+    >>> new_result((2, 3), np.float64).flags.owndata  # small: a plain array
+    True
     """
     dtype = np.dtype(dtype)
     shape = tuple(int(n) for n in shape)
@@ -107,13 +107,10 @@ def new_result(shape: tuple[int, ...], dtype: Any, *, zeroed: bool = False) -> n
     budget = _config.get("recycle_bytes") if nbytes >= MIN_BYTES else 0
     block = _KEPT.take(nbytes, budget) if budget >= nbytes else None
     if block is None:
-        return np.zeros(shape, dtype) if zeroed else np.empty(shape, dtype)
+        return np.empty(shape, dtype)
     lease = calls.Lease(block, shape, dtype)
     weakref.finalize(lease, _return, block)
-    result = np.asarray(lease)
-    if zeroed:
-        result.fill(0)
-    return result
+    return np.asarray(lease)
 
 
 def kept_bytes() -> int:
