@@ -11,8 +11,9 @@ Each worker thread draws small random calls (sizes 3-16, 1-8 channels, and for a
 fifth of the ``winograd`` ones 20-24 pixels a side and 1027 output channels, which
 run one group of output channels at a time; dilations 1-4, strides 1-2,
 float32/float64, and int64 for ``compiled``) of one native path after another:
-``compiled``, ``blocked``, ``winograd``, the weight-gradient tiles, transposed
-``phase`` and ``scatter``, ``auto``, and the NCHW layout move (``channels``);
+``compiled`` (a third of its calls on one channel: LLVM's row loop for floats),
+``blocked``, ``winograd``, the weight-gradient tiles, transposed ``phase`` and
+``scatter``, ``auto``, and the NCHW layout move (``channels``);
 ``winograd`` on NHWC arrays and on NCHW ones (staged band by band,
 :mod:`dilconv._methods._winograd_nchw`); each result is compared with the loop
 oracle (``method="direct"``). One more thread repeats larger ``winograd`` and
@@ -84,6 +85,8 @@ def draw(rng: np.random.Generator, path: str, largest: int = 16) -> Case:
     c, o = (int(v) for v in rng.choice(CHANNELS, size=2))
     groups = 1
     if path == "compiled":
+        if rng.random() < 0.3:
+            c = 1  # one channel: LLVM's row loop (dilconv._native.stencil_rows) for floats
         groups, o = c, c  # depthwise (one input channel per output channel)
         if rng.random() < 0.2:
             dtype = np.dtype(np.int64)

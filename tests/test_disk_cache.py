@@ -46,6 +46,20 @@ with warnings.catch_warnings(record=True) as caught:
         y = dilconv.conv2d(xc, wc, method="blocked", padding="same", dilation=2)  # NCHW tiles
         equal &= bool(np.array_equal(y, dilconv.conv2d(xc, wc, method="direct", padding="same",
                                                         dilation=2)))
+        # one channel: the row loop of dilconv._native.stencil_rows, streamed or not
+        from dilconv._native import stencil_rows
+        from dilconv._spec import make_spec
+
+        one = x[:, :, :, :1].copy()
+        spec = make_spec(one.shape, (3, 3, 1, 1), padding="same", dilation=2,
+                         data_format="NHWC", dtypes=[np.dtype(dtype)] * 2)
+        want = dilconv.conv2d(one, w[:, :, :1, :1], method="direct", data_format="NHWC",
+                              padding="same", dilation=2)[..., 0]
+        for stream in (False, True):
+            got = np.empty_like(want)
+            equal &= stencil_rows.correlate(one[..., 0], w[:, :, 0, 0], got, spec, ((0, 12),),
+                                            stream=stream)
+            equal &= bool(np.array_equal(got, want))
 print(json.dumps({"equal": equal, "warnings": [(type(c.message).__name__, str(c.message))
                                              for c in caught]}))
 """

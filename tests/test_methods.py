@@ -42,11 +42,14 @@ def check_against_oracle(case: Case, method: str) -> None:
         if case.bias is None
         else np.result_type(case.x, case.w, case.bias)
     )
+    scale = magnitude(case)
+    if method == "fft":  # its error follows the call's largest values (dilconv._methods.fft)
+        scale = np.full_like(scale, scale.max(initial=0.0))
     assert_close(
         actual,
         expected,
         dtype=np.int64 if dtype.kind in "iu" else dtype,
-        magnitude=magnitude(case),
+        magnitude=scale,
         context=f"method={method} {case!r}",
     )
 

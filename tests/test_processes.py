@@ -117,10 +117,11 @@ def child():
     from dilconv._methods import (_blocked_bands, _blocked_planar, _blocked_volume,
                                   _winograd_nchw, _winograd_nchw_edges, _winograd_products,
                                   blocked, winograd)
-    from dilconv._native import kernels
+    from dilconv._native import kernels, stencil_kernel
 
     tile_kernel._FUNCTIONS.clear()
-    for cached in (kernels.tiles, blocked.tile_calls, winograd.band_calls,
+    stencil_kernel._FUNCTIONS.clear()
+    for cached in (kernels.tiles, kernels.stencil, blocked.tile_calls, winograd.band_calls,
                    winograd.direct_calls, _winograd_products.product_calls,
                    _winograd_nchw.plan, _winograd_nchw_edges.direct_calls,
                    _blocked_bands.band_calls, _blocked_planar.tile_calls,
@@ -130,6 +131,7 @@ def child():
     checks.append(exact("compiled", 1100, 1, dtype=np.float64))  # a new Numba compilation
     checks.append(streamed())  # the streamed stack's products: BLAS called from Numba
     checks.append(len(tile_kernel._FUNCTIONS) > 0)  # the tile loops were made here
+    checks.append(len(stencil_kernel._FUNCTIONS) > 0)  # and the one-channel rows
     sys.exit(0 if all(checks) else 1)
 
 

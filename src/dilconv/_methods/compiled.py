@@ -1,12 +1,16 @@
 """Compiled shift and add: each tap's multiply-add on the columns where it reads input.
 
-For one channel, or depthwise (each output channel reads one input channel), the
-output is built a row at a time in machine code (Numba): the row is zeroed, then
-every tap that reads a real input row adds ``weight * input`` over the output
-columns where it reads real input columns, with the taps of a kernel row summed
-in one vectorised pass. No zero is inserted and no padded copy is made, so the
-cost is the same at every dilation and the only memory is the output. Rows of
-output are shared among threads (the loops release the GIL).
+For one float channel with unit column stride the rows run in LLVM machine code
+(:mod:`dilconv._native.stencil_rows`): each output vector the sum of its taps,
+written once, the loads masked near the borders, and streamed past the caches
+when the arrays outgrow them. Elsewhere (other dtypes and strides, and depthwise,
+where each output channel reads one input channel) the output is built a row at
+a time in machine code (Numba): the row is zeroed, then every tap that reads a
+real input row adds ``weight * input`` over the output columns where it reads
+real input columns, with the taps of a kernel row summed in one vectorised pass.
+No zero is inserted and no padded copy is made, so the cost is the same at every
+dilation and the only memory is the output. Rows of output are shared among
+threads (the loops release the GIL).
 
 The compiled loops are cached on disk after the first call on a machine (about
 a second to compile); where Numba cannot cache (no writable source tree or home
@@ -26,7 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from dilconv._methods import shift_add
-from dilconv._native import pool
+from dilconv._native import pool, stencil_rows
 from dilconv._native import results as _results
 from dilconv._spec import ConvSpec
 
@@ -116,11 +120,13 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     y = _results.new_result((n, ho, wo, channels), spec.dtype)
     if y.size == 0:
         return y
+    plan = row_plan(spec, pool.num_threads())
     if channels == 1:
+        if stencil_rows.correlate(x[..., 0], taps[..., 0], y[..., 0], spec, plan.parts):
+            return y  # LLVM's row loop (float, unit column stride, up to 64 taps)
         kernel, args = loops.single_rows, (x[..., 0], taps[..., 0], y[..., 0])
     else:
         kernel, args = loops.depthwise_rows, (x, taps, y)
-    plan = row_plan(spec, pool.num_threads())
     pool.parallel_map(
         lambda p: kernel(*args, *p, *plan.geometry), plan.parts, key=("compiled", spec)
     )

@@ -16,6 +16,7 @@ import numpy as np
 
 from dilconv._native import (
     planar_kernel,
+    stencil_kernel,
     tile_kernel,
     transpose_kernel,
     winograd_kernel,
@@ -61,6 +62,9 @@ WEIGHTS = _signature(
 )
 TRANSPOSE = _signature(
     "transpose", transpose_kernel.ARGUMENTS, {"source": "array", "target": "array"}
+)
+STENCIL = _signature(
+    "stencil rows", stencil_kernel.ARGUMENTS, {"x": "array", "w": "array", "out": "array"}
 )
 
 
@@ -274,3 +278,33 @@ def transpose(dtype: np.dtype) -> Kernel:
     dtype = np.dtype(dtype)
     fn = transpose_kernel.transpose_function(dtype)
     return Kernel(f"transpose({dtype})", TRANSPOSE, fn, dtype, _transpose_extents)
+
+
+def _stencil_extents(ints: Mapping[str, int], read: Reader, *, kh: int, kw: int) -> dict[str, Span]:
+    """The one-channel row loop (:mod:`~dilconv._native.stencil_kernel`): output rows
+    ``[first, last)`` of ``out_width`` written; of the input, whole rows of ``width``
+    from the first row's top kernel row to the last row's bottom one, each clamped
+    to its image (a masked lane, outside, reads nothing)."""
+    del read
+    first, last, ho, wo = ints["first"], ints["last"], ints["out_rows"], ints["out_width"]
+    h, width = ints["height"], ints["width"]
+    if last <= first or wo <= 0:
+        return {"x": None, "w": None, "out": None}
+
+    def image_row(q: int, a: int) -> int:
+        n, i = divmod(q, ho)
+        r = i * ints["row_stride"] - ints["top"] + a * ints["row_dilation"]
+        return n * h + min(max(r, 0), h - 1)
+
+    x = (image_row(first, 0) * width, (image_row(last - 1, kh - 1) + 1) * width)
+    return {"x": x, "w": (0, kh * kw), "out": (first * wo, last * wo)}
+
+
+@functools.cache
+def stencil(dtype: np.dtype, kh: int, kw: int, stream: bool) -> Kernel:
+    """The one-channel row loop of :mod:`~dilconv._native.stencil_kernel`."""
+    dtype = np.dtype(dtype)
+    fn = stencil_kernel.stencil_function(dtype, kh, kw, stream)
+    label = f"stencil rows({dtype}, {kh}x{kw}, stream={stream})"
+    extents = functools.partial(_stencil_extents, kh=kh, kw=kw)
+    return Kernel(label, STENCIL, fn, dtype, extents)

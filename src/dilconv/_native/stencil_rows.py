@@ -1,0 +1,144 @@
+"""One channel in, one out: the rows of :mod:`~dilconv._native.stencil_kernel` on the pool.
+
+:func:`correlate` is what :mod:`dilconv._methods.compiled` runs for one channel
+where it applies (float32 or float64, unit column stride, at most
+:data:`~dilconv._native.stencil_kernel.MAX_TAPS` taps, LLVM loaded); elsewhere
+Numba's row loop does. Each thread's share of rows is one call of the kernel.
+Results larger than the caches are streamed past them (:func:`streams`).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dilconv._native import calls, pool
+from dilconv._spec import ConvSpec
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: The last-level cache where the system does not say (bytes).
+DEFAULT_CACHE_BYTES = 32 * 2**20
+
+
+#: Where Linux describes the first CPU's caches.
+CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+def _size(text: str) -> int:
+    """``"32768K"`` (as Linux writes a cache's size) in bytes; 0 if unreadable."""
+    text = text.strip().upper()
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+    digits = text[:-1] if text[-1:] in "KMG" else text
+    return int(digits) * scale if digits.isdigit() else 0
+
+
+@functools.lru_cache(maxsize=1)
+def cache_bytes() -> int:
+    """The CPU's last-level cache in bytes (Linux's description of CPU 0's caches),
+    else :data:`DEFAULT_CACHE_BYTES`."""
+    best_level, best = 0, 0
+    try:
+        for index in CACHE_DIR.glob("index*"):
+            level = int((index / "level").read_text())
+            size = _size((index / "size").read_text())
+            if size and level > best_level:
+                best_level, best = level, size
+    except (OSError, ValueError):
+        return DEFAULT_CACHE_BYTES
+    return best or DEFAULT_CACHE_BYTES
+
+
+def streams(spec: ConvSpec) -> bool:
+    """True when input and output together outgrow the last-level cache: then each
+    output line would be fetched before it is written and evicted unread, and the
+    stores go past the caches instead (16 MiB in, 16 MiB out, on a 32 MiB cache)."""
+    (h, w), (ho, wo) = spec.in_hw, spec.out_hw
+    elements = spec.batch * (h * w + ho * wo)
+    return elements * spec.dtype.itemsize >= cache_bytes()
+
+
+def applies(spec: ConvSpec) -> bool:
+    """One channel in and out, float32 or float64, zero padding, unit column stride,
+    few enough taps."""
+    from dilconv._native.stencil_kernel import MAX_TAPS
+
+    (kh, kw) = spec.kernel_hw
+    return (
+        spec.in_channels == 1
+        and spec.out_channels == 1
+        and spec.dtype in DTYPES
+        and spec.padding_mode == "zeros"
+        and spec.stride[1] == 1
+        and kh * kw <= MAX_TAPS
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _calls(
+    spec: ConvSpec, parts: tuple[tuple[int, int], ...], stream: bool | None
+) -> list[list[calls.Call]] | None:
+    """One call of the row loop per share of rows (remembered per spec: building them
+    costs more than a small call's loop), or None where the loop does not apply or
+    LLVM cannot be used here."""
+    if not applies(spec):
+        return None
+    stream = streams(spec) if stream is None else stream
+    try:
+        from dilconv._native import kernels
+
+        kernel = kernels.stencil(spec.dtype, *spec.kernel_hw, stream)
+    except (ImportError, RuntimeError, OSError):  # no usable LLVM here: Numba's loop
+        return None
+    (h, w), (ho, wo) = spec.in_hw, spec.out_hw
+    return [
+        [
+            kernel.call(
+                x=calls.Slot("x"),
+                w=calls.Slot("w"),
+                out=calls.Slot("out"),
+                first=int(q0),
+                last=int(q1),
+                height=h,
+                width=w,
+                out_rows=ho,
+                out_width=wo,
+                row_stride=spec.stride[0],
+                row_dilation=spec.dilation[0],
+                column_dilation=spec.dilation[1],
+                top=spec.pad[0][0],
+                left=spec.pad[1][0],
+            )
+        ]
+        for q0, q1 in parts
+    ]
+
+
+def correlate(
+    x: np.ndarray,
+    taps: np.ndarray,
+    y: np.ndarray,
+    spec: ConvSpec,
+    parts: tuple[tuple[int, int], ...],
+    *,
+    stream: bool | None = None,
+) -> bool:
+    """Fill ``y`` ``(N, Ho, Wo)`` with the correlation of ``x`` ``(N, H, W)`` with
+    ``taps`` ``(kh, kw)``, rows ``parts`` (of the flattened ``N * Ho``) one per pool
+    task; False (nothing written) where this loop does not apply (or ``x`` or ``y``
+    is not C-contiguous). ``stream``: store past the caches (None: where
+    :func:`streams` says so)."""
+    if not (x.flags.c_contiguous and y.flags.c_contiguous):
+        return False
+    if "llvmlite.binding" not in sys.modules:  # not loaded: loading it is not this call's
+        return False
+    shares = _calls(spec, tuple(parts), stream)
+    if shares is None:
+        return False
+    held = np.ascontiguousarray(taps, dtype=spec.dtype).reshape(-1)
+    bound = calls.Binding(x=x.reshape(-1), w=held, out=y.reshape(-1))
+    pool.parallel_map(bound.run, shares, key=("stencil", spec))
+    return True

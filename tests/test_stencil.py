@@ -1,0 +1,195 @@
+"""The one-channel row loop in LLVM (``dilconv._native.stencil_rows``) that
+``method="compiled"`` runs for one float channel: the loop oracle's values over
+shapes, paddings, dilations and row strides, streamed or not, on aligned and
+unaligned outputs, from several threads, and refused where it must not run."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import dilconv
+from dilconv._native import calls, kernels, stencil_kernel, stencil_rows
+from dilconv._spec import make_spec
+from tests.tolerance import assert_close
+
+pytest.importorskip("llvmlite.binding")  # the loop runs once LLVM is loaded
+
+
+def oracle(x: np.ndarray, w: np.ndarray, **options: object) -> np.ndarray:
+    """``(N, Ho, Wo)``: the loop oracle on ``x (N, H, W)`` and ``w (kh, kw)``."""
+    return dilconv.conv2d(x[:, None], w[None, None], method="direct", **options)[:, 0]
+
+
+def magnitude(x: np.ndarray, w: np.ndarray, **options: object) -> np.ndarray:
+    return oracle(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), **options)
+
+
+def run_loop(
+    x: np.ndarray, w: np.ndarray, *, shift: int, parts: int, stream: bool, **options: object
+) -> tuple[np.ndarray, np.ndarray]:
+    """The loop's result on an output ``shift`` elements into a NaN-filled buffer,
+    its rows cut into ``parts`` calls, in checked mode; and the whole buffer."""
+    n, h, wd = x.shape
+    spec = make_spec((n, h, wd, 1), (*w.shape, 1, 1), data_format="NHWC",
+                     dtypes=[x.dtype, w.dtype], **options)  # fmt: skip
+    ho, wo = spec.out_hw
+    buffer = np.full(shift + n * ho * wo + 5, np.nan, dtype=x.dtype)
+    y = buffer[shift : shift + n * ho * wo].reshape(n, ho, wo)
+    bounds = np.linspace(0, n * ho, parts + 1).astype(int)
+    rows = tuple((int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+    with calls.checked():
+        assert stencil_rows.correlate(x, w, y, spec, rows, stream=stream)
+    return y, buffer
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    h=st.integers(1, 24),
+    wd=st.integers(1, 70),
+    kh=st.integers(1, 5),
+    kw=st.integers(1, 5),
+    dh=st.integers(1, 6),
+    dw=st.integers(1, 9),
+    sh=st.integers(1, 3),
+    pads=st.tuples(*[st.integers(0, 12)] * 4),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    stream=st.booleans(),
+    shift=st.integers(0, 17),
+    parts=st.integers(1, 3),
+)
+def test_the_loop_equals_the_oracle(
+    n: int, h: int, wd: int, kh: int, kw: int, dh: int, dw: int, sh: int,
+    pads: tuple[int, int, int, int], dtype: type, stream: bool, shift: int, parts: int,
+) -> None:  # fmt: skip
+    """Every output written (none left NaN), nothing past it, the oracle's values:
+    borders masked by rows and columns, whole and partial vectors, stores past the
+    caches at aligned and unaligned addresses."""
+    options = dict(padding=((pads[0], pads[1]), (pads[2], pads[3])), dilation=(dh, dw),
+                   stride=(sh, 1))  # fmt: skip
+    ho = (h + pads[0] + pads[1] - (kh - 1) * dh - 1) // sh + 1
+    wo = wd + pads[2] + pads[3] - (kw - 1) * dw
+    assume(ho >= 1 and wo >= 1 and n * ho >= parts)
+    rng = np.random.default_rng(h * 1000 + wd)
+    x = rng.standard_normal((n, h, wd)).astype(dtype)
+    w = rng.standard_normal((kh, kw)).astype(dtype)
+    y, buffer = run_loop(x, w, shift=shift, parts=parts, stream=stream, **options)
+    assert not np.isnan(y).any()
+    assert np.isnan(buffer[:shift]).all()
+    assert np.isnan(buffer[shift + y.size :]).all()
+    assert_close(y, oracle(x, w, **options), magnitude=magnitude(x, w, **options))
+
+
+def test_infinities_outside_the_taps_stay_out() -> None:
+    """A padded lane reads a zero, never ``0 * value``: an infinite input next to the
+    border does not turn the border's outputs into NaN."""
+    x = np.zeros((1, 8, 40), np.float32)
+    x[0, :, -1] = np.inf
+    w = np.ones((3, 3), np.float32)
+    options = dict(padding=((2, 2), (2, 2)), dilation=(2, 2))
+    y, _ = run_loop(x, w, shift=0, parts=1, stream=False, **options)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(oracle(x, w, **options)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_runs_the_loop_for_one_float_channel(dtype: type) -> None:
+    """``method="compiled"`` on one channel takes this loop (a kernel is made for
+    it), and agrees with the oracle, streamed or not."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 1, 45, 77)).astype(dtype)
+    w = rng.standard_normal((1, 1, 3, 3)).astype(dtype)
+    kernels.stencil.cache_clear()
+    y = dilconv.conv2d(x, w, padding="same", dilation=3, method="compiled")
+    assert kernels.stencil.cache_info().currsize == 1
+    want = dilconv.conv2d(x, w, padding="same", dilation=3, method="direct")
+    assert_close(y, want)
+
+
+@pytest.mark.parametrize(
+    ("shape", "options"),
+    [
+        ((1, 1, 20, 20), dict(stride=(1, 2))),  # column stride 2
+        ((1, 1, 20, 20), dict(padding_mode="reflect", padding=2)),  # lowered first: applies
+    ],
+)
+def test_what_the_loop_declines_numba_computes(shape: tuple[int, ...], options: dict) -> None:
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    w = np.random.default_rng(5).standard_normal((1, 1, 3, 3)).astype(np.float32)
+    y = dilconv.conv2d(x, w, method="compiled", **options)
+    assert_close(y, dilconv.conv2d(x, w, method="direct", **options))
+
+
+def test_it_declines_other_dtypes_strides_and_large_kernels() -> None:
+    def spec(**kw: object) -> object:
+        base: dict[str, object] = dict(x=(1, 9, 9, 1), w=(3, 3, 1, 1), dtypes=[np.float32] * 2)
+        base.update(kw)
+        return make_spec(base.pop("x"), base.pop("w"), data_format="NHWC", **base)  # type: ignore[arg-type]
+
+    assert stencil_rows.applies(spec())
+    assert not stencil_rows.applies(spec(stride=(1, 2)))
+    assert not stencil_rows.applies(spec(dtypes=[np.int64] * 2))
+    assert not stencil_rows.applies(spec(x=(1, 20, 20, 1), w=(9, 9, 1, 1)))  # 81 taps
+    assert not stencil_rows.applies(spec(w=(3, 3, 1, 2)))  # two outputs
+    x, y = np.ones((1, 9, 18)), np.empty((1, 9, 9))
+    doubles = spec(dtypes=[np.float64] * 2)
+    assert not stencil_rows.correlate(x[:, :, ::2], np.ones((3, 3)), y, doubles, ((0, 9),))
+    with pytest.raises(ValueError, match="taps"):
+        stencil_kernel.stencil_function(np.dtype(np.float32), 9, 9, False)
+
+
+def test_large_arrays_stream_small_ones_do_not() -> None:
+    cache = stencil_rows.cache_bytes()
+    assert cache >= 2**20
+    side = int(np.sqrt(cache / 8)) + 1  # input and output float32: past the cache
+    assert stencil_rows.streams(make_spec((1, side, side, 1), (3, 3, 1, 1), padding="same",
+                                          data_format="NHWC"))  # fmt: skip
+    assert not stencil_rows.streams(make_spec((1, 64, 64, 1), (3, 3, 1, 1), data_format="NHWC"))
+
+
+def test_cache_sizes_as_linux_writes_them() -> None:
+    assert stencil_rows._size("32768K\n") == 32 * 2**20
+    assert stencil_rows._size("2M") == 2 * 2**20
+    assert stencil_rows._size("512") == 512
+    assert stencil_rows._size("") == 0
+    assert stencil_rows._size("big") == 0
+
+
+def test_checked_mode_refuses_a_call_past_its_arrays() -> None:
+    kernel = kernels.stencil(np.dtype(np.float32), 3, 3, False)
+    x, y = np.ones(8 * 16, np.float32), np.empty(8 * 16, np.float32)
+    call = kernel.call(x=calls.Slot("x"), w=calls.Ref(np.ones(9, np.float32)),
+                       out=calls.Slot("out"), first=0, last=9,  # 9 rows of 8
+                       height=8, width=16, out_rows=9, out_width=16, row_stride=1,
+                       row_dilation=1, column_dilation=1, top=1, left=1)  # fmt: skip
+    with calls.checked(), pytest.raises(RuntimeError, match="stencil"):
+        calls.Binding(x=x, out=y).run([call])
+
+
+def test_many_threads_at_once_agree() -> None:
+    """Streamed and cached calls of several sizes from 6 threads, 10 each, every
+    result the one a single thread gives."""
+    rng = np.random.default_rng(6)
+    cases = [(rng.standard_normal((1, 1, s, s + 3)).astype(np.float32), d)
+             for s, d in ((64, 1), (300, 4), (1100, 2))]  # fmt: skip
+    w = rng.standard_normal((1, 1, 3, 3)).astype(np.float32)
+    want = [dilconv.conv2d(x, w, padding="same", dilation=d, method="compiled") for x, d in cases]
+    errors: list[str] = []
+
+    def work() -> None:
+        for _ in range(10):
+            for (x, d), expected in zip(cases, want, strict=True):
+                got = dilconv.conv2d(x, w, padding="same", dilation=d, method="compiled")
+                if not np.array_equal(got, expected):
+                    errors.append(f"{x.shape} d={d} differs")
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
