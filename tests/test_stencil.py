@@ -193,3 +193,23 @@ def test_many_threads_at_once_agree() -> None:
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_the_rows_script_times_two_routes_that_agree() -> None:
+    """benchmarks/one_channel_rows.py's LLVM and Numba routes agree, and the Numba
+    route puts the LLVM loop back."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "one_channel_rows.py"
+    spec = importlib.util.spec_from_file_location("one_channel_rows", path)
+    assert spec is not None
+    assert spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for shape, taps, d in (((40, 70), (3, 3), 2), ((1, 500), (1, 3), 64)):
+        calls = script.routes(shape, taps, d)
+        llvm, numba = np.asarray(calls["llvm"]()), np.asarray(calls["numba"]())
+        assert_close(llvm, numba)
+        assert stencil_rows.correlate is script.stencil_rows.correlate
+        assert stencil_rows.correlate.__name__ == "correlate"
