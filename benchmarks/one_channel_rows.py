@@ -5,7 +5,9 @@
 loads at the borders, stores past the caches where the arrays outgrow the
 last-level cache). "numba" is the route such calls took before: Numba's row loops
 (forced here by making ``stencil_rows.correlate`` decline for that call). The
-calls are interleaved with a pause between them; prints the medians::
+calls are interleaved, each after a pause spent spinning on every core as
+``dilconv bench`` does (after a sleep the CPUs wake slowly: the 2 MiB strip took
+0.9 ms instead of 0.1); prints the medians::
 
     .venv/bin/python benchmarks/one_channel_rows.py --repeats 31
 """
@@ -19,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 import dilconv
-from dilconv._native import stencil_rows
+from dilconv._native import pool, spin, stencil_rows
 
 #: (label, array shape, kernel shape, dilation): the bench's ``seed`` and
 #: ``signal1d`` rows, and a strip that stays in one core's cache.
@@ -62,7 +64,7 @@ def routes(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=31, help="timed calls per route")
-    parser.add_argument("--pause", type=float, default=0.02, help="seconds between calls")
+    parser.add_argument("--pause", type=float, default=0.05, help="seconds between calls")
     args = parser.parse_args()
     print(f"dilconv {dilconv.__version__}; last-level cache {stencil_rows.cache_bytes() >> 20} MiB")
     for label, shape, taps, d in CASES:
@@ -72,7 +74,7 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in calls}
         for _ in range(args.repeats):
             for name, call in calls.items():
-                time.sleep(args.pause)
+                spin.busy_pause(args.pause, pool.num_threads())
                 start = time.perf_counter()
                 call()
                 times[name].append(time.perf_counter() - start)
