@@ -94,6 +94,29 @@ def _pieces(runs: list[tuple[int, int]], chunk: int) -> list[tuple[int, int, int
     return pieces
 
 
+def _framed_run(item: np.ndarray) -> tuple[int, int, int] | None:
+    """``(zero rows before, first row, rows)`` where ``item`` is a run of consecutive
+    rows with only zero rows (``-1``) before and after it; else None.
+
+    Examples
+    --------
+    >>> _framed_run(np.array([-1, -1, 4, 5, 6, -1]))
+    (2, 4, 3)
+    >>> _framed_run(np.array([3, 4])), _framed_run(np.array([1, 0, 1]))
+    ((0, 3, 2), None)
+    """
+    inside = np.flatnonzero(item >= 0)
+    if not len(inside):
+        return None
+    lead, count = int(inside[0]), len(inside)
+    first = int(item[lead])
+    if inside[-1] - lead + 1 != count or not np.array_equal(
+        item[lead : lead + count], np.arange(first, first + count)
+    ):
+        return None
+    return lead, first, count
+
+
 def read_window(
     source: Any,
     where: Sequence[slice | np.ndarray],
@@ -119,14 +142,18 @@ def read_window(
     pieces: list[list[tuple[int, int, int]]] = []
     gathers: list[np.ndarray | None] = []
     shape: list[int] = []
-    zero = False  # some axis reads a zero row (the compact array's last)
+    zero = False  # some axis reads a zero row (the compact array's last, or its ends)
     for axis, item in enumerate(where):
-        pads = False
+        pads, lead = False, 0
         if isinstance(item, slice):
             start, stop, _ = item.indices(source.shape[axis])
             runs, gather = [(start, stop)], None
-        elif len(item) and item[0] >= 0 and np.array_equal(item, np.arange(item[0], item[-1] + 1)):
-            runs, gather = [(int(item[0]), int(item[-1]) + 1)], None
+        elif (framed := _framed_run(item)) is not None:
+            # one run of rows between zero rows (zero padding at the image's border):
+            # read into place, the zeros around it left as they are, nothing gathered
+            lead, first, count = framed
+            runs, gather = [(first, first + count)], None
+            zero = zero or count < len(item)
         else:
             rows = np.unique(item[item >= 0])
             cuts = np.flatnonzero(np.diff(rows) != 1) + 1
@@ -135,9 +162,10 @@ def read_window(
             gather[item < 0] = len(rows)
             pads = bool((item < 0).any())
             zero = zero or pads
-        pieces.append(_pieces(runs, max(1, store_chunks[axis])))
+        pieces.append([(a, b, o + lead) for a, b, o in _pieces(runs, max(1, store_chunks[axis]))])
         gathers.append(gather)
-        shape.append(sum(b - a for a, b in runs) + int(pads))
+        shape.append(len(item) if gather is None and not isinstance(item, slice)
+                     else sum(b - a for a, b in runs) + int(pads))  # fmt: skip
     compact = (np.zeros if zero else np.empty)(shape, dtype=source.dtype)
     for piece in itertools.product(*pieces):
         src = tuple(slice(a, b) for a, b, _ in piece)
