@@ -76,16 +76,7 @@ def _ir_source(dtype: np.dtype, kh: int, kw: int, stream: bool) -> str:
     args = dict(zip(ARGUMENTS, fn.args, strict=True))
     suffix = f"v{n_lanes}f{8 * size}"
     fma = ir.Function(module, ir.FunctionType(vec, [vec] * 3), name=f"llvm.fma.{suffix}")
-    masked_load = ir.Function(
-        module,
-        ir.FunctionType(vec, [ptr, i32, mask_type, vec]),
-        name=f"llvm.masked.load.{suffix}.p0",
-    )
-    masked_store = ir.Function(
-        module,
-        ir.FunctionType(ir.VoidType(), [vec, ptr, i32, mask_type]),
-        name=f"llvm.masked.store.{suffix}.p0",
-    )
+    masked_load, masked_store = tile_kernel.masked_memory(module, vec)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     counters = {name: b.alloca(i64, name=name) for name in ("q", "head", "k2", "k1", "tail")}
     zero = ir.Constant(vec, [0.0] * n_lanes)

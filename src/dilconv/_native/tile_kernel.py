@@ -99,6 +99,30 @@ def host_lanes() -> dict[str, int]:
     return {"bytes": 16, "registers": 16, "halved": 0}
 
 
+def masked_memory(module: Any, vec: Any) -> tuple[Any, Any]:
+    """Declarations in ``module`` of LLVM's masked load and store of vector type
+    ``vec``: ``load(pointer, alignment, mask, passthrough)`` and ``store(value,
+    pointer, alignment, mask)``. A lane whose mask bit is off is neither read nor
+    written (a fully masked access to an address that is not mapped is still slow:
+    hundreds of cycles)."""
+    from llvmlite import ir
+
+    lanes, element = vec.count, vec.element
+    suffix = f"v{lanes}f{8 * (4 if isinstance(element, ir.FloatType) else 8)}"
+    i32, ptr, mask_type = ir.IntType(32), ir.PointerType(), ir.VectorType(ir.IntType(1), lanes)
+    load = ir.Function(
+        module,
+        ir.FunctionType(vec, [ptr, i32, mask_type, vec]),
+        name=f"llvm.masked.load.{suffix}.p0",
+    )
+    store = ir.Function(
+        module,
+        ir.FunctionType(ir.VoidType(), [vec, ptr, i32, mask_type]),
+        name=f"llvm.masked.store.{suffix}.p0",
+    )
+    return load, store
+
+
 def emit_loop(
     b: Any, counter: Value, start: Value, stop: Value, body: Callable[[Value], None]
 ) -> None:

@@ -100,18 +100,8 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
     module = ir.Module(name=f"dilconv_winograd_{kind}")
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [i64] * len(ARGUMENTS)), name=kind)
     args = dict(zip(ARGUMENTS, fn.args, strict=True))
-    suffix = f"v{lanes}f{8 * dtype.itemsize}"
     mask_type = ir.VectorType(ir.IntType(1), lanes)
-    masked_load = ir.Function(
-        module,
-        ir.FunctionType(vec, [ptr, i32, mask_type, vec]),
-        name=f"llvm.masked.load.{suffix}.p0",
-    )
-    masked_store = ir.Function(
-        module,
-        ir.FunctionType(ir.VoidType(), [vec, ptr, i32, mask_type]),
-        name=f"llvm.masked.store.{suffix}.p0",
-    )
+    masked_load, masked_store = tile_kernel.masked_memory(module, vec)
     size = dtype.itemsize
     align = ir.Constant(i32, size)
     tail_mask = ir.Constant(mask_type, [1 if k < tail else 0 for k in range(lanes)])
