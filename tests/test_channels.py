@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 
 import dilconv
 from dilconv._native import calls, channels, kernels
+from tests.harness import in_threads
 
 pytest.importorskip("llvmlite.binding")  # the move runs once LLVM is loaded
 
@@ -145,11 +145,7 @@ def test_nchw_calls_agree_with_nhwc_from_many_threads() -> None:
             if not np.array_equal(got, want):
                 errors.append("differs")
 
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(work, 6)
     assert not errors
 
 

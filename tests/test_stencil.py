@@ -5,8 +5,6 @@ unaligned outputs, from several threads, and refused where it must not run."""
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -15,6 +13,7 @@ from hypothesis import strategies as st
 import dilconv
 from dilconv._native import calls, kernels, stencil_kernel, stencil_rows
 from dilconv._spec import make_spec
+from tests.harness import benchmark_script, in_threads
 from tests.tolerance import assert_close
 
 pytest.importorskip("llvmlite.binding")  # the loop runs once LLVM is loaded
@@ -187,26 +186,14 @@ def test_many_threads_at_once_agree() -> None:
                 if not np.array_equal(got, expected):
                     errors.append(f"{x.shape} d={d} differs")
 
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(work, 6)
     assert not errors
 
 
 def test_the_rows_script_times_two_routes_that_agree() -> None:
     """benchmarks/one_channel_rows.py's LLVM and Numba routes agree, and the Numba
     route puts the LLVM loop back."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "benchmarks" / "one_channel_rows.py"
-    spec = importlib.util.spec_from_file_location("one_channel_rows", path)
-    assert spec is not None
-    assert spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = benchmark_script("one_channel_rows")
     for shape, taps, d in (((40, 70), (3, 3), 2), ((1, 500), (1, 3), 64)):
         calls = script.routes(shape, taps, d)
         llvm, numba = np.asarray(calls["llvm"]()), np.asarray(calls["numba"]())

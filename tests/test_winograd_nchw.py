@@ -13,6 +13,7 @@ import dilconv
 from dilconv import _select
 from dilconv._methods import _winograd_nchw, winograd
 from dilconv._spec import make_spec
+from tests.harness import benchmark_script
 from tests.tolerance import assert_close
 
 pytestmark = pytest.mark.skipif(
@@ -201,15 +202,7 @@ def test_threads_share_the_bands() -> None:
 
 def test_the_routes_script_times_three_calls_that_agree() -> None:
     """benchmarks/nchw_routes.py's three routes give one result (NHWC moved back)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "benchmarks" / "nchw_routes.py"
-    spec = importlib.util.spec_from_file_location("nchw_routes", path)
-    assert spec is not None
-    assert spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = benchmark_script("nchw_routes")
     calls = script.routes(2, 8, 20, 6, 3)
     nhwc, staged, moved = (np.asarray(call()) for call in calls.values())
     np.testing.assert_array_equal(staged, nhwc.transpose(0, 3, 1, 2))
