@@ -144,15 +144,15 @@ def read_window(
     shape: list[int] = []
     zero = False  # some axis reads a zero row (the compact array's last, or its ends)
     for axis, item in enumerate(where):
-        pads, lead = False, 0
+        lead = 0
         if isinstance(item, slice):
             start, stop, _ = item.indices(source.shape[axis])
-            runs, gather = [(start, stop)], None
+            runs, gather, size = [(start, stop)], None, stop - start
         elif (framed := _framed_run(item)) is not None:
             # one run of rows between zero rows (zero padding at the image's border):
             # read into place, the zeros around it left as they are, nothing gathered
             lead, first, count = framed
-            runs, gather = [(first, first + count)], None
+            runs, gather, size = [(first, first + count)], None, len(item)
             zero = zero or count < len(item)
         else:
             rows = np.unique(item[item >= 0])
@@ -162,10 +162,10 @@ def read_window(
             gather[item < 0] = len(rows)
             pads = bool((item < 0).any())
             zero = zero or pads
+            size = len(rows) + int(pads)  # the compact rows, then a zero row
         pieces.append([(a, b, o + lead) for a, b, o in _pieces(runs, max(1, store_chunks[axis]))])
         gathers.append(gather)
-        shape.append(len(item) if gather is None and not isinstance(item, slice)
-                     else sum(b - a for a, b in runs) + int(pads))  # fmt: skip
+        shape.append(size)
     compact = (np.zeros if zero else np.empty)(shape, dtype=source.dtype)
     for piece in itertools.product(*pieces):
         src = tuple(slice(a, b) for a, b, _ in piece)

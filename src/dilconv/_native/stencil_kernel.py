@@ -141,10 +141,11 @@ def _ir_source(dtype: np.dtype, kh: int, kw: int, stream: bool) -> str:
             sums = []
             for a in range(kh):
                 total = None
+                row_mask = splat(inside[a], mask_type) if masked else None
                 for c in range(kw):
                     p = address(args["x"], b.add(starts[a], b.add(j, shifts[c])))
                     if masked:
-                        mask = b.and_(masks[c], splat(inside[a], mask_type))
+                        mask = b.and_(masks[c], row_mask)
                         value = b.call(masked_load, [p, ir.Constant(i32, size), mask, zero])
                     else:
                         value = b.load(p, typ=vec, align=size)
