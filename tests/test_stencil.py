@@ -134,11 +134,27 @@ def test_it_declines_other_dtypes_strides_and_large_kernels() -> None:
     assert not stencil_rows.applies(spec(dtypes=[np.int64] * 2))
     assert not stencil_rows.applies(spec(x=(1, 20, 20, 1), w=(9, 9, 1, 1)))  # 81 taps
     assert not stencil_rows.applies(spec(w=(3, 3, 1, 2)))  # two outputs
-    x, y = np.ones((1, 9, 18)), np.empty((1, 9, 9))
+    x, y = np.ones((1, 9, 18)), np.empty((1, 7, 7))
     doubles = spec(dtypes=[np.float64] * 2)
-    assert not stencil_rows.correlate(x[:, :, ::2], np.ones((3, 3)), y, doubles, ((0, 9),))
+    assert not stencil_rows.correlate(x[:, :, ::2], np.ones((3, 3)), y, doubles, ((0, 7),))
     with pytest.raises(ValueError, match="taps"):
         stencil_kernel.stencil_function(np.dtype(np.float32), 9, 9, False)
+
+
+def test_arrays_that_disagree_with_the_spec_never_reach_the_loop() -> None:
+    """Float32 arrays under a float64 spec would be read as twice their size."""
+    import llvmlite.binding  # noqa: F401  (the loop runs only where LLVM is loaded)
+
+    doubles = make_spec((1, 1, 64, 64), (1, 1, 3, 3), padding="same")
+    x, y = np.ones((1, 64, 64), np.float32), np.zeros((1, 64, 64), np.float32)
+    with pytest.raises(TypeError, match="x: dtype float32, expected the spec's float64"):
+        stencil_rows.correlate(x, np.ones((3, 3)), y, doubles, ((0, 64),))
+    with pytest.raises(ValueError, match=r"y: shape \(1, 32, 64\), expected \(1, 64, 64\)"):
+        stencil_rows.correlate(x.astype(np.float64), np.ones((3, 3)), y[:, :32].astype(np.float64),
+                               doubles, ((0, 64),))  # fmt: skip
+    with pytest.raises(ValueError, match="taps"):
+        stencil_rows.correlate(x.astype(np.float64), np.ones((3, 2)), y.astype(np.float64),
+                               doubles, ((0, 64),))  # fmt: skip
 
 
 def test_large_arrays_stream_small_ones_do_not() -> None:

@@ -130,7 +130,13 @@ def correlate(
     ``taps`` ``(kh, kw)``, rows ``parts`` (of the flattened ``N * Ho``) one per pool
     task; False (nothing written) where this loop does not apply (or ``x`` or ``y``
     is not C-contiguous). ``stream``: store past the caches (None: where
-    :func:`streams` says so)."""
+    :func:`streams` says so).
+
+    Arrays that disagree with ``spec`` (dtype, shape, number of taps) raise
+    ``TypeError`` or ``ValueError`` before any address reaches the machine code,
+    which reads and writes where ``spec`` says.
+    """
+    _agree(x, taps, y, spec)
     if not (x.flags.c_contiguous and y.flags.c_contiguous):
         return False
     if "llvmlite.binding" not in sys.modules:  # not loaded: loading it is not this call's
@@ -142,3 +148,17 @@ def correlate(
     bound = calls.Binding(x=x.reshape(-1), w=held, out=y.reshape(-1))
     pool.parallel_map(bound.run, shares, key=("stencil", spec))
     return True
+
+
+def _agree(x: np.ndarray, taps: np.ndarray, y: np.ndarray, spec: ConvSpec) -> None:
+    """Raise unless ``x``, ``taps`` and ``y`` are the arrays ``spec`` describes."""
+    expected = {
+        "x": (spec.batch, *spec.in_hw),
+        "taps": tuple(spec.kernel_hw),
+        "y": (spec.batch, *spec.out_hw),
+    }
+    for name, array in (("x", x), ("taps", taps), ("y", y)):
+        if array.dtype != spec.dtype:
+            raise TypeError(f"{name}: dtype {array.dtype}, expected the spec's {spec.dtype}")
+        if array.shape != expected[name]:
+            raise ValueError(f"{name}: shape {array.shape}, expected {expected[name]}")
