@@ -146,3 +146,32 @@ def test_oracle_by_hand() -> None:
     # stride 2, padding 1: output (i, j) = xp[2i, 2j] - xp[2i + 1, 2j + 1]
     y = dilconv.conv2d(x, w, stride=2, padding=1, method="direct")
     np.testing.assert_array_equal(y, [[0, -2, 0], [-8, -5, 7], [0, 13, 15]])
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_arrays_smaller_than_their_spec_never_reach_an_algorithm(name: str) -> None:
+    """Internal callers hand the registry arrays and a spec; where the two disagree
+    (an 8x8 image under a 64x64 spec) the machine code would read past the array."""
+    from dilconv._spec import make_spec
+
+    channels = 1 if name == "compiled" else 16
+    spec = make_spec((1, 64, 64, channels), (3, 3, channels, channels), padding="same",
+                     data_format="NHWC", dtypes=[np.dtype(np.float32)] * 2)  # fmt: skip
+    x = np.ones((1, 64, 64, channels), np.float32)
+    w = np.ones((3, 3, channels, channels), np.float32)
+    with pytest.raises(ValueError, match=r"x: shape \(1, 8, 8, \d+\), expected the spec's"):
+        METHODS[name].conv(x[:, :8, :8], w, spec)
+    with pytest.raises(ValueError, match=r"w: shape \(1, 1, \d+, \d+\), expected the spec's"):
+        METHODS[name].conv(x, w[:1, :1], spec)
+
+
+def test_the_channels_first_routes_check_their_arrays_too() -> None:
+    from dilconv._methods import agree
+    from dilconv._spec import make_spec
+
+    spec = make_spec((2, 8, 20, 20), (16, 8, 3, 3), padding="same").lowered()
+    agree(np.ones((2, 8, 20, 20)), np.ones((3, 3, 8, 16)), spec, channels_first=True)
+    with pytest.raises(
+        ValueError, match=r"x: shape \(2, 20, 20, 8\), expected the spec's \(2, 8, 20, 20\)"
+    ):
+        agree(np.ones((2, 20, 20, 8)), np.ones((3, 3, 8, 16)), spec, channels_first=True)

@@ -549,3 +549,18 @@ def test_transposed_methods_over_the_workspace_limit_are_refused_or_skipped() ->
         ):
             dilconv.conv2d_transpose(g, w, **opts)
     assert dilconv.conv2d_transpose(g, w, method="scatter", **opts).shape == (1, 13, 2053, 16)
+
+
+@pytest.mark.parametrize("method", list(TRANSPOSE_METHODS))
+def test_arrays_that_disagree_with_their_spec_never_reach_an_algorithm(method: str) -> None:
+    stride = 1 if method == "correlate" else 2  # the others take strides
+    spec = make_spec((1, 16, 16, 4), (3, 3, 4, 8), stride=stride, dilation=2, padding=2,
+                     data_format="NHWC", dtypes=[np.dtype(np.float32)] * 2)  # fmt: skip
+    assert TRANSPOSE_METHODS[method].refusal(spec) is None
+    g = np.ones((1, *spec.out_hw, 8), np.float32)
+    w = np.ones((3, 3, 4, 8), np.float32)
+    assert TRANSPOSE_METHODS[method].conv_transpose(g, w, spec).shape == (1, 16, 16, 4)
+    with pytest.raises(ValueError, match=r"g: shape \(1, 2, 2, 8\), expected the spec's"):
+        TRANSPOSE_METHODS[method].conv_transpose(g[:, :2, :2], w, spec)
+    with pytest.raises(ValueError, match=r"w: shape \(3, 3, 4, 4\), expected the spec's"):
+        TRANSPOSE_METHODS[method].conv_transpose(g, w[..., :4], spec)

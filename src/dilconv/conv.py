@@ -8,7 +8,7 @@ import numpy as np
 
 from dilconv import _exact, _first_calls, _select, _shapes
 from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
-from dilconv._methods import METHODS, _blocked_planar, _winograd_nchw
+from dilconv._methods import METHODS, _blocked_planar, _winograd_nchw, agree
 from dilconv._padding import pad_spatial
 from dilconv._spec import ConvSpec, as_array, as_choice, as_int, as_pair, make_spec
 from dilconv._spec_nd import rank_of_format, same_padding_nd, sequence_rank
@@ -52,9 +52,13 @@ def run_conv(
     if method == "exact" or _exact.overflows(spec, x, w, terms, bias):
         spec, method = _exact.exact_spec(spec), "exact"
     if method in IN_PLACE and _reads_channels_first(x, spec):
-        y = IN_PLACE[method].conv_channels_first(
-            x if spec.x_ndim == 4 else x[None], weight_to_canonical(w, spec), spec.lowered()
+        batched, hwio, lowered = (
+            x if spec.x_ndim == 4 else x[None],
+            weight_to_canonical(w, spec),
+            spec.lowered(),
         )
+        agree(batched, hwio, lowered, channels_first=True)
+        y = IN_PLACE[method].conv_channels_first(batched, hwio, lowered)
         _first_calls.settle()
         if bias is not None:
             y += bias.astype(spec.dtype)[:, None, None]

@@ -12,6 +12,7 @@ expects to take (``estimate_seconds(spec, costs)``, from the constants of
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from types import ModuleType
 
@@ -45,11 +46,52 @@ class Method:
     auto: bool = True  # whether "auto" may choose it (the loop oracle: never)
 
 
+def agree(x: np.ndarray, w: np.ndarray, spec: ConvSpec, *, channels_first: bool = False) -> None:
+    """Raise ``ValueError`` unless ``x`` and ``w`` have the shapes the lowered ``spec``
+    says: ``(N, H, W, C)`` (``(N, C, H, W)`` where ``channels_first``) and HWIO.
+
+    Every algorithm reads and writes where its spec says; compiled ones hand
+    addresses to machine code. Checked once here, at the registry, for each of them
+    (about a microsecond), so arrays smaller than their spec never reach that code.
+
+    Examples
+    --------
+    >>> from dilconv._spec import make_spec
+    >>> spec = make_spec((1, 8, 8, 2), (3, 3, 2, 4), data_format="NHWC")
+    >>> agree(np.ones((1, 8, 8, 2)), np.ones((3, 3, 2, 4)), spec)
+    >>> agree(np.ones((1, 4, 4, 2)), np.ones((3, 3, 2, 4)), spec)
+    Traceback (most recent call last):
+    ...
+    ValueError: x: shape (1, 4, 4, 2), expected the spec's (1, 8, 8, 2)
+    """
+    (h, w_), c = spec.in_hw, spec.in_channels
+    expected = {
+        "x": (spec.batch, c, h, w_) if channels_first else (spec.batch, h, w_, c),
+        "w": (*spec.kernel_hw, spec.in_per_group, spec.out_channels),
+    }
+    for name, array in (("x", x), ("w", w)):
+        if array.shape != expected[name]:
+            raise ValueError(f"{name}: shape {array.shape}, expected the spec's {expected[name]}")
+
+
+def _guarded(
+    conv: Callable[[np.ndarray, np.ndarray, ConvSpec], np.ndarray],
+) -> Callable[[np.ndarray, np.ndarray, ConvSpec], np.ndarray]:
+    """``conv`` preceded by :func:`agree`."""
+
+    @functools.wraps(conv)
+    def checked(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        agree(x, w, spec)
+        return conv(x, w, spec)
+
+    return checked
+
+
 def _register(name: str, module: ModuleType, auto: bool = True) -> Method:
     doc = (module.__doc__ or name).strip().splitlines()[0]
     return Method(
         name,
-        module.conv,
+        _guarded(module.conv),
         module.workspace_bytes,
         module.refusal,
         module.estimate_seconds,
