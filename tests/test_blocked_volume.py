@@ -141,3 +141,19 @@ def test_every_output_is_written_on_memory_that_held_nan() -> None:
     assert not got[:, :, [0, 7]].any()
     assert not got[:, :, :, :3].any()
     assert got[:, :, 1:7].any()
+
+
+def test_arrays_that_disagree_with_the_plan_never_reach_the_loop() -> None:
+    """The volume loop reads planes and weights by address: planes of the wrong size,
+    or depth taps past the volume or the weights, are refused before it runs."""
+    plane = make_spec((1, 9, 9, 4), (3, 3, 4, 8), padding="same", data_format="NHWC",
+                      dtypes=[np.dtype(np.float32)] * 2)  # fmt: skip
+    x, w = np.ones((1, 5, 9, 9, 4), np.float32), np.ones((3, 3, 3, 4, 8), np.float32)
+    taps = ((0, 1, 5, 0), (1, 0, 5, 0), (2, 0, 4, 1))
+    assert _blocked_volume.conv(x, w, plane, (5, 1), taps, 1).shape == (1, 5, 9, 9, 8)
+    with pytest.raises(ValueError, match=r"x: shape \(1, 9, 8, 4\), expected the spec's"):
+        _blocked_volume.conv(x[:, :, :, :8], w, plane, (5, 1), taps, 1)
+    with pytest.raises(ValueError, match=r"reads planes 1\.\.5, x has 5 planes"):
+        _blocked_volume.conv(x, w, plane, (5, 1), ((2, 0, 5, 1),), 1)
+    with pytest.raises(ValueError, match=r"depth tap 3 for outputs \[0, 4\)"):
+        _blocked_volume.conv(x, w, plane, (5, 1), ((3, 0, 4, 1),), 1)

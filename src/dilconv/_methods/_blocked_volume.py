@@ -85,6 +85,28 @@ def volume_calls(
     return blocked.TileCalls(tuple(shares))
 
 
+def _agree(
+    x: np.ndarray, w: np.ndarray, plane: ConvSpec, depth: tuple[int, int], taps: DepthTaps
+) -> None:
+    """Raise ``ValueError`` unless the planes of ``x`` and ``w`` are ``plane``'s and
+    every depth tap reads a plane and a weight that exist (the tile loop reads them
+    by address)."""
+    from dilconv._methods import agree
+
+    if x.ndim != 5 or w.ndim != 5:
+        raise ValueError(f"x and w: 5 axes expected, got shapes {x.shape} and {w.shape}")
+    agree(x[:1, 0], w[0], plane)
+    out_depth, stride = depth
+    for kd, first, stop, start in taps:
+        last = start + (stop - first - 1) * stride
+        if not (0 <= kd < w.shape[0] and 0 <= first <= stop <= out_depth):
+            raise ValueError(f"depth tap {kd} for outputs [{first}, {stop}): outside {w.shape}")
+        if stop > first and not (0 <= start and last < x.shape[1]):
+            raise ValueError(
+                f"depth tap {kd} reads planes {start}..{last}, x has {x.shape[1]} planes"
+            )
+
+
 def conv(
     x: np.ndarray,
     w: np.ndarray,
@@ -103,6 +125,7 @@ def conv(
     reason = blocked.refusal(plane)
     if reason is not None:
         raise ValueError(f"method='blocked' cannot compute this call: {reason}")
+    _agree(x, w, plane, depth, taps)
     n, in_depth = x.shape[0], x.shape[1]
     shape = (n, out_depth, *plane.out_hw, plane.out_channels)
     if math.prod(shape) == 0 or plane.in_channels == 0 or not taps:
