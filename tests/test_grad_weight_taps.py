@@ -223,3 +223,17 @@ def test_strides_and_groups_take_the_tiles_or_the_swapped_problem(
     monkeypatch.setattr(_grad_weight_tiles.blocked, "refusal", lambda spec: "no LLVM here")
     assert not _grad_weight.applies(strided)
     assert not _grad_weight.applies(grouped)
+
+
+@pytest.mark.parametrize("route", ["windows", "slabs", "tiles"])
+def test_arrays_that_disagree_with_their_spec_never_reach_a_route(route: str) -> None:
+    from dilconv._grad_weight import ROUTES
+
+    spec = make_spec((2, 12, 12, 4), (3, 3, 4, 8), padding="same", dilation=2,
+                     data_format="NHWC", dtypes=[np.dtype(np.float32)] * 2)  # fmt: skip
+    x, g = np.ones((2, 12, 12, 4), np.float32), np.ones((2, 12, 12, 8), np.float32)
+    assert ROUTES[route].run(x, g, spec).shape == (3, 3, 4, 8)
+    with pytest.raises(ValueError, match=r"x: shape \(1, 12, 12, 4\), expected the spec's"):
+        ROUTES[route].run(x[:1], g, spec)
+    with pytest.raises(ValueError, match=r"g: shape \(2, 6, 12, 8\), expected the spec's"):
+        ROUTES[route].run(x, g[:, :6], spec)
