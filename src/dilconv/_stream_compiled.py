@@ -9,9 +9,12 @@ import numpy as np
 from numba import typed
 
 from dilconv import _stream_kernel as K
+from dilconv._native import headroom
 from dilconv._stream_stack import CHUNK, CausalConv, Node
 
 _ACTS = {"relu": K.RELU, "tanh": K.TANH, "sigmoid": K.SIGMOID}
+#: The dtypes whose loop this process has run (Numba compiled or loaded it).
+_RAN: set[str] = set()
 
 
 class _Lowering:
@@ -134,10 +137,13 @@ class CompiledStack:
         return np.concatenate(parts, axis=2)
 
     def _run(self, x: np.ndarray, y: np.ndarray) -> None:
+        if self.dtype.str not in _RAN:  # Numba compiles (or loads) run for this dtype
+            headroom.require(headroom.NUMBA_BYTES, "compiling the streamed stack's loop")
         K.run(
             self.ops, self.regs, x, y, self.out, self.params, self.meta, self.ring, self.pos,
             self.z, self.consts, self.dtype == np.float32,
         )  # fmt: skip
+        _RAN.add(self.dtype.str)
 
     def reset(self, index: int | None) -> None:
         for k, ring in enumerate(self.rings()):

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import sys
 from typing import Any
 
 import numpy as np
 
 from dilconv import _shapes
+from dilconv._native import headroom
 from dilconv._nn_blocks import Gated, Residual, Sigmoid, Tanh, sigmoid
 from dilconv._spec import FLOAT_DTYPES, as_choice, as_int, as_pair, compute_dtypes, parse_padding
 from dilconv.nn import Conv2d, Module, ReLU, Sequential
@@ -235,6 +237,8 @@ class StackStream:
             raise ValueError(f"engine='compiled' cannot run this stack: {why}")
         self.engine = "compiled" if engine in ("auto", "compiled") and why is None else "layers"
         if self.engine == "compiled":
+            if "dilconv._stream_compiled" not in sys.modules:  # imports Numba
+                headroom.require(headroom.NUMBA_BYTES, "loading Numba for engine='compiled'")
             from dilconv._stream_compiled import CompiledStack
 
             self._impl: Any = CompiledStack(node, self._convs, self.batch, self.dtype)

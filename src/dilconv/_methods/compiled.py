@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import sys
 from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -30,7 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from dilconv._methods import shift_add
-from dilconv._native import pool, stencil_rows
+from dilconv._native import headroom, pool, stencil_rows
 from dilconv._native import results as _results
 from dilconv._spec import ConvSpec
 
@@ -54,6 +55,7 @@ def _unavailable() -> str | None:
     """Why the compiled loops cannot be used here, or None (checked once, on first need)."""
     if importlib.util.find_spec("numba") is None:
         return "Numba is not installed (pip install numba)"
+    _require_room()
     try:
         _loops()
     except (ImportError, RuntimeError) as err:
@@ -86,6 +88,19 @@ def numba_available() -> bool:
 @functools.lru_cache(maxsize=1)
 def _installed() -> bool:
     return importlib.util.find_spec("numba") is not None
+
+
+#: (loop, dtype) that this process has run: Numba compiled (or loaded) them.
+_RAN: set[tuple[str, str]] = set()
+
+
+def _require_room(key: tuple[str, str] | None = None) -> None:
+    """Raise :class:`MemoryError` where Numba, not yet imported (``key`` None) or not
+    yet run on ``key``, could not get the address space it needs: LLVM under it would
+    abort the process (see :mod:`dilconv._native.headroom`)."""
+    ready = key in _RAN if key is not None else "dilconv._native.jit_kernels" in sys.modules
+    if not ready:
+        headroom.require(headroom.NUMBA_BYTES, "loading and compiling Numba's loops")
 
 
 def _loops() -> ModuleType:
@@ -127,9 +142,12 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         kernel, args = loops.single_rows, (x[..., 0], taps[..., 0], y[..., 0])
     else:
         kernel, args = loops.depthwise_rows, (x, taps, y)
+    ran = (kernel.__name__, spec.dtype.str)
+    _require_room(ran)
     pool.parallel_map(
         lambda p: kernel(*args, *p, *plan.geometry), plan.parts, key=("compiled", spec)
     )
+    _RAN.add(ran)
     return y
 
 

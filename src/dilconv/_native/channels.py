@@ -29,7 +29,7 @@ def _kernel(dtype: np.dtype) -> calls.Kernel | None:
         from dilconv._native import kernels
 
         return kernels.transpose(dtype)
-    except (ImportError, RuntimeError, OSError):  # no usable LLVM here: NumPy's copy
+    except (ImportError, RuntimeError, OSError, MemoryError):  # no LLVM here: NumPy's copy
         return None
 
 

@@ -17,7 +17,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from dilconv._native import disk_cache
+from dilconv._native import disk_cache, headroom
 from dilconv._native.forksafe import ForkSafeLock
 from dilconv._version import __version__
 
@@ -90,8 +90,11 @@ def compile_function(
     Every argument is an int64 (pointers as addresses); ``returns`` is the ctypes
     result type (None: void). The caller holds :data:`COMPILING`. The object code
     is kept in :func:`disk_cache.cache_dir`, keyed by :func:`cache_key`; an entry
-    is checked before LLVM reads it, and a bad one is compiled again.
+    is checked before LLVM reads it, and a bad one is compiled again. Where the
+    process's address-space limit leaves too little for LLVM, which would abort the
+    process, raises :class:`MemoryError` instead (:mod:`dilconv._native.headroom`).
     """
+    headroom.require(headroom.LLVM_BYTES, "compiling machine code with LLVM")
     llvm, machine = _llvm()
     entry = disk_cache.slot(name, cache_key(source, name))
     cached = disk_cache.read(entry) if entry is not None else None

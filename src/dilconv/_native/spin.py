@@ -107,7 +107,9 @@ def _ir_source(pause: bool) -> str:
 
 @functools.lru_cache(maxsize=1)
 def spin_function() -> SpinFunction | None:
-    """The compiled spin loop, or None where llvmlite cannot compile it."""
+    """The compiled spin loop, or None where llvmlite cannot compile it (nor, for the
+    rest of the process, where the address-space limit left too little to compile
+    it: see :mod:`dilconv._native.headroom`)."""
     try:
         import llvmlite.binding as llvm
 
@@ -118,7 +120,7 @@ def spin_function() -> SpinFunction | None:
         with compiler.COMPILING:
             source = _ir_source(pause=x86)
             return compiler.compile_function(source, "spin", len(ARGUMENTS), ctypes.c_int64)
-    except (ImportError, RuntimeError, OSError):
+    except (ImportError, RuntimeError, OSError, MemoryError):
         return None
 
 
