@@ -315,3 +315,66 @@ def test_a_worker_that_found_no_item_sleeps_instead_of_spinning(
     finally:
         workers.close()
         pool._ITEM_SECONDS.pop(key, None)
+
+
+def _refusing_threads(monkeypatch: pytest.MonkeyPatch, allowed: int) -> None:
+    """``threading.Thread.start`` refuses dilconv's workers after ``allowed`` of them,
+    as a system out of processes or threads does."""
+    real_start = threading.Thread.start
+    started = [0]
+
+    def start(self: threading.Thread) -> None:
+        if self.name.startswith("dilconv-"):
+            if started[0] >= allowed:
+                raise RuntimeError("can't start new thread")
+            started[0] += 1
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+
+@pytest.mark.parametrize("allowed", [0, 1])
+@pytest.mark.parametrize("key", [None, "short"])
+def test_a_job_runs_on_the_workers_the_system_allows(
+    monkeypatch: pytest.MonkeyPatch, allowed: int, key: str | None
+) -> None:
+    """No worker at all (where the caller only waited, it would have waited forever)
+    or fewer than asked: every item runs once, and a later job tries again."""
+    _refusing_threads(monkeypatch, allowed)
+    monkeypatch.setattr(pool.headroom, "left", lambda: None)  # no address-space limit
+    workers = pool.WorkerPool()
+    if key is not None:
+        monkeypatch.setitem(pool._ITEM_SECONDS, key, 0.0)
+    try:
+        ran: list[tuple[int, str]] = []
+        workers.map(lambda item: ran.append((item, threading.current_thread().name)),
+                    list(range(12)), workers=3, key=key)  # fmt: skip
+        assert sorted(item for item, _ in ran) == list(range(12))
+        names = {name for _, name in ran}
+        assert len(workers._threads) == allowed
+        if allowed == 0:
+            assert names == {"MainThread"}
+        monkeypatch.undo()
+        more: list[int] = []
+        workers.map(more.append, list(range(6)), workers=3)
+        assert sorted(more) == list(range(6))
+        assert len(workers._threads) == 4  # the refused ones were started this time
+    finally:
+        workers.close()
+
+
+def test_a_thread_refused_for_lack_of_address_space_is_a_memory_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _refusing_threads(monkeypatch, 0)
+    monkeypatch.setattr(pool.headroom, "left", lambda: 5 * 2**20)
+    workers = pool.WorkerPool()
+    try:
+        with pytest.raises(MemoryError, match=r"worker thread with 5\.0 MiB .* \(RLIMIT_AS\)"):
+            workers.map(lambda item: None, list(range(4)), workers=1)
+        monkeypatch.undo()
+        done: list[int] = []
+        workers.map(done.append, list(range(4)), workers=1)  # the pool recovered
+        assert sorted(done) == list(range(4))
+    finally:
+        workers.close()

@@ -22,6 +22,10 @@ import os
 LLVM_BYTES = 64 * 2**20
 #: Address space to leave for importing Numba and compiling its loops (bytes).
 NUMBA_BYTES = 256 * 2**20
+#: Below this much address space left, a worker thread the system refuses is taken
+#: as the limit's doing (a thread takes an 8 MiB stack and, once it allocates, a
+#: 64 MiB arena of glibc's malloc) and raised as MemoryError.
+THREAD_BYTES = 128 * 2**20
 
 STATM = "/proc/self/statm"
 

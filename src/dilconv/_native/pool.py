@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from dilconv import _config
-from dilconv._native import forksafe, spin
+from dilconv._native import forksafe, headroom, spin
 
 _controller: Any = None
 #: Held while BLAS is limited to one thread (released again in a forked child).
@@ -239,8 +239,9 @@ class WorkerPool:
         works = not main or _ITEM_SECONDS.get(key, math.inf) <= SHORT_ITEM_SECONDS
         job = Job(fn, items)
         try:
-            helpers = workers if works else workers + 1
-            self._start(helpers)
+            helpers = min(workers if works else workers + 1, self._start(workers + 1))
+            if helpers == 0:  # no worker could be started: the caller runs every item
+                works = True
             self._publish(job, max(0, min(helpers, len(items) - works)))
             if works:
                 job.run()
@@ -263,12 +264,31 @@ class WorkerPool:
                 _ITEM_SECONDS.clear()
             _ITEM_SECONDS[key] = job.longest
 
-    def _start(self, count: int) -> None:
+    def _start(self, count: int) -> int:
+        """Start workers until there are ``count``; how many there are.
+
+        Where the system refuses a thread (``RuntimeError``: too many processes or
+        threads), the job runs on the workers there are, or on its caller alone,
+        instead of failing; a later job tries again. Where the process's
+        address-space limit is nearly reached, the refusal is raised as
+        :class:`MemoryError` instead: running on would reach BLAS, which exits the
+        process when it cannot allocate (see :mod:`dilconv._native.headroom`).
+        """
         while len(self._threads) < count:
             name = f"dilconv-{len(self._threads)}"
             thread = threading.Thread(target=self._loop, name=name, daemon=True)
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError as err:  # "can't start new thread"
+                room = headroom.left()
+                if room is not None and room < headroom.THREAD_BYTES:
+                    raise MemoryError(
+                        f"cannot start a worker thread with {room / 2**20:.1f} MiB of "
+                        "address space left under the process's limit (RLIMIT_AS)"
+                    ) from err
+                break
             self._threads.append(thread)
+        return len(self._threads)
 
     def close(self, timeout: float = EXIT_WAIT) -> None:
         """Stop the workers: cancel the job, wake them, and wait (at most ``timeout``
