@@ -195,6 +195,18 @@ def test_busy_pause_lasts_as_long_as_asked() -> None:
     spin.busy_pause(0.0, 2)
 
 
+def test_busy_pause_spins_on_the_threads_the_system_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    start = time.perf_counter()
+    spin.busy_pause(0.03, 3)
+    assert time.perf_counter() - start >= 0.025
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 7])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_compiled_row_shares_cover_every_output_row_once(threads: int, batch: int) -> None:

@@ -199,8 +199,13 @@ def busy_pause(seconds: float, threads: int) -> None:
         threading.Thread(target=wait_for_change, args=(never, 0, seconds), kwargs={"load": True})
         for _ in range(max(0, threads - 1))
     ]
+    started = []
     for helper in helpers:
-        helper.start()
+        try:
+            helper.start()
+        except RuntimeError:  # the system refused a thread: spin on fewer CPUs
+            break
+        started.append(helper)
     wait_for_change(never, 0, seconds, load=True)
-    for helper in helpers:
+    for helper in started:
         helper.join()
