@@ -46,6 +46,7 @@ import numpy as np
 from dilconv import _grad_weight_tiles, _select
 from dilconv._config import get_workspace_limit
 from dilconv._cost import COST
+from dilconv._methods import guarded
 from dilconv._native import pool
 from dilconv._padding import zero_padded_rows
 from dilconv._spec import ConvSpec
@@ -280,44 +281,27 @@ class Route:
     auto: bool = True
 
 
-def _guarded(
-    run: Callable[[np.ndarray, np.ndarray, ConvSpec], np.ndarray],
-) -> Callable[[np.ndarray, np.ndarray, ConvSpec], np.ndarray]:
-    """``run`` preceded by a check of ``x`` ``(N, H, W, C)`` and ``g`` ``(N, Ho, Wo, O)``
-    against the spec (the tile route hands them to machine code by address):
-    ``ValueError`` naming the array, its shape and the spec's."""
-
-    @functools.wraps(run)
-    def checked(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        expected = {
-            "x": (spec.batch, *spec.in_hw, spec.in_channels),
-            "g": (spec.batch, *spec.out_hw, spec.out_channels),
-        }
-        for name, array in (("x", x), ("g", g)):
-            if array.shape != expected[name]:
-                raise ValueError(
-                    f"{name}: shape {array.shape}, expected the spec's {expected[name]}"
-                )
-        return run(x, g, spec)
-
-    return checked
-
-
 #: The routes, in the order ties are broken.
 ROUTES: dict[str, Route] = {
     r.name: r
     for r in (
         Route(
             "windows",
-            _guarded(by_column_windows),
+            guarded(by_column_windows, ("x", "g")),
             lambda spec: window_bytes(spec) + split_bytes(spec),
             _products_refusal,
             windows_seconds,
         ),
-        Route("slabs", _guarded(by_pitched_slabs), slab_bytes, _products_refusal, slabs_seconds),
+        Route(
+            "slabs",
+            guarded(by_pitched_slabs, ("x", "g")),
+            slab_bytes,
+            _products_refusal,
+            slabs_seconds,
+        ),
         Route(
             "tiles",
-            _guarded(_grad_weight_tiles.by_tiles),
+            guarded(_grad_weight_tiles.by_tiles, ("x", "g")),
             _grad_weight_tiles.workspace_bytes,
             _grad_weight_tiles.refusal,
             _grad_weight_tiles.estimate_seconds,

@@ -46,13 +46,48 @@ class Method:
     auto: bool = True  # whether "auto" may choose it (the loop oracle: never)
 
 
-def agree(x: np.ndarray, w: np.ndarray, spec: ConvSpec, *, channels_first: bool = False) -> None:
-    """Raise ``ValueError`` unless ``x`` and ``w`` have the shapes the lowered ``spec``
-    says: ``(N, H, W, C)`` (``(N, C, H, W)`` where ``channels_first``) and HWIO.
+#: An algorithm's run: two arrays and the spec they follow.
+Run = Callable[[np.ndarray, np.ndarray, ConvSpec], np.ndarray]
+
+
+def shapes(
+    spec: ConvSpec, *names: str, channels_first: bool = False
+) -> tuple[tuple[int, ...], ...]:
+    """The shapes the lowered ``spec`` gives arrays ``names``: ``"x"`` the input
+    ``(N, H, W, C)`` (``(N, C, H, W)`` where ``channels_first``), ``"w"`` the weights
+    ``(kh, kw, C/groups, O)``, ``"g"`` the output (or its gradient) ``(N, Ho, Wo, O)``.
+
+    Examples
+    --------
+    >>> from dilconv._spec import make_spec
+    >>> spec = make_spec((1, 8, 8, 2), (3, 3, 2, 4), stride=2, data_format="NHWC")
+    >>> shapes(spec, "x", "w", "g")
+    ((1, 8, 8, 2), (3, 3, 2, 4), (1, 3, 3, 4))
+    """
+    (h, w), c = spec.in_hw, spec.in_channels
+    known = {
+        "x": (spec.batch, c, h, w) if channels_first else (spec.batch, h, w, c),
+        "w": (*spec.kernel_hw, spec.in_per_group, spec.out_channels),
+        "g": (spec.batch, *spec.out_hw, spec.out_channels),
+    }
+    return tuple(known[name] for name in names)
+
+
+def agree(
+    first: np.ndarray,
+    second: np.ndarray,
+    spec: ConvSpec,
+    *,
+    names: tuple[str, str] = ("x", "w"),
+    channels_first: bool = False,
+) -> None:
+    """Raise ``ValueError`` unless the two arrays have the shapes the lowered ``spec``
+    gives ``names`` (see :func:`shapes`).
 
     Every algorithm reads and writes where its spec says; compiled ones hand
-    addresses to machine code. Checked once here, at the registry, for each of them
-    (about a microsecond), so arrays smaller than their spec never reach that code.
+    addresses to machine code. Checked once, at the registries (forward, transposed,
+    weight gradient), for each of them (about a microsecond), so arrays smaller than
+    their spec never reach that code.
 
     Examples
     --------
@@ -64,25 +99,19 @@ def agree(x: np.ndarray, w: np.ndarray, spec: ConvSpec, *, channels_first: bool 
     ...
     ValueError: x: shape (1, 4, 4, 2), expected the spec's (1, 8, 8, 2)
     """
-    (h, w_), c = spec.in_hw, spec.in_channels
-    expected = {
-        "x": (spec.batch, c, h, w_) if channels_first else (spec.batch, h, w_, c),
-        "w": (*spec.kernel_hw, spec.in_per_group, spec.out_channels),
-    }
-    for name, array in (("x", x), ("w", w)):
-        if array.shape != expected[name]:
-            raise ValueError(f"{name}: shape {array.shape}, expected the spec's {expected[name]}")
+    expected = shapes(spec, *names, channels_first=channels_first)
+    for name, array, shape in zip(names, (first, second), expected, strict=True):
+        if array.shape != shape:
+            raise ValueError(f"{name}: shape {array.shape}, expected the spec's {shape}")
 
 
-def _guarded(
-    conv: Callable[[np.ndarray, np.ndarray, ConvSpec], np.ndarray],
-) -> Callable[[np.ndarray, np.ndarray, ConvSpec], np.ndarray]:
-    """``conv`` preceded by :func:`agree`."""
+def guarded(run: Run, names: tuple[str, str] = ("x", "w")) -> Run:
+    """``run`` preceded by :func:`agree` of its two arrays, called ``names``."""
 
-    @functools.wraps(conv)
-    def checked(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        agree(x, w, spec)
-        return conv(x, w, spec)
+    @functools.wraps(run)
+    def checked(first: np.ndarray, second: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        agree(first, second, spec, names=names)
+        return run(first, second, spec)
 
     return checked
 
@@ -91,7 +120,7 @@ def _register(name: str, module: ModuleType, auto: bool = True) -> Method:
     doc = (module.__doc__ or name).strip().splitlines()[0]
     return Method(
         name,
-        _guarded(module.conv),
+        guarded(module.conv),
         module.workspace_bytes,
         module.refusal,
         module.estimate_seconds,

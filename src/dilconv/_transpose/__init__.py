@@ -26,6 +26,7 @@ import numpy as np
 from dilconv import _exact, _select
 from dilconv._config import get_workspace_limit
 from dilconv._layout import from_canonical, to_canonical, weight_to_canonical
+from dilconv._methods import guarded
 from dilconv._native import pool
 from dilconv._padding import pad_spatial_adjoint
 from dilconv._spec import ConvSpec
@@ -45,34 +46,11 @@ class TransposeMethod:
     auto: bool = True  # whether "auto" may choose it (the loop oracle: never)
 
 
-def _guarded(
-    conv_transpose: Callable[[np.ndarray, np.ndarray, ConvSpec], np.ndarray],
-) -> Callable[[np.ndarray, np.ndarray, ConvSpec], np.ndarray]:
-    """``conv_transpose`` preceded by a check of ``g`` ``(N, Ho, Wo, O)`` and ``w``
-    (HWIO) against the spec, as :func:`dilconv._methods.agree` does for the forward
-    algorithms: ``ValueError`` naming the array, its shape and the spec's."""
-
-    @functools.wraps(conv_transpose)
-    def checked(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        expected = {
-            "g": (spec.batch, *spec.out_hw, spec.out_channels),
-            "w": (*spec.kernel_hw, spec.in_per_group, spec.out_channels),
-        }
-        for name, array in (("g", g), ("w", w)):
-            if array.shape != expected[name]:
-                raise ValueError(
-                    f"{name}: shape {array.shape}, expected the spec's {expected[name]}"
-                )
-        return conv_transpose(g, w, spec)
-
-    return checked
-
-
 def _register(name: str, module: ModuleType, auto: bool = True) -> TransposeMethod:
     doc = (module.__doc__ or name).strip().splitlines()[0]
     return TransposeMethod(
         name,
-        _guarded(module.conv_transpose),
+        guarded(module.conv_transpose, ("g", "w")),
         module.workspace_bytes,
         module.refusal,
         module.estimate_seconds,
