@@ -9,6 +9,7 @@ choices are then checked against a stopwatch on the benchmark cases::
     .venv/bin/python benchmarks/fit_cost_model.py --no-check # fit only
     .venv/bin/python benchmarks/fit_cost_model.py --write    # fit, write the data file
     .venv/bin/python benchmarks/fit_cost_model.py --json fit.json
+    .venv/bin/python benchmarks/fit_cost_model.py --first-calls-only --no-check --write
 """
 
 from __future__ import annotations
@@ -129,12 +130,14 @@ import sys, time
 import numpy as np
 import dilconv
 method, shape = sys.argv[1], tuple(int(v) for v in sys.argv[2].split(","))
+groups = int(sys.argv[3])
 x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-w = np.ones((3, 3, shape[-1], shape[-1]), np.float32)
+w = np.ones((3, 3, shape[-1] // groups, shape[-1]), np.float32)
 times = []
 for _ in range(2):
     start = time.perf_counter()
-    dilconv.conv2d(x, w, padding="same", dilation=2, data_format="NHWC", method=method)
+    dilconv.conv2d(x, w, padding="same", dilation=2, groups=groups, data_format="NHWC",
+                   method=method)
     times.append(time.perf_counter() - start)
 print(*times)
 """
@@ -148,12 +151,19 @@ def fit_first_calls(rounds: int = 3) -> dict[str, float]:
     import sys
     import tempfile
 
-    shapes = {"compiled": "1,256,256,1", "blocked": "1,64,64,16", "winograd": "1,64,64,16"}
+    # each route of loaded code: (method, NHWC shape, groups); "stencil" is compiled's
+    # row loop for one channel (llvmlite, no Numba), "compiled" its Numba loops
+    shapes = {
+        "stencil": ("compiled", "1,256,256,1", "1"),
+        "compiled": ("compiled", "1,256,256,4", "4"),
+        "blocked": ("blocked", "1,64,64,16", "1"),
+        "winograd": ("winograd", "1,64,64,16", "1"),
+    }
     cost: dict[str, float] = {}
 
-    def added(method: str, env: dict[str, str]) -> float:
+    def added(route: str, env: dict[str, str]) -> float:
         out = subprocess.run(
-            [sys.executable, "-c", FIRST_CALL_SCRIPT, method, shapes[method]],
+            [sys.executable, "-c", FIRST_CALL_SCRIPT, *shapes[route]],
             env=env,
             capture_output=True,
             text=True,
@@ -161,16 +171,16 @@ def fit_first_calls(rounds: int = 3) -> dict[str, float]:
         ).stdout.split()
         return float(out[0]) - float(out[1])
 
-    for method in shapes:
+    for route in shapes:
         env = dict(os.environ)
-        added(method, env)  # fills the caches
-        cost[f"{method}_first_cached"] = min(added(method, env) for _ in range(rounds))
+        added(route, env)  # fills the caches
+        cost[f"{route}_first_cached"] = min(added(route, env) for _ in range(rounds))
         empty = []
         for _ in range(rounds):
             with tempfile.TemporaryDirectory() as tmp:
                 fresh = {**env, "DILCONV_CACHE_DIR": f"{tmp}/d", "NUMBA_CACHE_DIR": f"{tmp}/n"}
-                empty.append(added(method, fresh))
-        cost[f"{method}_first_empty"] = min(empty)
+                empty.append(added(route, fresh))
+        cost[f"{route}_first_empty"] = min(empty)
     return cost
 
 
@@ -369,12 +379,13 @@ def check(repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
-def write(cost: dict[str, float], path: Path = _cost.COST_FILE) -> None:
+def write(cost: dict[str, float], path: Path = _cost.COST_FILE, partial: bool = False) -> None:
     """Replace the values in the data file at ``path`` by ``cost`` (3 significant
-    digits), keeping each constant's note; every constant of the file must be fitted."""
+    digits), keeping each constant's note; every constant of the file must be fitted,
+    unless ``partial`` (the others are kept)."""
     data = json.loads(path.read_text(encoding="utf-8"))
     missing = set(data["constants"]) - set(cost)
-    if missing:
+    if missing and not partial:
         raise SystemExit(f"not fitted, file left unchanged: {sorted(missing)}")
     for key, value in cost.items():
         entry = data["constants"].setdefault(key, {"note": ""})
@@ -391,12 +402,18 @@ def main() -> None:
     parser.add_argument(
         "--write", action="store_true", help=f"write the fitted constants into {_cost.COST_FILE}"
     )
+    parser.add_argument(
+        "--first-calls-only",
+        action="store_true",
+        help="fit (and with --write, replace) only the *_first_cached and *_first_empty "
+        "constants: what loading or compiling adds to a fresh process's first call",
+    )
     args = parser.parse_args()
-    cost = fit()
+    cost = fit_first_calls() if args.first_calls_only else fit()
     for key, value in cost.items():
         print(f"{key:<20} {value:.3g}")
     if args.write:
-        write(cost)
+        write(cost, partial=args.first_calls_only)
     record: dict[str, Any] = {"cost": cost, "load_average": list(os.getloadavg())}
     if not args.no_check:
         record["check"] = check(args.repeats)

@@ -33,17 +33,18 @@ y = dilconv.conv2d(x, w, dilation=4, padding="same")
 z = dilconv.conv2d(x, w, dilation=4, padding="same", method="direct")
 print(json.dumps({
     "numba": "numba" in sys.modules,
+    "row_loop": bool(sys.modules["dilconv._native.stencil_kernel"]._FUNCTIONS),
     "diff": float(np.max(np.abs(y - z))),
     "model": dilconv.choose_method(x, w, dilation=4, padding="same"),
 }))
 """
 
 
-def run_script(**env: str) -> dict[str, object]:
+def run_script(script: str = SCRIPT, **env: str) -> dict[str, object]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DILCONV_")}
     clean["PYTHONPATH"] = SRC + os.pathsep + clean.get("PYTHONPATH", "")
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
+        [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         env={**clean, **env},
@@ -59,11 +60,28 @@ def test_a_fresh_process_first_call_does_not_load_numba() -> None:
     got = run_script()
     assert got["model"] == "compiled"
     assert got["numba"] is False
+    assert got["row_loop"] is False
     assert got["diff"] < 1e-4
 
 
 def test_wait_loads_the_choice_at_once() -> None:
+    """The choice, ``compiled`` on one channel, is LLVM's row loop: it is loaded,
+    and Numba is not."""
     got = run_script(DILCONV_FIRST_CALLS="wait")
+    assert got["row_loop"] is True
+    assert got["numba"] is False
+    assert got["diff"] < 1e-4
+
+
+def test_wait_loads_numba_for_what_the_row_loop_declines() -> None:
+    """Depthwise channels run Numba's loops: ``wait`` loads Numba at once for them."""
+    script = SCRIPT.replace(
+        'y = dilconv.conv2d(x, w, dilation=4, padding="same")',
+        "y = dilconv.conv2d(np.stack([x, x])[None], np.stack([w, w])[:, None], groups=2,\n"
+        '                   dilation=4, padding="same")[0, 0]',
+    )
+    assert script != SCRIPT
+    got = run_script(script, DILCONV_FIRST_CALLS="wait")
     assert got["numba"] is True
     assert got["diff"] < 1e-4
 
@@ -103,7 +121,7 @@ def test_rent_then_buy(fresh: None) -> None:
     rented = _select.estimate_seconds(stand_in, lowered)
     rent = rented - _select.estimate_seconds(choice, lowered)
     assert rent > 0
-    for key in ("compiled_first_cached", "compiled_first_empty"):
+    for key in ("stencil_first_cached", "stencil_first_empty"):
         COST[key] = rented + 4.5 * rent  # paid in full after the fifth call
     assert served(spec, 8) == [stand_in] * 5 + [choice] * 3
     assert _first_calls.is_ready(choice, lowered)
@@ -112,7 +130,7 @@ def test_rent_then_buy(fresh: None) -> None:
 
 def test_a_stand_in_slower_than_modelled_is_charged_its_measured_time(fresh: None) -> None:
     spec = make_spec((256, 256), (3, 3), padding="same", dilation=4)
-    for key in ("compiled_first_cached", "compiled_first_empty"):
+    for key in ("stencil_first_cached", "stencil_first_empty"):
         COST[key] = 1e6
     served(spec, 1)
     (modelled,) = _first_calls.state()["rent_s"].values()  # type: ignore[attr-defined]
@@ -123,19 +141,19 @@ def test_a_stand_in_slower_than_modelled_is_charged_its_measured_time(fresh: Non
     choice = _select.estimate_seconds(_select.cheapest(spec.lowered()), spec.lowered())
     assert charged >= modelled + 0.05 - choice - 1e-6  # the stand-in's 50 ms, less the choice's
     _first_calls.settle()  # once only
-    assert _first_calls.state()["rent_s"] == {"compiled <f8": charged}
+    assert _first_calls.state()["rent_s"] == {"stencil <f8": charged}
 
 
 def test_a_long_call_loads_at_once(fresh: None) -> None:
     spec = make_spec((256, 256), (3, 3), padding="same", dilation=4)
-    for key in ("compiled_first_cached", "compiled_first_empty"):
+    for key in ("stencil_first_cached", "stencil_first_empty"):
         COST[key] = 1e-9
     assert served(spec, 2) == ["compiled", "compiled"]
 
 
 def test_wait_and_explicit_methods_load(fresh: None) -> None:
     spec = make_spec((256, 256), (3, 3), padding="same", dilation=4)
-    for key in ("compiled_first_cached", "compiled_first_empty"):
+    for key in ("stencil_first_cached", "stencil_first_empty"):
         COST[key] = 1e6  # never worth it by rent
     assert served(spec, 3)[-1] != "compiled"
     with dilconv.config_context(first_calls="wait"):
@@ -170,7 +188,7 @@ def test_a_sibling_on_the_same_runtime_makes_the_choice_ready(fresh: None) -> No
 
 
 def test_dtypes_are_loaded_separately(fresh: None) -> None:
-    for key in ("compiled_first_cached", "compiled_first_empty"):
+    for key in ("stencil_first_cached", "stencil_first_empty"):
         COST[key] = 1e6
     f32 = make_spec((256, 256), (3, 3), padding="same", dilation=4, dtypes=[np.dtype("f4")])
     f64 = make_spec((256, 256), (3, 3), padding="same", dilation=4, dtypes=[np.dtype("f8")])
@@ -182,7 +200,7 @@ def test_dtypes_are_loaded_separately(fresh: None) -> None:
 def test_threads_calling_auto_at_once_get_right_answers(fresh: None) -> None:
     """Eight threads on a fresh process state, some renting and some buying, all agree
     with the oracle."""
-    for key in ("compiled_first_cached", "compiled_first_empty"):
+    for key in ("stencil_first_cached", "stencil_first_empty"):
         COST[key] = 2e-3
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 1, 200, 200)).astype(np.float32)
@@ -216,3 +234,42 @@ def test_bad_setting() -> None:
         dilconv.set_config(first_calls="eager")
     with pytest.raises(TypeError, match="first_calls must be a str"):
         dilconv.set_config(first_calls=True)  # type: ignore[arg-type]
+
+
+def test_one_channel_loads_llvm_and_depthwise_numba(fresh: None) -> None:
+    """``compiled`` runs one channel on LLVM's row loop (the ``stencil`` route, priced
+    by its own first-call constants and ready once another LLVM route is) and
+    depthwise channels on Numba's loops (the ``compiled`` route)."""
+    one = make_spec((256, 256), (3, 3), padding="same", dilation=4, dtypes=[np.dtype("f4")])
+    depthwise = make_spec((1, 4, 64, 64), (4, 1, 3, 3), padding="same", groups=4,
+                          dtypes=[np.dtype("f4")])  # fmt: skip
+    assert _first_calls.route("compiled", one.lowered()) == "stencil"
+    assert _first_calls.route("compiled", depthwise.lowered()) == "compiled"
+    COST.update(stencil_first_cached=0.5, stencil_first_empty=0.5)
+    COST.update(compiled_first_cached=7.0, compiled_first_empty=7.0)
+    assert _first_calls.warmup_seconds("compiled", one.lowered(), COST) == 0.5
+    assert _first_calls.warmup_seconds("compiled", depthwise.lowered(), COST) == 7.0
+    many = make_spec((1, 8, 32, 32), (8, 8, 3, 3), padding="same", dtypes=[np.dtype("f4")])
+    _select.resolve_method("blocked", many)  # an LLVM route, run by name
+    assert _first_calls.warmup_seconds("compiled", one.lowered(), COST) == 0.0
+    assert _first_calls.warmup_seconds("compiled", depthwise.lowered(), COST) == 7.0
+
+
+def test_a_load_without_room_is_served_by_a_loaded_route(
+    fresh: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where loading the choice raises MemoryError (too little address space left for
+    LLVM), ``"auto"`` serves the call with a loaded route and tries again later."""
+    spec = make_spec((256, 256), (3, 3), padding="same", dilation=4)
+    COST.update(stencil_first_cached=1e-9, stencil_first_empty=1e-9)  # worth loading
+    real_load = _first_calls.load
+
+    def no_room(name: str, spec: object) -> str | None:
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(_first_calls, "load", no_room)
+    (first,) = served(spec, 1)
+    assert first != "compiled"
+    assert not _first_calls.is_ready("compiled", spec.lowered())
+    monkeypatch.setattr(_first_calls, "load", real_load)
+    assert served(spec, 1) == ["compiled"]

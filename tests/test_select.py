@@ -124,8 +124,12 @@ def test_without_numba_compiled_declines_and_auto_falls_back(
     failure: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dilconv._methods import compiled
+    from dilconv._native import stencil_rows
 
-    spec = make_spec((256, 256), (3, 3), padding="same", dilation=4, dtypes=[np.dtype("float32")])
+    # depthwise: Numba's loops (one channel runs LLVM's row loop, which needs no Numba)
+    spec = make_spec((1, 4, 64, 64), (4, 1, 3, 3), padding="same", dilation=4, groups=4,
+                     dtypes=[np.dtype("float32")])  # fmt: skip
+    one = make_spec((256, 256), (3, 3), padding="same", dilation=4, dtypes=[np.dtype("float32")])
     assert _select.resolve_method("auto", spec, first_call=False) == "compiled"
     if failure == "missing":
         monkeypatch.setattr(compiled.importlib.util, "find_spec", lambda name: None)
@@ -139,7 +143,10 @@ def test_without_numba_compiled_declines_and_auto_falls_back(
         reason = "Numba could not be loaded: cannot cache"
     compiled._unavailable.cache_clear()
     compiled._installed.cache_clear()
+    stencil_rows.installed.cache_clear()
+    stencil_rows.load.cache_clear()
     _select._cheapest.cache_clear()
+    _select._cheapest_nchw.cache_clear()
     _first_calls.forget()
     try:
         with dilconv.config_context(first_calls="wait"):  # tries to load it
@@ -147,11 +154,21 @@ def test_without_numba_compiled_declines_and_auto_falls_back(
         assert "compiled" not in _select.candidates(spec.lowered())
         with pytest.raises(ValueError, match=reason):
             _select.resolve_method("compiled", spec)
+        if failure == "unloadable":  # one channel: the row loop, without Numba
+            x = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+            k = np.ones((3, 3), np.float32)
+            got = dilconv.conv2d(x, k, padding="same", dilation=4, method="compiled")
+            want = dilconv.conv2d(x, k, padding="same", dilation=4, method="direct")
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+            assert _select.resolve_method("auto", one, first_call=False) == "compiled"
     finally:
         monkeypatch.undo()
         compiled._unavailable.cache_clear()
         compiled._installed.cache_clear()
+        stencil_rows.installed.cache_clear()
+        stencil_rows.load.cache_clear()
         _select._cheapest.cache_clear()
+        _select._cheapest_nchw.cache_clear()
         _first_calls.forget()
     assert compiled.numba_available()
 
@@ -180,15 +197,18 @@ def test_without_llvmlite_blocked_declines_and_auto_falls_back(
 
     def clear() -> None:
         blocked._unavailable.cache_clear()
+        blocked._installed.cache_clear()
         winograd._unavailable.cache_clear()
         _select._cheapest.cache_clear()
+        _select._cheapest_nchw.cache_clear()
 
     clear()
     try:
         for name in ("blocked", "winograd"):  # Winograd's products run on the tile loop
-            assert name not in _select.candidates(spec.lowered())
+            # the refusal is known once loading was tried (refusals compile nothing)
             with pytest.raises(ValueError, match=reason):
                 _select.resolve_method(name, spec)
+            assert name not in _select.candidates(spec.lowered())
         assert _select.resolve_method("auto", spec) in _select.candidates(spec.lowered())
     finally:
         monkeypatch.undo()

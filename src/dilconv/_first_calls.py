@@ -40,6 +40,9 @@ from dilconv._spec import ConvSpec
 
 #: The algorithms that run machine code loaded on first use, and what runs it.
 FAMILY = {"compiled": "numba", "blocked": "llvm", "winograd": "llvm"}
+#: The same for each route of that code: the algorithms, and ``"stencil"``, the row
+#: loop that ``compiled`` runs one channel on (LLVM's, through llvmlite: no Numba).
+RUNTIME = {**FAMILY, "stencil": "llvm"}
 
 _lock = threading.Lock()
 #: Per thread: the call served by a stand-in that is still running (see :func:`settle`).
@@ -50,8 +53,27 @@ _ready: set[tuple[str, str]] = set()
 _rent: dict[tuple[str, str], float] = {}
 
 
+def route(name: str, spec: ConvSpec) -> str:
+    """The route whose machine code algorithm ``name`` runs ``spec`` with: ``name``,
+    or ``"stencil"`` where ``compiled`` runs one channel on LLVM's row loop.
+
+    Examples
+    --------
+    >>> from dilconv._spec import make_spec
+    >>> one = make_spec((1, 1, 64, 64), (1, 1, 3, 3), padding="same").lowered()
+    >>> route("compiled", one), route("blocked", one)
+    ('stencil', 'blocked')
+    """
+    if name == "compiled":
+        from dilconv._methods import compiled
+
+        if compiled.stencil_route(spec):
+            return "stencil"
+    return name
+
+
 def _key(name: str, spec: ConvSpec) -> tuple[str, str]:
-    return name, spec.dtype.str
+    return route(name, spec), spec.dtype.str
 
 
 def is_ready(name: str, spec: ConvSpec) -> bool:
@@ -67,16 +89,20 @@ def mark_ready(name: str, spec: ConvSpec) -> None:
             _ready.add(_key(name, spec))
 
 
-def load(name: str) -> str | None:
-    """Load the runtime ``name`` runs on (Numba, llvmlite); why it cannot be, or None."""
+def load(name: str, spec: ConvSpec) -> str | None:
+    """Load the runtime ``name`` runs ``spec`` on (Numba, llvmlite); why it cannot be,
+    or None."""
     from dilconv._methods import blocked, compiled, winograd
+    from dilconv._native import stencil_rows
 
     loaders: dict[str, Callable[[], str | None]] = {
         "compiled": compiled._unavailable,
+        "stencil": stencil_rows.load,
         "blocked": blocked._unavailable,
         "winograd": winograd._unavailable,
     }
-    return loaders[name]() if name in loaders else None
+    found = route(name, spec)
+    return loaders[found]() if found in loaders else None
 
 
 def forget_ready(name: str, spec: ConvSpec) -> None:
@@ -118,25 +144,27 @@ _seen_on_disk: set[tuple[str, str, str]] = set()
 
 def warmup_seconds(name: str, spec: ConvSpec, costs: Mapping[str, float]) -> float:
     """Modelled seconds ``name``'s first call on ``spec`` adds to its run: 0 once loaded,
-    or once another algorithm on the same runtime is loaded for the dtype (``blocked``
-    and ``winograd`` share llvmlite, the disk cache and the tile loop: what is left
-    is a few functions of its own); else ``costs[name + "_first_cached"]`` where the
-    disk cache holds code of its kind, ``costs[name + "_first_empty"]`` where it
-    does not.
+    or once another route on the same runtime is loaded for the dtype (``blocked``,
+    ``winograd`` and ``compiled``'s one-channel row loop share llvmlite and the disk
+    cache: what is left is a few functions of their own); else
+    ``costs[route + "_first_cached"]`` where the disk cache holds code of its kind,
+    ``costs[route + "_first_empty"]`` where it does not (the route: see :func:`route`;
+    ``compiled`` on one channel loads llvmlite, 0.07 s here, not Numba, 0.65 s).
 
     Before siblings counted, a program that had run ``winograd`` by name saw
     ``"auto"`` choose ``blocked`` for small 21-channel calls and serve them by
     ``winograd`` call after call, the two modelled within microseconds of each
     other so that the rent never reached the load's cost.
     """
-    family = FAMILY[name]
-    if any(is_ready(n, spec) for n, f in FAMILY.items() if f == family):
-        return 0.0
+    found = route(name, spec)
+    family = RUNTIME[found]
+    if any((n, spec.dtype.str) in _ready for n, f in RUNTIME.items() if f == family):
+        return 0.0  # (read without the lock: serve() holds it while it asks)
     place = (family, str(_config.get("cache_dir")), os.environ.get("NUMBA_CACHE_DIR", ""))
     cached = place in _seen_on_disk or _ON_DISK[family]()
     if cached:  # entries are added, never taken away while a program runs
         _seen_on_disk.add(place)
-    return costs[f"{name}_first_{'cached' if cached else 'empty'}"]
+    return costs[f"{found}_first_{'cached' if cached else 'empty'}"]
 
 
 def serve(

@@ -46,7 +46,7 @@ def applies(spec: ConvSpec) -> bool:
         spec.dtype in blocked.DTYPES
         and min(*spec.out_hw, spec.batch, spec.in_channels) > 0
         and (row_bytes(spec) <= BAND_BYTES or folds(spec))
-        and blocked.refusal(spec) is None
+        and (blocked.refusal(spec) or blocked._unavailable()) is None  # loads the tile loop
     )
 
 

@@ -293,7 +293,16 @@ def resolve_method(
         chosen = _first_calls.serve(
             name, lowered, loaded, lambda n: estimate_seconds(n, lowered), COST
         )
-        if chosen == name and _first_calls.load(name) is not None:
+        if chosen != name:
+            return chosen
+        try:
+            failed = _first_calls.load(name, lowered)
+        except MemoryError:  # no room to load it now (headroom): a loaded route serves
+            _first_calls.forget_ready(name, lowered)
+            if not loaded:
+                raise
+            return min(loaded, key=lambda n: estimate_seconds(n, lowered))
+        if failed is not None:
             # loading failed (Numba installed but broken): it declines from now on
             _first_calls.forget_ready(name, lowered)
             _cheapest.cache_clear()
@@ -304,6 +313,8 @@ def resolve_method(
         raise ValueError(f"method must be 'auto' or one of {sorted(METHODS)}, got {method!r}")
     lowered = spec.lowered()
     reason = METHODS[method].refusal(lowered)
+    if reason is None and first_call:  # about to run: load its runtime now (refusals
+        reason = _first_calls.load(method, lowered)  # load nothing, so may not know)
     if reason is not None:
         raise ValueError(f"method={method!r} cannot compute this call: {reason}")
     need, limit = METHODS[method].workspace_bytes(lowered), get_workspace_limit()

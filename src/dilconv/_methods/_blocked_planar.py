@@ -145,7 +145,7 @@ def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndar
     The planar loop runs it where :func:`planar_fits`, else ``blocked``'s tile loop
     by bands of rows (:mod:`~dilconv._methods._blocked_bands`, any stride).
     """
-    reason = blocked.refusal(spec)
+    reason = blocked.refusal(spec) or blocked._unavailable()
     if reason is not None:
         raise ValueError(f"method='blocked' cannot compute this call in NCHW: {reason}")
     n, (ho, wo), o = spec.batch, spec.out_hw, spec.out_channels

@@ -122,7 +122,7 @@ def conv(
     ``blocked.refusal(plane)`` None; ``depth``: output planes and the depth stride.
     """
     out_depth, stride = depth
-    reason = blocked.refusal(plane)
+    reason = blocked.refusal(plane) or blocked._unavailable()
     if reason is not None:
         raise ValueError(f"method='blocked' cannot compute this call: {reason}")
     _agree(x, w, plane, depth, taps)

@@ -352,7 +352,7 @@ def scratch(spec: ConvSpec, threads: int) -> dict[str, np.ndarray]:
 def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Correlate NCHW ``x`` with HWIO ``w`` (3x3, stride 1) by Winograd into a new
     NCHW array; ``spec`` is the call's lowered spec."""
-    reason = winograd.refusal(spec)
+    reason = winograd.refusal(spec) or winograd._unavailable()
     if reason is not None:
         raise ValueError(f"method='winograd' cannot compute this call: {reason}")
     n, (ho, wo), c, o = spec.batch, spec.out_hw, spec.in_channels, spec.out_channels

@@ -120,14 +120,25 @@ def workspace_bytes(spec: ConvSpec) -> int:
     return packed * spec.dtype.itemsize
 
 
+@functools.lru_cache(maxsize=1)
+def _installed() -> bool:
+    return importlib.util.find_spec("llvmlite") is not None
+
+
 def refusal(spec: ConvSpec) -> str | None:
-    """Declines dtypes other than float32/float64, and hosts where LLVM cannot compile."""
+    """Declines dtypes other than float32/float64, hosts without llvmlite, and hosts
+    where LLVM was found unable to compile.
+
+    Asking compiles nothing: whether LLVM compiles here is known once the tile loop
+    was loaded (:func:`_unavailable`, by a call of ``blocked`` or ``winograd``, or by
+    ``"auto"`` choosing one). Until then a fresh process's first call, which
+    ``"auto"`` may serve by a NumPy route, does not load llvmlite just to choose.
+    """
     if spec.dtype not in DTYPES:
         return f"it is compiled for float32 and float64, not {spec.dtype}"
-    reason = _unavailable()
-    if reason is not None:
-        return reason
-    return None
+    if not _installed():
+        return "llvmlite is not installed (pip install numba)"
+    return _unavailable() if _unavailable.cache_info().currsize else None
 
 
 def row_taps(spec: ConvSpec, rows: range) -> tuple[np.ndarray, np.ndarray]:
@@ -257,7 +268,7 @@ def result_array(shape: tuple[int, ...], spec: ConvSpec) -> tuple[np.ndarray, bo
 
 def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Correlate NHWC ``x`` with HWIO ``w`` by register-blocked tiles."""
-    reason = refusal(spec)
+    reason = refusal(spec) or _unavailable()  # the latter loads the tile loop
     if reason is not None:
         raise ValueError(f"method='blocked' cannot compute this call: {reason}")
     n, (ho, wo), o = spec.batch, spec.out_hw, spec.out_channels

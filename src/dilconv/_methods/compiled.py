@@ -124,11 +124,15 @@ def column_taps(spec: ConvSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """Correlate NHWC ``x`` with HWIO ``w`` (one input channel per output channel)."""
-    reason = refusal(spec) or _unavailable()  # the latter loads Numba on first use
+    """Correlate NHWC ``x`` with HWIO ``w`` (one input channel per output channel).
+
+    One channel runs LLVM's row loop where it applies (:func:`stencil_only`), without
+    loading Numba; everything else runs Numba's loops.
+    """
+    stencil = stencil_only(spec)
+    reason = refusal(spec) or (None if stencil else _unavailable())  # loads Numba
     if reason is not None:
         raise ValueError(f"method='compiled' cannot compute this call: {reason}")
-    loops = _loops()
     n, ho, wo, channels = spec.batch, *spec.out_hw, spec.out_channels
     x = np.ascontiguousarray(x, dtype=spec.dtype)
     taps = np.ascontiguousarray(w[:, :, 0, :], dtype=spec.dtype)  # (kh, kw, O)
@@ -136,9 +140,13 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     if y.size == 0:
         return y
     plan = row_plan(spec, pool.num_threads())
+    if stencil and stencil_rows.correlate(x[..., 0], taps[..., 0], y[..., 0], spec, plan.parts):
+        return y  # LLVM's row loop (float, unit column stride, up to 64 taps)
+    reason = _unavailable()  # Numba, where the row loop declined after all
+    if reason is not None:
+        raise ValueError(f"method='compiled' cannot compute this call: {reason}")
+    loops = _loops()
     if channels == 1:
-        if stencil_rows.correlate(x[..., 0], taps[..., 0], y[..., 0], spec, plan.parts):
-            return y  # LLVM's row loop (float, unit column stride, up to 64 taps)
         kernel, args = loops.single_rows, (x[..., 0], taps[..., 0], y[..., 0])
     else:
         kernel, args = loops.depthwise_rows, (x, taps, y)
@@ -149,6 +157,17 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     )
     _RAN.add(ran)
     return y
+
+
+def stencil_route(spec: ConvSpec) -> bool:
+    """Whether ``spec`` is for LLVM's row loop for one channel
+    (:mod:`dilconv._native.stencil_rows`), which needs llvmlite but not Numba."""
+    return spec.out_channels == 1 and stencil_rows.applies(spec)
+
+
+def stencil_only(spec: ConvSpec) -> bool:
+    """:func:`stencil_route`, with llvmlite loaded here where it is not yet."""
+    return stencil_route(spec) and stencil_rows.load() is None
 
 
 class RowPlan(NamedTuple):
@@ -212,11 +231,14 @@ def workspace_bytes(spec: ConvSpec) -> int:
 
 
 def refusal(spec: ConvSpec) -> str | None:
-    """Declines many-channel calls, other dtypes, and machines without Numba."""
+    """Declines many-channel calls, other dtypes, and machines without Numba (except
+    one channel where LLVM's row loop runs it)."""
     if spec.in_per_group != 1 or spec.out_per_group != 1:
         return "it needs one input channel per output channel (one channel, or depthwise)"
     if spec.dtype not in DTYPES:
         return f"it is compiled for float32, float64 and int64, not {spec.dtype}"
+    if stencil_route(spec) and stencil_rows.usable():
+        return None  # LLVM's row loop: Numba is not needed
     if not _installed():
         return "Numba is not installed (pip install numba)"
     return _unavailable() if _unavailable.cache_info().currsize else None

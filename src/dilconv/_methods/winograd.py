@@ -122,7 +122,10 @@ def refusal(spec: ConvSpec) -> str | None:
         return f"it needs one group, not {spec.groups}"
     if spec.dtype not in DTYPES:
         return f"it is compiled for float32 and float64, not {spec.dtype}"
-    return _unavailable()
+    if not blocked._installed():
+        return "llvmlite is not installed (pip install numba)"
+    # compiles nothing: known once the code was loaded (see blocked.refusal)
+    return _unavailable() if _unavailable.cache_info().currsize else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -463,7 +466,7 @@ def guarded() -> bool:
 
 def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Correlate NHWC ``x`` with HWIO ``w`` (3x3, stride 1) by Winograd F(2x2, 3x3)."""
-    reason = refusal(spec)
+    reason = refusal(spec) or _unavailable()  # the latter loads the transforms
     if reason is not None:
         raise ValueError(f"method='winograd' cannot compute this call: {reason}")
     n, (ho, wo), c, o = spec.batch, spec.out_hw, spec.in_channels, spec.out_channels

@@ -77,6 +77,38 @@ def applies(spec: ConvSpec) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=1)
+def installed() -> bool:
+    """Whether llvmlite is installed (its import is not tried)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llvmlite") is not None
+
+
+def usable() -> bool:
+    """Whether the row loop may run here, as far as is known without loading
+    anything: llvmlite installed, and not found unloadable by :func:`load`."""
+    return installed() and (not load.cache_info().currsize or load() is None)
+
+
+@functools.lru_cache(maxsize=1)
+def load() -> str | None:
+    """Load what the row loop runs on (llvmlite and LLVM's target for this CPU, not
+    Numba); why it cannot be, or None.
+
+    ``method="compiled"`` on one channel needs only this: Numba's import and loops
+    (0.65 s of a fresh process's first call here) are for the calls the row loop
+    declines.
+    """
+    try:
+        from dilconv._native import compiler
+
+        compiler._llvm()
+    except (ImportError, RuntimeError, OSError) as err:
+        return f"llvmlite could not be loaded: {err}"
+    return None
+
+
 @functools.lru_cache(maxsize=256)
 def _calls(
     spec: ConvSpec, parts: tuple[tuple[int, int], ...], stream: bool | None
