@@ -1,10 +1,11 @@
 """First calls: ``method="auto"`` never waits for machine code a loaded route would beat.
 
 Three algorithms run machine code that a process must load before their first call:
-``compiled`` (Numba's loops: importing Numba and loading them from its cache takes
-about 0.6 s here, compiling them about 4.5 s) and ``blocked`` and ``winograd``
-(LLVM IR through llvmlite: about 0.05 s to load from dilconv's disk cache, 0.3-0.5 s
-to compile). The model of :mod:`dilconv._select` ranks the algorithms as they run
+``compiled`` (Numba's loops for depthwise channels: importing Numba and loading them
+from its cache takes about 0.5 s here, compiling them a second or more; one float
+channel runs LLVM's row loop instead, the ``"stencil"`` route of :func:`route`, which
+loads like the next two) and ``blocked`` and ``winograd`` (LLVM IR through llvmlite:
+about 0.05 s to load from dilconv's disk cache, 0.1-0.3 s to compile). The model of :mod:`dilconv._select` ranks the algorithms as they run
 once loaded; this module decides when loading is worth it, as a ski rental:
 
 - While the model's choice is not loaded, ``"auto"`` serves the call with the
