@@ -5,8 +5,9 @@ Three algorithms run machine code that a process must load before their first ca
 from its cache takes about 0.5 s here, compiling them a second or more; one float
 channel runs LLVM's row loop instead, the ``"stencil"`` route of :func:`route`, which
 loads like the next two) and ``blocked`` and ``winograd`` (LLVM IR through llvmlite:
-about 0.05 s to load from dilconv's disk cache, 0.1-0.3 s to compile). The model of :mod:`dilconv._select` ranks the algorithms as they run
-once loaded; this module decides when loading is worth it, as a ski rental:
+about 0.05 s to load from dilconv's disk cache, 0.1-0.3 s to compile). The model of
+:mod:`dilconv._select` ranks the algorithms as they run once loaded; this module
+decides when loading is worth it, as a ski rental:
 
 - While the model's choice is not loaded, ``"auto"`` serves the call with the
   best route that is (NumPy routes always are) and adds what that cost over the
