@@ -205,6 +205,23 @@ wrong = [int((dilconv.conv2d(xs, ws, dilation=2, **options) != expected).sum())
 print(json.dumps({"delay": delay, "wrong": wrong}))
 """
 
+#: Ctrl+C early in a fresh process's first call of Numba's loops, while Numba is
+#: being imported; then the same loop on a small problem.
+INTERRUPTED_IMPORT = """
+at = float(sys.argv[1])
+x, w = problem(*LONG_ONE_CHANNEL)  # 41x41 taps: Numba's loop, imported by this call
+assert "numba" not in sys.modules
+threading.Timer(at, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    dilconv.conv2d(x, w, padding="same", data_format="NHWC", method="compiled")
+    interrupted = False
+except KeyboardInterrupt:
+    interrupted = True
+xs, ws = problem(300, 1, 41)
+ys = dilconv.conv2d(xs, ws, padding="same", data_format="NHWC", method="compiled")
+print(json.dumps([interrupted, bool(np.array_equal(ys, reference(xs, ws, 1)))]))
+"""
+
 EXIT = """
 calls = CHECKS
 for check in calls:
@@ -277,6 +294,14 @@ def test_ctrl_c_interrupts_a_long_call_and_later_calls_stay_exact(
     assert report["delay"] is not None, "the long call ended before the signal"
     assert report["delay"] < 2.0
     assert report["wrong"] == [0] * 20
+
+
+@pytest.mark.parametrize("at", [0.02, 0.06, 0.12])
+def test_ctrl_c_during_the_first_import_of_numba_leaves_it_whole(at: float, tmp_path: Path) -> None:
+    """Numba is imported inside a call, on first use. Ctrl+C 0.05-0.1 s into it once
+    left ``numba`` without ``numba.core``, and every later call of its loops failed
+    with AttributeError; the import now finishes first (:mod:`dilconv._imports`)."""
+    assert run_script(tmp_path, INTERRUPTED_IMPORT, str(at), threads=1) == [True, True]
 
 
 @pytest.mark.parametrize("when", ["during", "interrupted"])

@@ -239,7 +239,9 @@ class StackStream:
         if self.engine == "compiled":
             if "dilconv._stream_compiled" not in sys.modules:  # imports Numba
                 headroom.require(headroom.NUMBA_BYTES, "loading Numba for engine='compiled'")
-            from dilconv._stream_compiled import CompiledStack
+            from dilconv import _imports
+
+            CompiledStack = _imports.whole("dilconv._stream_compiled").CompiledStack
 
             self._impl: Any = CompiledStack(node, self._convs, self.batch, self.dtype)
         else:

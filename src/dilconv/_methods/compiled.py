@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from dilconv import _imports
 from dilconv._methods import shift_add
 from dilconv._native import headroom, pool, stencil_rows
 from dilconv._native import results as _results
@@ -104,9 +105,8 @@ def _require_room(key: tuple[str, str] | None = None) -> None:
 
 
 def _loops() -> ModuleType:
-    from dilconv._native import jit_kernels
-
-    return jit_kernels
+    """Numba's loops (Numba imported whole on first use: see :mod:`dilconv._imports`)."""
+    return _imports.whole("dilconv._native.jit_kernels")
 
 
 def column_taps(spec: ConvSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -23,13 +23,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from dilconv import _imports
 from dilconv._kernel import dilate_taps
 from dilconv._padding import pad_spatial
 from dilconv._spec import ConvSpec
 
 
 def _lengths(spec: ConvSpec) -> tuple[int, int]:
-    from scipy import fft as sfft  # imported on first use, like every part of SciPy
+    sfft = _imports.whole("scipy.fft")  # on first use, like every part of SciPy
 
     ph, pw = spec.padded_hw
     return sfft.next_fast_len(ph, real=True), sfft.next_fast_len(pw, real=True)
@@ -37,7 +38,7 @@ def _lengths(spec: ConvSpec) -> tuple[int, int]:
 
 def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Zero-padded cross-correlation of NHWC ``x`` with HWIO ``w`` by FFT."""
-    from scipy import fft as sfft
+    sfft = _imports.whole("scipy.fft")
 
     fh, fw = _lengths(spec)
     (eh, ew), (ph, pw) = spec.effective_kernel_hw, spec.padded_hw

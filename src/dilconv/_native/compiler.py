@@ -17,6 +17,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from dilconv import _imports
 from dilconv._native import disk_cache, headroom
 from dilconv._native.forksafe import ForkSafeLock
 from dilconv._version import __version__
@@ -33,7 +34,7 @@ _ENGINES: list[object] = []  # compiled code lives as long as its engine
 @functools.lru_cache(maxsize=1)
 def _llvm() -> tuple[Any, Any]:
     """The llvmlite binding and a target machine for the host CPU."""
-    import llvmlite.binding as llvm
+    llvm = _imports.whole("llvmlite.binding")
 
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()

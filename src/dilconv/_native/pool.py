@@ -385,9 +385,9 @@ def single_threaded_blas() -> Iterator[None]:
     global _controller
     with _blas_lock:
         if _controller is None:
-            from threadpoolctl import ThreadpoolController
+            from dilconv import _imports
 
-            _controller = ThreadpoolController()
+            _controller = _imports.whole("threadpoolctl").ThreadpoolController()
         with _controller.limit(limits=1, user_api="blas"):
             yield
 
@@ -397,8 +397,9 @@ def _gemm(dtype: np.dtype) -> Callable[..., np.ndarray] | None:
     """BLAS ``gemm`` for ``dtype`` (float32, float64), or None; SciPy loaded on first use."""
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         return None
-    from scipy.linalg import blas
+    from dilconv import _imports
 
+    blas = _imports.whole("scipy.linalg.blas")
     return blas.sgemm if dtype == np.float32 else blas.dgemm
 
 

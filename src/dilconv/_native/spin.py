@@ -111,9 +111,10 @@ def spin_function() -> SpinFunction | None:
     rest of the process, where the address-space limit left too little to compile
     it: see :mod:`dilconv._native.headroom`)."""
     try:
-        import llvmlite.binding as llvm
-
+        from dilconv import _imports
         from dilconv._native import compiler
+
+        llvm = _imports.whole("llvmlite.binding")
 
         llvm.initialize_native_target()
         x86 = llvm.get_default_triple().split("-")[0] in ("x86_64", "i386", "i686")

@@ -88,7 +88,9 @@ def host_lanes() -> dict[str, int]:
     """SIMD lanes per register and register count for float32 on this CPU, and
     ``halved``: 1 where its widest multiply-adds run at half rate
     (:data:`HALF_RATE_WIDEST`), else 0."""
-    import llvmlite.binding as llvm
+    from dilconv import _imports
+
+    llvm = _imports.whole("llvmlite.binding")
 
     features = llvm.get_host_cpu_features()
     halved = int(llvm.get_host_cpu_name() in HALF_RATE_WIDEST)
