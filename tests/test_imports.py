@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -71,3 +73,42 @@ def test_off_the_main_thread_the_block_just_runs() -> None:
 def test_whole_returns_the_module_and_reuses_a_loaded_one() -> None:
     assert _imports.whole("json") is sys.modules["json"]
     assert _imports.whole("dilconv._imports") is _imports
+
+
+def test_threads_importing_at_once_all_get_the_whole_module() -> None:
+    """The first import of a module by several threads at once: every thread gets it
+    whole (a thread that found it in ``sys.modules`` while another still ran its
+    code got a module without its names)."""
+    script = textwrap.dedent("""
+        import sys, threading, time
+        from dilconv import _imports
+
+        source = "import time\\ntime.sleep(0.2)\\nready = True\\n"
+        import importlib.abc, importlib.util
+
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return None
+            def exec_module(self, module):
+                exec(source, module.__dict__)
+
+        class Finder(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "slow_module":
+                    return importlib.util.spec_from_loader(name, Loader())
+                return None
+
+        sys.meta_path.insert(0, Finder())
+        got = []
+        threads = [threading.Thread(target=lambda: got.append(
+            getattr(_imports.whole("slow_module"), "ready", False))) for _ in range(4)]
+        for t in threads:
+            t.start()
+            time.sleep(0.02)
+        for t in threads:
+            t.join()
+        print(got)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True)  # fmt: skip
+    assert out.stdout.strip() == "[True, True, True, True]", out.stdout + out.stderr

@@ -222,6 +222,12 @@ ys = dilconv.conv2d(xs, ws, padding="same", data_format="NHWC", method="compiled
 print(json.dumps([interrupted, bool(np.array_equal(ys, reference(xs, ws, 1)))]))
 """
 
+#: :data:`INTERRUPT` with Numba imported first and the signal sent ``sys.argv[2]``
+#: seconds in: while Numba loads the long call's loop.
+INTERRUPTED_LOAD = "import numba\n" + INTERRUPT.replace(
+    "threading.Timer(0.3, interrupt)", "threading.Timer(float(sys.argv[2]), interrupt)"
+)
+
 EXIT = """
 calls = CHECKS
 for check in calls:
@@ -302,6 +308,18 @@ def test_ctrl_c_during_the_first_import_of_numba_leaves_it_whole(at: float, tmp_
     left ``numba`` without ``numba.core``, and every later call of its loops failed
     with AttributeError; the import now finishes first (:mod:`dilconv._imports`)."""
     assert run_script(tmp_path, INTERRUPTED_IMPORT, str(at), threads=1) == [True, True]
+
+
+@pytest.mark.parametrize("at", [0.08, 0.12, 0.16])
+def test_ctrl_c_while_numba_loads_a_loop_lets_the_process_exit_normally(
+    at: float, tmp_path: Path
+) -> None:
+    """A KeyboardInterrupt raised inside Numba's first load of a loop made the process
+    kill itself with SIGINT as it exited, after its last line (9 runs in 20 of this
+    child); the load now runs on no rows first, with Ctrl+C held back."""
+    report = run_script(tmp_path, INTERRUPTED_LOAD, "compiled", str(at), threads=1)
+    assert isinstance(report, dict)
+    assert report["wrong"] == [0] * 20
 
 
 @pytest.mark.parametrize("when", ["during", "interrupted"])

@@ -61,9 +61,13 @@ def interrupts_held() -> Iterator[None]:
 
 
 def whole(name: str) -> ModuleType:
-    """``importlib.import_module(name)``, not to be cut short by Ctrl+C."""
-    found = sys.modules.get(name)
-    if found is not None:
-        return found
+    """``importlib.import_module(name)``, not to be cut short by Ctrl+C.
+
+    Always through the import system, even for a module already in ``sys.modules``:
+    another thread may still be initialising it, and the import system waits for
+    that thread where reading ``sys.modules`` would hand back a half-built module.
+    """
+    if name in sys.modules:
+        return importlib.import_module(name)
     with interrupts_held():
         return importlib.import_module(name)

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
 from numba import typed
 
+from dilconv import _imports
 from dilconv import _stream_kernel as K
 from dilconv._native import headroom
 from dilconv._stream_stack import CHUNK, CausalConv, Node
@@ -137,13 +139,18 @@ class CompiledStack:
         return np.concatenate(parts, axis=2)
 
     def _run(self, x: np.ndarray, y: np.ndarray) -> None:
-        if self.dtype.str not in _RAN:  # Numba compiles (or loads) run for this dtype
+        first = self.dtype.str not in _RAN  # Numba compiles (or loads) run for this dtype
+        if first:
             headroom.require(headroom.NUMBA_BYTES, "compiling the streamed stack's loop")
+        with _imports.interrupts_held() if first else contextlib.nullcontext():
+            self._kernel(x, y)
+        _RAN.add(self.dtype.str)
+
+    def _kernel(self, x: np.ndarray, y: np.ndarray) -> None:
         K.run(
             self.ops, self.regs, x, y, self.out, self.params, self.meta, self.ring, self.pos,
             self.z, self.consts, self.dtype == np.float32,
         )  # fmt: skip
-        _RAN.add(self.dtype.str)
 
     def reset(self, index: int | None) -> None:
         for k, ring in enumerate(self.rings()):

@@ -151,7 +151,13 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     else:
         kernel, args = loops.depthwise_rows, (x, taps, y)
     ran = (kernel.__name__, spec.dtype.str)
-    _require_room(ran)
+    if ran not in _RAN:
+        _require_room(ran)
+        # Numba compiles (or loads) the loop for these types on its first call: made
+        # here on no rows, with Ctrl+C held back. A KeyboardInterrupt inside Numba's
+        # compiling made the process kill itself with SIGINT as it exited.
+        with _imports.interrupts_held():
+            kernel(*args, 0, 0, *plan.geometry)
     pool.parallel_map(
         lambda p: kernel(*args, *p, *plan.geometry), plan.parts, key=("compiled", spec)
     )
