@@ -124,7 +124,7 @@ def test_without_numba_compiled_declines_and_auto_falls_back(
     failure: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dilconv._methods import compiled
-    from dilconv._native import stencil_rows
+    from dilconv._native import compiler, stencil_rows
 
     # depthwise: Numba's loops (one channel runs LLVM's row loop, which needs no Numba)
     spec = make_spec((1, 4, 64, 64), (4, 1, 3, 3), padding="same", dilation=4, groups=4,
@@ -143,7 +143,7 @@ def test_without_numba_compiled_declines_and_auto_falls_back(
         reason = "Numba could not be loaded: cannot cache"
     compiled._unavailable.cache_clear()
     compiled._installed.cache_clear()
-    stencil_rows.installed.cache_clear()
+    compiler.installed.cache_clear()
     stencil_rows.load.cache_clear()
     _select._cheapest.cache_clear()
     _select._cheapest_nchw.cache_clear()
@@ -165,7 +165,7 @@ def test_without_numba_compiled_declines_and_auto_falls_back(
         monkeypatch.undo()
         compiled._unavailable.cache_clear()
         compiled._installed.cache_clear()
-        stencil_rows.installed.cache_clear()
+        compiler.installed.cache_clear()
         stencil_rows.load.cache_clear()
         _select._cheapest.cache_clear()
         _select._cheapest_nchw.cache_clear()
@@ -178,7 +178,7 @@ def test_without_llvmlite_blocked_declines_and_auto_falls_back(
     failure: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dilconv._methods import blocked, winograd
-    from dilconv._native import tile_kernel
+    from dilconv._native import compiler, tile_kernel
 
     # NHWC: in NCHW auto takes blocked's in-place route, which reads no moved copy
     spec = make_spec((1, 64, 64, 64), (3, 3, 64, 64), padding="same", data_format="NHWC",
@@ -197,7 +197,7 @@ def test_without_llvmlite_blocked_declines_and_auto_falls_back(
 
     def clear() -> None:
         blocked._unavailable.cache_clear()
-        blocked._installed.cache_clear()
+        compiler.installed.cache_clear()
         winograd._unavailable.cache_clear()
         _select._cheapest.cache_clear()
         _select._cheapest_nchw.cache_clear()

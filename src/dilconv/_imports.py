@@ -25,8 +25,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from types import FrameType, ModuleType
+
+from dilconv._native import headroom
 
 
 @contextlib.contextmanager
@@ -60,14 +62,37 @@ def interrupts_held() -> Iterator[None]:
                 os.kill(os.getpid(), signal.SIGINT)
 
 
-def whole(name: str) -> ModuleType:
+def whole(name: str, *, room: int = 0, what: str = "") -> ModuleType:
     """``importlib.import_module(name)``, not to be cut short by Ctrl+C.
 
     Always through the import system, even for a module already in ``sys.modules``:
     another thread may still be initialising it, and the import system waits for
     that thread where reading ``sys.modules`` would hand back a half-built module.
+    ``room``: bytes of address space the import needs (it loads LLVM, through Numba:
+    :func:`dilconv._native.headroom.require`, for ``what``), checked only when the
+    module is not loaded yet.
     """
     if name in sys.modules:
         return importlib.import_module(name)
+    if room:
+        headroom.require(room, what or f"importing {name}")
     with interrupts_held():
         return importlib.import_module(name)
+
+
+def load_once(
+    done: set[Hashable], key: Hashable, load: Callable[[], object], *, room: int, what: str
+) -> None:
+    """``load()`` the first time for ``key`` (then added to ``done``), nothing later.
+
+    For a first call that compiles or loads machine code (Numba's, for ``what``):
+    checked first for ``room`` bytes of address space (LLVM aborts the process
+    without them), and run with Ctrl+C held back (a KeyboardInterrupt inside Numba's
+    compiling made the process kill itself with SIGINT as it exited).
+    """
+    if key in done:
+        return
+    headroom.require(room, what)
+    with interrupts_held():
+        load()
+    done.add(key)

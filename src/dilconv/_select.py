@@ -313,8 +313,9 @@ def resolve_method(
         raise ValueError(f"method must be 'auto' or one of {sorted(METHODS)}, got {method!r}")
     lowered = spec.lowered()
     reason = METHODS[method].refusal(lowered)
-    if reason is None and first_call:  # about to run: load its runtime now (refusals
-        reason = _first_calls.load(method, lowered)  # load nothing, so may not know)
+    if reason is None and first_call and not _first_calls.is_ready(method, lowered):
+        reason = _first_calls.load(method, lowered)  # about to run: load its runtime now
+        # (refusals load nothing, so they may not know yet that it cannot be loaded)
     if reason is not None:
         raise ValueError(f"method={method!r} cannot compute this call: {reason}")
     need, limit = METHODS[method].workspace_bytes(lowered), get_workspace_limit()

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -15,8 +15,8 @@ from dilconv._native import headroom
 from dilconv._stream_stack import CHUNK, CausalConv, Node
 
 _ACTS = {"relu": K.RELU, "tanh": K.TANH, "sigmoid": K.SIGMOID}
-#: The dtypes whose loop this process has run (Numba compiled or loaded it).
-_RAN: set[str] = set()
+#: The dtypes whose loop this process has loaded (Numba compiled or loaded it).
+_LOADED: set[Hashable] = set()
 
 
 class _Lowering:
@@ -139,12 +139,13 @@ class CompiledStack:
         return np.concatenate(parts, axis=2)
 
     def _run(self, x: np.ndarray, y: np.ndarray) -> None:
-        first = self.dtype.str not in _RAN  # Numba compiles (or loads) run for this dtype
-        if first:
-            headroom.require(headroom.NUMBA_BYTES, "compiling the streamed stack's loop")
-        with _imports.interrupts_held() if first else contextlib.nullcontext():
+        if self.dtype.str in _LOADED:
             self._kernel(x, y)
-        _RAN.add(self.dtype.str)
+        else:  # Numba compiles (or loads) run for this dtype on this first call
+            _imports.load_once(
+                _LOADED, self.dtype.str, lambda: self._kernel(x, y),
+                room=headroom.NUMBA_BYTES, what="compiling the streamed stack's loop",
+            )  # fmt: skip
 
     def _kernel(self, x: np.ndarray, y: np.ndarray) -> None:
         K.run(

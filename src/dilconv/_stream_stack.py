@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import sys
 from typing import Any
 
 import numpy as np
@@ -237,11 +236,13 @@ class StackStream:
             raise ValueError(f"engine='compiled' cannot run this stack: {why}")
         self.engine = "compiled" if engine in ("auto", "compiled") and why is None else "layers"
         if self.engine == "compiled":
-            if "dilconv._stream_compiled" not in sys.modules:  # imports Numba
-                headroom.require(headroom.NUMBA_BYTES, "loading Numba for engine='compiled'")
             from dilconv import _imports
 
-            CompiledStack = _imports.whole("dilconv._stream_compiled").CompiledStack
+            CompiledStack = _imports.whole(
+                "dilconv._stream_compiled",  # imports Numba
+                room=headroom.NUMBA_BYTES,
+                what="loading Numba for engine='compiled'",
+            ).CompiledStack
 
             self._impl: Any = CompiledStack(node, self._convs, self.batch, self.dtype)
         else:

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from dilconv._native import calls, kernels, pool, tile_kernel
+from dilconv._native import calls, compiler, kernels, pool, tile_kernel
 from dilconv._native import results as _results
 from dilconv._spec import ConvSpec
 
@@ -120,11 +120,6 @@ def workspace_bytes(spec: ConvSpec) -> int:
     return packed * spec.dtype.itemsize
 
 
-@functools.lru_cache(maxsize=1)
-def _installed() -> bool:
-    return importlib.util.find_spec("llvmlite") is not None
-
-
 def refusal(spec: ConvSpec) -> str | None:
     """Declines dtypes other than float32/float64, hosts without llvmlite, and hosts
     where LLVM was found unable to compile.
@@ -136,7 +131,7 @@ def refusal(spec: ConvSpec) -> str | None:
     """
     if spec.dtype not in DTYPES:
         return f"it is compiled for float32 and float64, not {spec.dtype}"
-    if not _installed():
+    if not compiler.installed():
         return "llvmlite is not installed (pip install numba)"
     return _unavailable() if _unavailable.cache_info().currsize else None
 

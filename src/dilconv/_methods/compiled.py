@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import sys
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -56,7 +55,6 @@ def _unavailable() -> str | None:
     """Why the compiled loops cannot be used here, or None (checked once, on first need)."""
     if importlib.util.find_spec("numba") is None:
         return "Numba is not installed (pip install numba)"
-    _require_room()
     try:
         _loops()
     except (ImportError, RuntimeError) as err:
@@ -91,22 +89,15 @@ def _installed() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
-#: (loop, dtype) that this process has run: Numba compiled (or loaded) them.
-_RAN: set[tuple[str, str]] = set()
-
-
-def _require_room(key: tuple[str, str] | None = None) -> None:
-    """Raise :class:`MemoryError` where Numba, not yet imported (``key`` None) or not
-    yet run on ``key``, could not get the address space it needs: LLVM under it would
-    abort the process (see :mod:`dilconv._native.headroom`)."""
-    ready = key in _RAN if key is not None else "dilconv._native.jit_kernels" in sys.modules
-    if not ready:
-        headroom.require(headroom.NUMBA_BYTES, "loading and compiling Numba's loops")
+#: (loop, dtype) that this process has loaded: Numba compiled (or loaded) them.
+_LOADED: set[Hashable] = set()
+#: What importing Numba and loading a loop is for, in the MemoryError without room.
+_NUMBA = "loading and compiling Numba's loops"
 
 
 def _loops() -> ModuleType:
     """Numba's loops (Numba imported whole on first use: see :mod:`dilconv._imports`)."""
-    return _imports.whole("dilconv._native.jit_kernels")
+    return _imports.whole("dilconv._native.jit_kernels", room=headroom.NUMBA_BYTES, what=_NUMBA)
 
 
 def column_taps(spec: ConvSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -150,18 +141,15 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         kernel, args = loops.single_rows, (x[..., 0], taps[..., 0], y[..., 0])
     else:
         kernel, args = loops.depthwise_rows, (x, taps, y)
-    ran = (kernel.__name__, spec.dtype.str)
-    if ran not in _RAN:
-        _require_room(ran)
-        # Numba compiles (or loads) the loop for these types on its first call: made
-        # here on no rows, with Ctrl+C held back. A KeyboardInterrupt inside Numba's
-        # compiling made the process kill itself with SIGINT as it exited.
-        with _imports.interrupts_held():
-            kernel(*args, 0, 0, *plan.geometry)
+    # Numba compiles (or loads) the loop for these types on its first call: made
+    # here once, on no rows (see dilconv._imports.load_once)
+    _imports.load_once(
+        _LOADED, (kernel.__name__, spec.dtype.str), lambda: kernel(*args, 0, 0, *plan.geometry),
+        room=headroom.NUMBA_BYTES, what=_NUMBA,
+    )  # fmt: skip
     pool.parallel_map(
         lambda p: kernel(*args, *p, *plan.geometry), plan.parts, key=("compiled", spec)
     )
-    _RAN.add(ran)
     return y
 
 

@@ -61,7 +61,7 @@ from dilconv._methods._winograd_products import (
     product_plan,
     transform_weights,
 )
-from dilconv._native import calls, kernels, pool, winograd_kernel
+from dilconv._native import calls, compiler, kernels, pool, winograd_kernel
 from dilconv._native import results as _results
 from dilconv._spec import ConvSpec
 
@@ -122,7 +122,7 @@ def refusal(spec: ConvSpec) -> str | None:
         return f"it needs one group, not {spec.groups}"
     if spec.dtype not in DTYPES:
         return f"it is compiled for float32 and float64, not {spec.dtype}"
-    if not blocked._installed():
+    if not compiler.installed():
         return "llvmlite is not installed (pip install numba)"
     # compiles nothing: known once the code was loaded (see blocked.refusal)
     return _unavailable() if _unavailable.cache_info().currsize else None

@@ -32,6 +32,14 @@ _ENGINES: list[object] = []  # compiled code lives as long as its engine
 
 
 @functools.lru_cache(maxsize=1)
+def installed() -> bool:
+    """Whether llvmlite is installed (its import is not tried: that loads LLVM)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llvmlite") is not None
+
+
+@functools.lru_cache(maxsize=1)
 def _llvm() -> tuple[Any, Any]:
     """The llvmlite binding and a target machine for the host CPU."""
     llvm = _imports.whole("llvmlite.binding")

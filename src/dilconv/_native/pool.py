@@ -239,7 +239,8 @@ class WorkerPool:
         works = not main or _ITEM_SECONDS.get(key, math.inf) <= SHORT_ITEM_SECONDS
         job = Job(fn, items)
         try:
-            helpers = min(workers if works else workers + 1, self._start(workers + 1))
+            wanted = workers if works else workers + 1
+            helpers = min(wanted, self._start(wanted))
             if helpers == 0:  # no worker could be started: the caller runs every item
                 works = True
             self._publish(job, max(0, min(helpers, len(items) - works)))

@@ -77,18 +77,12 @@ def applies(spec: ConvSpec) -> bool:
     )
 
 
-@functools.lru_cache(maxsize=1)
-def installed() -> bool:
-    """Whether llvmlite is installed (its import is not tried)."""
-    import importlib.util
-
-    return importlib.util.find_spec("llvmlite") is not None
-
-
 def usable() -> bool:
     """Whether the row loop may run here, as far as is known without loading
     anything: llvmlite installed, and not found unloadable by :func:`load`."""
-    return installed() and (not load.cache_info().currsize or load() is None)
+    from dilconv._native import compiler
+
+    return compiler.installed() and (not load.cache_info().currsize or load() is None)
 
 
 @functools.lru_cache(maxsize=1)
