@@ -171,3 +171,60 @@ def test_the_setting_is_checked() -> None:
         dilconv.set_config(recycle_bytes=-1)
     with pytest.raises(TypeError, match="recycle_bytes"):
         dilconv.set_config(recycle_bytes=True)
+
+
+def _poisoned(shape: tuple[int, ...], dtype: type) -> int:
+    """Leave a kept block of ``shape`` full of NaN (as a dropped array would); its address."""
+    block = results.new_result(shape, dtype)
+    block.fill(np.nan)
+    held = address(block)
+    del block
+    return held
+
+
+def test_packed_weights_reuse_kept_memory_and_zero_what_the_caller_never_wrote() -> None:
+    # 4096 input channels, 20 outputs: 12 padding lanes a tap and channel (4.7 MiB),
+    # and 16 * 4096 * 32 values of Winograd's U (8 MiB)
+    from dilconv._methods import _winograd_products, blocked
+    from dilconv._spec import make_spec
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((3, 3, 4096, 20)).astype(np.float32)
+    spec = make_spec((1, 8, 8, 4096), w.shape, dtypes=[w.dtype], data_format="NHWC").lowered()
+    p = blocked.plan(spec)
+    shape = (1, len(p.out_blocks), 9, 4096, p.vectors * p.lanes)
+    held = _poisoned(shape, np.float32)
+    packed = blocked.pack_weights(w, spec, p)
+    assert address(packed) == held
+    assert not packed.flags.owndata
+    expected = np.zeros(shape, np.float32)
+    for b, (o0, o1) in enumerate(p.out_blocks):
+        expected[0, b, :, :, : o1 - o0] = w.reshape(9, 4096, 20)[..., o0:o1]
+    np.testing.assert_array_equal(packed, expected)
+
+    q = _winograd_products.product_plan(spec)
+    u_shape = (len(q.out_blocks), 16, 4096, q.vectors * q.lanes)
+    held = _poisoned(u_shape, np.float32)
+    u = _winograd_products.transform_weights(w, spec, q)
+    assert address(u) == held
+    with dilconv.config_context(recycle_bytes=0):  # on fresh memory: the same values
+        np.testing.assert_array_equal(u, _winograd_products.transform_weights(w, spec, q))
+
+
+def test_an_nchw_call_moves_its_weights_onto_kept_memory_with_the_same_answer() -> None:
+    from dilconv._layout import weight_to_canonical
+    from dilconv._spec import make_spec
+
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((256, 512, 3, 3)).astype(np.float32)  # 4.5 MiB
+    spec = make_spec((1, 512, 9, 9), w.shape, dtypes=[w.dtype], padding="same", dilation=2)
+    _poisoned((3, 3, 512, 256), np.float32)  # as many bytes as the move's own step
+    hwio = weight_to_canonical(w, spec)
+    assert not hwio.flags.owndata  # on kept memory
+    np.testing.assert_array_equal(hwio, w.transpose(2, 3, 1, 0))
+    x = rng.standard_normal((1, 512, 9, 9)).astype(np.float32)
+    for method in ("blocked", "winograd"):
+        got = dilconv.conv2d(x, w, padding="same", dilation=2, method=method)
+        with dilconv.config_context(recycle_bytes=0):
+            fresh = dilconv.conv2d(x, w, padding="same", dilation=2, method=method)
+        np.testing.assert_array_equal(got, fresh)

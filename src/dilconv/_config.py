@@ -307,11 +307,12 @@ def set_config(
     workspace_bytes : int, optional
         Bound on one call's scratch memory, at least 1 MiB.
     recycle_bytes : int, optional
-        Bound on the memory of results that their callers have dropped, kept to
-        hold later results of the same size (0: none kept). A new result of 4 MiB
-        or more costs its pages' first touch, zeroed by the operating system: a
-        tenth of a 3x3 layer of 64 channels on a 32 MiB batch. A kept block is
-        used again only once no array refers to any of it.
+        Bound on the memory of results that their callers have dropped, and of
+        calls' large packed weights, kept to hold later ones of the same size (0:
+        none kept). A new array of 4 MiB or more costs its pages' first touch,
+        zeroed by the operating system: a tenth of a 3x3 layer of 64 channels on a
+        32 MiB batch. A kept block is used again only once no array refers to any
+        of it.
     allow_fft : bool, optional
         Whether ``method="auto"`` may choose ``"fft"``, whose rounding error at
         one pixel depends on values far from it.

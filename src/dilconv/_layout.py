@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dilconv._native import channels
+from dilconv._native import channels, results
 from dilconv._spec import ConvSpec
 
 
@@ -50,7 +50,12 @@ def weight_to_canonical(w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         w = _oihw_to_hwio(w, spec.dtype)
     if spec.flip:
         w = w[::-1, ::-1]
-    return np.ascontiguousarray(w, dtype=spec.dtype)
+    if w.dtype == spec.dtype and w.flags.c_contiguous:
+        return w
+    # large weights on memory an earlier call let go of (fresh pages cost zeroing)
+    hwio = results.new_result(w.shape, spec.dtype)
+    np.copyto(hwio, w, casting="unsafe")
+    return hwio
 
 
 def _oihw_to_hwio(w: np.ndarray, dtype: np.dtype) -> np.ndarray:

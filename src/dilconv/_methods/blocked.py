@@ -239,13 +239,20 @@ def layout(spec: ConvSpec, channels_first: bool = False) -> Layout:
 
 
 def pack_weights(w: np.ndarray, spec: ConvSpec, p: Plan) -> np.ndarray:
-    """``(groups, out blocks, taps, C/groups, vectors * lanes)``, zero-padded channels."""
+    """``(groups, out blocks, taps, C/groups, vectors * lanes)``, zero-padded channels.
+
+    Large packings (``aspp``'s 19 MiB) reuse memory that an earlier call let go of
+    (:func:`dilconv._native.results.new_result`): fresh pages cost the operating
+    system's zeroing on first write, about 1 ms there.
+    """
     kh, kw = spec.kernel_hw
     cg, og, width = spec.in_per_group, spec.out_per_group, p.vectors * p.lanes
-    packed = np.zeros((spec.groups, len(p.out_blocks), kh * kw, cg, width), dtype=spec.dtype)
+    shape = (spec.groups, len(p.out_blocks), kh * kw, cg, width)
+    packed = _results.new_result(shape, spec.dtype)
     taps = w.reshape(kh * kw, cg, spec.groups, og)
     for b, (o0, o1) in enumerate(p.out_blocks):
         packed[:, b, :, :, : o1 - o0] = taps[..., o0:o1].transpose(2, 0, 1, 3)
+        packed[:, b, :, :, o1 - o0 :] = 0  # the lanes past the block's channels
     return packed
 
 

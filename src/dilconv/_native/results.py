@@ -5,7 +5,10 @@ the operating system zeroes each page when the call first writes it. On a 3x3
 layer of 64 channels over a batch of 8 at 128x128 (a 32 MiB result) that was 1.9
 of 16.6 ms here, and the 32 MiB result of a 3x3x3 layer of 32 channels on 64^3
 voxels 1.4 of 32.6 ms; TensorFlow's allocator keeps such memory, and so does
-this module. A result of :data:`MIN_BYTES` or more is a view of a *block*, a
+this module. The large packed weights of a call (``blocked``'s packing, Winograd's
+``U``, an NCHW call's weights moved to HWIO) are made here too: on ``aspp``'s 2048 ->
+256 channels their 70 MiB of fresh pages cost NCHW calls 16-32 ms of 85-101.
+A result of :data:`MIN_BYTES` or more is a view of a *block*, a
 1-D byte array this module keeps, through a :class:`~dilconv._native.calls.Lease`:
 the result's base is the lease, and every view of the result, however derived,
 holds it. When the last of them goes, the lease's finalizer hands the block back,
