@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import dilconv
 from dilconv import _select
-from dilconv._methods import _blocked_bands, _blocked_planar, blocked
+from dilconv._methods import _blocked_bands, _blocked_planar, _winograd_nchw, blocked
 from dilconv._spec import make_spec
 from tests.tolerance import assert_close
 
@@ -176,6 +176,58 @@ def test_other_calls_move_the_layout(planar_runs: list[int], x_of: Any, options:
     scale = dilconv.conv2d(np.abs(x), np.abs(w), method="direct", **options)
     assert_close(got, dilconv.conv2d(x, w, method="direct", **options), magnitude=scale)
     assert planar_runs == []
+
+
+@pytest.mark.parametrize("method", ["blocked", "winograd"])
+def test_many_input_channels_move_the_layout(
+    monkeypatch: pytest.MonkeyPatch, planar_runs: list[int], method: str
+) -> None:
+    """From IN_PLACE_CHANNELS input channels per group, the in-place routes step aside:
+    the arrays move to NHWC and back, with the NHWC call's answer bit for bit."""
+    winograd_runs: list[int] = []
+    real = _winograd_nchw.conv_channels_first
+
+    def counted(*args: Any) -> np.ndarray:
+        winograd_runs.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(_winograd_nchw, "conv_channels_first", counted)
+    rng = np.random.default_rng(8)
+    many = _select.IN_PLACE_CHANNELS
+    for c, in_place in ((many - 1, True), (many, False)):
+        x = rng.standard_normal((1, c, 6, 7)).astype(np.float32)
+        w = rng.standard_normal((5, c, 3, 3)).astype(np.float32)
+        options = {"padding": "same", "dilation": 2}
+        spec = make_spec(x.shape, w.shape, dtypes=[np.float32], **options)
+        assert _select.reads_in_place(spec) is in_place
+        runs = planar_runs if method == "blocked" else winograd_runs
+        before = len(runs)
+        got = dilconv.conv2d(x, w, method=method, **options)
+        assert len(runs) - before == int(in_place)
+        nhwc = dilconv.conv2d(
+            np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
+            np.ascontiguousarray(w.transpose(2, 3, 1, 0)),
+            method=method, data_format="NHWC", **options,
+        )  # fmt: skip
+        np.testing.assert_array_equal(got, nhwc.transpose(0, 3, 1, 2))
+    # groups: the channels one output reads count, not the whole input's
+    grouped = make_spec((1, 2 * many - 2, 6, 7), (4, many - 1, 3, 3), groups=2,
+                        dtypes=[np.float32])  # fmt: skip
+    assert _select.reads_in_place(grouped)
+
+
+def test_with_many_input_channels_the_model_charges_every_method_the_moves() -> None:
+    spec = make_spec((1, 2048, 65, 65), (256, 2048, 3, 3), padding="same", dilation=12,
+                     dtypes=[np.float32])  # fmt: skip
+    assert not _select.reads_in_place(spec)
+    lowered = spec.lowered()
+    moves = _select.layout_seconds(spec)
+
+    def modelled(name: str) -> float:
+        return _select.estimate_seconds(name, lowered) + moves
+
+    chosen = _select.cheapest_for_caller(spec)
+    assert chosen == min(_select.candidates(lowered), key=modelled)
 
 
 def test_auto_weighs_the_layout_moves() -> None:

@@ -186,6 +186,25 @@ def layout_seconds(spec: ConvSpec, costs: Mapping[str, float] = COST) -> float:
     return elements * spec.dtype.itemsize / costs["layout"]
 
 
+#: Input channels per group from which ``blocked`` and ``winograd`` no longer read an
+#: NCHW call's arrays in place but move them, as every other method does. In place,
+#: each tile reads a run of a row from each channel's plane; with many channels
+#: those reads cost more than the moves. In-place time over moved time, ``blocked`` /
+#: ``winograd``, 3x3 layers (2026-12-05, AMD EPYC, alternating in one process): 21
+#: channels at 256^2 0.82 / 0.99, 64 at 256^2 1.01 / 0.79, 256 at 96^2 1.03 / 0.97;
+#: to 256 channels at 65^2, d = 12: 512 1.06 / 0.98, 1024 1.13 / 1.08, 1536 1.38 /
+#: 1.07, 2048 (``aspp``) 1.43 / 1.08.
+IN_PLACE_CHANNELS = 512
+
+
+def reads_in_place(spec: ConvSpec) -> bool:
+    """Whether ``blocked`` and ``winograd`` run on a call's NCHW arrays in place
+    (:mod:`~dilconv._methods._blocked_planar`, :mod:`~dilconv._methods._winograd_nchw`):
+    an NCHW call (:func:`moves_layout`) of fewer than :data:`IN_PLACE_CHANNELS` input
+    channels per group."""
+    return moves_layout(spec) and spec.in_per_group < IN_PLACE_CHANNELS
+
+
 #: The share of :func:`layout_seconds` that ``winograd`` pays on NCHW arrays, staging
 #: each band's input rows and output rows in cache instead of moving the arrays
 #: (2026-12-04, AMD EPYC, in one process: the 64-channel ``context`` layers took
@@ -196,9 +215,10 @@ STAGED_SHARE = 0.5
 
 def cheapest_for_caller(spec: ConvSpec, *, finite: bool = True) -> str:
     """:func:`cheapest` for the call as the caller made it: in NCHW every algorithm
-    pays :func:`layout_seconds` on top of its estimate but ``blocked``, which runs
-    on the caller's arrays in place (:mod:`~dilconv._methods._blocked_planar`), and
-    ``winograd``, which pays :data:`STAGED_SHARE` of it."""
+    pays :func:`layout_seconds` on top of its estimate but, where they read the
+    arrays in place (:func:`reads_in_place`), ``blocked``
+    (:mod:`~dilconv._methods._blocked_planar`) and ``winograd``, which pays
+    :data:`STAGED_SHARE` of it."""
     if not moves_layout(spec):
         return cheapest(spec.lowered(), finite=finite)
     return _cheapest_nchw(spec, get_workspace_limit(), pool.num_threads(), allow_fft(), finite)
@@ -211,7 +231,7 @@ def _cheapest_nchw(spec: ConvSpec, limit: int, threads: int, fft: bool, finite: 
     # blocked's NHWC estimate holds for both of its in-place routes: the planar
     # loop (one pass of output channels) and its own tile loop storing NCHW;
     # winograd stages each band's rows in cache (:mod:`~dilconv._methods._winograd_nchw`)
-    extra = {"blocked": 0.0, "winograd": STAGED_SHARE * moves}
+    extra = {"blocked": 0.0, "winograd": STAGED_SHARE * moves} if reads_in_place(spec) else {}
 
     def seconds(name: str) -> float:
         return estimate_seconds(name, lowered) + extra.get(name, moves)

@@ -33,9 +33,10 @@ IN_PLACE = {"blocked": _blocked_planar, "winograd": _winograd_nchw}
 
 
 def _reads_channels_first(x: np.ndarray, spec: ConvSpec) -> bool:
-    """Whether the :data:`IN_PLACE` methods can read the caller's NCHW (or CHW) ``x``
-    as it is and write NCHW: zero padding, the computing dtype, C-contiguous."""
-    return _select.moves_layout(spec) and x.dtype == spec.dtype and x.flags.c_contiguous
+    """Whether the :data:`IN_PLACE` methods read the caller's NCHW (or CHW) ``x`` as it
+    is and write NCHW: zero padding, few enough channels
+    (:func:`dilconv._select.reads_in_place`), the computing dtype, C-contiguous."""
+    return _select.reads_in_place(spec) and x.dtype == spec.dtype and x.flags.c_contiguous
 
 
 def run_conv(
