@@ -242,8 +242,8 @@ def pack_weights(w: np.ndarray, spec: ConvSpec, p: Plan) -> np.ndarray:
     """``(groups, out blocks, taps, C/groups, vectors * lanes)``, zero-padded channels.
 
     Large packings (``aspp``'s 19 MiB) reuse memory that an earlier call let go of
-    (:func:`dilconv._native.results.new_result`): fresh pages cost the operating
-    system's zeroing on first write, about 1 ms there.
+    (:func:`dilconv._native.results.new_result`) instead of fresh pages, which the
+    operating system maps and zeroes as they are first written.
     """
     kh, kw = spec.kernel_hw
     cg, og, width = spec.in_per_group, spec.out_per_group, p.vectors * p.lanes
