@@ -1,4 +1,5 @@
-"""Small helpers the test modules share: threads started together, benchmark scripts loaded."""
+"""Small helpers the test modules share: threads started together, calls counted, benchmark
+scripts loaded."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import pytest
 
 #: The repository's ``benchmarks`` folder.
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
@@ -19,6 +23,19 @@ def in_threads(work: Callable[[], None], count: int) -> None:
         t.start()
     for t in threads:
         t.join()
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str) -> list[int]:
+    """A list that gains an item at each call of ``module.name`` (which still runs)."""
+    runs: list[int] = []
+    real = getattr(module, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        runs.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return runs
 
 
 def benchmark_script(name: str) -> ModuleType:

@@ -13,6 +13,7 @@ import dilconv
 from dilconv import _select
 from dilconv._methods import _blocked_bands, _blocked_planar, _winograd_nchw, blocked
 from dilconv._spec import make_spec
+from tests.harness import count_calls
 from tests.tolerance import assert_close
 
 pytestmark = pytest.mark.skipif(
@@ -25,15 +26,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def planar_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the calls that took the in-place NCHW route."""
-    runs: list[int] = []
-    real = _blocked_planar.conv_channels_first
-
-    def counted(*args: Any) -> np.ndarray:
-        runs.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(_blocked_planar, "conv_channels_first", counted)
-    return runs
+    return count_calls(monkeypatch, _blocked_planar, "conv_channels_first")
 
 
 @st.composite
@@ -184,14 +177,7 @@ def test_many_input_channels_move_the_layout(
 ) -> None:
     """From IN_PLACE_CHANNELS input channels per group, the in-place routes step aside:
     the arrays move to NHWC and back, with the NHWC call's answer bit for bit."""
-    winograd_runs: list[int] = []
-    real = _winograd_nchw.conv_channels_first
-
-    def counted(*args: Any) -> np.ndarray:
-        winograd_runs.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(_winograd_nchw, "conv_channels_first", counted)
+    winograd_runs = count_calls(monkeypatch, _winograd_nchw, "conv_channels_first")
     rng = np.random.default_rng(8)
     many = _select.IN_PLACE_CHANNELS
     for c, in_place in ((many - 1, True), (many, False)):

@@ -14,6 +14,7 @@ from dilconv import _engine_nd
 from dilconv._methods import _blocked_volume, blocked
 from dilconv._spec import make_spec
 from tests import oracle_nd
+from tests.harness import count_calls
 from tests.strategies_nd import CaseN, nd_cases
 
 pytestmark = pytest.mark.skipif(
@@ -26,15 +27,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def volume_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the calls that took the whole-volume route."""
-    runs: list[int] = []
-    real = _blocked_volume.conv
-
-    def counted(*args: Any) -> np.ndarray:
-        runs.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(_blocked_volume, "conv", counted)
-    return runs
+    return count_calls(monkeypatch, _blocked_volume, "conv")
 
 
 def _integer_case(case: CaseN) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

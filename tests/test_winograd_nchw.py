@@ -13,7 +13,7 @@ import dilconv
 from dilconv import _select
 from dilconv._methods import _winograd_nchw, winograd
 from dilconv._spec import make_spec
-from tests.harness import benchmark_script
+from tests.harness import benchmark_script, count_calls
 from tests.tolerance import assert_close
 
 pytestmark = pytest.mark.skipif(
@@ -26,15 +26,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def staged_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the calls that took the staged NCHW route."""
-    runs: list[int] = []
-    real = _winograd_nchw.conv_channels_first
-
-    def counted(*args: Any) -> np.ndarray:
-        runs.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(_winograd_nchw, "conv_channels_first", counted)
-    return runs
+    return count_calls(monkeypatch, _winograd_nchw, "conv_channels_first")
 
 
 def both_layouts(x: np.ndarray, w: np.ndarray, **options: Any) -> tuple[np.ndarray, np.ndarray]:
