@@ -92,9 +92,9 @@ def _return(block: np.ndarray) -> None:
 
 
 def new_result(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """A new C-contiguous array of ``shape`` and ``dtype`` for a call's result (its
-    values unset, as ``np.empty``'s); from :data:`MIN_BYTES` on, on a kept block where
-    one is free.
+    """A new C-contiguous array of ``shape`` and ``dtype`` for a call's result, or for
+    a large array the call makes anew each time (packed weights), its values unset as
+    ``np.empty``'s; from :data:`MIN_BYTES` on, on a kept block where one is free.
 
     Examples
     --------
