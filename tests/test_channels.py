@@ -168,3 +168,41 @@ def test_pytorch_weights_to_hwio_exactly(
     got = weight_to_canonical(w, spec)
     np.testing.assert_array_equal(got, want)
     assert got.flags.c_contiguous
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_packing_methods_take_the_moved_weights_as_a_view(
+    flip: bool, small_threshold: None
+) -> None:
+    """``strided=True``: the moved OIHW weights come back as an HWIO view of the
+    transpose's ``(C, kh, kw, O)`` array (flipped: a contiguous copy), equal to the
+    contiguous HWIO."""
+    from dilconv._layout import channel_major, weight_to_canonical
+    from dilconv._spec import make_spec
+
+    w = np.random.default_rng(3).standard_normal((6, 4, 3, 3))
+    spec = make_spec((1, 4, 9, 9), w.shape, dtypes=[np.float64], flip=flip)
+    got = weight_to_canonical(w, spec, strided=True)
+    np.testing.assert_array_equal(got, weight_to_canonical(w, spec))
+    assert channel_major(got) is not flip
+    assert got.flags.c_contiguous is flip
+
+
+@pytest.mark.parametrize("method", ["blocked", "winograd"])
+@pytest.mark.parametrize("channels_in", [8, 600])  # read in place, and moved (512 or more)
+def test_packing_from_the_weight_view_matches_nhwc_bit_for_bit(
+    method: str, channels_in: int, small_threshold: None
+) -> None:
+    """NCHW calls pack the weights from the transpose's view (``blocked``'s packing,
+    Winograd's transform with the view's strides): the NHWC call's answer exactly."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, channels_in, 11, 13)).astype(np.float32)
+    w = rng.standard_normal((20, channels_in, 3, 3)).astype(np.float32)
+    for options in ({"padding": "same", "dilation": 2}, {"padding": 1, "dilation": 1}):
+        got = dilconv.conv2d(x, w, method=method, **options)
+        nhwc = dilconv.conv2d(
+            np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
+            np.ascontiguousarray(w.transpose(2, 3, 1, 0)),
+            method=method, data_format="NHWC", **options,
+        )  # fmt: skip
+        np.testing.assert_array_equal(got, nhwc.transpose(0, 3, 1, 2))

@@ -30,6 +30,9 @@ def _array_spec(
 #: by the module whose ``conv_channels_first(x, w, lowered spec)`` does so (given
 #: the batched input and HWIO weights).
 IN_PLACE = {"blocked": _blocked_planar, "winograd": _winograd_nchw}
+#: The methods that pack the weights themselves, reading an HWIO view as it is
+#: (``weight_to_canonical(..., strided=True)``).
+PACKED = frozenset({"blocked", "winograd"})
 
 
 def _reads_channels_first(x: np.ndarray, spec: ConvSpec) -> bool:
@@ -55,7 +58,7 @@ def run_conv(
     if method in IN_PLACE and _reads_channels_first(x, spec):
         batched, hwio, lowered = (
             x if spec.x_ndim == 4 else x[None],
-            weight_to_canonical(w, spec),
+            weight_to_canonical(w, spec, strided=True),
             spec.lowered(),
         )
         agree(batched, hwio, lowered, channels_first=True)
@@ -68,7 +71,7 @@ def run_conv(
     if spec.padding_mode != "zeros":
         xc = pad_spatial(xc, spec.pad, spec.padding_mode)
     run = _exact.conv if method == "exact" else METHODS[method].conv
-    y = run(xc, weight_to_canonical(w, spec), spec.lowered())
+    y = run(xc, weight_to_canonical(w, spec, strided=method in PACKED), spec.lowered())
     _first_calls.settle()  # a stand-in's measured time counts towards loading the choice
     if bias is not None:
         y += bias.astype(spec.dtype)

@@ -360,7 +360,7 @@ def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndar
     if complete:
         return y
     x = np.ascontiguousarray(x, dtype=spec.dtype)
-    w = np.ascontiguousarray(w, dtype=spec.dtype)  # read by both packings
+    w = np.asarray(w, dtype=spec.dtype)  # read by both packings (a view: see transform_weights)
     packed = transform_weights(w, spec, product_plan(spec))
     planned = winograd.thread_count(spec)
     steps = plan(spec, planned)

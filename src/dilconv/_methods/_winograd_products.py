@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from dilconv import _layout
 from dilconv._methods import blocked
 from dilconv._native import calls, kernels, pool, tile_kernel
 from dilconv._native import results as _results
@@ -47,21 +48,30 @@ def transform_weights(w: np.ndarray, spec: ConvSpec, p: blocked.Plan) -> np.ndar
     took 3.5 ms there, 1.8 ms on reused ones.
     """
     c, width = spec.in_channels, p.vectors * p.lanes
-    w = np.ascontiguousarray(w, dtype=spec.dtype)
+    w = np.asarray(w, dtype=spec.dtype)
+    by_channel = w.dtype == spec.dtype and _layout.channel_major(w)
+    if by_channel:  # NCHW weights as the compiled transpose left them: (C, 3, 3, O)
+        w = w.transpose(2, 0, 1, 3)
+    w = np.ascontiguousarray(w)
     packed = _results.new_result((len(p.out_blocks), 16, c, width), spec.dtype)
     for k, (o0, o1) in enumerate(p.out_blocks):
         filled = math.ceil((o1 - o0) / p.lanes) * p.lanes
         packed[k, :, :, filled:] = 0  # vectors past the block's channels
-    bound = calls.Binding(w=w, U=packed)
-    pool.parallel_map(bound.run, weight_calls(spec, p), key=("winograd weights", spec))
+    bound = calls.Binding(w=w.reshape(-1), U=packed)
+    shares = weight_calls(spec, p, by_channel)
+    pool.parallel_map(bound.run, shares, key=("winograd weights", spec, by_channel))
     return packed
 
 
 @functools.lru_cache(maxsize=128)
-def weight_calls(spec: ConvSpec, p: blocked.Plan) -> tuple[tuple[calls.Call, ...], ...]:
+def weight_calls(
+    spec: ConvSpec, p: blocked.Plan, by_channel: bool = False
+) -> tuple[tuple[calls.Call, ...], ...]:
     """The weight transform's calls, one tuple per block of input channels (shared
-    among threads), with slots ``w`` (the HWIO weights) and ``U`` (the packing)."""
+    among threads), with slots ``w`` (the weights, flat: HWIO, or ``(C, 3, 3, O)``
+    where ``by_channel``) and ``U`` (the packing)."""
     c, o, width = spec.in_channels, spec.out_channels, p.vectors * p.lanes
+    w_tap, w_channel = (o, 9 * o) if by_channel else (c * o, o)
     shares = []
     for c0, c1 in p.in_blocks:
         share = []
@@ -70,11 +80,11 @@ def weight_calls(spec: ConvSpec, p: blocked.Plan) -> tuple[tuple[calls.Call, ...
             kernel = kernels.weights(spec.dtype, p.lanes, tail)
             share.append(
                 kernel.call(
-                    w=calls.Slot("w", c0 * o + o0),
+                    w=calls.Slot("w", c0 * w_channel + o0),
                     packed=calls.Slot("U", (k * 16 * c + c0) * width),
                     channels=c1 - c0,
-                    w_tap=c * o,
-                    w_channel=o,
+                    w_tap=w_tap,
+                    w_channel=w_channel,
                     u_position=c * width,
                     u_channel=width,
                     vectors=whole,
