@@ -38,6 +38,22 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str) 
     return runs
 
 
+def conv2d_through_nhwc(x: Any, w: Any, **options: Any) -> Any:
+    """``dilconv.conv2d`` of NCHW ``x`` and OIHW ``w`` run on NHWC copies of them (HWIO
+    weights), its result moved back to NCHW: what an NCHW call must give."""
+    import numpy as np
+
+    import dilconv
+
+    y = dilconv.conv2d(
+        np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
+        np.ascontiguousarray(w.transpose(2, 3, 1, 0)),
+        data_format="NHWC",
+        **options,
+    )
+    return y.transpose(0, 3, 1, 2)
+
+
 def benchmark_script(name: str) -> ModuleType:
     """``benchmarks/<name>.py`` loaded as a module (not run as a script)."""
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")

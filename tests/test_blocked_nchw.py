@@ -13,7 +13,7 @@ import dilconv
 from dilconv import _select
 from dilconv._methods import _blocked_bands, _blocked_planar, _winograd_nchw, blocked
 from dilconv._spec import make_spec
-from tests.harness import count_calls
+from tests.harness import conv2d_through_nhwc, count_calls
 from tests.tolerance import assert_close
 
 pytestmark = pytest.mark.skipif(
@@ -190,12 +190,7 @@ def test_many_input_channels_move_the_layout(
         before = len(runs)
         got = dilconv.conv2d(x, w, method=method, **options)
         assert len(runs) - before == int(in_place)
-        nhwc = dilconv.conv2d(
-            np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
-            np.ascontiguousarray(w.transpose(2, 3, 1, 0)),
-            method=method, data_format="NHWC", **options,
-        )  # fmt: skip
-        np.testing.assert_array_equal(got, nhwc.transpose(0, 3, 1, 2))
+        np.testing.assert_array_equal(got, conv2d_through_nhwc(x, w, method=method, **options))
     # groups: the channels one output reads count, not the whole input's
     grouped = make_spec((1, 2 * many - 2, 6, 7), (4, many - 1, 3, 3), groups=2,
                         dtypes=[np.float32])  # fmt: skip

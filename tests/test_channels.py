@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import dilconv
 from dilconv._native import calls, channels, kernels
-from tests.harness import in_threads
+from tests.harness import conv2d_through_nhwc, in_threads
 
 pytest.importorskip("llvmlite.binding")  # the move runs once LLVM is loaded
 
@@ -200,9 +200,4 @@ def test_packing_from_the_weight_view_matches_nhwc_bit_for_bit(
     w = rng.standard_normal((20, channels_in, 3, 3)).astype(np.float32)
     for options in ({"padding": "same", "dilation": 2}, {"padding": 1, "dilation": 1}):
         got = dilconv.conv2d(x, w, method=method, **options)
-        nhwc = dilconv.conv2d(
-            np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
-            np.ascontiguousarray(w.transpose(2, 3, 1, 0)),
-            method=method, data_format="NHWC", **options,
-        )  # fmt: skip
-        np.testing.assert_array_equal(got, nhwc.transpose(0, 3, 1, 2))
+        np.testing.assert_array_equal(got, conv2d_through_nhwc(x, w, method=method, **options))
