@@ -282,18 +282,11 @@ def _conv_products(
     for b in range(src.shape[0]):
         sf, df = src[b].ravel(), dst[b].ravel()
         for j in range(k):
-            lag = (k - 1 - j) * d  # output i reads input i - lag: the block's, or the ring's
-            for i in range(n):
-                if i >= lag:
-                    _copy(zf, i * width + j * cin, sf, (i - lag) * row, cin)
-                else:
-                    _copy(
-                        zf,
-                        i * width + j * cin,
-                        ring,
-                        off + (b * p + (pos + i - lag) % p) * cin,
-                        cin,
-                    )
+            lag = (k - 1 - j) * d  # output i reads input i - lag: the ring's, then the block's
+            for i in range(min(lag, n)):
+                _copy(zf, i * width + j * cin, ring, off + (b * p + (pos + i - lag) % p) * cin, cin)
+            for i in range(lag, n):
+                _copy(zf, i * width + j * cin, sf, (i - lag) * row, cin)
         y = np.dot(z, taps).ravel()
         for i in range(n):
             a, s = np.uint64(i * row), np.uint64(i * cout)

@@ -58,7 +58,7 @@ def run_conv(
     if method in IN_PLACE and _reads_channels_first(x, spec):
         batched, hwio, lowered = (
             x if spec.x_ndim == 4 else x[None],
-            weight_to_canonical(w, spec, strided=True),
+            weight_to_canonical(w, spec, strided=method in PACKED),
             spec.lowered(),
         )
         agree(batched, hwio, lowered, channels_first=True)

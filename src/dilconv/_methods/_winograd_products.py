@@ -49,7 +49,7 @@ def transform_weights(w: np.ndarray, spec: ConvSpec, p: blocked.Plan) -> np.ndar
     """
     c, width = spec.in_channels, p.vectors * p.lanes
     w = np.asarray(w, dtype=spec.dtype)
-    by_channel = w.dtype == spec.dtype and _layout.channel_major(w)
+    by_channel = _layout.channel_major(w)
     if by_channel:  # NCHW weights as the compiled transpose left them: (C, 3, 3, O)
         w = w.transpose(2, 0, 1, 3)
     w = np.ascontiguousarray(w)
