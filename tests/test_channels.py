@@ -25,13 +25,22 @@ def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
 SHAPES = [(1, 1, 1, 1), (2, 5, 19, 23), (1, 3, 255, 257), (3, 16, 8, 8), (1, 17, 33, 1)]
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES + [(2, 32, 16, 16), (1, 48, 8, 32)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("stream", [False, True])
 def test_both_ways_equal_numpy_exactly(
-    shape: tuple[int, ...], dtype: type, threads: int, small_threshold: None
+    shape: tuple[int, ...],
+    dtype: type,
+    threads: int,
+    stream: bool,
+    small_threshold: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Whole tiles, last rows and columns, one pixel, one channel; one thread or two."""
+    """Whole tiles, last rows and columns, one pixel, one channel; one thread or two;
+    stores through the caches or past them (aligned rows of 16, 32 or 48 channels, or
+    256 pixels, and the others, which fall back to plain stores)."""
+    monkeypatch.setattr(channels, "streams", lambda nbytes: stream)
     a = np.random.default_rng(0).standard_normal(shape).astype(dtype)
     with dilconv.config_context(threads=threads), calls.checked():
         last = channels.move_channels(a, last=True)
@@ -80,18 +89,30 @@ def test_read_only_input(small_threshold: None) -> None:
     columns=st.integers(0, 70),
     source_pad=st.integers(0, 40),
     target_pad=st.integers(0, 40),
+    target_shift=st.integers(0, 16),
     dtype=st.sampled_from([np.float32, np.float64]),
+    stream=st.booleans(),
 )
 def test_the_kernel_transposes_any_block_at_any_pitch(
-    rows: int, columns: int, source_pad: int, target_pad: int, dtype: type
+    rows: int,
+    columns: int,
+    source_pad: int,
+    target_pad: int,
+    target_shift: int,
+    dtype: type,
+    stream: bool,
 ) -> None:
     """Whole tiles, the last rows and columns, either row pitch the longer (the two
-    loop orders), and nothing written outside the block."""
+    loop orders), nothing written outside the block; stores past the caches where the
+    target and its row pitch are whole vectors, plain stores where they are not (a
+    target a few elements past a cache line)."""
     source_row, target_row = columns + source_pad, rows + target_pad
     rng = np.random.default_rng(rows * 71 + columns)
     source = rng.standard_normal(max(1, rows * source_row)).astype(dtype)
-    target = np.full(max(1, columns * target_row), -7.0, dtype=dtype)
-    move = kernels.transpose(np.dtype(dtype)).call(
+    size = max(1, columns * target_row)
+    target = calls.aligned_empty(size + target_shift, np.dtype(dtype))[target_shift:]
+    target.fill(-7.0)
+    move = kernels.transpose(np.dtype(dtype), stream).call(
         source=calls.Slot("source"),
         target=calls.Slot("target"),
         rows=rows,
@@ -107,6 +128,42 @@ def test_the_kernel_transposes_any_block_at_any_pitch(
         view = expected[: columns * target_row].reshape(columns, target_row)
         view[:, :rows] = block.T
     np.testing.assert_array_equal(target, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("rows", "columns"), [(16, 16), (48, 37), (50, 70), (3, 40)])
+def test_stores_past_the_caches_on_aligned_rows(rows: int, columns: int, dtype: type) -> None:
+    """A target on a cache line with rows of whole lines: every whole tile is stored
+    past the caches, the rest as usual; the same values either way."""
+    source_row, target_row = columns + 5, 64
+    source = np.random.default_rng(rows).standard_normal(rows * source_row).astype(dtype)
+    results = []
+    for stream in (False, True):
+        target = calls.aligned_empty(columns * target_row, np.dtype(dtype))
+        target.fill(-7.0)
+        move = kernels.transpose(np.dtype(dtype), stream).call(
+            source=calls.Slot("source"),
+            target=calls.Slot("target"),
+            rows=rows,
+            columns=columns,
+            source_row=source_row,
+            target_row=target_row,
+        )
+        with calls.checked():
+            calls.Binding(source=source, target=target).run([move])
+        results.append(target.reshape(columns, target_row))
+    np.testing.assert_array_equal(results[1], results[0])
+    np.testing.assert_array_equal(
+        results[1][:, :rows], source.reshape(rows, source_row)[:, :columns].T
+    )
+    assert (results[1][:, rows:] == -7.0).all()
+
+
+def test_large_moves_store_past_the_caches_small_ones_do_not() -> None:
+    from dilconv._native import last_level_cache
+
+    assert channels.streams(last_level_cache.size())
+    assert not channels.streams(2**20)
 
 
 def test_checked_mode_refuses_a_call_past_its_arrays() -> None:

@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import dilconv
-from dilconv._native import calls, kernels, stencil_kernel, stencil_rows
+from dilconv._native import calls, kernels, last_level_cache, stencil_kernel, stencil_rows
 from dilconv._spec import make_spec
 from tests.harness import benchmark_script, in_threads
 from tests.tolerance import assert_close
@@ -158,7 +158,7 @@ def test_arrays_that_disagree_with_the_spec_never_reach_the_loop() -> None:
 
 
 def test_large_arrays_stream_small_ones_do_not() -> None:
-    cache = stencil_rows.cache_bytes()
+    cache = last_level_cache.size()
     assert cache >= 2**20
     side = int(np.sqrt(cache / 8)) + 1  # input and output float32: past the cache
     assert stencil_rows.streams(make_spec((1, side, side, 1), (3, 3, 1, 1), padding="same",
@@ -167,11 +167,11 @@ def test_large_arrays_stream_small_ones_do_not() -> None:
 
 
 def test_cache_sizes_as_linux_writes_them() -> None:
-    assert stencil_rows._size("32768K\n") == 32 * 2**20
-    assert stencil_rows._size("2M") == 2 * 2**20
-    assert stencil_rows._size("512") == 512
-    assert stencil_rows._size("") == 0
-    assert stencil_rows._size("big") == 0
+    assert last_level_cache.parse_size("32768K\n") == 32 * 2**20
+    assert last_level_cache.parse_size("2M") == 2 * 2**20
+    assert last_level_cache.parse_size("512") == 512
+    assert last_level_cache.parse_size("") == 0
+    assert last_level_cache.parse_size("big") == 0
 
 
 def test_checked_mode_refuses_a_call_past_its_arrays() -> None:

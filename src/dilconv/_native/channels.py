@@ -15,20 +15,29 @@ import sys
 
 import numpy as np
 
-from dilconv._native import calls, pool, results
+from dilconv._native import calls, last_level_cache, pool, results
 
 #: Elements below which NumPy's copy is as fast (and no pool hand-off is paid).
 MIN_ELEMENTS = 2**16
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _kernel(dtype: np.dtype) -> calls.Kernel | None:
+def streams(nbytes: int) -> bool:
+    """Whether a move of ``nbytes`` stores past the caches: where the source and the
+    new array together outgrow the last-level cache, each target line would
+    otherwise be fetched before it is written. ``aspp``'s input (2048 channels of
+    65 x 65, 35 MiB) moved in 3.0 ms with stores through the caches and 2.0 ms past
+    them (``np.copyto`` of it: 1.7 ms); 64 channels of 256 x 256, 1.17 -> 1.04 ms."""
+    return 2 * nbytes >= last_level_cache.size()
+
+
+def _kernel(dtype: np.dtype, stream: bool = False) -> calls.Kernel | None:
     if "llvmlite.binding" not in sys.modules:
         return None
     try:
         from dilconv._native import kernels
 
-        return kernels.transpose(dtype)
+        return kernels.transpose(dtype, stream)
     except (ImportError, RuntimeError, OSError, MemoryError):  # no LLVM here: NumPy's copy
         return None
 
@@ -49,7 +58,7 @@ def move_channels(a: np.ndarray, *, last: bool) -> np.ndarray | None:
     """
     if a.dtype not in DTYPES or a.size < MIN_ELEMENTS or not a.flags.c_contiguous or a.ndim < 3:
         return None
-    kernel = _kernel(a.dtype)
+    kernel = _kernel(a.dtype, streams(a.nbytes))
     if kernel is None:
         return None
     n = a.shape[0]

@@ -273,11 +273,12 @@ def _transpose_extents(ints: Mapping[str, int], read: Reader) -> dict[str, Span]
 
 
 @functools.cache
-def transpose(dtype: np.dtype) -> Kernel:
+def transpose(dtype: np.dtype, stream: bool = False) -> Kernel:
     """The blocked transpose of :mod:`~dilconv._native.transpose_kernel`."""
     dtype = np.dtype(dtype)
-    fn = transpose_kernel.transpose_function(dtype)
-    return Kernel(f"transpose({dtype})", TRANSPOSE, fn, dtype, _transpose_extents)
+    fn = transpose_kernel.transpose_function(dtype, stream)
+    label = f"transpose({dtype}, stream={stream})"
+    return Kernel(label, TRANSPOSE, fn, dtype, _transpose_extents)
 
 
 def _stencil_extents(ints: Mapping[str, int], read: Reader, *, kh: int, kw: int) -> dict[str, Span]:

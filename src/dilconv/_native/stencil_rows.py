@@ -11,45 +11,13 @@ from __future__ import annotations
 
 import functools
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from dilconv._native import calls, pool
+from dilconv._native import calls, last_level_cache, pool
 from dilconv._spec import ConvSpec
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-#: The last-level cache where the system does not say (bytes).
-DEFAULT_CACHE_BYTES = 32 * 2**20
-
-
-#: Where Linux describes the first CPU's caches.
-CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
-
-
-def _size(text: str) -> int:
-    """``"32768K"`` (as Linux writes a cache's size) in bytes; 0 if unreadable."""
-    text = text.strip().upper()
-    scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
-    digits = text[:-1] if text[-1:] in "KMG" else text
-    return int(digits) * scale if digits.isdigit() else 0
-
-
-@functools.lru_cache(maxsize=1)
-def cache_bytes() -> int:
-    """The CPU's last-level cache in bytes (Linux's description of CPU 0's caches),
-    else :data:`DEFAULT_CACHE_BYTES`."""
-    best_level, best = 0, 0
-    try:
-        for index in CACHE_DIR.glob("index*"):
-            level = int((index / "level").read_text())
-            size = _size((index / "size").read_text())
-            if size and level > best_level:
-                best_level, best = level, size
-    except (OSError, ValueError):
-        return DEFAULT_CACHE_BYTES
-    return best or DEFAULT_CACHE_BYTES
 
 
 def streams(spec: ConvSpec) -> bool:
@@ -58,7 +26,7 @@ def streams(spec: ConvSpec) -> bool:
     stores go past the caches instead (16 MiB in, 16 MiB out, on a 32 MiB cache)."""
     (h, w), (ho, wo) = spec.in_hw, spec.out_hw
     elements = spec.batch * (h * w + ho * wo)
-    return elements * spec.dtype.itemsize >= cache_bytes()
+    return elements * spec.dtype.itemsize >= last_level_cache.size()
 
 
 def applies(spec: ConvSpec) -> bool:

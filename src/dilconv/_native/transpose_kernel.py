@@ -11,7 +11,11 @@ square tiles of one SIMD vector a side (:func:`tile_shape`), transposed in
 registers by shuffles: a stack of tiles along ``i`` is loaded as vectors (each
 source row a run along ``j``), and each target row of them stored as one 64-byte
 run. The rows and columns past the last whole tile are copied one element at a
-time.
+time. The ``stream`` variant (for moves that outgrow the last-level cache, see
+:func:`dilconv._native.channels.streams`) stores the whole tiles past the caches
+(non-temporal stores, then a fence) where the target and its row pitch are whole
+vectors, so that no target line is fetched before it is written; elsewhere it
+stores as the plain variant does.
 
 LLVM IR through ``llvmlite`` like :mod:`~dilconv._native.tile_kernel`, with whose
 compiler and disk cache it shares.
@@ -57,7 +61,7 @@ TransposeFunction = Callable[..., None]
 Value = Any  # an llvmlite IR value
 
 
-def _ir_source(dtype: np.dtype) -> str:
+def _ir_source(dtype: np.dtype, stream: bool = False) -> str:
     """LLVM IR of the tiled transpose (see the module docstring)."""
     from llvmlite import ir
 
@@ -69,6 +73,7 @@ def _ir_source(dtype: np.dtype) -> str:
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [i64] * len(ARGUMENTS)), name="t")
     args = dict(zip(ARGUMENTS, fn.args, strict=True))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
+    nontemporal = module.add_metadata([ir.Constant(i32, 1)])
     source, target = b.inttoptr(args["source"], ptr), b.inttoptr(args["target"], ptr)
     names = ("ib", "jb", "i", "j", "ri", "rj")
     counters = {name: b.alloca(i64, name=name) for name in names}
@@ -103,7 +108,7 @@ def _ir_source(dtype: np.dtype) -> str:
     whole_rows = b.mul(b.sdiv(rows, const(height)), const(height))
     whole_columns = b.mul(b.sdiv(columns, const(lanes)), const(lanes))
 
-    def tile(i0: Value, j0: Value) -> None:
+    def tile(i0: Value, j0: Value, past_caches: bool) -> None:
         """The stacked tiles at rows ``[i0, i0 + height)``, columns ``[j0, j0 + lanes)``."""
         halves = []
         for s in range(stack):
@@ -118,31 +123,55 @@ def _ir_source(dtype: np.dtype) -> str:
             row_at = b.add(b.mul(b.add(j0, const(c)), args["target_row"]), i0)
             for s, columns in enumerate(turned):
                 p = b.gep(target, [b.add(row_at, const(s * lanes))], source_etype=scalar)
-                b.store(columns[c], p, align=dtype.itemsize)
+                if past_caches:  # whole aligned vectors, past the caches
+                    stored = b.store(columns[c], p, align=lanes * dtype.itemsize)
+                    stored.set_metadata("nontemporal", nontemporal)
+                else:
+                    b.store(columns[c], p, align=dtype.itemsize)
 
-    def row_blocks(j0: Value) -> None:
-        tile_kernel.emit_loop(b, counters["ib"], const(0), b.sdiv(rows, const(height)),
-                              lambda k: tile(b.mul(k, const(height)), j0))  # fmt: skip
+    def whole_tiles(past_caches: bool) -> None:
+        """Every whole stacked tile. The inner loop runs along the rows of the array
+        with the longer row pitch (the rows a tile's vectors spread over), so that
+        each of them is read, or written, as one stream: NCHW to NHWC sweeps ``j``,
+        NHWC to NCHW sweeps ``i``. Both ways between 64 channels of 256x256 and rows
+        of NHWC staging, 32 rows at a time, against the 8x8 tiles of extracts and
+        inserts before: 1.29-1.33 -> 1.03-1.17 ms into the rows, 3.11-3.13 ->
+        1.27-1.28 ms out of them (3.11 and 1.91 with the loops the other way round)."""
 
-    def column_blocks(i0: Value) -> None:
-        tile_kernel.emit_loop(b, counters["jb"], const(0), b.sdiv(columns, const(lanes)),
-                              lambda k: tile(i0, b.mul(k, const(lanes))))  # fmt: skip
+        def row_blocks(j0: Value) -> None:
+            tile_kernel.emit_loop(
+                b, counters["ib"], const(0), b.sdiv(rows, const(height)),
+                lambda k: tile(b.mul(k, const(height)), j0, past_caches),
+            )  # fmt: skip
 
-    # the inner loop runs along the rows of the array with the longer row pitch (the
-    # rows a tile's vectors spread over), so that each of them is read, or written,
-    # as one stream: NCHW to NHWC sweeps ``j``, NHWC to NCHW sweeps ``i``. Both ways
-    # between 64 channels of 256x256 and rows of NHWC staging, 32 rows at a time,
-    # against the 8x8 tiles of extracts and inserts before: 1.29-1.33 -> 1.03-1.17 ms
-    # into the rows, 3.11-3.13 -> 1.27-1.28 ms out of them (3.11 and 1.91 with the
-    # loops the other way round)
-    longer_source = b.icmp_signed(">=", args["source_row"], args["target_row"])
-    with b.if_else(longer_source) as (along_j, along_i):
-        with along_j:
-            tile_kernel.emit_loop(b, counters["ib"], const(0), b.sdiv(rows, const(height)),
-                                  lambda k: column_blocks(b.mul(k, const(height))))  # fmt: skip
-        with along_i:
-            tile_kernel.emit_loop(b, counters["jb"], const(0), b.sdiv(columns, const(lanes)),
-                                  lambda k: row_blocks(b.mul(k, const(lanes))))  # fmt: skip
+        def column_blocks(i0: Value) -> None:
+            tile_kernel.emit_loop(
+                b, counters["jb"], const(0), b.sdiv(columns, const(lanes)),
+                lambda k: tile(i0, b.mul(k, const(lanes)), past_caches),
+            )  # fmt: skip
+
+        longer_source = b.icmp_signed(">=", args["source_row"], args["target_row"])
+        with b.if_else(longer_source) as (along_j, along_i):
+            with along_j:
+                tile_kernel.emit_loop(b, counters["ib"], const(0), b.sdiv(rows, const(height)),
+                                      lambda k: column_blocks(b.mul(k, const(height))))  # fmt: skip
+            with along_i:
+                tile_kernel.emit_loop(b, counters["jb"], const(0), b.sdiv(columns, const(lanes)),
+                                      lambda k: row_blocks(b.mul(k, const(lanes))))  # fmt: skip
+
+    if stream:  # every tile's stores aligned: the target and its row pitch
+        vector_bytes = const(lanes * dtype.itemsize - 1)
+        misaligned = b.or_(
+            b.and_(args["target"], vector_bytes),
+            b.and_(b.mul(args["target_row"], const(dtype.itemsize)), vector_bytes),
+        )
+        with b.if_else(b.icmp_unsigned("==", misaligned, const(0))) as (past, through):
+            with past:
+                whole_tiles(True)
+            with through:
+                whole_tiles(False)
+    else:
+        whole_tiles(False)
 
     def last_columns(i: Value) -> None:
         tile_kernel.emit_loop(b, counters["j"], whole_columns, columns,
@@ -154,15 +183,19 @@ def _ir_source(dtype: np.dtype) -> str:
         tile_kernel.emit_loop(b, counters["rj"], const(0), columns, lambda j: scalar_copy(i, j))
 
     tile_kernel.emit_loop(b, counters["ri"], whole_rows, rows, last_rows)
+    if stream:
+        b.fence("seq_cst")
     b.ret_void()
     return str(module)
 
 
 @functools.lru_cache(maxsize=4)
-def transpose_function(dtype: np.dtype) -> TransposeFunction:
+def transpose_function(dtype: np.dtype, stream: bool = False) -> TransposeFunction:
     """The compiled transpose for ``dtype`` (float32 or float64), as a ctypes function.
 
     Compiled once per process and kept on disk like the tile loops.
     """
     with tile_kernel.COMPILING:
-        return tile_kernel.compile_function(_ir_source(np.dtype(dtype)), "t", len(ARGUMENTS))
+        return tile_kernel.compile_function(
+            _ir_source(np.dtype(dtype), stream), "t", len(ARGUMENTS)
+        )
