@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import dilconv
 from dilconv import _select
 from dilconv._methods import _winograd_nchw, winograd
+from dilconv._native import calls
 from dilconv._spec import make_spec
 from tests.harness import benchmark_script, count_calls
 from tests.tolerance import assert_close
@@ -101,6 +102,43 @@ def test_rings_of_rows_and_all_direct(
     else:
         assert groups == []
         assert _winograd_nchw.direct_calls(spec, 1) is not None
+
+
+@pytest.mark.parametrize(
+    ("shape", "d", "dtype"),
+    [
+        ((2, 64, 64, 256), 2, np.float32),  # whole rows: planes on whole cache lines
+        ((1, 16, 40, 100), 3, np.float32),  # part rows, rows off the lines: plain stores
+        ((1, 24, 48, 64), 1, np.float64),
+    ],
+)
+def test_result_planes_stored_past_the_caches_equal_the_nhwc_route(
+    shape: tuple[int, ...],
+    d: int,
+    dtype: type,
+    staged_runs: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Large calls store the result's planes past the caches (small ones here, made to)."""
+    monkeypatch.setattr(_winograd_nchw, "_streams", lambda spec: True)
+    _winograd_nchw.plan.cache_clear()
+    try:
+        rng = np.random.default_rng(2)
+        x = rng.standard_normal(shape).astype(dtype)
+        w = rng.standard_normal((shape[1], shape[1], 3, 3)).astype(dtype)
+        with calls.checked():
+            nchw, nhwc = both_layouts(x, w, dilation=d, padding="same")
+        np.testing.assert_array_equal(nchw, nhwc)
+        assert staged_runs == [1]
+    finally:
+        _winograd_nchw.plan.cache_clear()
+
+
+def test_large_calls_store_the_result_past_the_caches() -> None:
+    big = make_spec((1, 64, 512, 512), (64, 64, 3, 3), padding="same", dtypes=[np.float32])
+    small = make_spec((1, 64, 64, 64), (64, 64, 3, 3), padding="same", dtypes=[np.float32])
+    assert _winograd_nchw._streams(big.lowered())
+    assert not _winograd_nchw._streams(small.lowered())
 
 
 def test_bands_of_part_rows_are_cut_between_tiles_that_do_not_interleave(

@@ -42,7 +42,7 @@ from dilconv._methods._winograd_products import (
     product_plan,
     transform_weights,
 )
-from dilconv._native import calls, kernels, pool
+from dilconv._native import calls, kernels, last_level_cache, pool
 from dilconv._spec import ConvSpec
 
 
@@ -125,7 +125,7 @@ def _turn_out(spec: ConvSpec, out_rows: list[int], c0: int, c1: int) -> list[cal
     """The transposes of ``Z``'s rows (``out_rows``, increasing, columns ``[c0, c1)``)
     into the NCHW slot ``y``: one per run of consecutive whole rows."""
     (ho, wo), o = spec.out_hw, spec.out_channels
-    move, width = kernels.transpose(spec.dtype), c1 - c0
+    move, width = kernels.transpose(spec.dtype, _streams(spec)), c1 - c0
     whole = width == wo
     steps = []
     for first, slot, count in runs(out_rows) if whole else _singly(out_rows):
@@ -140,6 +140,14 @@ def _turn_out(spec: ConvSpec, out_rows: list[int], c0: int, c1: int) -> list[cal
             )
         )
     return steps
+
+
+def _streams(spec: ConvSpec) -> bool:
+    """Whether the result's planes are stored past the caches: where input and output
+    together outgrow the last-level cache (see :mod:`dilconv._native.last_level_cache`)."""
+    (h, w), (ho, wo) = spec.in_hw, spec.out_hw
+    elements = spec.batch * (h * w * spec.in_channels + ho * wo * spec.out_channels)
+    return elements * spec.dtype.itemsize >= last_level_cache.size()
 
 
 class _BandInput(NamedTuple):
