@@ -307,7 +307,7 @@ def fit_winograd(rng: np.random.Generator, cost: dict[str, float]) -> dict[str, 
     w = rng.standard_normal((3, 3, 2048, 256), dtype=np.float32)
     spec = make_spec((1, 65, 65, 2048), w.shape, dtypes=[w.dtype], **options).lowered()
     plan = _winograd_products.product_plan(spec)
-    t_weights = best(lambda: _winograd_products.transform_weights(w, spec, plan), 9)
+    t_weights = best(lambda: _winograd_products.transform_weights(w, spec, plan)[0], 9)
     return {
         "winograd_transform": values / max(rest, 1e-9),
         "winograd_weights": 16 * 2048 * 256 / t_weights,

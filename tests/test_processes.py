@@ -79,7 +79,8 @@ LONG_ONE_CHANNEL = (6144, 1, 41)
 #: Threaded calls (big enough to share among two threads) of the native paths.
 CHECKS = [("tap_gemm", 160, 24), ("blocked", 160, 24), ("compiled", 1100, 1), ("winograd", 96, 16),
           ("blocked", 160, 24, 2, np.float32, True), ("blocked", 96, 40, 2, np.float32, True),
-          ("blocked", 240, 24)]  # the last two results on kept memory (4.6 and 5.3 MiB)
+          ("blocked", 240, 24),  # the last two results on kept memory (4.6 and 5.3 MiB)
+          ("winograd", 96, 16, 2, np.float32, True)]  # NCHW: the weights staged as given
 
 
 def hold_locks_and_pool():
@@ -123,6 +124,7 @@ def child():
     stencil_kernel._FUNCTIONS.clear()
     for cached in (kernels.tiles, kernels.stencil, blocked.tile_calls, winograd.band_calls,
                    winograd.direct_calls, _winograd_products.product_calls,
+                   _winograd_products.weight_calls, _winograd_products.staged_weight_calls,
                    _winograd_nchw.plan, _winograd_nchw_edges.direct_calls,
                    _blocked_bands.band_calls, _blocked_planar.tile_calls,
                    _blocked_volume.volume_calls):

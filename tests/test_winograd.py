@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import dilconv
 from dilconv import _shapes
-from dilconv._methods import _winograd_products, winograd
+from dilconv._methods import _winograd_products, blocked, winograd
+from dilconv._native import calls
 from dilconv._spec import make_spec
 from tests.strategies import Case, conv_cases
 from tests.test_methods import check_against_oracle
@@ -174,7 +175,7 @@ def test_weight_transform_is_g_w_g_transposed() -> None:
         w = rng.standard_normal((3, 3, 600, 70)).astype(dtype)
         spec = make_spec((1, 8, 8, 600), w.shape, data_format="NHWC", dtypes=[w.dtype]).lowered()
         p = _winograd_products.product_plan(spec)
-        packed = _winograd_products.transform_weights(w, spec, p)
+        packed, _ = _winograd_products.transform_weights(w, spec, p)
         wide = w.astype(np.float64)
         expected = np.einsum("ai,ijco,bj->abco", g, wide, g).reshape(16, 600, 70)
         size = np.einsum("ai,ijco,bj->abco", abs(g), abs(wide), abs(g)).reshape(16, 600, 70)
@@ -186,6 +187,40 @@ def test_weight_transform_is_g_w_g_transposed() -> None:
                 bound = 4 * np.finfo(np.float64).eps * size[:, :, o0:o1]
                 assert np.all(np.abs(got - expected[:, :, o0:o1]) <= bound)
             assert not packed[k, :, :, o1 - o0 :].any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("c", "o"), [(600, 70), (5, 16), (33, 3)])
+@pytest.mark.parametrize("view", ["hwio", "channel major", "as given"])
+def test_weight_transform_packs_blocked_taps_as_pack_weights_does(
+    dtype: type, c: int, o: int, view: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``taps`` the transform's pass also stores ``blocked``'s packing, equal to
+    :func:`blocked.pack_weights` bit for bit (the padded lanes zero), from HWIO
+    weights, from the NCHW weights' channel-major view, or from the caller's OIHW
+    array itself (moved through small stages: a few channels each here); U is the
+    same from each."""
+    monkeypatch.setattr(_winograd_products, "STAGE_BYTES", 4 * 9 * o * 8)
+    _winograd_products.staged_weight_calls.cache_clear()
+    rng = np.random.default_rng(c + o)
+    hwio = rng.standard_normal((3, 3, c, o)).astype(dtype)
+    w = {
+        "hwio": hwio,  # HWIO views as NCHW calls hand them over:
+        "channel major": np.ascontiguousarray(hwio.transpose(2, 0, 1, 3)).transpose(1, 2, 0, 3),
+        "as given": np.ascontiguousarray(hwio.transpose(3, 2, 0, 1)).transpose(2, 3, 1, 0),
+    }[view]
+    spec = make_spec((1, 8, 8, c), w.shape, data_format="NHWC", dtypes=[w.dtype]).lowered()
+    p = _winograd_products.product_plan(spec)
+    with calls.checked():
+        u, taps = _winograd_products.transform_weights(w, spec, p, taps=True)
+        u_alone, none = _winograd_products.transform_weights(w, spec, p)
+        u_hwio, _ = _winograd_products.transform_weights(hwio, spec, p)
+    _winograd_products.staged_weight_calls.cache_clear()
+    assert none is None
+    np.testing.assert_array_equal(u, u_alone)
+    np.testing.assert_array_equal(u, u_hwio)
+    assert taps is not None
+    np.testing.assert_array_equal(taps, blocked.pack_weights(hwio, spec, blocked.plan(spec)))
 
 
 def test_bands_of_part_rows(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 import dilconv
 from dilconv import _select
-from dilconv._methods import _winograd_nchw, winograd
+from dilconv._methods import _winograd_nchw, _winograd_products, winograd
 from dilconv._native import calls
 from dilconv._spec import make_spec
-from tests.harness import benchmark_script, count_calls
+from tests.harness import benchmark_script, count_calls, in_threads
 from tests.tolerance import assert_close
 
 pytestmark = pytest.mark.skipif(
@@ -228,6 +228,38 @@ def test_threads_share_the_bands() -> None:
         with dilconv.config_context(threads=threads):
             many = dilconv.conv2d(x, w, dilation=(3, 2), padding="same", method="winograd")
         np.testing.assert_array_equal(one, many)
+
+
+@pytest.mark.parametrize("channels", [24, 600])  # read in place; moved (many channels)
+def test_weights_as_given_from_many_threads(channels: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NCHW calls hand Winograd the caller's OIHW weights, staged a few channels at a
+    time here, from 1-3 pool threads and 4 calling threads at once: the NHWC call's
+    result bit for bit every time."""
+    monkeypatch.setattr(_winograd_products, "STAGE_BYTES", 5 * 9 * 40 * 4)
+    _winograd_products.staged_weight_calls.cache_clear()
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((1, channels, 21, 26)).astype(np.float32)
+    w = rng.standard_normal((40, channels, 3, 3)).astype(np.float32)
+    errors: list[str] = []
+    try:
+        for threads in (1, 2, 3):
+            with dilconv.config_context(threads=threads):
+                nchw, want = both_layouts(x, w, dilation=2, padding="same")
+                np.testing.assert_array_equal(nchw, want)
+
+                def work(threads: int = threads, want: np.ndarray = want) -> None:
+                    with dilconv.config_context(threads=threads):
+                        for _ in range(3):
+                            got = dilconv.conv2d(
+                                x, w, dilation=2, padding="same", method="winograd"
+                            )
+                            if not np.array_equal(got, want):
+                                errors.append(f"differs on {threads} threads")
+
+                in_threads(work, 4)
+    finally:
+        _winograd_products.staged_weight_calls.cache_clear()
+    assert not errors
 
 
 def test_the_routes_script_times_three_calls_that_agree() -> None:

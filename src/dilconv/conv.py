@@ -33,6 +33,10 @@ IN_PLACE = {"blocked": _blocked_planar, "winograd": _winograd_nchw}
 #: The methods that pack the weights themselves, reading an HWIO view as it is
 #: (``weight_to_canonical(..., strided=True)``).
 PACKED = frozenset({"blocked", "winograd"})
+#: The methods that take NCHW weights as the caller's array itself, an HWIO view of
+#: it (``weight_to_canonical(..., as_given=True)``): Winograd's weight transform moves
+#: them a block of input channels at a time into its thread's cache.
+AS_GIVEN = frozenset({"winograd"})
 
 
 def _reads_channels_first(x: np.ndarray, spec: ConvSpec) -> bool:
@@ -58,7 +62,7 @@ def run_conv(
     if method in IN_PLACE and _reads_channels_first(x, spec):
         batched, hwio, lowered = (
             x if spec.x_ndim == 4 else x[None],
-            weight_to_canonical(w, spec, strided=method in PACKED),
+            weight_to_canonical(w, spec, strided=method in PACKED, as_given=method in AS_GIVEN),
             spec.lowered(),
         )
         agree(batched, hwio, lowered, channels_first=True)
@@ -71,7 +75,8 @@ def run_conv(
     if spec.padding_mode != "zeros":
         xc = pad_spatial(xc, spec.pad, spec.padding_mode)
     run = _exact.conv if method == "exact" else METHODS[method].conv
-    y = run(xc, weight_to_canonical(w, spec, strided=method in PACKED), spec.lowered())
+    wc = weight_to_canonical(w, spec, strided=method in PACKED, as_given=method in AS_GIVEN)
+    y = run(xc, wc, spec.lowered())
     _first_calls.settle()  # a stand-in's measured time counts towards loading the choice
     if bias is not None:
         y += bias.astype(spec.dtype)

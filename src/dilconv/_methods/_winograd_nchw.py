@@ -368,9 +368,10 @@ def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndar
     if complete:
         return y
     x = np.ascontiguousarray(x, dtype=spec.dtype)
-    w = np.asarray(w, dtype=spec.dtype)  # read by both packings (a view: see transform_weights)
-    packed = transform_weights(w, spec, product_plan(spec))
     planned = winograd.thread_count(spec)
+    direct = direct_calls(spec, planned)
+    # with blocked's packing for the outputs no whole tile covers, in the same pass
+    packed, weights = transform_weights(w, spec, product_plan(spec), taps=direct is not None)
     steps = plan(spec, planned)
     work = [(image, k) for image in range(n) for k in range(len(steps.steps))]
     threads = max(1, min(len(work), planned))
@@ -391,9 +392,7 @@ def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndar
     pool.parallel_map(run, [shared] * threads, key=("winograd NCHW", spec))
     if winograd.guarded() and not all(np.isfinite(f).all() for f in flags):
         raise winograd.NonFiniteInput("winograd read a NaN or Inf in its input")
-    direct = direct_calls(spec, planned)
-    if direct is not None:
-        weights = blocked.pack_weights(w, spec, blocked.plan(spec))
+    if direct is not None and weights is not None:
         bound = calls.Binding(x=x, w=weights, D=np.empty(direct.size, dtype=spec.dtype), y=y)
         pool.parallel_map(bound.run, direct.shares, key=("winograd NCHW edges", spec))
         pool.parallel_map(bound.run, direct.moves, key=("winograd NCHW edge moves", spec))

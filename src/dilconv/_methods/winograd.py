@@ -59,6 +59,7 @@ from dilconv._methods._winograd_products import (
     packed_bytes,
     product_calls,
     product_plan,
+    stage_bytes,
     transform_weights,
 )
 from dilconv._native import calls, compiler, kernels, pool, winograd_kernel
@@ -254,8 +255,9 @@ def thread_count(spec: ConvSpec) -> int:
 
 
 def workspace_bytes(spec: ConvSpec) -> int:
-    """The packed transformed weights, each thread's ``V`` and ``M`` for one band, and
-    ``blocked``'s packed weights where some outputs are computed directly."""
+    """The packed transformed weights, each thread's ``V`` and ``M`` for one band,
+    ``blocked``'s packed weights where some outputs are computed directly, and each
+    thread's stage for NCHW weights (:func:`~._winograd_products.staged_weight_calls`)."""
     lay = layout(spec)
     c, o = spec.in_channels, spec.out_channels
     # V and M as on NHWC arrays, or (NCHW arrays, :mod:`._winograd_nchw`) a block of
@@ -263,7 +265,8 @@ def workspace_bytes(spec: ConvSpec) -> int:
     per_tile = max(_v_channels(spec) + _m_channels(spec), block_channels(spec) + o)
     scratch = 16 * lay.band_tiles * per_tile + 2 * (max(c, o) + 64)
     direct = blocked.workspace_bytes(spec) if lay.single_rows or lay.single_cols else 0
-    return packed_bytes(spec) + direct + thread_count(spec) * scratch * spec.dtype.itemsize
+    stages = pool.num_threads() * stage_bytes(spec)
+    return packed_bytes(spec) + direct + stages + thread_count(spec) * scratch * spec.dtype.itemsize
 
 
 @functools.lru_cache(maxsize=128)
@@ -477,10 +480,12 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         y.fill(0)
         return y
     x = np.ascontiguousarray(x, dtype=spec.dtype)
-    packed = transform_weights(w, spec, product_plan(spec))
+    threads = thread_count(spec)
+    direct = direct_calls(spec, threads)
+    # blocked's packing, for the outputs no whole tile covers, in the same pass
+    packed, weights = transform_weights(w, spec, product_plan(spec), taps=direct is not None)
     plan = band_calls(spec)
     bands = [(image, k) for image in range(n) for k in range(len(plan.bands))]
-    threads = thread_count(spec)
     # the threads take the bands one at a time from one iterator (its next() is one
     # step under the GIL): a thread that starts late, or is slowed, takes fewer
     # (the wave layer, bands split in advance: 30 or 39 ms, as a worker started late)
@@ -501,9 +506,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     pool.parallel_map(run, [shared] * threads, key=("winograd", spec))
     if guarded() and not all(np.isfinite(f).all() for f in flags):
         raise NonFiniteInput("winograd read a NaN or Inf in its input")
-    direct = direct_calls(spec, threads)
-    if direct is not None:
-        weights = blocked.pack_weights(np.asarray(w, dtype=spec.dtype), spec, blocked.plan(spec))
+    if direct is not None and weights is not None:
         pool.parallel_map(
             calls.Binding(x=x, w=weights, out=y).run, direct.shares, key=("winograd edges", spec)
         )

@@ -58,7 +58,9 @@ TRANSFORM = _signature(
     },
 )
 WEIGHTS = _signature(
-    "winograd weights", winograd_weights.ARGUMENTS, {"w": "array", "packed": "array"}
+    "winograd weights",
+    winograd_weights.ARGUMENTS,
+    {"w": "array", "packed": "array", "taps": "array"},
 )
 TRANSPOSE = _signature(
     "transpose", transpose_kernel.ARGUMENTS, {"source": "array", "target": "array"}
@@ -187,22 +189,29 @@ def _transform_extents(
 
 
 def _weight_extents(
-    ints: Mapping[str, int], read: Reader, *, lanes: int, tail: int
+    ints: Mapping[str, int], read: Reader, *, lanes: int, tail: int, copies: bool
 ) -> dict[str, Span]:
     """The weight transform (:mod:`~dilconv._native.winograd_weights`): per channel,
     9 taps of ``vectors`` (and a masked tail) read, 16 positions of whole vectors
-    written."""
+    written; with ``copies``, 9 taps of whole vectors written to ``taps`` too."""
     del read
     channels, vectors = ints["channels"], ints["vectors"]
     if channels <= 0:
-        return {"w": None, "packed": None}
+        return {"w": None, "packed": None, "taps": None}
+    whole = (vectors + (tail > 0)) * lanes
     c_lo, c_hi = _span(channels, ints["w_channel"])
     t_lo, t_hi = _span(9, ints["w_tap"])
     u_lo, u_hi = _span(channels, ints["u_channel"])
     q_lo, q_hi = _span(16, ints["u_position"])
+    taps = None
+    if copies:
+        k_lo, k_hi = _span(channels, ints["taps_channel"])
+        p_lo, p_hi = _span(9, ints["taps_tap"])
+        taps = (k_lo + p_lo, k_hi + p_hi + whole)
     return {
         "w": (c_lo + t_lo, c_hi + t_hi + vectors * lanes + tail),
-        "packed": (u_lo + q_lo, u_hi + q_hi + (vectors + (tail > 0)) * lanes),
+        "packed": (u_lo + q_lo, u_hi + q_hi + whole),
+        "taps": taps,
     }
 
 
@@ -251,12 +260,13 @@ def transform(dtype: np.dtype, lanes: int, tail: int, kind: str) -> Kernel:
 
 
 @functools.cache
-def weights(dtype: np.dtype, lanes: int, tail: int) -> Kernel:
-    """The weight transform of :mod:`~dilconv._native.winograd_weights`."""
+def weights(dtype: np.dtype, lanes: int, tail: int, copies: bool = False) -> Kernel:
+    """The weight transform of :mod:`~dilconv._native.winograd_weights` (``copies``:
+    storing the taps in ``blocked``'s packing too)."""
     dtype = np.dtype(dtype)
-    fn = winograd_weights.weight_function(dtype, lanes, tail)
-    label = f"winograd weights({dtype}, lanes={lanes}, tail={tail})"
-    extents = functools.partial(_weight_extents, lanes=lanes, tail=tail)
+    fn = winograd_weights.weight_function(dtype, lanes, tail, copies)
+    label = f"winograd weights({dtype}, lanes={lanes}, tail={tail}, copies={copies})"
+    extents = functools.partial(_weight_extents, lanes=lanes, tail=tail, copies=copies)
     return Kernel(label, WEIGHTS, fn, dtype, extents)
 
 

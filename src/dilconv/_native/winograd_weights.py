@@ -36,14 +36,18 @@ ARGUMENTS = (
     "u_position",  # elements between two of the 16 positions of U (C * vector width)
     "u_channel",  # elements between two input channels of U (vector width)
     "vectors",  # whole SIMD vectors of output channels (a masked one follows if tail)
+    "taps",  # with ``copies``: the taps as ``blocked`` packs them (else not touched)
+    "taps_tap",  # elements between two taps there (C * vector width)
+    "taps_channel",  # elements between two input channels there (vector width)
 )
 
 WeightFunction = Callable[..., None]
 Value = Any  # an llvmlite IR value
 
 
-def _ir_source(dtype: np.dtype, lanes: int, tail: int) -> str:
-    """LLVM IR of the weight transform (see the module docstring)."""
+def _ir_source(dtype: np.dtype, lanes: int, tail: int, copies: bool = False) -> str:
+    """LLVM IR of the weight transform (see the module docstring); with ``copies`` it
+    also stores each loaded tap vector, as it is, into ``taps``."""
     from llvmlite import ir
 
     scalar = ir.FloatType() if dtype == np.float32 else ir.DoubleType()
@@ -65,6 +69,8 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int) -> str:
     half = ir.Constant(wide, [0.5] * lanes)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     w_base, u_base = b.inttoptr(args["w"], ptr), b.inttoptr(args["packed"], ptr)
+    taps_base = b.inttoptr(args["taps"], ptr)
+    zeros = ir.Constant(vec, [0.0] * lanes)
     counters = {name: b.alloca(i64, name=name) for name in ("c", "v")}
 
     def const(v: int) -> Value:
@@ -77,13 +83,17 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int) -> str:
 
     def vector(c: Value, at: Value, masked: bool) -> None:
         w_at = b.add(b.mul(c, args["w_channel"]), at)
+        taps_at = b.add(b.mul(c, args["taps_channel"]), at)
         g = []
         for tap in range(9):
             p = b.gep(w_base, [b.add(w_at, b.mul(const(tap), args["w_tap"]))], source_etype=scalar)
             if masked:  # lanes past the channels read as zeros, and are stored as zeros
-                value = b.call(masked_load, [p, ir.Constant(i32, size), tail_mask, vec(None)])
+                value = b.call(masked_load, [p, ir.Constant(i32, size), tail_mask, zeros])
             else:
                 value = b.load(p, typ=vec, align=size)
+            if copies:
+                where = b.add(taps_at, b.mul(const(tap), args["taps_tap"]))
+                b.store(value, b.gep(taps_base, [where], source_etype=scalar), align=size)
             g.append(value if dtype == np.float64 else b.fpext(value, wide))
         # G w, down each kernel column k: rows 0, 1, 2, 3 of t[.][k]
         t: list[list[Value]] = [[], [], [], []]
@@ -117,13 +127,15 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int) -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def weight_function(dtype: np.dtype, lanes: int, tail: int) -> WeightFunction:
+def weight_function(dtype: np.dtype, lanes: int, tail: int, copies: bool = False) -> WeightFunction:
     """The compiled weight transform, as a ctypes function.
 
     ``tail``: output channels in a last, partly used vector (0: none); its other
-    lanes are stored as zeros. Compiled once per process and kept on disk like the
-    tile loops.
+    lanes are stored as zeros. ``copies``: the taps are also stored as they were
+    read, in ``blocked``'s packing (its output blocks are Winograd's), so that a call
+    whose edges run ``blocked``'s tile loop packs its weights in the same pass.
+    Compiled once per process and kept on disk like the tile loops.
     """
     with tile_kernel.COMPILING:
-        source = _ir_source(np.dtype(dtype), lanes, tail)
+        source = _ir_source(np.dtype(dtype), lanes, tail, copies)
         return tile_kernel.compile_function(source, "u", len(ARGUMENTS))
