@@ -68,12 +68,13 @@ def transform_weights(
             filled = math.ceil((o1 - o0) / p.lanes) * p.lanes
             blocked_taps[0, k, :, :, filled:] = 0
         arrays["taps"] = blocked_taps
-    if _layout.output_major(w):  # the caller's (O, C, 3, 3), moved block by block
-        moves = staged_weight_calls(spec, p, taps, pool.num_threads())
+    staged = _layout.output_major(w)
+    if staged:  # the caller's (O, C, 3, 3), moved block by block
+        shares = staged_weight_calls(spec, p, taps, pool.num_threads())
         arrays["w"] = w.transpose(3, 2, 0, 1).reshape(-1)
-        stage = _results.new_result((len(moves.shares), moves.stage), spec.dtype)
-        arrays.update({f"S{k}": stage[k] for k in range(len(moves.shares))})
-        shares = moves.shares
+        per_stage = stage_bytes(spec, p) // spec.dtype.itemsize
+        stages = _results.new_result((len(shares), per_stage), spec.dtype)
+        arrays.update({f"S{k}": stages[k] for k in range(len(shares))})
     else:
         by_channel = _layout.channel_major(w)
         if by_channel:  # NCHW weights as the compiled transpose left them: (C, 3, 3, O)
@@ -81,9 +82,15 @@ def transform_weights(
         arrays["w"] = np.ascontiguousarray(w).reshape(-1)
         shares = weight_calls(spec, p, by_channel, taps)
     pool.parallel_map(
-        calls.Binding(**arrays).run, shares, key=("winograd weights", spec, len(arrays), taps)
+        calls.Binding(**arrays).run, shares, key=("winograd weights", spec, staged, taps)
     )
     return packed, blocked_taps
+
+
+def _taps_slot(taps: bool, at: int) -> calls.Slot:
+    """Where the transform copies the taps: ``blocked``'s packing at ``at``; without
+    ``taps``, any bound slot (the compiled variant never touches it)."""
+    return calls.Slot("taps", at) if taps else calls.Slot("U", 0)
 
 
 @functools.lru_cache(maxsize=128)
@@ -112,9 +119,7 @@ def weight_calls(
                     u_position=c * width,
                     u_channel=width,
                     vectors=whole,
-                    taps=calls.Slot(
-                        "taps" if taps else "U", (k * 9 * c + c0) * width if taps else 0
-                    ),
+                    taps=_taps_slot(taps, (k * 9 * c + c0) * width),
                     taps_tap=c * width,
                     taps_channel=width,
                 )
@@ -125,28 +130,33 @@ def weight_calls(
 
 #: Bytes of weights one staged move brings into a thread's cache (see
 #: :func:`staged_weight_calls`): half of a 1 MiB L2 cache, so that ``aspp``'s
-#: blocks of 128 input channels move whole for each output block (64 rows of 4.6 KB
-#: runs; stages of 256 KiB split them in two, 3.65 against 3.47 ms for the whole
-#: transform).
+#: blocks of 128 input channels move whole for each output block, 64 rows of 4.6 KB
+#: runs (stages of 256 KiB split them in two: 0.2 ms more for the whole transform).
 STAGE_BYTES = 2**19
 
 
-@dataclasses.dataclass(frozen=True)
-class StagedWeightCalls:
-    """The weight transform's calls for the caller's ``(O, C, 3, 3)`` weights: one
-    tuple per thread, each with its own stage (slot ``S<k>`` of ``stage``
-    elements), and slots ``w`` (the weights, flat), ``U`` and ``taps``."""
+def _stage_run(spec: ConvSpec, p: blocked.Plan) -> tuple[int, int]:
+    """``(outputs, channels)``: the rows of a staged move (the widest output block)
+    and the input channels it moves at most (:data:`STAGE_BYTES`)."""
+    rows = max((o1 - o0 for o0, o1 in p.out_blocks), default=1)
+    return rows, max(1, min(STAGE_BYTES // (9 * rows * spec.dtype.itemsize), spec.in_channels))
 
-    shares: tuple[tuple[calls.Call, ...], ...]
-    stage: int
+
+def stage_bytes(spec: ConvSpec, p: blocked.Plan | None = None) -> int:
+    """Bytes of one thread's stage in :func:`staged_weight_calls` (``p``: the
+    product plan, by default :func:`product_plan`'s)."""
+    rows, run = _stage_run(spec, product_plan(spec) if p is None else p)
+    return 9 * rows * run * spec.dtype.itemsize
 
 
 @functools.lru_cache(maxsize=128)
 def staged_weight_calls(
     spec: ConvSpec, p: blocked.Plan, taps: bool, threads: int
-) -> StagedWeightCalls:
+) -> tuple[tuple[calls.Call, ...], ...]:
     """The transform of the caller's ``(O, C, 3, 3)`` weights (NCHW calls, given as
-    they are) through a stage in each thread's cache.
+    they are) through a stage in each thread's cache: one tuple of calls per thread,
+    each with its own stage (slot ``S<k>`` of :func:`stage_bytes`), and slots ``w``
+    (the weights, flat), ``U`` and ``taps``.
 
     For each block of input channels and each output block, runs of the block's
     channels (:data:`STAGE_BYTES` at most) are moved by the compiled transpose into
@@ -154,12 +164,11 @@ def staged_weight_calls(
     (and copied into ``blocked``'s packing with ``taps``). Each weight is read from
     memory once; the whole ``(C, 3, 3, O)`` array that NCHW calls otherwise make
     first is never made. ``aspp``'s 19 MiB of weights, U and ``blocked``'s packing:
-    3.47 ms, against 4.06 ms for that array and the transform from it, and 2.51 ms
+    3.30 ms, against 4.31 ms for that array and the transform from it, and 2.85 ms
     from HWIO weights. The blocks of input channels are dealt to the threads in
     turn (each thread its own stage)."""
     c, width = spec.in_channels, p.vectors * p.lanes
-    rows = max((o1 - o0 for o0, o1 in p.out_blocks), default=1)
-    run = max(1, STAGE_BYTES // (9 * rows * spec.dtype.itemsize))
+    _, run = _stage_run(spec, p)
     move = kernels.transpose(spec.dtype)
     count = max(1, min(threads, len(p.in_blocks)))
     shares: list[list[calls.Call]] = [[] for _ in range(count)]
@@ -190,22 +199,12 @@ def staged_weight_calls(
                         u_position=c * width,
                         u_channel=width,
                         vectors=whole,
-                        taps=calls.Slot("taps", (k * 9 * c + s0) * width)
-                        if taps
-                        else calls.Slot("U", 0),
+                        taps=_taps_slot(taps, (k * 9 * c + s0) * width),
                         taps_tap=c * width,
                         taps_channel=width,
                     )
                 )
-    stage_elements = min(run, max(c, 1)) * 9 * rows
-    return StagedWeightCalls(tuple(tuple(share) for share in shares), stage_elements)
-
-
-def stage_bytes(spec: ConvSpec) -> int:
-    """Bytes of one thread's stage in :func:`staged_weight_calls`."""
-    rows = max((o1 - o0 for o0, o1 in product_plan(spec).out_blocks), default=1)
-    run = max(1, STAGE_BYTES // (9 * rows * spec.dtype.itemsize))
-    return min(run, max(spec.in_channels, 1)) * 9 * rows * spec.dtype.itemsize
+    return tuple(tuple(share) for share in shares)
 
 
 @functools.lru_cache(maxsize=128)

@@ -9,7 +9,10 @@ does 16 multiply-adds instead of 36:
 
 1. the weights are transformed once per call, ``U = G w G^T`` (16 matrices of
    ``C x O``, summed in float64 by compiled code,
-   :mod:`~dilconv._native.winograd_weights`);
+   :mod:`~dilconv._native.winograd_weights`), the same pass packing them for
+   ``blocked``'s tile loop where step 5 needs it; NCHW weights are read as the
+   caller's array, moved a block at a time through the thread's cache
+   (:func:`~dilconv._methods._winograd_products.staged_weight_calls`);
 2. each band of tiles is transformed, ``V = B^T d B`` (16 matrices of
    ``tiles x C``), by compiled code (:mod:`~dilconv._native.winograd_kernel`),
    one block of input channels at a time;
@@ -19,7 +22,7 @@ does 16 multiply-adds instead of 36:
    BLAS spent more time per call than on the products);
 4. ``y = A^T M A`` puts each tile's four outputs in place (compiled code);
 5. the outputs no whole tile covers (a phase's last row or column when its count
-   is odd) are computed directly by ``blocked``'s tile loop.
+   is odd) are computed directly by ``blocked``'s tile loop, on the packing of step 1.
 
 Bands are a few rows of tiles whose ``V`` (one block of channels) and ``M`` take at
 most :data:`BAND_BYTES`, at least :data:`MIN_BANDS` to an image, and at least
