@@ -83,6 +83,23 @@ def test_read_only_input(small_threshold: None) -> None:
     np.testing.assert_array_equal(channels.move_channels(a, last=True), a.transpose(0, 2, 3, 1))
 
 
+def transpose_checked(source: np.ndarray, target: np.ndarray, stream: bool, *sizes: int) -> None:
+    """The compiled transpose of ``rows, columns, source_row, target_row`` (``sizes``)
+    from ``source`` into ``target`` (first filled with -7), in checked mode."""
+    rows, columns, source_row, target_row = sizes
+    target.fill(-7.0)
+    move = kernels.transpose(source.dtype, stream).call(
+        source=calls.Slot("source"),
+        target=calls.Slot("target"),
+        rows=rows,
+        columns=columns,
+        source_row=source_row,
+        target_row=target_row,
+    )
+    with calls.checked():
+        calls.Binding(source=source, target=target).run([move])
+
+
 @settings(max_examples=60)
 @given(
     rows=st.integers(0, 70),
@@ -111,17 +128,7 @@ def test_the_kernel_transposes_any_block_at_any_pitch(
     source = rng.standard_normal(max(1, rows * source_row)).astype(dtype)
     size = max(1, columns * target_row)
     target = calls.aligned_empty(size + target_shift, np.dtype(dtype))[target_shift:]
-    target.fill(-7.0)
-    move = kernels.transpose(np.dtype(dtype), stream).call(
-        source=calls.Slot("source"),
-        target=calls.Slot("target"),
-        rows=rows,
-        columns=columns,
-        source_row=source_row,
-        target_row=target_row,
-    )
-    with calls.checked():
-        calls.Binding(source=source, target=target).run([move])
+    transpose_checked(source, target, stream, rows, columns, source_row, target_row)
     expected = np.full_like(target, -7.0)
     if rows and columns:
         block = source[: rows * source_row].reshape(rows, source_row)[:, :columns]
@@ -140,17 +147,7 @@ def test_stores_past_the_caches_on_aligned_rows(rows: int, columns: int, dtype: 
     results = []
     for stream in (False, True):
         target = calls.aligned_empty(columns * target_row, np.dtype(dtype))
-        target.fill(-7.0)
-        move = kernels.transpose(np.dtype(dtype), stream).call(
-            source=calls.Slot("source"),
-            target=calls.Slot("target"),
-            rows=rows,
-            columns=columns,
-            source_row=source_row,
-            target_row=target_row,
-        )
-        with calls.checked():
-            calls.Binding(source=source, target=target).run([move])
+        transpose_checked(source, target, stream, rows, columns, source_row, target_row)
         results.append(target.reshape(columns, target_row))
     np.testing.assert_array_equal(results[1], results[0])
     np.testing.assert_array_equal(

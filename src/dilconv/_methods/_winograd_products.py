@@ -87,10 +87,30 @@ def transform_weights(
     return packed, blocked_taps
 
 
-def _taps_slot(taps: bool, at: int) -> calls.Slot:
-    """Where the transform copies the taps: ``blocked``'s packing at ``at``; without
-    ``taps``, any bound slot (the compiled variant never touches it)."""
-    return calls.Slot("taps", at) if taps else calls.Slot("U", 0)
+def _transform_call(
+    spec: ConvSpec, p: blocked.Plan, k: int, c0: int, c1: int, w: calls.Slot, w_tap: int,
+    w_channel: int, taps: bool,
+) -> calls.Call:  # fmt: skip
+    """The transform of input channels ``[c0, c1)`` for output block ``k``, reading
+    weights at ``w`` (strides ``w_tap``, ``w_channel``) and writing ``U`` (and with
+    ``taps``, ``blocked``'s packing; else any bound slot, which the compiled variant
+    never touches)."""
+    c, width = spec.in_channels, p.vectors * p.lanes
+    o0, o1 = p.out_blocks[k]
+    whole, tail = divmod(o1 - o0, p.lanes)
+    return kernels.weights(spec.dtype, p.lanes, tail, taps).call(
+        w=w,
+        packed=calls.Slot("U", (k * 16 * c + c0) * width),
+        channels=c1 - c0,
+        w_tap=w_tap,
+        w_channel=w_channel,
+        u_position=c * width,
+        u_channel=width,
+        vectors=whole,
+        taps=calls.Slot("taps", (k * 9 * c + c0) * width) if taps else calls.Slot("U", 0),
+        taps_tap=c * width,
+        taps_channel=width,
+    )
 
 
 @functools.lru_cache(maxsize=128)
@@ -101,31 +121,17 @@ def weight_calls(
     among threads), with slots ``w`` (the weights, flat: HWIO, or ``(C, 3, 3, O)``
     where ``by_channel``), ``U`` (the packing) and, with ``taps``, ``taps``
     (``blocked``'s packing, groups first)."""
-    c, o, width = spec.in_channels, spec.out_channels, p.vectors * p.lanes
+    c, o = spec.in_channels, spec.out_channels
     w_tap, w_channel = (o, 9 * o) if by_channel else (c * o, o)
-    shares = []
-    for c0, c1 in p.in_blocks:
-        share = []
-        for k, (o0, o1) in enumerate(p.out_blocks):
-            whole, tail = divmod(o1 - o0, p.lanes)
-            kernel = kernels.weights(spec.dtype, p.lanes, tail, taps)
-            share.append(
-                kernel.call(
-                    w=calls.Slot("w", c0 * w_channel + o0),
-                    packed=calls.Slot("U", (k * 16 * c + c0) * width),
-                    channels=c1 - c0,
-                    w_tap=w_tap,
-                    w_channel=w_channel,
-                    u_position=c * width,
-                    u_channel=width,
-                    vectors=whole,
-                    taps=_taps_slot(taps, (k * 9 * c + c0) * width),
-                    taps_tap=c * width,
-                    taps_channel=width,
-                )
+    return tuple(
+        tuple(
+            _transform_call(
+                spec, p, k, c0, c1, calls.Slot("w", c0 * w_channel + o0), w_tap, w_channel, taps
             )
-        shares.append(tuple(share))
-    return tuple(shares)
+            for k, (o0, _) in enumerate(p.out_blocks)
+        )
+        for c0, c1 in p.in_blocks
+    )
 
 
 #: Bytes of weights one staged move brings into a thread's cache (see
@@ -167,7 +173,7 @@ def staged_weight_calls(
     3.30 ms, against 4.31 ms for that array and the transform from it, and 2.85 ms
     from HWIO weights. The blocks of input channels are dealt to the threads in
     turn (each thread its own stage)."""
-    c, width = spec.in_channels, p.vectors * p.lanes
+    c = spec.in_channels
     _, run = _stage_run(spec, p)
     move = kernels.transpose(spec.dtype)
     count = max(1, min(threads, len(p.in_blocks)))
@@ -175,8 +181,6 @@ def staged_weight_calls(
     for b, (c0, c1) in enumerate(p.in_blocks):
         share, stage = shares[b % count], f"S{b % count}"
         for k, (o0, o1) in enumerate(p.out_blocks):
-            whole, tail = divmod(o1 - o0, p.lanes)
-            transform = kernels.weights(spec.dtype, p.lanes, tail, taps)
             for s0 in range(c0, c1, run):
                 s1 = min(c1, s0 + run)
                 share.append(
@@ -189,21 +193,9 @@ def staged_weight_calls(
                         target_row=o1 - o0,
                     )
                 )
-                share.append(
-                    transform.call(
-                        w=calls.Slot(stage, 0),
-                        packed=calls.Slot("U", (k * 16 * c + s0) * width),
-                        channels=s1 - s0,
-                        w_tap=o1 - o0,
-                        w_channel=9 * (o1 - o0),
-                        u_position=c * width,
-                        u_channel=width,
-                        vectors=whole,
-                        taps=_taps_slot(taps, (k * 9 * c + s0) * width),
-                        taps_tap=c * width,
-                        taps_channel=width,
-                    )
-                )
+                stride = o1 - o0  # the stage's (channels, 3, 3, outputs)
+                w = calls.Slot(stage, 0)
+                share.append(_transform_call(spec, p, k, s0, s1, w, stride, 9 * stride, taps))
     return tuple(tuple(share) for share in shares)
 
 
