@@ -144,10 +144,9 @@ def _turn_out(spec: ConvSpec, out_rows: list[int], c0: int, c1: int) -> list[cal
 
 def _streams(spec: ConvSpec) -> bool:
     """Whether the result's planes are stored past the caches: where input and output
-    together outgrow the last-level cache (see :mod:`dilconv._native.last_level_cache`)."""
-    (h, w), (ho, wo) = spec.in_hw, spec.out_hw
-    elements = spec.batch * (h * w * spec.in_channels + ho * wo * spec.out_channels)
-    return elements * spec.dtype.itemsize >= last_level_cache.size()
+    together outgrow the last-level cache
+    (:func:`~dilconv._native.last_level_cache.call_outgrows`)."""
+    return last_level_cache.call_outgrows(spec)
 
 
 class _BandInput(NamedTuple):

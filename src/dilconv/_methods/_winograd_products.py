@@ -57,17 +57,16 @@ def transform_weights(
     c, width = spec.in_channels, p.vectors * p.lanes
     w = np.asarray(w, dtype=spec.dtype)
     packed = _results.new_result((len(p.out_blocks), 16, c, width), spec.dtype)
-    for k, (o0, o1) in enumerate(p.out_blocks):
-        filled = math.ceil((o1 - o0) / p.lanes) * p.lanes
-        packed[k, :, :, filled:] = 0  # vectors past the block's channels
     arrays = {"U": packed}
     blocked_taps = None
     if taps:
         blocked_taps = _results.new_result((1, len(p.out_blocks), 9, c, width), spec.dtype)
-        for k, (o0, o1) in enumerate(p.out_blocks):
-            filled = math.ceil((o1 - o0) / p.lanes) * p.lanes
-            blocked_taps[0, k, :, :, filled:] = 0
         arrays["taps"] = blocked_taps
+    for k, (o0, o1) in enumerate(p.out_blocks):
+        filled = math.ceil((o1 - o0) / p.lanes) * p.lanes
+        packed[k, :, :, filled:] = 0  # vectors past the block's channels
+        if blocked_taps is not None:
+            blocked_taps[0, k, :, :, filled:] = 0
     staged = _layout.output_major(w)
     if staged:  # the caller's (O, C, 3, 3), moved block by block
         shares = staged_weight_calls(spec, p, taps, pool.num_threads())

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dilconv._spec import ConvSpec
 
 #: The last-level cache where the system does not say (bytes).
 DEFAULT_BYTES = 32 * 2**20
@@ -53,3 +57,24 @@ def size() -> int:
     except (OSError, ValueError):
         return DEFAULT_BYTES
     return best or DEFAULT_BYTES
+
+
+def outgrown(nbytes: int) -> bool:
+    """Whether ``nbytes`` of input and output together outgrow the last-level cache
+    (then stores go past the caches: each output line would otherwise be fetched
+    before it is written, and evicted unread).
+
+    Examples
+    --------
+    >>> outgrown(size()), outgrown(size() - 1)
+    (True, False)
+    """
+    return nbytes >= size()
+
+
+def call_outgrows(spec: ConvSpec) -> bool:
+    """:func:`outgrown` for the input and output of one call of ``spec`` (16 MiB in
+    and 16 MiB out, on a 32 MiB cache)."""
+    (h, w), (ho, wo) = spec.in_hw, spec.out_hw
+    elements = spec.batch * (h * w * spec.in_channels + ho * wo * spec.out_channels)
+    return outgrown(elements * spec.dtype.itemsize)

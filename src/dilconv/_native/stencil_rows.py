@@ -21,12 +21,10 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def streams(spec: ConvSpec) -> bool:
-    """True when input and output together outgrow the last-level cache: then each
-    output line would be fetched before it is written and evicted unread, and the
-    stores go past the caches instead (16 MiB in, 16 MiB out, on a 32 MiB cache)."""
-    (h, w), (ho, wo) = spec.in_hw, spec.out_hw
-    elements = spec.batch * (h * w + ho * wo)
-    return elements * spec.dtype.itemsize >= last_level_cache.size()
+    """True when input and output together outgrow the last-level cache
+    (:func:`~dilconv._native.last_level_cache.call_outgrows`): the stores go past
+    the caches."""
+    return last_level_cache.call_outgrows(spec)
 
 
 def applies(spec: ConvSpec) -> bool:
