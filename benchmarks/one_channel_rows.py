@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 import dilconv
-from dilconv._native import pool, spin, stencil_rows
+from dilconv._native import last_level_cache, pool, spin, stencil_rows
 
 #: (label, array shape, kernel shape, dilation): the bench's ``seed`` and
 #: ``signal1d`` rows, and a strip that stays in one core's cache.
@@ -61,12 +61,12 @@ def routes(
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=31, help="timed calls per route")
     parser.add_argument("--pause", type=float, default=0.05, help="seconds between calls")
-    args = parser.parse_args()
-    print(f"dilconv {dilconv.__version__}; last-level cache {stencil_rows.cache_bytes() >> 20} MiB")
+    args = parser.parse_args(argv)
+    print(f"dilconv {dilconv.__version__}; last-level cache {last_level_cache.size() >> 20} MiB")
     for label, shape, taps, d in CASES:
         calls = routes(shape, taps, d)
         for call in calls.values():  # warm-up: compiled code and plans

@@ -5,6 +5,8 @@ unaligned outputs, from several threads, and refused where it must not run."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -216,3 +218,15 @@ def test_the_rows_script_times_two_routes_that_agree() -> None:
         assert_close(llvm, numba)
         assert stencil_rows.correlate is script.stencil_rows.correlate
         assert stencil_rows.correlate.__name__ == "correlate"
+
+
+def test_the_rows_script_runs_end_to_end(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """benchmarks/one_channel_rows.py's main prints a line per case (small cases here)."""
+    script = benchmark_script("one_channel_rows")
+    monkeypatch.setattr(script, "CASES", (("small", (40, 70), (3, 3), 2),))
+    script.main(["--repeats", "2", "--pause", "0"])
+    out = capsys.readouterr().out
+    assert "last-level cache" in out
+    assert re.search(r"small +llvm [0-9.]+ ms, numba [0-9.]+ ms", out), out
