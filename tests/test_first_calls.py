@@ -74,11 +74,14 @@ def test_wait_loads_the_choice_at_once() -> None:
 
 
 def test_wait_loads_numba_for_what_the_row_loop_declines() -> None:
-    """Depthwise channels run Numba's loops: ``wait`` loads Numba at once for them."""
+    """Depthwise channels run Numba's loops: ``wait`` loads Numba at once for them
+    (NHWC, which they read in place: in NCHW the model may prefer ``blocked``'s
+    in-place route to moving the arrays)."""
     script = SCRIPT.replace(
         'y = dilconv.conv2d(x, w, dilation=4, padding="same")',
-        "y = dilconv.conv2d(np.stack([x, x])[None], np.stack([w, w])[:, None], groups=2,\n"
-        '                   dilation=4, padding="same")[0, 0]',
+        "y = dilconv.conv2d(np.stack([x, x], -1)[None], np.stack([w, w], -1)[:, :, None],\n"
+        '                   groups=2, data_format="NHWC", dilation=4,\n'
+        '                   padding="same")[0, :, :, 0]',
     )
     assert script != SCRIPT
     got = run_script(script, DILCONV_FIRST_CALLS="wait")

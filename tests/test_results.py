@@ -183,27 +183,30 @@ def _poisoned(shape: tuple[int, ...], dtype: type) -> int:
 
 
 def test_packed_weights_reuse_kept_memory_and_zero_what_the_caller_never_wrote() -> None:
-    # 4096 input channels, 20 outputs: 12 padding lanes a tap and channel (4.7 MiB),
-    # and 16 * 4096 * 32 values of Winograd's U (8 MiB)
+    # 8192 input channels, 20 outputs: 12 padding lanes a tap and channel with vectors
+    # of 16 (9.4 MiB), 4 with vectors of 8 where the CPU runs the widest at half rate
+    # (7 MiB): kept blocks either way; and 16 * 8192 * 32 values of Winograd's U
     from dilconv._methods import _winograd_products, blocked
     from dilconv._spec import make_spec
 
     rng = np.random.default_rng(5)
-    w = rng.standard_normal((3, 3, 4096, 20)).astype(np.float32)
-    spec = make_spec((1, 8, 8, 4096), w.shape, dtypes=[w.dtype], data_format="NHWC").lowered()
+    c = 8192
+    w = rng.standard_normal((3, 3, c, 20)).astype(np.float32)
+    spec = make_spec((1, 8, 8, c), w.shape, dtypes=[w.dtype], data_format="NHWC").lowered()
     p = blocked.plan(spec)
-    shape = (1, len(p.out_blocks), 9, 4096, p.vectors * p.lanes)
+    shape = (1, len(p.out_blocks), 9, c, p.vectors * p.lanes)
+    assert p.vectors * p.lanes > 20 and np.prod(shape) * 4 >= results.MIN_BYTES
     held = _poisoned(shape, np.float32)
     packed = blocked.pack_weights(w, spec, p)
     assert address(packed) == held
     assert not packed.flags.owndata
     expected = np.zeros(shape, np.float32)
     for b, (o0, o1) in enumerate(p.out_blocks):
-        expected[0, b, :, :, : o1 - o0] = w.reshape(9, 4096, 20)[..., o0:o1]
+        expected[0, b, :, :, : o1 - o0] = w.reshape(9, c, 20)[..., o0:o1]
     np.testing.assert_array_equal(packed, expected)
 
     q = _winograd_products.product_plan(spec)
-    u_shape = (len(q.out_blocks), 16, 4096, q.vectors * q.lanes)
+    u_shape = (len(q.out_blocks), 16, c, q.vectors * q.lanes)
     held = _poisoned(u_shape, np.float32)
     u, _ = _winograd_products.transform_weights(w, spec, q)
     assert address(u) == held

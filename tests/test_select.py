@@ -126,9 +126,10 @@ def test_without_numba_compiled_declines_and_auto_falls_back(
     from dilconv._methods import compiled
     from dilconv._native import compiler, stencil_rows
 
-    # depthwise: Numba's loops (one channel runs LLVM's row loop, which needs no Numba)
-    spec = make_spec((1, 4, 64, 64), (4, 1, 3, 3), padding="same", dilation=4, groups=4,
-                     dtypes=[np.dtype("float32")])  # fmt: skip
+    # depthwise: Numba's loops (one channel runs LLVM's row loop, which needs no Numba);
+    # NHWC, as in NCHW the model may prefer blocked's in-place route to moving the arrays
+    spec = make_spec((1, 64, 64, 4), (3, 3, 1, 4), padding="same", dilation=4, groups=4,
+                     data_format="NHWC", dtypes=[np.dtype("float32")])  # fmt: skip
     one = make_spec((256, 256), (3, 3), padding="same", dilation=4, dtypes=[np.dtype("float32")])
     assert _select.resolve_method("auto", spec, first_call=False) == "compiled"
     if failure == "missing":
