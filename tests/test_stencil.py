@@ -31,10 +31,18 @@ def magnitude(x: np.ndarray, w: np.ndarray, **options: object) -> np.ndarray:
 
 
 def run_loop(
-    x: np.ndarray, w: np.ndarray, *, shift: int, parts: int, stream: bool, **options: object
+    x: np.ndarray,
+    w: np.ndarray,
+    *,
+    shift: int,
+    parts: int,
+    stream: bool,
+    carried: bool | None = None,
+    **options: object,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The loop's result on an output ``shift`` elements into a NaN-filled buffer,
-    its rows cut into ``parts`` calls, in checked mode; and the whole buffer."""
+    its rows cut into ``parts`` calls, in checked mode; and the whole buffer
+    (``carried``: the loop with the column offsets compiled in, or not)."""
     n, h, wd = x.shape
     spec = make_spec((n, h, wd, 1), (*w.shape, 1, 1), data_format="NHWC",
                      dtypes=[x.dtype, w.dtype], **options)  # fmt: skip
@@ -44,7 +52,7 @@ def run_loop(
     bounds = np.linspace(0, n * ho, parts + 1).astype(int)
     rows = tuple((int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True))
     with calls.checked():
-        assert stencil_rows.correlate(x, w, y, spec, rows, stream=stream)
+        assert stencil_rows.correlate(x, w, y, spec, rows, stream=stream, carried=carried)
     return y, buffer
 
 
@@ -63,14 +71,17 @@ def run_loop(
     stream=st.booleans(),
     shift=st.integers(0, 17),
     parts=st.integers(1, 3),
+    carried=st.booleans(),
 )
 def test_the_loop_equals_the_oracle(
     n: int, h: int, wd: int, kh: int, kw: int, dh: int, dw: int, sh: int,
     pads: tuple[int, int, int, int], dtype: type, stream: bool, shift: int, parts: int,
+    carried: bool,
 ) -> None:  # fmt: skip
     """Every output written (none left NaN), nothing past it, the oracle's values:
     borders masked by rows and columns, whole and partial vectors, stores past the
-    caches at aligned and unaligned addresses."""
+    caches at aligned and unaligned addresses, with the column offsets compiled in
+    (the carried loop, where they are close enough) or not."""
     options = dict(padding=((pads[0], pads[1]), (pads[2], pads[3])), dilation=(dh, dw),
                    stride=(sh, 1))  # fmt: skip
     ho = (h + pads[0] + pads[1] - (kh - 1) * dh - 1) // sh + 1
@@ -79,7 +90,8 @@ def test_the_loop_equals_the_oracle(
     rng = np.random.default_rng(h * 1000 + wd)
     x = rng.standard_normal((n, h, wd)).astype(dtype)
     w = rng.standard_normal((kh, kw)).astype(dtype)
-    y, buffer = run_loop(x, w, shift=shift, parts=parts, stream=stream, **options)
+    y, buffer = run_loop(x, w, shift=shift, parts=parts, stream=stream, carried=carried,
+                         **options)  # fmt: skip
     assert not np.isnan(y).any()
     assert np.isnan(buffer[:shift]).all()
     assert np.isnan(buffer[shift + y.size :]).all()
@@ -230,3 +242,60 @@ def test_the_rows_script_runs_end_to_end(
     out = capsys.readouterr().out
     assert "last-level cache" in out
     assert re.search(r"small +llvm [0-9.]+ ms, numba [0-9.]+ ms", out), out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("kh", "kw", "d", "pad"),
+    [(3, 3, 1, 1), (3, 3, 4, 4), (3, 3, 16, 16), (3, 3, 7, 0), (2, 5, 3, 11), (1, 3, 2, 2)],
+)
+def test_the_carried_loop_on_wide_rows(kh: int, kw: int, d: int, pad: int, dtype: type) -> None:
+    """Rows of several hundred vectors, where most of each row is carried: the
+    oracle's values, aligned rows or not, streamed or not."""
+    rng = np.random.default_rng(d * 10 + kw)
+    for wd in (16 * 40, 16 * 40 + 7):
+        x = rng.standard_normal((2, 3 * d + 5, wd)).astype(dtype)
+        w = rng.standard_normal((kh, kw)).astype(dtype)
+        options = dict(padding=((d, d), (pad, pad)), dilation=(d, d))
+        want = oracle(x, w, **options)
+        for stream in (False, True):
+            y, _ = run_loop(x, w, shift=0, parts=2, stream=stream, carried=True, **options)
+            assert_close(y, want, magnitude=magnitude(x, w, **options))
+
+
+def test_a_carried_loop_given_other_offsets_runs_the_generic_one() -> None:
+    """A kernel compiled for the offsets of dilation 4 and called with dilation 2's
+    computes dilation 2's result (it checks them, and takes the generic loop)."""
+    kernel = kernels.stencil(np.dtype(np.float32), 3, 3, False, (-4, 0, 4))
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 12, 200)).astype(np.float32)
+    w = rng.standard_normal((3, 3)).astype(np.float32)
+    y = np.full((12, 200), np.nan, np.float32)
+    call = kernel.call(x=calls.Slot("x"), w=calls.Ref(w.reshape(-1)), out=calls.Slot("out"),
+                       first=0, last=12, height=12, width=200, out_rows=12, out_width=200,
+                       row_stride=1, row_dilation=2, column_dilation=2, top=2, left=2,
+                       )  # fmt: skip
+    with calls.checked():
+        calls.Binding(x=x.reshape(-1), out=y.reshape(-1)).run([call])
+    options = dict(padding=2, dilation=2)
+    assert_close(y[None], oracle(x, w, **options), magnitude=magnitude(x, w, **options))
+
+
+def test_which_calls_get_their_offsets_compiled_in() -> None:
+    """Large calls with offsets a few vectors apart; small ones only when asked;
+    never offsets too far apart."""
+
+    def spec(hw: int, d: int, **options: object) -> object:
+        return make_spec((1, hw, hw, 1), (3, 3, 1, 1), data_format="NHWC", padding="same",
+                         dilation=d, **options)  # fmt: skip
+
+    lanes = stencil_kernel.lanes(np.dtype(np.float32))
+    assert stencil_rows.carried_columns(spec(2048, 4)) == (-4, 0, 4)
+    assert stencil_rows.carried_columns(spec(2048, 4), False) is None
+    assert stencil_rows.carried_columns(spec(64, 4)) is None
+    assert stencil_rows.carried_columns(spec(64, 4), True) == (-4, 0, 4)
+    assert stencil_rows.carried_columns(spec(2048, 2 * lanes)) is None  # 5 vectors apart
+    with pytest.raises(ValueError, match="offsets"):
+        stencil_kernel.stencil_function(np.dtype(np.float32), 3, 3, False, (0, 1))
+    with pytest.raises(ValueError, match="offsets"):
+        stencil_kernel.stencil_function(np.dtype(np.float32), 1, 2, False, (0, 10 * lanes))

@@ -312,10 +312,13 @@ def _stencil_extents(ints: Mapping[str, int], read: Reader, *, kh: int, kw: int)
 
 
 @functools.cache
-def stencil(dtype: np.dtype, kh: int, kw: int, stream: bool) -> Kernel:
-    """The one-channel row loop of :mod:`~dilconv._native.stencil_kernel`."""
+def stencil(
+    dtype: np.dtype, kh: int, kw: int, stream: bool, columns: tuple[int, ...] | None = None
+) -> Kernel:
+    """The one-channel row loop of :mod:`~dilconv._native.stencil_kernel` (``columns``:
+    the column offsets compiled into its carried loop, or None)."""
     dtype = np.dtype(dtype)
-    fn = stencil_kernel.stencil_function(dtype, kh, kw, stream)
-    label = f"stencil rows({dtype}, {kh}x{kw}, stream={stream})"
+    fn = stencil_kernel.stencil_function(dtype, kh, kw, stream, columns)
+    label = f"stencil rows({dtype}, {kh}x{kw}, stream={stream}, columns={columns})"
     extents = functools.partial(_stencil_extents, kh=kh, kw=kw)
     return Kernel(label, STENCIL, fn, dtype, extents)

@@ -19,12 +19,35 @@ from dilconv._spec import ConvSpec
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+#: Output vectors from which a call's row loop has its column offsets compiled in
+#: (:func:`carried_columns`): a 512 x 512 image of float32 with 16 lanes.
+CARRIED_MIN_VECTORS = 2**14
+
 
 def streams(spec: ConvSpec) -> bool:
     """True when input and output together outgrow the last-level cache
     (:func:`~dilconv._native.last_level_cache.call_outgrows`): the stores go past
     the caches."""
     return last_level_cache.call_outgrows(spec)
+
+
+def carried_columns(spec: ConvSpec, carried: bool | None = None) -> tuple[int, ...] | None:
+    """The column offsets to compile into the row loop's carried loop (see
+    :mod:`~dilconv._native.stencil_kernel`), or None: offsets too far apart, and
+    (``carried`` None) calls of fewer than :data:`CARRIED_MIN_VECTORS` output
+    vectors, whose loop is over before a compilation of their own would pay.
+    ``carried`` False: None."""
+    from dilconv._native import stencil_kernel
+
+    n_lanes = stencil_kernel.lanes(spec.dtype)
+    (ho, wo), (kw, dw, left) = spec.out_hw, (spec.kernel_hw[1], spec.dilation[1], spec.pad[1][0])
+    if carried is None:
+        carried = spec.batch * ho * -(-wo // n_lanes) >= CARRIED_MIN_VECTORS
+    if not carried:
+        return None
+    columns = tuple(c * dw - left for c in range(kw))
+    low, high = stencil_kernel.carried_window(columns, n_lanes)
+    return columns if high - low + 1 <= stencil_kernel.MAX_WINDOW else None
 
 
 def applies(spec: ConvSpec) -> bool:
@@ -71,7 +94,7 @@ def load() -> str | None:
 
 @functools.lru_cache(maxsize=256)
 def _calls(
-    spec: ConvSpec, parts: tuple[tuple[int, int], ...], stream: bool | None
+    spec: ConvSpec, parts: tuple[tuple[int, int], ...], stream: bool | None, carried: bool | None
 ) -> list[list[calls.Call]] | None:
     """One call of the row loop per share of rows (remembered per spec: building them
     costs more than a small call's loop), or None where the loop does not apply or
@@ -82,7 +105,8 @@ def _calls(
     try:
         from dilconv._native import kernels
 
-        kernel = kernels.stencil(spec.dtype, *spec.kernel_hw, stream)
+        columns = carried_columns(spec, carried)
+        kernel = kernels.stencil(spec.dtype, *spec.kernel_hw, stream, columns)
     except (ImportError, RuntimeError, OSError):  # no usable LLVM here: Numba's loop
         return None
     (h, w), (ho, wo) = spec.in_hw, spec.out_hw
@@ -117,12 +141,14 @@ def correlate(
     parts: tuple[tuple[int, int], ...],
     *,
     stream: bool | None = None,
+    carried: bool | None = None,
 ) -> bool:
     """Fill ``y`` ``(N, Ho, Wo)`` with the correlation of ``x`` ``(N, H, W)`` with
     ``taps`` ``(kh, kw)``, rows ``parts`` (of the flattened ``N * Ho``) one per pool
     task; False (nothing written) where this loop does not apply (or ``x`` or ``y``
     is not C-contiguous). ``stream``: store past the caches (None: where
-    :func:`streams` says so).
+    :func:`streams` says so); ``carried``: the loop with the call's column offsets
+    compiled in (None: where :func:`carried_columns` says so).
 
     Arrays that disagree with ``spec`` (dtype, shape, number of taps) raise
     ``TypeError`` or ``ValueError`` before any address reaches the machine code,
@@ -133,7 +159,7 @@ def correlate(
         return False
     if "llvmlite.binding" not in sys.modules:  # not loaded: loading it is not this call's
         return False
-    shares = _calls(spec, tuple(parts), stream)
+    shares = _calls(spec, tuple(parts), stream, carried)
     if shares is None:
         return False
     held = np.ascontiguousarray(taps, dtype=spec.dtype).reshape(-1)
