@@ -195,7 +195,8 @@ def test_packed_weights_reuse_kept_memory_and_zero_what_the_caller_never_wrote()
     spec = make_spec((1, 8, 8, c), w.shape, dtypes=[w.dtype], data_format="NHWC").lowered()
     p = blocked.plan(spec)
     shape = (1, len(p.out_blocks), 9, c, p.vectors * p.lanes)
-    assert p.vectors * p.lanes > 20 and np.prod(shape) * 4 >= results.MIN_BYTES
+    assert p.vectors * p.lanes > 20
+    assert np.prod(shape) * 4 >= results.MIN_BYTES
     held = _poisoned(shape, np.float32)
     packed = blocked.pack_weights(w, spec, p)
     assert address(packed) == held
