@@ -4,7 +4,8 @@
 where it applies (float32 or float64, unit column stride, at most
 :data:`~dilconv._native.stencil_kernel.MAX_TAPS` taps, LLVM loaded); elsewhere
 Numba's row loop does. Each thread's share of rows is one call of the kernel.
-Results larger than the caches are streamed past them (:func:`streams`).
+Results larger than the caches are streamed past them (:func:`streams`), and large
+calls run a loop with their column offsets compiled in (:func:`carried_columns`).
 """
 
 from __future__ import annotations
