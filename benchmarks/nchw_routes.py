@@ -1,8 +1,10 @@
 """NCHW ``winograd``, staged band by band, against moving both arrays, in one process.
 
 The two NCHW routes of ``method="winograd"`` and the NHWC call, interleaved call by
-call with a pause between calls, on the bench's Winograd layers; prints the medians
-and each NCHW route over the NHWC call::
+call, each after a pause spent spinning on every core as ``dilconv bench`` does (after
+a sleep the CPUs wake slowly, and the calls took 15-19 ms instead of 13.5-14), on
+the bench's Winograd layers; prints the medians and each NCHW route over the NHWC
+call::
 
     .venv/bin/python benchmarks/nchw_routes.py --repeats 21
 
@@ -22,6 +24,7 @@ from threadpoolctl import threadpool_info
 
 import dilconv
 import dilconv.conv as conv
+from dilconv._native import pool, spin
 
 #: (label, batch, channels in, image side, channels out, dilation)
 LAYERS = (
@@ -60,7 +63,9 @@ def routes(n: int, c: int, hw: int, o: int, d: int) -> dict[str, Callable[[], ob
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=21, help="timed calls per route")
-    parser.add_argument("--pause", type=float, default=0.05, help="seconds between calls")
+    parser.add_argument(
+        "--pause", type=float, default=0.15, help="seconds between calls, spent spinning"
+    )
     args = parser.parse_args()
     blas = ", ".join(f"{i['internal_api']} {i.get('architecture')}" for i in threadpool_info())
     print(f"dilconv {dilconv.__version__}; BLAS: {blas or 'none loaded'}")
@@ -71,7 +76,7 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in calls}
         for _ in range(args.repeats):
             for name, call in calls.items():
-                time.sleep(args.pause)
+                spin.busy_pause(args.pause, pool.num_threads())
                 start = time.perf_counter()
                 call()
                 times[name].append(time.perf_counter() - start)
