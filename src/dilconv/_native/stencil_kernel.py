@@ -102,6 +102,17 @@ def carried_window(columns: tuple[int, ...], n_lanes: int) -> tuple[int, int]:
     return low, high
 
 
+def carried_fits(columns: tuple[int, ...], n_lanes: int) -> bool:
+    """Whether the carried loop's window for offsets ``columns`` is at most
+    :data:`MAX_WINDOW` vectors.
+
+    >>> carried_fits((-4, 0, 4), 16), carried_fits((0, 40, 80), 16)
+    (True, False)
+    """
+    low, high = carried_window(columns, n_lanes)
+    return high - low + 1 <= MAX_WINDOW
+
+
 def _ir_source(
     dtype: np.dtype, kh: int, kw: int, stream: bool, columns: tuple[int, ...] | None
 ) -> str:
@@ -163,9 +174,7 @@ def _ir_source(
     window: list[list[Value]] = []
     offsets = columns or ()
     low, high = carried_window(offsets, n_lanes) if offsets else (0, 0)
-    if columns is not None:
-        if len(columns) != kw:
-            raise ValueError(f"columns {columns}: expected {kw} offsets")
+    if columns is not None:  # checked by stencil_function
         window = [[b.alloca(vec) for _ in range(high - low)] for _ in range(kw)]
         same_columns = functools.reduce(
             b.and_, [b.icmp_signed("==", shifts[c], const(v)) for c, v in enumerate(columns)]
@@ -364,8 +373,7 @@ def stencil_function(
     if kh * kw > MAX_TAPS or min(kh, kw) < 1:
         raise ValueError(f"a {kh}x{kw} kernel: expected 1 to {MAX_TAPS} taps")
     if columns is not None:
-        low, high = carried_window(columns, lanes(np.dtype(dtype)))
-        if len(columns) != kw or high - low + 1 > MAX_WINDOW:
+        if len(columns) != kw or not carried_fits(columns, lanes(np.dtype(dtype))):
             raise ValueError(
                 f"columns {columns}: expected {kw} offsets within {MAX_WINDOW} vectors"
             )

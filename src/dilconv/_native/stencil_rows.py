@@ -47,8 +47,7 @@ def carried_columns(spec: ConvSpec, carried: bool | None = None) -> tuple[int, .
     if not carried:
         return None
     columns = tuple(c * dw - left for c in range(kw))
-    low, high = stencil_kernel.carried_window(columns, n_lanes)
-    return columns if high - low + 1 <= stencil_kernel.MAX_WINDOW else None
+    return columns if stencil_kernel.carried_fits(columns, n_lanes) else None
 
 
 def applies(spec: ConvSpec) -> bool:
