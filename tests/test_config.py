@@ -90,6 +90,31 @@ def test_threads_are_clamped_to_the_cpus(monkeypatch: pytest.MonkeyPatch) -> Non
     assert pool.num_threads() == _config.available_cpus()
 
 
+def test_environment_replaced_by_a_plain_mapping_still_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The settings read CPython's ``os.environ`` store directly; a program (or a test
+    tool) that replaces ``os.environ`` with another mapping is read through it."""
+    monkeypatch.setattr(os, "environ", {**os.environ, "DILCONV_WORKSPACE_BYTES": str(2**21)})
+    assert dilconv.get_config()["workspace_bytes"] == 2**21
+    os.environ["DILCONV_WORKSPACE_BYTES"] = str(2**22)
+    assert dilconv.get_config()["workspace_bytes"] == 2**22
+
+
+def test_the_cpus_are_read_again_after_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1e6]
+    monkeypatch.setattr(_config.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(_config, "_cpus_read", (-float("inf"), 1))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert _config.available_cpus() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    now[0] += _config.CPUS_SECONDS / 2
+    assert _config.available_cpus() == 3  # remembered for a while
+    now[0] += _config.CPUS_SECONDS
+    assert _config.available_cpus() == 1
+    assert pool.num_threads() == 1
+
+
 @pytest.mark.parametrize(
     ("options", "error", "match"),
     [

@@ -28,6 +28,7 @@ import math
 import numbers
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -60,12 +61,30 @@ ENVIRONMENT = {
 NAMES = tuple(ENVIRONMENT)
 
 
+#: Seconds an answer of :func:`available_cpus` is used before the mask is read again.
+CPUS_SECONDS = 1.0
+#: (the ``time.monotonic()`` of the last read, its answer); ``threads`` is read several
+#: times in every call, and each read of the mask is a system call.
+_cpus_read: tuple[float, int] = (-math.inf, 1)
+
+
 def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask, where the OS has one)."""
+    """The CPUs this process may run on (its affinity mask, where the OS has one).
+
+    The mask is read again once :data:`CPUS_SECONDS` have passed since the last read,
+    so a change of affinity counts from at most a second later.
+    """
+    global _cpus_read
+    now = time.monotonic()
+    read_at, count = _cpus_read
+    if now - read_at < CPUS_SECONDS:
+        return count
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        count = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        count = max(1, os.cpu_count() or 1)
+    _cpus_read = (now, count)
+    return count
 
 
 def _default_cache_dir() -> str:
@@ -197,38 +216,80 @@ _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 _process: dict[str, Any] = {}
 _lock = threading.Lock()
 #: (setting, environment text) -> value, so each bad text warns once.
-_from_environment: dict[tuple[str, str], Any] = {}
+_from_environment: dict[tuple[str, Any], Any] = {}
+
+
+#: The settings whose default is a constant, so a lookup calls nothing.
+_CONSTANT_DEFAULTS = {
+    "spin_ms": DEFAULT_SPIN_MS,
+    "workspace_bytes": DEFAULT_WORKSPACE_BYTES,
+    "recycle_bytes": DEFAULT_RECYCLE_BYTES,
+    "allow_fft": False,
+    "first_calls": "tiered",
+}
+_UNSET = object()
+#: CPython's ``os.environ`` keeps its variables in a dict of encoded names and values,
+#: which :func:`_environment_raw` reads directly: ``os.environ.get`` encodes the
+#: name and decodes the value in Python on every call, and a call of dilconv reads
+#: settings several times.
+_ENVIRON_TYPE = type(os.environ)
+_ENCODED = {
+    variable: os.environ.encodekey(variable)
+    for variable in ENVIRONMENT.values()
+    if variable is not None and hasattr(os.environ, "encodekey")
+}
+
+
+def _default(name: str) -> Any:
+    value = _CONSTANT_DEFAULTS.get(name, _UNSET)
+    return _DEFAULTS[name]() if value is _UNSET else value
 
 
 def _environment(name: str) -> Any:
+    """The setting's value from its environment variable, else its default."""
     variable = ENVIRONMENT[name]
-    text = os.environ.get(variable, "").strip() if variable else ""
-    if not text:
-        return _DEFAULTS[name]()
-    key = (name, text)
-    found = _from_environment.get(key, _from_environment)  # no lock: a dict read is atomic
-    if found is not _from_environment:
-        return _DEFAULTS[name]() if found is None else found
+    environ = os.environ
+    if variable is None:
+        return _default(name)
+    if type(environ) is _ENVIRON_TYPE and variable in _ENCODED:
+        raw = environ._data.get(_ENCODED[variable])  # type: ignore[attr-defined]
+    else:  # os.environ replaced by something else
+        raw = environ.get(variable)
+    if not raw:
+        value = _CONSTANT_DEFAULTS.get(name, _UNSET)
+        return _DEFAULTS[name]() if value is _UNSET else value
+    key = (name, raw)
+    found = _from_environment.get(key, _UNSET)  # no lock: a dict read is atomic
+    if found is _UNSET:
+        found = _parsed(name, variable, key)
+    return _default(name) if found is None else found
+
+
+def _parsed(name: str, variable: str, key: tuple[str, Any]) -> Any:
+    """The value of the variable's text ``key[1]`` (None: the default), remembered;
+    a text that would be refused warns, once."""
+    raw = key[1]
+    text = (os.fsdecode(raw) if isinstance(raw, bytes) else str(raw)).strip()
     with _lock:
         if key in _from_environment:
-            found = _from_environment[key]
-            return _DEFAULTS[name]() if found is None else found
-        try:
+            return _from_environment[key]
+        value = None
+        if text:
             try:
-                parsed = _PARSE[name](text)
-            except ValueError:
-                raise ValueError(f"{variable} must be {_EXPECTED[name]}") from None
-            value = validate(name, parsed, variable)
-        except (TypeError, ValueError) as err:
-            value = None
-            warnings.warn(
-                f"dilconv: ignoring {variable}={text!r} ({err}); using the default, "
-                f"{_DEFAULTS[name]()!r}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+                try:
+                    parsed = _PARSE[name](text)
+                except ValueError:
+                    raise ValueError(f"{variable} must be {_EXPECTED[name]}") from None
+                value = validate(name, parsed, variable)
+            except (TypeError, ValueError) as err:
+                warnings.warn(
+                    f"dilconv: ignoring {variable}={text!r} ({err}); using the default, "
+                    f"{_default(name)!r}",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
         _from_environment[key] = value
-    return _DEFAULTS[name]() if value is None else value
+    return value
 
 
 def get(name: str) -> Any:
@@ -240,13 +301,11 @@ def get(name: str) -> Any:
     >>> _config.get("allow_fft")
     False
     """
-    overrides = _context.get()
-    if name in overrides:
-        value = overrides[name]
-    elif name in _process:
-        value = _process[name]
-    else:
-        value = _environment(name)
+    value = _context.get().get(name, _UNSET)
+    if value is _UNSET:
+        value = _process.get(name, _UNSET)
+        if value is _UNSET:
+            value = _environment(name)
     if name == "threads":
         return min(value, available_cpus())
     return value
