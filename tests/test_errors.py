@@ -266,8 +266,43 @@ def test_remembered_specs_never_excuse_bad_input(monkeypatch: pytest.MonkeyPatch
         dilconv.conv2d(x, w, stride=(1, True), flip=True)
     with pytest.raises(TypeError, match="flip must be a bool"):
         dilconv.conv2d(x, w, stride=1, flip=1)
+    with pytest.raises(TypeError, match="stride must be an int"):
+        dilconv.conv2d(x, w, stride=True, flip=True)
     strides = np.array([1, 1])  # unhashable: validated every time, never remembered
     assert dilconv.conv2d(x, w, stride=strides).shape == (1, 2, 4, 4)
     monkeypatch.setattr(_spec, "physical_memory_bytes", lambda: 100)
     with pytest.raises(ValueError, match=r"MiB for its output"):
         dilconv.conv2d(x, w, stride=1, flip=True)
+
+
+_SPEC_ELSEWHERE = (
+    "import pickle, sys\n"
+    "from dilconv._spec import make_spec\n"
+    "spec = pickle.loads(bytes.fromhex(sys.argv[1]))\n"
+    "same = make_spec((1, 2, 6, 6), (2, 2, 3, 3), padding='same', dilation=2)\n"
+    "print(spec == same, hash(spec) == hash(same), {same: 1}.get(spec))\n"
+)
+
+
+def test_a_spec_hashes_anew_in_the_process_it_is_sent_to() -> None:
+    """A spec remembers its hash, which covers strings ("same", "NCHW") that another
+    process hashes differently: pickled (to a Dask worker), it leaves the hash behind."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dilconv._spec import make_spec
+
+    spec = make_spec((1, 2, 6, 6), (2, 2, 3, 3), padding="same", dilation=2)
+    hash(spec)  # remembered here
+    assert hash(pickle.loads(pickle.dumps(spec))) == hash(spec)
+    src = str(Path(dilconv.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": src}
+    out = subprocess.run(
+        [sys.executable, "-c", _SPEC_ELSEWHERE, pickle.dumps(spec).hex()],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "1"]

@@ -58,19 +58,36 @@ class ConvSpec:
     dtype: np.dtype = np.dtype(np.float64)
     out_dtype: np.dtype = np.dtype(np.float64)
 
-    @property
+    def __hash__(self) -> int:
+        """The hash of the fields, made once: a call looks its spec up in several
+        memos (plans, choices, row shares), and hashing fifteen fields, dtypes among
+        them, each time cost more than the lookups."""
+        found = self.__dict__.get("_hash")
+        if found is None:
+            found = hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+            self.__dict__["_hash"] = found  # frozen: written past __setattr__
+        return found
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields and the sizes derived from them, without the hash: another
+        process hashes strings differently."""
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
+    @functools.cached_property
     def effective_kernel_hw(self) -> Pair:
         """The dilated kernel's extent ``dilation * (k - 1) + 1`` per axis."""
         (kh, kw), (dh, dw) = self.kernel_hw, self.dilation
         return _shapes.effective_size(kh, dh), _shapes.effective_size(kw, dw)
 
-    @property
+    @functools.cached_property
     def padded_hw(self) -> Pair:
         """Input size after padding."""
         (h, w), ((t, b), (lf, r)) = self.in_hw, self.pad
         return h + t + b, w + lf + r
 
-    @property
+    @functools.cached_property
     def out_hw(self) -> Pair:
         """Output spatial size."""
         return (
@@ -114,7 +131,7 @@ class ConvSpec:
         kh, kw = self.kernel_hw
         return self.batch * ho * wo * self.out_channels * self.in_per_group * kh * kw
 
-    @property
+    @functools.cached_property
     def out_shape(self) -> tuple[int, ...]:
         """The shape returned to the caller, in the caller's layout and rank."""
         ho, wo = self.out_hw
@@ -270,12 +287,21 @@ def resolve_pads(
 # --- arrays -----------------------------------------------------------------------------
 
 
+#: The dtype characters of arrays taken as they are, in native byte order: float16,
+#: float32, float64 and every integer.
+_READY_CHARS = frozenset("efd" + np.typecodes["AllInteger"])
+
+
 def as_array(name: str, value: Any) -> np.ndarray:
     """An array of real numbers: floats (16, 32, 64 bit) or integers (exact, int64).
 
     A big-endian (non-native) array is converted to native byte order, so results
     are native-endian. A masked array is refused: its mask would be lost.
     """
+    if type(value) is np.ndarray:  # the usual case, in as few steps as can be
+        dtype = value.dtype
+        if dtype.char in _READY_CHARS and dtype.isnative:
+            return value
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
     if isinstance(value, np.ma.MaskedArray):
@@ -372,6 +398,10 @@ SPEC_MEMO_SIZE = 256
 _SPECS: dict[Hashable, ConvSpec] = {}
 
 
+#: Option types whose value and type are a memo key as they are.
+_FLAT = frozenset({int, str, bool})
+
+
 def _memo_key(value: Any) -> Hashable:
     """``value`` with the type of every element (so ``1``, ``1.0`` and ``True`` differ:
     validation depends on types); TypeError for anything unhashable (an array)."""
@@ -406,9 +436,16 @@ def make_spec(
     """
     options = (stride, padding, dilation, groups, padding_mode, data_format, flip)
     shapes = (tuple(x_shape), tuple(w_shape), None if bias_shape is None else tuple(bias_shape))
+    sizes = {*map(type, shapes[0]), *map(type, shapes[1]), *map(type, shapes[2] or ())}
+    kinds = tuple(map(type, options))
+    key: Hashable
     try:
-        plain = all(type(n) is int for shape in shapes if shape is not None for n in shape)
-        key = (shapes, tuple(dtypes), _memo_key(options)) if plain else None
+        if not sizes <= {int}:
+            key = None
+        elif _FLAT.issuperset(kinds):  # the usual options: their types, without recursion
+            key = (shapes, tuple(dtypes), options, kinds)
+        else:
+            key = (shapes, tuple(dtypes), _memo_key(options))
     except TypeError:
         key = None
     spec = None if key is None else _SPECS.get(key)
@@ -523,10 +560,16 @@ def check_result(what: str, shape: Sequence[int], itemsize: int, extra: int = 0)
 
 
 def check_memory(spec: ConvSpec) -> None:
-    """Refuse a call whose output (and padded input) would not fit the output limit."""
+    """Refuse a call whose output (and padded input) would not fit the output limit.
+
+    Run on every call, so the message is only written for a call it refuses.
+    """
     padded = spec.batch * spec.in_channels * spec.padded_hw[0] * spec.padded_hw[1]
     pad_bytes = padded * spec.dtype.itemsize if spec.padding_mode != "zeros" else 0
-    check_result(f"output (padding {spec.pad})", spec.out_shape, spec.dtype.itemsize, pad_bytes)
+    need = math.prod(spec.out_shape) * spec.dtype.itemsize + pad_bytes
+    if need > output_limit_bytes():
+        what = f"output (padding {spec.pad})"
+        check_result(what, spec.out_shape, spec.dtype.itemsize, pad_bytes)
 
 
 def input_shape(spec: ConvSpec) -> tuple[int, ...]:

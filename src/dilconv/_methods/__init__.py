@@ -70,7 +70,7 @@ def shapes(
         "w": (*spec.kernel_hw, spec.in_per_group, spec.out_channels),
         "g": (spec.batch, *spec.out_hw, spec.out_channels),
     }
-    return tuple(known[name] for name in names)
+    return tuple(map(known.__getitem__, names))
 
 
 def agree(
