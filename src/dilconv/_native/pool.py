@@ -13,6 +13,7 @@ back, 3.7 instead of 6.4 after a 30 ms pause, on this 2-core virtual machine).
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import contextlib
 import functools
@@ -57,7 +58,10 @@ class Job:
         self.pending = len(items)
         self.error: BaseException | None = None
         self.lock = threading.Lock()
-        self.done = threading.Event()
+        #: Held until the last item finishes (a bare lock: an ``Event`` costs the
+        #: caller a few Python-level calls more to make, set and wait for).
+        self._running = _thread.allocate_lock()
+        self._running.acquire()
         #: What the caller's frames held, kept while abandoned items still run.
         self.keep: list[dict[str, Any]] = []
         #: Seconds the longest item took (read once the job is done).
@@ -67,8 +71,10 @@ class Job:
         #: NaN arithmetic gets no warning (nor, with warnings as errors, an error)
         #: from the items a worker ran.
         self.errstate = np.geterr()
+        #: The thread that made the job, whose error handling is the job's already.
+        self.owner = _thread.get_ident()
         if not items:
-            self.done.set()
+            self._running.release()
 
     def _take(self) -> int | None:
         with self.lock:
@@ -83,27 +89,36 @@ class Job:
             self.pending -= count
             last = self.pending == 0
         if last:
-            self.done.set()
+            self._running.release()
         return last
+
+    def is_done(self) -> bool:
+        """Whether every item has finished or was cancelled."""
+        return not self._running.locked()
 
     def run(self) -> tuple[bool, bool]:
         """Run items of this job until none is left to take. ``(ran, last)``: whether
         this thread ran any item, and whether it finished the job's last one (the
         job is then complete)."""
-        ran = last = False
+        if _thread.get_ident() == self.owner:  # the caller's error handling already
+            return self._run_items()
         with np.errstate(**self.errstate):
-            while (index := self._take()) is not None:
-                ran = True
-                start = time.perf_counter()
-                try:
-                    self.fn(self.items[index])
-                except BaseException as err:  # handed to the caller, which re-raises it
-                    with self.lock:
-                        self.error = self.error or err
-                    self.cancel()
-                finally:
-                    self.longest = max(self.longest, time.perf_counter() - start)
-                    last = self._finished(1)
+            return self._run_items()
+
+    def _run_items(self) -> tuple[bool, bool]:
+        ran = last = False
+        while (index := self._take()) is not None:
+            ran = True
+            start = time.perf_counter()
+            try:
+                self.fn(self.items[index])
+            except BaseException as err:  # handed to the caller, which re-raises it
+                with self.lock:
+                    self.error = self.error or err
+                self.cancel()
+            finally:
+                self.longest = max(self.longest, time.perf_counter() - start)
+                last = self._finished(1)
         return ran, last
 
     def cancel(self) -> None:
@@ -117,8 +132,9 @@ class Job:
     def wait(self) -> None:
         """Until every item has finished or was cancelled; a signal handler's
         exception (KeyboardInterrupt) interrupts the wait."""
-        while not self.done.wait(WAIT_SLICE):
+        while not self._running.acquire(timeout=WAIT_SLICE):
             pass
+        self._running.release()  # done for good: other looks find it free
 
 
 #: Seconds between two looks at a job's completion while waiting for it (the
@@ -235,7 +251,7 @@ class WorkerPool:
             for item in items:
                 fn(item)
             return
-        main = threading.current_thread() is threading.main_thread()
+        main = _thread.get_ident() == threading.main_thread().ident
         works = not main or _ITEM_SECONDS.get(key, math.inf) <= SHORT_ITEM_SECONDS
         job = Job(fn, items)
         try:
@@ -250,7 +266,7 @@ class WorkerPool:
                 job.wait()
             except BaseException:
                 job.cancel()
-                if not job.done.is_set():
+                if not job.is_done():
                     job.keep = _callers_locals(sys._getframe(1))
                 raise
         finally:
