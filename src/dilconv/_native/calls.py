@@ -355,8 +355,8 @@ class Lease:
     """What an array made on a kept block of memory refers to (see
     :mod:`~dilconv._native.results`): ``np.asarray(lease)`` is a C-contiguous
     ``shape`` array of ``dtype`` on the first bytes of ``block``, whose base is the
-    lease, and every view made from it holds the lease, which holds ``block``. So a
-    weak reference to the lease dies only once no array uses the block.
+    lease, and every view made from it holds the lease, which holds ``block``. So the
+    lease goes, and its ``on_release`` runs, only once no array uses the block.
 
     Examples
     --------
@@ -367,22 +367,46 @@ class Lease:
     (True, True, True)
     """
 
-    __slots__ = ("__array_interface__", "__weakref__", "block")
+    __slots__ = ("__array_interface__", "block", "_on_release")
 
-    def __init__(self, block: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    def __init__(
+        self,
+        block: np.ndarray,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        *,
+        address: int | None = None,
+        on_release: Callable[[np.ndarray, int], None] | None = None,
+    ) -> None:
+        """``address``: ``block``'s own, where the caller read it once before (see
+        :func:`block_address`); ``on_release(block, address)`` runs when the lease
+        goes, that is once no array uses the block."""
         if not (block.flags.c_contiguous and block.flags.writeable):
             raise ValueError("a lease needs a writeable, C-contiguous block")
         if math.prod(shape) * dtype.itemsize > block.nbytes:
             raise ValueError(f"{shape} of {dtype} does not fit a block of {block.nbytes} bytes")
         self.block = block
+        self._on_release = on_release
+        at = block_address(block) if address is None else address
         self.__array_interface__ = {
             "shape": shape,
-            "typestr": dtype.str,
-            "descr": dtype.descr,
-            "data": (_address("block", block), False),
-            "strides": None,
+            "typestr": dtype.str,  # no "descr": the dtypes here have no fields
+            "data": (at, False),
             "version": 3,
         }
+
+    def __del__(self) -> None:
+        release = self._on_release
+        if release is not None:
+            try:
+                release(self.block, self.__array_interface__["data"][0])
+            except Exception:  # pragma: no cover - interpreter exit: nowhere to return it
+                pass
+
+
+def block_address(block: np.ndarray) -> int:
+    """The address of a kept block (see :class:`Lease`), to be read once per block."""
+    return _address("block", block)
 
 
 def aligned_empty(size: int, dtype: np.dtype) -> np.ndarray:

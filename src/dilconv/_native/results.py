@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import math
-import weakref
 from typing import Any
 
 import numpy as np
@@ -42,36 +41,38 @@ class _Kept:
     """The blocks: free ones by size (least recently returned first), the bytes of
     all of them, and the blocks handed back by finalizers since the last call
     (a deque: a finalizer may run inside :meth:`take`, under the lock, whenever
-    the garbage collector does)."""
+    the garbage collector does). Each block goes with its address, read once."""
 
     def __init__(self) -> None:
         self.lock = forksafe.ForkSafeLock()
-        self.free: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self.free: collections.OrderedDict[int, tuple[np.ndarray, int]] = collections.OrderedDict()
         self.total = 0
-        self.returned: collections.deque[np.ndarray] = collections.deque()
+        self.returned: collections.deque[tuple[np.ndarray, int]] = collections.deque()
 
-    def take(self, nbytes: int, budget: int) -> np.ndarray | None:
-        """A block of ``nbytes`` now leased (None: keeping one would pass ``budget``)."""
+    def take(self, nbytes: int, budget: int) -> tuple[np.ndarray, int] | None:
+        """A block of ``nbytes`` now leased, with its address (None: keeping one would
+        pass ``budget``)."""
         with self.lock:
             while self.returned:
-                block = self.returned.popleft()
-                self.free[id(block)] = block
-            for key, block in self.free.items():
-                if block.nbytes == nbytes:
+                kept = self.returned.popleft()
+                self.free[id(kept[0])] = kept
+            for key, kept in self.free.items():
+                if kept[0].nbytes == nbytes:
                     del self.free[key]
                     self._trim(budget)
-                    return block
+                    return kept
             self._trim(budget - nbytes)
             if self.total + nbytes > budget:
                 return None
             self.total += nbytes
-            return calls.aligned_empty(nbytes, np.dtype(np.uint8))
+            block = calls.aligned_empty(nbytes, np.dtype(np.uint8))
+            return block, calls.block_address(block)
 
     def _trim(self, budget: int) -> None:
         """Let free blocks go, least recently returned first, until the kept total
         is within ``budget`` or none is free."""
         while self.total > budget and self.free:
-            _, block = self.free.popitem(last=False)
+            _, (block, _) = self.free.popitem(last=False)
             self.total -= block.nbytes
 
     def forget(self) -> None:
@@ -79,16 +80,16 @@ class _Kept:
         the bound)."""
         with self.lock:
             while self.returned:
-                block = self.returned.popleft()
-                self.free[id(block)] = block
+                kept = self.returned.popleft()
+                self.free[id(kept[0])] = kept
             self._trim(0)
 
 
 _KEPT = _Kept()
 
 
-def _return(block: np.ndarray) -> None:
-    _KEPT.returned.append(block)  # atomic: no lock, whatever thread this runs in
+def _return(block: np.ndarray, address: int) -> None:
+    _KEPT.returned.append((block, address))  # atomic: no lock, whatever thread this runs in
 
 
 def new_result(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -105,15 +106,14 @@ def new_result(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     True
     """
     dtype = np.dtype(dtype)
-    shape = tuple(int(n) for n in shape)
+    shape = tuple(map(int, shape))
     nbytes = math.prod(shape) * dtype.itemsize
     budget = _config.get("recycle_bytes") if nbytes >= MIN_BYTES else 0
-    block = _KEPT.take(nbytes, budget) if budget >= nbytes else None
-    if block is None:
+    kept = _KEPT.take(nbytes, budget) if budget >= nbytes else None
+    if kept is None:
         return np.empty(shape, dtype)
-    lease = calls.Lease(block, shape, dtype)
-    weakref.finalize(lease, _return, block)
-    return np.asarray(lease)
+    block, address = kept
+    return np.asarray(calls.Lease(block, shape, dtype, address=address, on_release=_return))
 
 
 def kept_bytes() -> int:
