@@ -30,6 +30,7 @@ loads and waits.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -55,6 +56,7 @@ _ready: set[tuple[str, str]] = set()
 _rent: dict[tuple[str, str], float] = {}
 
 
+@functools.lru_cache(maxsize=1024)
 def route(name: str, spec: ConvSpec) -> str:
     """The route whose machine code algorithm ``name`` runs ``spec`` with: ``name``,
     or ``"stencil"`` where ``compiled`` runs one channel on LLVM's row loop.

@@ -153,9 +153,11 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     return y
 
 
+@functools.lru_cache(maxsize=1024)
 def stencil_route(spec: ConvSpec) -> bool:
     """Whether ``spec`` is for LLVM's row loop for one channel
-    (:mod:`dilconv._native.stencil_rows`), which needs llvmlite but not Numba."""
+    (:mod:`dilconv._native.stencil_rows`), which needs llvmlite but not Numba
+    (remembered: a call asks several times)."""
     return spec.out_channels == 1 and stencil_rows.applies(spec)
 
 

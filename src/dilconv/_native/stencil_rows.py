@@ -69,9 +69,21 @@ def applies(spec: ConvSpec) -> bool:
 def usable() -> bool:
     """Whether the row loop may run here, as far as is known without loading
     anything: llvmlite installed, and not found unloadable by :func:`load`."""
-    from dilconv._native import compiler
+    if _loaded:  # the usual answer, on every call: no import statement, no lookups
+        return True
+    import dilconv._native.compiler as compiler
 
     return compiler.installed() and (not load.cache_info().currsize or load() is None)
+
+
+#: Not empty once :func:`load` has succeeded in this process (see :func:`forget`).
+_loaded: list[bool] = []
+
+
+def forget() -> None:
+    """Forget what :func:`load` found (for tests that make llvmlite look missing)."""
+    load.cache_clear()
+    _loaded.clear()
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,6 +101,7 @@ def load() -> str | None:
         compiler._llvm()
     except (ImportError, RuntimeError, OSError) as err:
         return f"llvmlite could not be loaded: {err}"
+    _loaded.append(True)
     return None
 
 
