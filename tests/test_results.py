@@ -105,6 +105,21 @@ def test_the_bound_holds_and_zero_keeps_nothing() -> None:
     assert results.kept_bytes() == 0
 
 
+def test_a_lease_refused_returns_nothing_and_raises_nothing_later() -> None:
+    """A block that cannot be leased raises at once; the half-made lease's finalizer
+    then has nothing to hand back (and no error to print: warnings are errors here)."""
+    from dilconv._native import calls
+
+    returned: list[object] = []
+    for block in (np.zeros(64, np.uint8)[::2], np.zeros(8, np.uint8)):
+        with pytest.raises(ValueError, match="block"):
+            calls.Lease(
+                block, (4,), np.dtype(np.float32), on_release=lambda b, at: returned.append(b)
+            )
+        gc.collect()
+    assert returned == []
+
+
 def test_small_results_are_plain_arrays() -> None:
     small = results.new_result((3, 5), np.float64)
     assert small.flags.owndata

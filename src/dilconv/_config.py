@@ -229,9 +229,9 @@ _CONSTANT_DEFAULTS = {
 }
 _UNSET = object()
 #: CPython's ``os.environ`` keeps its variables in a dict of encoded names and values,
-#: which :func:`_environment_raw` reads directly: ``os.environ.get`` encodes the
-#: name and decodes the value in Python on every call, and a call of dilconv reads
-#: settings several times.
+#: which :func:`_environment` reads directly: ``os.environ.get`` encodes the name and
+#: decodes the value in Python on every call, and a call of dilconv reads settings
+#: several times.
 _ENVIRON_TYPE = type(os.environ)
 _ENCODED = {
     variable: os.environ.encodekey(variable)
@@ -248,14 +248,14 @@ def _default(name: str) -> Any:
 def _environment(name: str) -> Any:
     """The setting's value from its environment variable, else its default."""
     variable = ENVIRONMENT[name]
-    environ = os.environ
     if variable is None:
         return _default(name)
+    environ = os.environ
     if type(environ) is _ENVIRON_TYPE and variable in _ENCODED:
         raw = environ._data.get(_ENCODED[variable])  # type: ignore[attr-defined]
     else:  # os.environ replaced by something else
         raw = environ.get(variable)
-    if not raw:
+    if not raw:  # the usual path: _default's two lines, without the call
         value = _CONSTANT_DEFAULTS.get(name, _UNSET)
         return _DEFAULTS[name]() if value is _UNSET else value
     key = (name, raw)

@@ -381,6 +381,7 @@ class Lease:
         """``address``: ``block``'s own, where the caller read it once before (see
         :func:`block_address`); ``on_release(block, address)`` runs when the lease
         goes, that is once no array uses the block."""
+        self._on_release = None  # set first: __del__ runs after a refusal below too
         if not (block.flags.c_contiguous and block.flags.writeable):
             raise ValueError("a lease needs a writeable, C-contiguous block")
         if math.prod(shape) * dtype.itemsize > block.nbytes:
