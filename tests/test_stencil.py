@@ -299,3 +299,71 @@ def test_which_calls_get_their_offsets_compiled_in() -> None:
         stencil_kernel.stencil_function(np.dtype(np.float32), 3, 3, False, (0, 1))
     with pytest.raises(ValueError, match="offsets"):
         stencil_kernel.stencil_function(np.dtype(np.float32), 1, 2, False, (0, 10 * lanes))
+
+
+def test_which_calls_run_on_rows_of_the_cut() -> None:
+    """One kernel row whose taps lie far enough apart, dividing the width and both
+    column pads, unit strides, no padding rows; nothing else."""
+
+    def spec(shape: tuple[int, ...], kernel: tuple[int, int], d: int, **options: object) -> object:
+        base = dict(padding=((0, 0), (d, d)), dilation=(1, d), data_format="NHWC",
+                    dtypes=[np.dtype(np.float32)] * 2)  # fmt: skip
+        return make_spec(shape, (*kernel, 1, 1), **{**base, **options}).lowered()
+
+    rows = stencil_rows.folded(spec((2, 3, 4096, 1), (1, 3), 256))
+    assert (rows.batch, rows.in_hw, rows.kernel_hw, rows.pad) == (
+        6,
+        (16, 256),
+        (3, 1),
+        ((1, 1), (0, 0)),
+    )
+    causal = stencil_rows.folded(spec((1, 1, 4096, 1), (1, 3), 256, padding=((0, 0), (512, 0))))
+    assert causal.pad == ((2, 0), (0, 0))
+    assert stencil_rows.folded(spec((1, 1, 4096, 1), (1, 3), 16)) is None  # 64 bytes apart
+    assert stencil_rows.folded(spec((1, 1, 4000, 1), (1, 3), 256)) is None  # width
+    assert stencil_rows.folded(spec((1, 1, 4096, 1), (1, 3), 256, padding=((0, 0), (3, 3)))) is None
+    assert stencil_rows.folded(spec((1, 3, 4096, 1), (3, 3), 256)) is None  # three kernel rows
+    assert stencil_rows.folded(spec((1, 3, 4096, 1), (1, 3), 256, stride=(2, 1))) is None
+    assert (
+        stencil_rows.folded(spec((1, 3, 4096, 1), (1, 3), 256, padding=((1, 1), (256, 256))))
+        is None
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("n", "h", "wd", "kw", "d", "pads"),
+    [
+        (1, 1, 2**16, 3, 4096, (4096, 4096)),  # a 1-D signal, padding "same"
+        (1, 1, 2**15, 3, 1024, (2048, 0)),  # causal
+        (2, 3, 2048, 2, 256, (0, 0)),  # valid, several images of several rows
+        (1, 2, 4096, 5, 512, (1024, 512)),  # uneven pads
+    ],
+)
+def test_rows_of_the_cut_equal_the_oracle(
+    n: int, h: int, wd: int, kw: int, d: int, pads: tuple[int, int], dtype: type
+) -> None:
+    """``method="compiled"`` runs such calls on rows of ``d`` columns: the loop oracle's
+    values, every output written, in checked mode, and in 1-D through ``conv1d``."""
+    rng = np.random.default_rng(kw * d)
+    x = rng.standard_normal((n, h, wd)).astype(dtype)
+    w = rng.standard_normal((1, kw)).astype(dtype)
+    options = dict(padding=((0, 0), pads), dilation=(1, d))
+    taken = []
+    folded = stencil_rows.folded
+
+    def spy(spec: object) -> object:
+        found = folded(spec)
+        taken.append(found is not None)
+        return found
+
+    with pytest.MonkeyPatch.context() as patch, calls.checked():
+        patch.setattr(stencil_rows, "folded", spy)
+        got = dilconv.conv2d(x[..., None], w[..., None, None], data_format="NHWC",
+                             method="compiled", **options)[..., 0]  # fmt: skip
+    assert taken[0]
+    assert_close(got, oracle(x, w, **options), magnitude=magnitude(x, w, **options))
+    if n == 1 and h == 1:
+        signal = dilconv.conv1d(x[0, 0][None, None], w[0][None, None], padding=[pads],
+                                dilation=d, method="compiled")  # fmt: skip
+        assert_close(signal[0, 0], got[0, 0], magnitude=magnitude(x, w, **options)[0, 0])
