@@ -255,9 +255,8 @@ def _environment(name: str) -> Any:
         raw = environ._data.get(_ENCODED[variable])  # type: ignore[attr-defined]
     else:  # os.environ replaced by something else
         raw = environ.get(variable)
-    if not raw:  # the usual path: _default's two lines, without the call
-        value = _CONSTANT_DEFAULTS.get(name, _UNSET)
-        return _DEFAULTS[name]() if value is _UNSET else value
+    if not raw:
+        return _default(name)
     key = (name, raw)
     found = _from_environment.get(key, _UNSET)  # no lock: a dict read is atomic
     if found is _UNSET:

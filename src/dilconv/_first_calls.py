@@ -30,7 +30,6 @@ loads and waits.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import threading
@@ -56,7 +55,6 @@ _ready: set[tuple[str, str]] = set()
 _rent: dict[tuple[str, str], float] = {}
 
 
-@functools.lru_cache(maxsize=1024)
 def route(name: str, spec: ConvSpec) -> str:
     """The route whose machine code algorithm ``name`` runs ``spec`` with: ``name``,
     or ``"stencil"`` where ``compiled`` runs one channel on LLVM's row loop.
@@ -69,9 +67,9 @@ def route(name: str, spec: ConvSpec) -> str:
     ('stencil', 'blocked')
     """
     if name == "compiled":
-        from dilconv._methods import compiled
+        import dilconv._methods.compiled as compiled  # (no fromlist: no Python-level import step)
 
-        if compiled.stencil_route(spec):
+        if compiled.stencil_route(spec):  # remembered per spec
             return "stencil"
     return name
 

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from dilconv._native import calls, last_level_cache, pool
-from dilconv._spec import ConvSpec
+from dilconv._spec import ConvSpec, make_spec
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -95,8 +95,6 @@ def folded(spec: ConvSpec) -> ConvSpec | None:
     >>> rows.batch, rows.in_hw, rows.kernel_hw, rows.dilation, rows.pad
     (1, (16, 4096), (3, 1), (1, 1), ((1, 1), (0, 0)))
     """
-    from dilconv._spec import make_spec
-
     (kh, kw), d = spec.kernel_hw, spec.dilation[1]
     (top, bottom), (left, right) = spec.pad
     h, w = spec.in_hw
@@ -123,40 +121,40 @@ def folded(spec: ConvSpec) -> ConvSpec | None:
 def usable() -> bool:
     """Whether the row loop may run here, as far as is known without loading
     anything: llvmlite installed, and not found unloadable by :func:`load`."""
-    if _loaded:  # the usual answer, on every call: no import statement, no lookups
-        return True
+    if _found:  # load() has run: its answer, without an import statement or lookups
+        return _found[0] is None
     import dilconv._native.compiler as compiler
 
-    return compiler.installed() and (not load.cache_info().currsize or load() is None)
+    return compiler.installed()
 
 
-#: Not empty once :func:`load` has succeeded in this process (see :func:`forget`).
-_loaded: list[bool] = []
+#: What :func:`load` found, once it has run (see :func:`forget`).
+_found: list[str | None] = []
 
 
 def forget() -> None:
     """Forget what :func:`load` found (for tests that make llvmlite look missing)."""
-    load.cache_clear()
-    _loaded.clear()
+    _found.clear()
 
 
-@functools.lru_cache(maxsize=1)
 def load() -> str | None:
     """Load what the row loop runs on (llvmlite and LLVM's target for this CPU, not
-    Numba); why it cannot be, or None.
+    Numba), once per process; why it cannot be, or None.
 
     ``method="compiled"`` on one channel needs only this: Numba's import and loops
     (0.65 s of a fresh process's first call here) are for the calls the row loop
     declines.
     """
-    try:
-        from dilconv._native import compiler
+    if not _found:
+        try:
+            from dilconv._native import compiler
 
-        compiler._llvm()
-    except (ImportError, RuntimeError, OSError) as err:
-        return f"llvmlite could not be loaded: {err}"
-    _loaded.append(True)
-    return None
+            compiler._llvm()
+        except (ImportError, RuntimeError, OSError) as err:
+            _found[:] = [f"llvmlite could not be loaded: {err}"]
+        else:
+            _found[:] = [None]
+    return _found[0]
 
 
 @functools.lru_cache(maxsize=256)
