@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,18 @@ pytestmark = pytest.mark.skipif(
 def planar_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the calls that took the in-place NCHW route."""
     return count_calls(monkeypatch, _blocked_planar, "conv_channels_first")
+
+
+@pytest.fixture
+def small_weight_blocks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Blocks of 64 KiB of weights; nothing planned with them outlives the test."""
+    cached = (blocked.plan, blocked.tile_calls, _blocked_bands.band_calls)
+    for fn in cached:
+        fn.cache_clear()
+    monkeypatch.setattr(blocked, "WEIGHT_BLOCK_BYTES", 2**16)
+    yield
+    for fn in cached:
+        fn.cache_clear()
 
 
 @st.composite
@@ -113,21 +126,28 @@ def test_integer_values_are_exact(planar_runs: list[int]) -> None:
     [
         (64, 64, {"padding": "same", "dilation": 3}),  # more outputs than one planar pass
         (21, 21, {"stride": 2, "dilation": 2}),  # strided rows: not contiguous runs
-        (240, 64, {"padding": 1}),  # two blocks of input channels: the second adds
+        (240, 64, {"padding": 1}),  # blocks of input channels: later ones add
     ],
 )
 def test_the_tile_loop_writes_nchw_by_bands_exactly(
-    planar_runs: list[int], channels: int, outs: int, options: dict
+    planar_runs: list[int],
+    channels: int,
+    outs: int,
+    options: dict,
+    small_weight_blocks: None,
 ) -> None:
     """Where the planar loop does not run, ``blocked``'s tile loop reads the NCHW input
     in place and writes the result band by band (a later block of input channels
-    adding to the band): small integers sum exactly, so bit for bit."""
+    adding to the band): small integers sum exactly, so bit for bit. Blocks of 64 KiB
+    of weights, so that 240 channels take several at any vector width (576-2304 bytes
+    a channel)."""
     rng = np.random.default_rng(5)
     x = rng.integers(-3, 4, (2, channels, 9, 29)).astype(np.float32)
     w = rng.integers(-3, 4, (outs, channels, 3, 3)).astype(np.float32)
     lowered = make_spec(x.shape, w.shape, dtypes=[np.float32], **options).lowered()
     assert not _blocked_planar.planar_fits(lowered)
-    assert len(blocked.plan(lowered).in_blocks) == (2 if channels == 240 else 1)
+    blocks = len(blocked.plan(lowered).in_blocks)
+    assert blocks >= 2 if channels == 240 else blocks == 1
     got = dilconv.conv2d(x, w, method="blocked", **options)
     np.testing.assert_array_equal(got, dilconv.conv2d(x, w, method="direct", **options))
     assert planar_runs == [1]
@@ -224,7 +244,6 @@ def test_auto_weighs_the_layout_moves() -> None:
     assert _select.layout_seconds(one) == 0.0
     moved = 2 * 21 * 256 * 256 * 4 / _select.COST["layout"]
     assert _select.layout_seconds(nchw) == pytest.approx(moved)
-    assert _blocked_planar.one_pass(nchw.lowered())
     lowered = nchw.lowered()
     names = _select.candidates(lowered)
     chosen = _select.cheapest_for_caller(nchw)

@@ -22,7 +22,7 @@ def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     return
 
 
-SHAPES = [(1, 1, 1, 1), (2, 5, 19, 23), (1, 3, 255, 257), (3, 16, 8, 8), (1, 17, 33, 1)]
+SHAPES = [(2, 5, 19, 23), (1, 3, 255, 257), (3, 16, 8, 8), (1, 17, 33, 1)]
 
 
 @pytest.mark.parametrize("shape", SHAPES + [(2, 32, 16, 16), (1, 48, 8, 32)])
@@ -37,7 +37,7 @@ def test_both_ways_equal_numpy_exactly(
     small_threshold: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Whole tiles, last rows and columns, one pixel, one channel; one thread or two;
+    """Whole tiles, last rows and columns, one row; one thread or two;
     stores through the caches or past them (aligned rows of 16, 32 or 48 channels, or
     256 pixels, and the others, which fall back to plain stores)."""
     monkeypatch.setattr(channels, "streams", lambda nbytes: stream)
@@ -71,6 +71,47 @@ def test_volumes_and_signals_move_too(small_threshold: None) -> None:
 )
 def test_it_declines_what_numpy_should_move(a: np.ndarray, small_threshold: None) -> None:
     assert channels.move_channels(a, last=True) is None
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 300), (3, 1, 17, 19), (2, 1, 2, 3, 40), (4, 9, 1, 1)])
+def test_one_channel_or_one_pixel_is_a_reshape_not_a_copy(
+    shape: tuple[int, ...], small_threshold: None
+) -> None:
+    """Declined, so NumPy's transposed view, already C-contiguous, is used as it is."""
+    a = np.ones(shape, np.float32)
+    assert channels.move_channels(a, last=True) is None
+    assert channels.move_channels(np.moveaxis(a, 1, -1).copy(), last=False) is None
+
+
+def test_one_channel_signals_and_images_reach_the_engine_without_a_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NCW and NCHW arrays of one channel (above the move's threshold) pass to the
+    engine as the caller's array itself, and come back as the NHWC call's values."""
+    import importlib
+
+    from dilconv import _engine_nd
+
+    rng = np.random.default_rng(0)
+    seen: list[np.ndarray] = []
+    for module, name in [
+        (_engine_nd, "to_channels_last"),
+        (importlib.import_module("dilconv.conv"), "to_canonical"),
+    ]:
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda a, s, f=original: seen.append(f(a, s)) or seen[-1])
+    x = rng.standard_normal((1, 1, 2**16)).astype(np.float32)
+    y = dilconv.conv1d(x, np.ones((1, 1, 3), np.float32), dilation=4, padding="same")
+    assert np.shares_memory(seen[-1], x)
+    nwc = dilconv.conv1d(x.reshape(1, -1, 1), np.ones((3, 1, 1), np.float32), dilation=4,
+                         padding="same", data_format="NWC")  # fmt: skip
+    np.testing.assert_array_equal(y.reshape(-1), nwc.reshape(-1))
+    image = rng.standard_normal((2, 1, 256, 300)).astype(np.float32)
+    y2 = dilconv.conv2d(image, np.ones((1, 1, 3, 3), np.float32), dilation=2, padding="same")
+    assert np.shares_memory(seen[-1], image)
+    nhwc = dilconv.conv2d(image.transpose(0, 2, 3, 1), np.ones((3, 3, 1, 1), np.float32),
+                          dilation=2, padding="same", data_format="NHWC")  # fmt: skip
+    np.testing.assert_array_equal(y2, nhwc.transpose(0, 3, 1, 2))
 
 
 def test_small_arrays_stay_with_numpy() -> None:

@@ -46,7 +46,9 @@ def move_channels(a: np.ndarray, *, last: bool) -> np.ndarray | None:
     """``a`` ``(N, C, *S)`` as a new C-contiguous ``(N, *S, C)`` (``last``), or
     ``(N, *S, C)`` as ``(N, C, *S)``; None where NumPy should move it instead.
 
-    ``a`` must be C-contiguous (else None).
+    ``a`` must be C-contiguous (else None). One channel, or one pixel, is None too:
+    the move is then a reshape, and NumPy's transposed view is already C-contiguous
+    (a one-channel signal of 2^24 samples took 15 ms more through the copy).
 
     Examples
     --------
@@ -58,6 +60,8 @@ def move_channels(a: np.ndarray, *, last: bool) -> np.ndarray | None:
     """
     if a.dtype not in DTYPES or a.size < MIN_ELEMENTS or not a.flags.c_contiguous or a.ndim < 3:
         return None
+    if a.shape[1 if last else -1] == 1 or a.size == a.shape[0] * a.shape[1 if last else -1]:
+        return None  # one channel or one pixel: a reshape, no copy
     kernel = _kernel(a.dtype, streams(a.nbytes))
     if kernel is None:
         return None
