@@ -111,6 +111,7 @@ def draw(rng: np.random.Generator, path: str, largest: int = 16) -> Case:
     if path == "channels":  # the layout move of NCHW calls, both ways, past its threshold
         import llvmlite.binding  # noqa: F401 - it moves layouts once LLVM is loaded
 
+        c = max(c, 2)  # one channel is a reshape, which it declines
         rows = -(-channels.MIN_ELEMENTS // (n * c * w))
         a = array((n, c, rows + h, w))
         last = bool(rng.random() < 0.5)
@@ -183,8 +184,9 @@ Large = tuple[str, Callable[[], np.ndarray], np.ndarray, np.ndarray]
 
 
 def large_calls(rng: np.random.Generator) -> list[Large]:
-    """The long calls (winograd with some outputs computed directly, blocked), their
-    references and magnitudes, computed before any thread starts."""
+    """The long calls (winograd with some outputs computed directly, blocked, one
+    signal's row cut among the threads), their references and magnitudes, computed
+    before any thread starts."""
     x = rng.standard_normal((1, 32, 383, 383)).astype(np.float32)
     w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
     out = []
@@ -198,6 +200,20 @@ def large_calls(rng: np.random.Generator) -> list[Large]:
             for a, b in ((x, w.astype(np.float64)), (np.abs(x), np.abs(w).astype(np.float64)))
         ]
         out.append((method, call, exact[0].astype(np.float32), exact[1]))
+    # one long row: a 1-D signal cut among the pool's threads (stencil_rows.row_pieces)
+    signal = rng.standard_normal((1, 1, 2**20 + 37)).astype(np.float32)
+    taps = rng.standard_normal((1, 1, 3)).astype(np.float32)
+
+    def pieces() -> np.ndarray:
+        return dilconv.conv1d(signal, taps, dilation=3, padding="same", method="compiled")
+
+    exact = [
+        dilconv.conv1d(
+            a.astype(np.float64), b.astype(np.float64), dilation=3, padding="same", method="im2col"
+        )  # fmt: skip
+        for a, b in ((signal, taps), (np.abs(signal), np.abs(taps)))
+    ]
+    out.append(("compiled", pieces, exact[0].astype(np.float32), exact[1]))
     return out
 
 

@@ -247,3 +247,48 @@ def test_an_nchw_call_moves_its_weights_onto_kept_memory_with_the_same_answer() 
         with dilconv.config_context(recycle_bytes=0):
             fresh = dilconv.conv2d(x, w, padding="same", dilation=2, method=method)
         np.testing.assert_array_equal(got, fresh)
+
+
+@pytest.mark.parametrize("shift", [0, 4, 16, 48, 64, 2044, 4092])
+@pytest.mark.parametrize("elements", [BIG[0], 4096])  # on a kept block; plain new memory
+def test_a_result_is_placed_half_a_page_from_its_input(shift: int, elements: int) -> None:
+    """Whatever the input's address, the result starts 2048-2111 bytes past it modulo
+    4 KiB, on a 64-byte boundary where it is on a kept block; the block comes back and
+    is placed anew for the next input."""
+    raw = np.zeros(elements + 2048, np.float32)
+    x = raw[shift // 4 : shift // 4 + elements]
+    y = results.new_result((elements,), np.float32, apart_from=x)
+    gap = (address(y) - address(x)) % results.PAGE
+    assert 2048 <= gap < 2048 + 64
+    y[...] = 1.0  # every byte of the result is its own to write
+    assert not np.shares_memory(x, y)
+    if elements == BIG[0]:
+        assert address(y) % 64 == 0
+        assert results.kept_bytes() == y.nbytes
+        held = y.base.block
+        del y
+        gc.collect()
+        other = raw[(shift // 4 + 100) : (shift // 4 + 100) + elements]
+        z = results.new_result((elements,), np.float32, apart_from=other)
+        assert (address(z) - address(other)) % results.PAGE - 2048 in range(64)
+        assert z.base.block is held  # the same block, placed anew
+        assert results.kept_bytes() == z.nbytes
+
+
+def test_a_lease_refuses_an_offset_past_its_block() -> None:
+    from dilconv._native import calls
+
+    block = np.zeros(4096, np.uint8)
+    with pytest.raises(ValueError, match="at byte 64 does not fit"):
+        calls.Lease(block, (1024,), np.dtype(np.float32), offset=64)
+    with pytest.raises(ValueError, match="at byte -4"):
+        calls.Lease(block, (4,), np.dtype(np.float32), offset=-4)
+    returned = []
+    y = np.asarray(calls.Lease(block, (1000,), np.dtype(np.float32), offset=96,
+                               on_release=lambda b, at: returned.append((b, at))))  # fmt: skip
+    assert address(y) == address(block) + 96
+    del y
+    gc.collect()
+    assert len(returned) == 1
+    assert returned[0][0] is block
+    assert returned[0][1] == address(block)

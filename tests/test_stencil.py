@@ -6,6 +6,8 @@ unaligned outputs, from several threads, and refused where it must not run."""
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import dilconv
-from dilconv._native import calls, kernels, last_level_cache, stencil_kernel, stencil_rows
+from dilconv._native import calls, kernels, last_level_cache, pool, stencil_kernel, stencil_rows
 from dilconv._spec import make_spec
 from tests.harness import benchmark_script, in_threads
 from tests.tolerance import assert_close
@@ -367,3 +369,136 @@ def test_rows_of_the_cut_equal_the_oracle(
         signal = dilconv.conv1d(x[0, 0][None, None], w[0][None, None], padding=[pads],
                                 dilation=d, method="compiled")  # fmt: skip
         assert_close(signal[0, 0], got[0, 0], magnitude=magnitude(x, w, **options)[0, 0])
+
+
+def test_which_calls_cut_one_long_row_among_the_threads() -> None:
+    """One image of one row, output of PIECE_MIN_BYTES or more, more than one thread;
+    pieces at multiples of 64 columns covering the output once, each reading the
+    input its outputs need and padding only what the call pads."""
+    base = dict(data_format="NHWC", dtypes=[np.dtype(np.float32)] * 2)
+    wide = stencil_rows.PIECE_MIN_BYTES // 4
+
+    def spec(shape: tuple[int, ...], kw: int, d: int, pads: tuple[int, int]) -> object:
+        return make_spec(shape, (1, kw, 1, 1), padding=((0, 0), pads), dilation=(1, d),
+                         **base).lowered()  # fmt: skip
+
+    for threads in (2, 3, 5):
+        for pads in [(0, 0), (2, 2), (6, 0), (0, 9), (100, 3)]:
+            call = spec((1, 1, wide + 70, 1), 4, 3, pads)
+            pieces = stencil_rows.row_pieces(call, threads)
+            assert len(pieces) == threads
+            wo = call.out_hw[1]
+            assert [p.first_out for p in pieces] + [wo] == [0] + [p.last_out for p in pieces]
+            for p in pieces:
+                assert p.first_out % 64 == 0
+                assert p.spec.out_hw == (1, p.last_out - p.first_out)
+                assert p.spec.in_hw == (1, p.last_in - p.first_in)
+                assert p.first_in == max(0, p.first_out - pads[0])
+            assert pieces[0].spec.pad[1][0] == pads[0]
+            assert pieces[-1].spec.pad[1][1] == pads[1]
+            assert all(p.spec.pad[1] == (0, 0) for p in pieces[1:-1])
+    assert stencil_rows.row_pieces(spec((1, 1, wide, 1), 3, 1, (1, 1)), 1) is None  # one thread
+    assert stencil_rows.row_pieces(spec((1, 1, wide // 2, 1), 3, 1, (1, 1)), 2) is None  # short
+    assert stencil_rows.row_pieces(spec((2, 1, wide, 1), 3, 1, (1, 1)), 2) is None  # two rows
+    assert stencil_rows.row_pieces(spec((1, 2, wide, 1), 3, 1, (1, 1)), 2) is None
+    # a piece of nothing but padding leaves the row whole
+    assert stencil_rows.row_pieces(spec((1, 1, 8, 1), 3, 1, (2 * wide, 0)), 2) is None
+
+
+@pytest.fixture
+def short_pieces(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Rows cut from 4 KiB of output on (for an oracle that takes seconds on longer
+    ones); nothing cut with it outlives the test."""
+    stencil_rows.row_pieces.cache_clear()
+    monkeypatch.setattr(stencil_rows, "PIECE_MIN_BYTES", 2**12)
+    yield
+    stencil_rows.row_pieces.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize(
+    ("kw", "d", "pads", "extra"),
+    [
+        (3, 1, (1, 1), 0),  # a signal, padding "same"
+        (2, 5, (5, 0), 13),  # causal
+        (5, 7, (0, 0), 29),  # valid
+        (4, 3, (11, 2), 3),  # uneven pads
+        (3, 2, (0, 500), 1),  # the last piece mostly padding
+    ],
+)
+def test_pieces_of_one_long_row_equal_the_oracle(
+    kw: int,
+    d: int,
+    pads: tuple[int, int],
+    extra: int,
+    threads: int,
+    dtype: type,
+    short_pieces: None,
+) -> None:
+    """``method="compiled"`` on one long row, cut among the threads: the loop oracle's
+    values, every output written, in checked mode, NaN around the input untouched."""
+    width = stencil_rows.PIECE_MIN_BYTES // np.dtype(dtype).itemsize + extra
+    rng = np.random.default_rng(kw * d + extra)
+    x = rng.standard_normal((1, 1, width)).astype(dtype)
+    w = rng.standard_normal((1, kw)).astype(dtype)
+    options = dict(padding=((0, 0), pads), dilation=(1, d))
+    cut = []
+    original = stencil_rows._correlate_pieces
+
+    def spy(*args: object) -> bool:
+        cut.append(len(args[4]))  # type: ignore[arg-type]
+        return original(*args)  # type: ignore[arg-type]
+
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        calls.checked(),
+        dilconv.config_context(threads=threads),
+    ):
+        patch.setattr(stencil_rows, "_correlate_pieces", spy)
+        got = dilconv.conv2d(x[..., None], w[..., None, None], data_format="NHWC",
+                             method="compiled", **options)[..., 0]  # fmt: skip
+    assert cut == [min(threads, pool.num_threads())]
+    assert_close(got, oracle(x, w, **options), magnitude=magnitude(x, w, **options))
+    signal = dilconv.conv1d(x[0], w[None], padding=[pads], dilation=d, method="compiled")
+    np.testing.assert_array_equal(signal[0], got[0, 0])
+
+
+def test_pieces_of_one_row_from_many_threads_at_once(short_pieces: None) -> None:
+    """Callers on four threads each cutting their own long row: every result its own."""
+    width = stencil_rows.PIECE_MIN_BYTES // 4 + 999
+    rng = np.random.default_rng(3)
+    signals = [rng.standard_normal((1, 1, width)).astype(np.float32) for _ in range(4)]
+    w = np.array([[[0.5, -1.0, 2.0]]], np.float32)
+    expected = [dilconv.conv1d(s, w, padding="same", dilation=2, method="direct") for s in signals]
+
+    results: list[tuple[int, np.ndarray]] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        with lock:
+            k = len(results) % 4
+        for _ in range(3):
+            got = dilconv.conv1d(signals[k], w, padding="same", dilation=2, method="compiled")
+            with lock:
+                results.append((k, got))
+
+    in_threads(run, 4)
+    assert len(results) == 12
+    for k, got in results:
+        assert_close(got, expected[k])
+
+
+@pytest.mark.parametrize("shift", [0, 12, 48])
+def test_the_result_starts_half_a_page_from_the_input(shift: int) -> None:
+    """A one-channel result lies 2-2.06 KiB past its input modulo 4 KiB, whatever the
+    input's address (stores and later loads never share their last 12 address bits),
+    with the values of an input elsewhere."""
+    raw = np.random.default_rng(shift).standard_normal(300 * 257 + 64).astype(np.float32)
+    x = raw[shift // 4 : shift // 4 + 300 * 257].reshape(300, 257)
+    w = np.arange(9, dtype=np.float32).reshape(3, 3)
+    y = dilconv.conv2d(x, w, padding="same", dilation=2, method="compiled")
+    at = (y.__array_interface__["data"][0] - x.__array_interface__["data"][0]) % 4096
+    assert 2048 <= at < 2048 + 64
+    np.testing.assert_array_equal(y, dilconv.conv2d(x.copy(), w, padding="same", dilation=2,
+                                                   method="compiled"))  # fmt: skip

@@ -131,7 +131,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         cut = conv(x.reshape(rows.batch, *rows.in_hw, 1), w.reshape(*rows.kernel_hw, 1, 1), rows)
         return cut.reshape(n, ho, wo, channels)
     taps = np.ascontiguousarray(w[:, :, 0, :], dtype=spec.dtype)  # (kh, kw, O)
-    y = _results.new_result((n, ho, wo, channels), spec.dtype)
+    y = _results.new_result((n, ho, wo, channels), spec.dtype, apart_from=x)
     if y.size == 0:
         return y
     plan = row_plan(spec, pool.num_threads())

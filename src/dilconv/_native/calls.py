@@ -367,7 +367,7 @@ class Lease:
     (True, True, True)
     """
 
-    __slots__ = ("__array_interface__", "block", "_on_release")
+    __slots__ = ("__array_interface__", "block", "_on_release", "_offset")
 
     def __init__(
         self,
@@ -377,22 +377,27 @@ class Lease:
         *,
         address: int | None = None,
         on_release: Callable[[np.ndarray, int], None] | None = None,
+        offset: int = 0,
     ) -> None:
         """``address``: ``block``'s own, where the caller read it once before (see
         :func:`block_address`); ``on_release(block, address)`` runs when the lease
-        goes, that is once no array uses the block."""
+        goes, that is once no array uses the block. ``offset``: the bytes of the
+        block before the array's first (0: the array starts the block)."""
         self._on_release = None  # set first: __del__ runs after a refusal below too
         if not (block.flags.c_contiguous and block.flags.writeable):
             raise ValueError("a lease needs a writeable, C-contiguous block")
-        if math.prod(shape) * dtype.itemsize > block.nbytes:
-            raise ValueError(f"{shape} of {dtype} does not fit a block of {block.nbytes} bytes")
+        if offset < 0 or offset + math.prod(shape) * dtype.itemsize > block.nbytes:
+            raise ValueError(
+                f"{shape} of {dtype} at byte {offset} does not fit a block of {block.nbytes} bytes"
+            )
         self.block = block
         self._on_release = on_release
+        self._offset = offset
         at = block_address(block) if address is None else address
         self.__array_interface__ = {
             "shape": shape,
             "typestr": dtype.str,  # no "descr": the dtypes here have no fields
-            "data": (at, False),
+            "data": (at + offset, False),
             "version": 3,
         }
 
@@ -400,9 +405,15 @@ class Lease:
         release = self._on_release
         if release is not None:
             try:
-                release(self.block, self.__array_interface__["data"][0])
+                release(self.block, self.__array_interface__["data"][0] - self._offset)
             except Exception:  # pragma: no cover - interpreter exit: nowhere to return it
                 pass
+
+
+def address_of(array: np.ndarray) -> int:
+    """Where ``array``'s first element lies, for placing memory near or apart from it
+    (never to hand to machine code: that is :class:`Binding`'s alone)."""
+    return int(array.__array_interface__["data"][0])
 
 
 def block_address(block: np.ndarray) -> int:
