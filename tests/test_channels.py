@@ -52,6 +52,22 @@ def test_both_ways_equal_numpy_exactly(
         np.testing.assert_array_equal(back, a)
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 19, 23), (1, 16, 300, 7), (3, 33, 1000)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_moves_back_in_runs_of_pixels_equal_numpy_exactly(
+    shape: tuple[int, ...], threads: int, small_threshold: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Back to channels first, each thread's pixels in runs of 64 (RUN_BYTES small),
+    the last run shorter, several images: every element where NumPy puts it."""
+    monkeypatch.setattr(channels, "RUN_BYTES", 1)
+    a = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    last = np.ascontiguousarray(np.moveaxis(a, 1, -1))
+    with dilconv.config_context(threads=threads), calls.checked():
+        back = channels.move_channels(last, last=False)
+    assert back is not None
+    np.testing.assert_array_equal(back, a)
+
+
 def test_volumes_and_signals_move_too(small_threshold: None) -> None:
     for shape in [(2, 3, 4, 5, 6), (2, 7, 300)]:
         a = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
