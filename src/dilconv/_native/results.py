@@ -131,15 +131,15 @@ def new_result(
     nbytes = math.prod(shape) * dtype.itemsize
     budget = _config.get("recycle_bytes") if nbytes >= MIN_BYTES else 0
     kept = _KEPT.take(nbytes, budget) if budget >= nbytes else None
-    apart = apart_from is not None and nbytes >= PAGE
+    apart = apart_from if nbytes >= PAGE else None
     if kept is None:
-        if not apart:
+        if apart is None:
             return np.empty(shape, dtype)
         raw = np.empty(nbytes + PAGE, np.uint8)
-        at = _placed(calls.address_of(raw), apart_from)  # type: ignore[arg-type]
+        at = _placed(calls.address_of(raw), apart)
         return raw[at : at + nbytes].view(dtype).reshape(shape)
     block, address = kept
-    at = _placed(address, apart_from) if apart else 0  # type: ignore[arg-type]
+    at = 0 if apart is None else _placed(address, apart)
     return np.asarray(
         calls.Lease(block, shape, dtype, address=address, on_release=_return, offset=at)
     )
