@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import dilconv
-from dilconv._native import results
+from dilconv._native import calls, results
 
 BIG = (results.MIN_BYTES // 4 + 1024,)  # float32 elements: just past the threshold
 
@@ -25,8 +25,7 @@ def nothing_kept() -> Iterator[None]:
     results.forget()
 
 
-def address(a: np.ndarray) -> int:
-    return int(a.__array_interface__["data"][0])
+address = calls.address_of
 
 
 def test_a_dropped_result_is_reused_and_a_live_one_never() -> None:

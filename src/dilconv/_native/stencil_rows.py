@@ -168,7 +168,7 @@ def row_pieces(spec: ConvSpec, threads: int) -> tuple[RowPiece, ...] | None:
         return None
     kw, d, left = spec.kernel_hw[1], spec.dilation[1], spec.pad[1][0]
     span = (kw - 1) * d
-    bounds = [min(wo, wo * k // threads // 64 * 64) for k in range(threads)] + [wo]
+    bounds = [wo * k // threads // 64 * 64 for k in range(threads)] + [wo]
     pieces = []
     for s, e in zip(bounds[:-1], bounds[1:], strict=True):
         first_in, last_in = max(0, s - left), min(w, e - left + span)
