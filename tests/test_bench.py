@@ -218,3 +218,14 @@ def test_the_readme_quotes_the_recorded_run() -> None:
     assert table in readme, "run benchmarks/write_results.py to rewrite README's table"
     assert "| seed 2048x2048" in table
     assert "| context layers, 21 channels" in table
+
+
+def test_a_target_tensorflow_refused_everywhere_is_not_measured() -> None:
+    """A case whose every TensorFlow row was refused is reported as such, not as met."""
+    writer = _results_writer()
+    row = {"row": "s=2 d=2", "ratio_best": {"torch": 0.7}, "skipped": {"tf conv2d_transpose": "x"}}
+    refused = writer._ahead_of_tensorflow("transpose", [row], lambda ok: "met" if ok else "NOT")
+    assert "not measured (TensorFlow refused on: s=2 d=2)" in refused
+    behind = {"row": "d=1", "ratio_best": {"tensorflow": 1.2}, "skipped": {}}
+    text = writer._ahead_of_tensorflow("x", [behind, row], lambda ok: "met" if ok else "NOT")
+    assert ": NOT (worst 1.20; behind: d=1 1.20; refused on: s=2 d=2)" in text
