@@ -180,6 +180,26 @@ def test_half_width_vectors_where_the_widest_run_at_half_rate(
             f.cache_clear()
 
 
+@pytest.mark.parametrize(
+    ("name", "features", "halved"),
+    [
+        ("znver1", {"avx": True}, True),
+        ("znver4", {"avx512f": True}, True),
+        ("znver5", {"avx512f": True}, False),
+        ("rocketlake", {"avx512f": True}, True),
+        # a server Xeon shown under a client model number by its virtual machine
+        ("rocketlake", {"avx512f": True, "amx-tile": True}, False),
+        ("sapphirerapids", {"avx512f": True, "amx-tile": True}, False),
+        ("skylake-avx512", {"avx512f": True}, False),
+    ],
+)
+def test_which_cpus_run_their_widest_multiply_adds_at_half_rate(
+    name: str, features: dict[str, bool], halved: bool
+) -> None:
+    """LLVM's CPU name decides, except that a server-only feature (AMX) means full rate."""
+    assert tile_kernel.widest_at_half_rate(name, features) is halved
+
+
 def test_remembered_calls_outlive_the_layout_cache() -> None:
     """The remembered tile-loop calls hold the layout tables' addresses, so they keep
     the tables alive: clearing the layouts' cache must not change a result."""
