@@ -146,8 +146,8 @@ def test_the_tile_loop_writes_nchw_by_bands_exactly(
     w = rng.integers(-3, 4, (outs, channels, 3, 3)).astype(np.float32)
     lowered = make_spec(x.shape, w.shape, dtypes=[np.float32], **options).lowered()
     assert not _blocked_planar.planar_fits(lowered)
-    blocks = len(blocked.plan(lowered).in_blocks)
-    assert blocks >= 2 if channels == 240 else blocks == 1
+    if channels == 240:  # later blocks of input channels add to the band
+        assert len(blocked.plan(lowered).in_blocks) >= 2
     got = dilconv.conv2d(x, w, method="blocked", **options)
     np.testing.assert_array_equal(got, dilconv.conv2d(x, w, method="direct", **options))
     assert planar_runs == [1]
