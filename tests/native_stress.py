@@ -12,7 +12,7 @@ fifth of the ``winograd`` ones 20-24 pixels a side and 1027 output channels, whi
 run one group of output channels at a time; dilations 1-4, strides 1-2,
 float32/float64, and int64 for ``compiled``) of one native path after another:
 ``compiled`` (a third of its calls on one channel: LLVM's row loop for floats),
-``blocked``, ``winograd``, the weight-gradient tiles, transposed ``phase`` and
+``blocked``, ``winograd``, the weight-gradient tiles and Winograd, transposed ``phase`` and
 ``scatter``, ``auto``, and the NCHW layout move (``channels``);
 ``winograd`` on NHWC arrays and on NCHW ones (staged band by band,
 :mod:`dilconv._methods._winograd_nchw`); each result is compared with the loop
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 import dilconv
-from dilconv import _grad_weight_tiles
+from dilconv import _grad_weight_tiles, _grad_weight_winograd
 from dilconv._layout import to_canonical, weight_from_canonical
 from dilconv._native import channels
 from dilconv._spec import make_spec
@@ -58,7 +58,17 @@ CHANNELS = (1, 2, 3, 4, 8)
 #: Threads that only cycle tiny winograd calls.
 CHURNING = 2
 
-PATHS = ("compiled", "blocked", "winograd", "grad_tiles", "phase", "scatter", "auto", "channels")
+PATHS = (
+    "compiled",
+    "blocked",
+    "winograd",
+    "grad_tiles",
+    "grad_winograd",
+    "phase",
+    "scatter",
+    "auto",
+    "channels",
+)
 
 #: A drawn call: its key (what makes its spec distinct), the call, and the oracle
 #: (on absolute values when asked, for the scale of the rounding errors).
@@ -79,9 +89,10 @@ def draw(rng: np.random.Generator, path: str, largest: int = 16) -> Case:
     n = int(rng.integers(1, 3))
     h, w = (int(v) for v in rng.integers(3, largest + 1, size=2))
     d = int(rng.integers(1, 5))
-    k = 3 if path == "winograd" else int(rng.integers(1, 4))
+    three = path in ("winograd", "grad_winograd")  # 3x3 kernels at stride 1
+    k = 3 if three else int(rng.integers(1, 4))
     pad = int(rng.integers(0, d * (k - 1) // 2 + 2))
-    stride = 1 if path == "winograd" else int(rng.integers(1, 3))
+    stride = 1 if three else int(rng.integers(1, 3))
     c, o = (int(v) for v in rng.choice(CHANNELS, size=2))
     groups = 1
     if path == "compiled":
@@ -152,12 +163,15 @@ def draw(rng: np.random.Generator, path: str, largest: int = 16) -> Case:
         return key, call, oracle
     spec = make_spec(x.shape, wt.shape, dtypes=[dtype], **options)
     g = array((n, o, *spec.out_hw))
-    if path == "grad_tiles":
+    if path in ("grad_tiles", "grad_winograd"):
+        route = (
+            _grad_weight_tiles.by_tiles
+            if path == "grad_tiles"
+            else _grad_weight_winograd.grad_weight
+        )
 
         def call() -> np.ndarray:
-            got = _grad_weight_tiles.by_tiles(
-                to_canonical(x, spec), to_canonical(g, spec), spec.lowered()
-            )
+            got = route(to_canonical(x, spec), to_canonical(g, spec), spec.lowered())
             return weight_from_canonical(got, spec)
 
         def oracle(magnitude: bool) -> np.ndarray:

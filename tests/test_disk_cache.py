@@ -24,8 +24,9 @@ import pytest
 
 from dilconv._native import compiler, disk_cache
 
-#: The child: blocked convolutions (two dtypes and both layouts, so several entries) on integer
-#: values, whose float sums are exact, against the loop oracle.
+#: The child: blocked convolutions (two dtypes and both layouts, so several entries) and
+#: Winograd weight gradients on integer values, whose float sums are exact, against the
+#: loop oracle.
 CHILD = """
 import json, warnings
 import numpy as np
@@ -60,6 +61,15 @@ with warnings.catch_warnings(record=True) as caught:
             equal &= stencil_rows.correlate(one[..., 0], w[:, :, 0, 0], got, spec, ((0, 12),),
                                             stream=stream)
             equal &= bool(np.array_equal(got, want))
+        # the weight gradient by Winograd: its gradient transform, the input transform and
+        # the tile loop
+        from dilconv import _grad_weight_winograd
+
+        g = rng.integers(-3, 4, (1, 12, 13, 5)).astype(dtype)
+        spec = make_spec(x.shape, w.shape, dtypes=[np.dtype(dtype)] * 2, **opts).lowered()
+        dw = _grad_weight_winograd.grad_weight(x, g, spec)
+        equal &= bool(np.array_equal(dw, dilconv.conv2d_grad_weight(x, g, w.shape,
+                                                                    method="direct", **opts)))
 print(json.dumps({"equal": equal, "warnings": [(type(c.message).__name__, str(c.message))
                                              for c in caught]}))
 """

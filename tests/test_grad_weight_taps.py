@@ -225,7 +225,7 @@ def test_strides_and_groups_take_the_tiles_or_the_swapped_problem(
     assert not _grad_weight.applies(grouped)
 
 
-@pytest.mark.parametrize("route", ["windows", "slabs", "tiles"])
+@pytest.mark.parametrize("route", ["windows", "slabs", "tiles", "winograd"])
 def test_arrays_that_disagree_with_their_spec_never_reach_a_route(route: str) -> None:
     from dilconv._grad_weight import ROUTES
 

@@ -53,6 +53,20 @@ def exact(method, size, channels, dilation=2, dtype=np.float32, nchw=False):
     return bool(np.array_equal(y, reference(x, w, dilation)))
 
 
+def weight_exact(size=48, channels=64, d=2):
+    '''The weight gradient of a 64-channel layer (Winograd's route) against sums of
+    products: small integers, exactly equal.'''
+    x, _ = problem(size, channels)
+    g = np.random.default_rng(1).integers(-2, 3, x.shape).astype(np.float32)
+    got = dilconv.conv2d_grad_weight(x, g, (3, 3, channels, channels), padding="same",
+                                     dilation=d, data_format="NHWC")
+    xp = np.pad(x[0], ((d, d), (d, d), (0, 0)))
+    rows = g[0].reshape(-1, channels)
+    want = [[xp[a * d : a * d + size, b * d : b * d + size].reshape(-1, channels).T @ rows
+             for b in range(3)] for a in range(3)]
+    return bool(np.array_equal(got, np.array(want)))
+
+
 def streamed():
     '''A WaveNet-like stack streamed in blocks long enough for its matrix products
     (BLAS inside Numba), against its batch forward: small integers, exactly equal.'''
@@ -118,6 +132,7 @@ def child():
     from dilconv._methods import (_blocked_bands, _blocked_planar, _blocked_volume,
                                   _winograd_nchw, _winograd_nchw_edges, _winograd_products,
                                   blocked, winograd)
+    from dilconv import _grad_weight_winograd
     from dilconv._native import kernels, stencil_kernel
 
     tile_kernel._FUNCTIONS.clear()
@@ -127,9 +142,10 @@ def child():
                    _winograd_products.weight_calls, _winograd_products.staged_weight_calls,
                    _winograd_nchw.plan, _winograd_nchw_edges.direct_calls,
                    _blocked_bands.band_calls, _blocked_planar.tile_calls,
-                   _blocked_volume.volume_calls):
+                   _blocked_volume.volume_calls, _grad_weight_winograd.band_calls):
         cached.cache_clear()
     checks = [exact(*check) for check in CHECKS]
+    checks.append(weight_exact())
     checks.append(exact("compiled", 1100, 1, dtype=np.float64))  # a new Numba compilation
     checks.append(streamed())  # the streamed stack's products: BLAS called from Numba
     checks.append(len(tile_kernel._FUNCTIONS) > 0)  # the tile loops were made here
@@ -139,6 +155,7 @@ def child():
 
 if __name__ == "__main__":
     assert all(exact(*check) for check in CHECKS)  # workers started, code compiled
+    assert weight_exact()
     assert streamed()
     release = hold_locks_and_pool()
     context = multiprocessing.get_context(sys.argv[1])

@@ -175,7 +175,7 @@ def _transform_extents(
     flags = (0, lanes) if kind == "output" else None  # ``input`` never touches it
     if n_rows <= 0 or n_cols <= 0:
         return {"source": None, "spare": None, "target": None, "flags": flags}
-    span = 4 if kind == "input" else 2
+    span = 4 if kind == "input" else 2  # pixels per axis a tile reads or writes
     rows = read("rows", n_rows * span)
     cols = read("columns", n_cols * span)
     width = ints["vectors"] * lanes + tail
@@ -183,7 +183,7 @@ def _transform_extents(
     p_lo, p_hi = _span(16, ints["position"])
     planes = (t_lo + p_lo, t_hi + p_hi + width)
     image = _pixel_span(rows, cols, width)
-    if kind == "input":
+    if kind in ("input", "gradient"):
         return {"source": image, "spare": (0, width), "target": planes, "flags": None}
     return {"source": planes, "spare": (0, width), "target": image, "flags": flags}
 
@@ -250,7 +250,7 @@ def planar(
 
 @functools.cache
 def transform(dtype: np.dtype, lanes: int, tail: int, kind: str) -> Kernel:
-    """The ``kind`` ("input" or "output") tile transform of
+    """The ``kind`` ("input", "output" or "gradient") tile transform of
     :mod:`~dilconv._native.winograd_kernel`."""
     dtype = np.dtype(dtype)
     fn = winograd_kernel.transform_function(dtype, lanes, tail, kind)

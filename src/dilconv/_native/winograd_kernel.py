@@ -6,7 +6,7 @@ With dilation ``d`` the tile's pixels are ``d`` apart: outputs ``(y0 + d i,
 x0 + d j)`` for ``i, j`` in 0, 1, reading inputs ``(y0 - pad + d a, x0 - pad + d b)``
 for ``a, b`` in 0..3, which is ordinary F(2x2, 3x3) on one phase of the image.
 
-Two functions are compiled here, as LLVM IR through ``llvmlite`` like the tile loop
+Three functions are compiled here, as LLVM IR through ``llvmlite`` like the tile loop
 of :mod:`~dilconv._native.tile_kernel` (whose compiler and disk cache they share):
 
 ``input``
@@ -26,6 +26,11 @@ of :mod:`~dilconv._native.tile_kernel` (whose compiler and disk cache they share
     another pass over the input (see :func:`dilconv._methods.winograd.finite_guard`).
     A sum that overflows in the transforms or products is flagged the same way. The
     check costs a few vector operations per output vector.
+``gradient``
+    ``G[p, t, :] = (A g_t A^T)[p]``: the adjoint of ``output``, for the weight
+    gradient (:mod:`dilconv._grad_weight_winograd`). It reads a tile's four output
+    gradient vectors (zeros where they fall outside the output) and stores 16, as
+    ``input`` does.
 
 Between them the caller forms ``M[p] = V[p] @ U[p]`` for the 16 positions ``p``
 (one matrix product each, by BLAS). The tiles are the product of two tables of
@@ -47,9 +52,11 @@ from dilconv._native import tile_kernel
 
 #: Argument order of both compiled functions (all int64; pointers as addresses).
 ARGUMENTS = (
-    "source",  # input image (NHWC) for ``input``; the products M for ``output``
-    "spare",  # zeros (``input``) or a scratch vector (``output``), one channel row long
-    "target",  # V for ``input``; the output image (NHWC) for ``output``
+    "source",  # input image (NHWC) for ``input``, the products M for ``output``, the
+    # output gradient (NHWC) for ``gradient``
+    "spare",  # zeros (``input``, ``gradient``) or a scratch vector (``output``), one
+    # channel row long
+    "target",  # V for ``input``, G for ``gradient``; the output image for ``output``
     "flags",  # ``output``: ``lanes`` scalars, finite while every output it writes is
     "rows",  # address of the (n_rows, 4 or 2) int64 row offsets of the tiles
     "n_rows",
@@ -64,6 +71,12 @@ ARGUMENTS = (
 B_T = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
 #: Output transform ``A^T``.
 A_T = ((1, 1, 1, 0), (0, 1, -1, -1))
+#: Its adjoint ``A`` (4x2), the output gradient's transform: row ``i`` of ``A g A^T``
+#: as coefficients of the 2 rows of a 2x2 tile.
+A = tuple(tuple(row[i] for row in A_T) for i in range(4))
+
+#: The transforms compiled.
+KINDS = ("input", "output", "gradient")
 
 TransformFunction = Callable[..., None]
 Value = Any  # an llvmlite IR value
@@ -91,7 +104,8 @@ def _tree_sum(b: Any, terms: list[Value]) -> Value:
 
 
 def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
-    """LLVM IR of the ``input`` or ``output`` transform (see the module docstring)."""
+    """LLVM IR of the ``input``, ``output`` or ``gradient`` transform (see the module
+    docstring)."""
     from llvmlite import ir
 
     scalar = ir.FloatType() if dtype == np.float32 else ir.DoubleType()
@@ -110,7 +124,9 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
     source, spare, target = (b.inttoptr(args[k], ptr) for k in ("source", "spare", "target"))
     rows, columns = b.inttoptr(args["rows"], ptr), b.inttoptr(args["columns"], ptr)
     counters = {name: b.alloca(i64, name=name) for name in ("r", "s", "c")}
-    width = 4 if kind == "input" else 2
+    width = 4 if kind == "input" else 2  # pixels a tile reads or writes per axis
+    forward = kind != "output"  # reads an image, stores 16 positions
+    coefficients = B_T if kind == "input" else A
     finite = b.alloca(vec, name="finite")  # the running ``s - s`` of ``output``
     b.store(zero_vec, finite)
 
@@ -149,22 +165,23 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
                 inside = b.and_(
                     b.icmp_signed(">=", ro, const(0)), b.icmp_signed(">=", co, const(0))
                 )
-                image = b.gep(
-                    source if kind == "input" else target, [b.add(ro, co)], source_etype=scalar
-                )
+                image = b.gep(source if forward else target, [b.add(ro, co)], source_etype=scalar)
                 bases.append(b.select(inside, image, spare))
         plane = b.mul(t, args["tile"])
 
         def vector(at: Value, masked: bool) -> None:
             here = b.add(plane, at)
-            if kind == "input":
+            if forward:
                 d = [load(base, at, masked) for base in bases]
                 rows_t = [
-                    [_combine(b, [d[4 * a + j] for a in range(4)], co) for j in range(4)]
-                    for co in B_T
+                    [
+                        _combine(b, [d[width * a + j] for a in range(width)], co)
+                        for j in range(width)
+                    ]
+                    for co in coefficients
                 ]
                 for i in range(4):
-                    for j, co in enumerate(B_T):
+                    for j, co in enumerate(coefficients):
                         value = _combine(b, rows_t[i], co)
                         where = b.add(here, b.mul(const(4 * i + j), args["position"]))
                         store(value, target, where, masked)
@@ -203,13 +220,14 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
 
 @functools.lru_cache(maxsize=64)
 def transform_function(dtype: np.dtype, lanes: int, tail: int, kind: str) -> TransformFunction:
-    """The compiled ``kind`` ("input" or "output") transform, as a ctypes function.
+    """The compiled ``kind`` ("input", "output" or "gradient") transform, as a ctypes
+    function.
 
     ``tail``: channels in a last, partly used vector (0: none). Compiled once per
     process and kept on disk like the tile loops.
     """
-    if kind not in ("input", "output"):
-        raise ValueError(f"kind must be 'input' or 'output', got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     with tile_kernel.COMPILING:
         source = _ir_source(np.dtype(dtype), lanes, tail, kind)
         return tile_kernel.compile_function(source, kind, len(ARGUMENTS))

@@ -1,0 +1,367 @@
+"""The weight gradient of a 3x3 stride-1 layer by Winograd: F(3x3, 2x2), 16 products a tile.
+
+The forward :mod:`~dilconv._methods.winograd` computes a tile of four outputs ``d``
+apart as ``Y = A^T [(G w G^T) * (B^T X B)] A``. The weight gradient is that
+bilinear form differentiated by ``w``: for a tile's 2x2 output gradient ``g``,
+
+``dw += G^T [(A g A^T) * (B^T X B)] G``
+
+(the adjoint of each transform, Lavin and Gray's F(3x3, 2x2)). Summed over the tiles
+and over the channel pairs, the elementwise product becomes 16 matrix products over
+the tiles, ``M[p] = sum over tiles t of V[p, t]^T Gt[p, t]`` (``V = B^T X B``, the
+forward's input transform, ``Gt = A g A^T``), each a ``(C, O)`` block, and at the
+end ``dw = G^T M G``: 16 multiply-adds per tile and channel pair where the direct
+sum does 36 (a tile covers 4 output pixels of 9 taps each).
+
+Every pixel of the output gradient lies in one tile. Where a phase of the output
+has an odd count its last tile is half outside: its gradient there reads as zero,
+so it adds nothing (the forward leaves those outputs to ``blocked``; here the zeros
+cost only the tile's share of products). Per band of tiles (rows of tiles, at most
+:data:`BAND_BYTES` of transformed values) a thread
+
+1. transforms the band's output gradient into ``Gt`` (compiled,
+   :mod:`~dilconv._native.winograd_kernel`'s ``gradient``, every output channel);
+2. for each block of input channels, transforms the band's input into ``V``
+   (the forward's ``input`` transform) and adds the 16 products into its own ``M``
+   with ``blocked``'s register-blocked tile loop, roles swapped as in
+   :mod:`~dilconv._grad_weight_tiles` (a tile's pixels are input channels, its
+   vectors output channels, the sums run over the band's tiles).
+
+``V`` and ``Gt`` are stored position by position, so the tile loop reads each
+position's run of tiles in order. The threads take bands from one queue; their
+``M`` are summed and turned into ``dw`` by one matrix product with ``G^T (x) G^T``.
+
+The transforms add and subtract inputs, so a NaN or Inf anywhere makes the result
+non-finite where a direct sum may give Inf: :func:`dilconv._grad_weight.grad_weight`
+computes such a call again by another route. float32 results carry a few more
+rounding errors than a direct sum, within the project's tolerance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from dilconv import _shapes
+from dilconv._methods import blocked, winograd
+from dilconv._methods._winograd_products import lanes as transform_lanes
+from dilconv._native import calls, kernels, pool
+from dilconv._spec import ConvSpec
+
+#: Bytes of one band's ``V`` (one block of input channels) and ``Gt``: the tile
+#: loop reads one position of each at a time, a sixteenth of this.
+BAND_BYTES = 2**20
+
+#: Fewest tiles in a band: each band's products load and store their block of ``M``
+#: once per pass, which this many tiles' products amortise.
+MIN_BAND_TILES = 128
+
+#: Most input channels in one block of ``V``.
+BLOCK_CHANNELS = 128
+
+#: Most bytes of a thread's ``M`` (``16 C O`` values): every band's products load
+#: and store it, which beyond a core's cache costs more than the saved products
+#: (``aspp``'s 2048 -> 256 channels, ``M`` 32 MiB: 173-205 ms against 153-177 for
+#: the column windows).
+M_BYTES = 2**19
+
+#: ``G`` of F(2x2, 3x3) (4x3): ``U = G w G^T`` in the forward.
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+
+def refusal(spec: ConvSpec) -> str | None:
+    """Why this route cannot compute ``spec``'s weight gradient, or None: it needs
+    what the forward ``winograd`` needs (a 3x3 kernel, stride 1, one group,
+    float32/float64, LLVM) and something to sum."""
+    reason = winograd.refusal(spec)
+    if reason is None and min(*spec.out_hw, spec.batch, spec.in_channels, spec.out_channels) <= 0:
+        reason = "there is nothing to sum"
+    sums = 16 * spec.in_channels * spec.out_channels * spec.dtype.itemsize
+    if reason is None and sums > M_BYTES:
+        reason = f"its sums M take {sums} bytes, more than {M_BYTES} (a core's cache)"
+    if reason is None:
+        reason = winograd._unavailable()  # loads the transforms and the tile loop
+    return reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The tiles of a spec (every output pixel in one) and their bands.
+
+    ``in_rows`` / ``in_cols``: element offsets of each tile row's 4 input rows and
+    each tile column's 4 input columns in an NHWC image (``-1`` outside);
+    ``out_rows`` / ``out_cols``: the same for the 2 output rows and columns of the
+    gradient. ``bands``: tile rows ``[r0, r1)`` and columns ``[s0, s1)``.
+    ``blocks``: the input channels of each ``V``.
+    """
+
+    in_rows: np.ndarray
+    in_cols: np.ndarray
+    out_rows: np.ndarray
+    out_cols: np.ndarray
+    bands: tuple[tuple[int, int, int, int], ...]
+    blocks: tuple[tuple[int, int], ...]
+
+    @property
+    def band_tiles(self) -> int:
+        """Tiles in the largest band."""
+        return max((r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in self.bands)
+
+    @property
+    def tiles(self) -> int:
+        """Tiles per image."""
+        return len(self.in_rows) * len(self.in_cols)
+
+
+def _offsets(starts: np.ndarray, step: int, count: int, size: int, pitch: int) -> np.ndarray:
+    """``(len(starts), count)``: ``(start + k * step) * pitch``, or -1 outside ``[0, size)``."""
+    at = starts[:, None] + step * np.arange(count, dtype=np.int64)[None, :]
+    table = np.where((at >= 0) & (at < size), at * pitch, -1).astype(np.int64)
+    table.flags.writeable = False
+    return table
+
+
+def band_tiles(spec: ConvSpec) -> int:
+    """Tiles per band: :data:`BAND_BYTES` of ``V`` and ``Gt``, at least
+    :data:`MIN_BAND_TILES`, and at most an even share of an image's tiles among
+    the threads."""
+    block = min(spec.in_channels, BLOCK_CHANNELS)
+    per_tile = 16 * (block + spec.out_channels) * spec.dtype.itemsize
+    tiles = len(_shapes.dilated_pair_starts(spec.out_hw[0], spec.dilation[0])) * len(
+        _shapes.dilated_pair_starts(spec.out_hw[1], spec.dilation[1])
+    )
+    share = math.ceil(spec.batch * tiles / max(1, pool.num_threads())) if spec.batch == 1 else tiles
+    return max(1, min(share, max(MIN_BAND_TILES, BAND_BYTES // per_tile)))
+
+
+@functools.lru_cache(maxsize=64)
+def layout(spec: ConvSpec) -> Layout:
+    """The :class:`Layout` of ``spec`` (remembered: the same for every call)."""
+    (h, wd), (ho, wo), (dh, dw) = spec.in_hw, spec.out_hw, spec.dilation
+    c, o = spec.in_channels, spec.out_channels
+    # tile rows phase by phase: consecutive rows of a phase read two input rows in common
+    starts = _shapes.dilated_pair_starts(ho, dh)
+    ys = np.array(sorted(starts, key=lambda y: (y % dh, y)), dtype=np.int64)
+    xs = np.array(_shapes.dilated_pair_starts(wo, dw), dtype=np.int64)
+    fit = band_tiles(spec)
+    if fit >= len(xs):
+        step = min(len(ys), fit // len(xs))
+        bands = [(r, min(r + step, len(ys)), 0, len(xs)) for r in range(0, len(ys), step)]
+    else:
+        cuts = np.linspace(0, len(xs), math.ceil(len(xs) / fit) + 1).astype(int).tolist()
+        bands = [
+            (r, r + 1, a, b)
+            for r in range(len(ys))
+            for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+        ]
+    blocks = tuple((c0, min(c, c0 + BLOCK_CHANNELS)) for c0 in range(0, c, BLOCK_CHANNELS))
+    return Layout(
+        in_rows=_offsets(ys - spec.pad[0][0], dh, 4, h, wd * c),
+        in_cols=_offsets(xs - spec.pad[1][0], dw, 4, wd, c),
+        out_rows=_offsets(ys, dh, 2, ho, wo * o),
+        out_cols=_offsets(xs, dw, 2, wo, o),
+        bands=tuple(bands),
+        blocks=blocks,
+    )
+
+
+def _pitch(elements: int, itemsize: int) -> int:
+    """``elements`` rounded up to 64 bytes, and 64 more where that is a multiple of
+    4 KiB (the 16 positions of a tile would all fall in one set of the L1 cache)."""
+    per_line = 64 // itemsize
+    n = -(-elements // per_line) * per_line
+    return n + per_line if (n * itemsize) % 4096 == 0 else n
+
+
+def pitches(spec: ConvSpec) -> tuple[int, int]:
+    """Elements between positions of ``V`` (one block) and of ``Gt``."""
+    tiles, item = layout(spec).band_tiles, spec.dtype.itemsize
+    block = layout(spec).blocks[0][1]
+    return _pitch(tiles * block, item), _pitch(tiles * spec.out_channels, item)
+
+
+@functools.lru_cache(maxsize=64)
+def band_calls(spec: ConvSpec) -> tuple[tuple[calls.Call, ...], ...]:
+    """Each band's calls, in order: the gradient's transform, then per block of input
+    channels the input transform and the products (remembered per spec).
+
+    Slots: ``x`` and ``g`` (one image, NHWC), ``zeros`` (a row of zeros), ``V``,
+    ``Gt`` and ``M`` (a thread's scratch and sums, made by :func:`grad_weight`).
+    """
+    lay, p, width = layout(spec), blocked.plan(spec), transform_lanes(spec)
+    o = spec.out_channels
+    pitch_v, pitch_g = pitches(spec)
+    gradient = kernels.transform(spec.dtype, width, o % width, "gradient")
+    unused = np.zeros(width, dtype=spec.dtype)  # the flags argument, which these never touch
+    every: list[tuple[calls.Call, ...]] = []
+    for r0, r1, s0, s1 in lay.bands:
+        tiles = (r1 - r0) * (s1 - s0)
+        steps = [
+            gradient.call(
+                source=calls.Slot("g"),
+                spare=calls.Slot("zeros"),
+                target=calls.Slot("Gt"),
+                flags=calls.Ref(unused),
+                rows=calls.Ref(lay.out_rows[r0:r1]),
+                n_rows=r1 - r0,
+                columns=calls.Ref(lay.out_cols[s0:s1]),
+                n_columns=s1 - s0,
+                vectors=o // width,
+                tile=o,
+                position=pitch_g,
+            )
+        ]
+        for c0, c1 in lay.blocks:
+            block = c1 - c0
+            steps.append(
+                kernels.transform(spec.dtype, width, block % width, "input").call(
+                    source=calls.Slot("x", c0),
+                    spare=calls.Slot("zeros"),
+                    target=calls.Slot("V"),
+                    flags=calls.Ref(unused),
+                    rows=calls.Ref(lay.in_rows[r0:r1]),
+                    n_rows=r1 - r0,
+                    columns=calls.Ref(lay.in_cols[s0:s1]),
+                    n_columns=s1 - s0,
+                    vectors=block // width,
+                    tile=block,
+                    position=pitch_v,
+                )
+            )
+            steps.extend(_product_calls(spec, p, tiles, (c0, c1), (pitch_v, pitch_g)))
+        every.append(tuple(steps))
+    return tuple(every)
+
+
+@functools.lru_cache(maxsize=256)
+def _tables(c: int, o: int, block: int, pixels: int, pitch_v: int, pitch_g: int) -> tuple:
+    """The tile loop's row table (one row a position) and column tables (one entry a
+    tile of ``pixels`` input channels, and a last, narrower one), read-only."""
+    rows = np.array([(k * pitch_v, k * c * o, 0, 1, k * pitch_g) for k in range(16)], np.int64)
+    main = block - block % pixels
+    groups = [(pixels, range(0, main, pixels))]
+    if block % pixels:
+        groups.append((block % pixels, range(main, block, pixels)))
+    columns = []
+    for width, starts in groups:
+        table = np.array([(s, s * o, 0, 1) for s in starts], dtype=np.int64).reshape(-1, 4)
+        table.flags.writeable = False
+        columns.append((width, table))
+    rows.flags.writeable = False
+    return rows, tuple(columns)
+
+
+def _product_calls(
+    spec: ConvSpec,
+    p: blocked.Plan,
+    tiles: int,
+    channels: tuple[int, int],
+    pitch: tuple[int, int],
+) -> list[calls.Call]:
+    """``M[k][c0:c1, :] += V[k]^T Gt[k]`` for the 16 positions ``k``, over ``tiles``."""
+    (c0, c1), c, o = channels, spec.in_channels, spec.out_channels
+    rows, columns = _tables(c, o, c1 - c0, p.pixels, *pitch)
+    steps = []
+    for o0, o1 in p.out_blocks:
+        vectors, tail = math.ceil((o1 - o0) / p.lanes), (o1 - o0) % p.lanes
+        for width, table in columns:
+            steps.append(
+                kernels.tiles(spec.dtype, width, vectors, p.lanes, tail, True).call(
+                    x=calls.Slot("V"),
+                    w=calls.Slot("Gt", o0),
+                    out=calls.Slot("M", c0 * o + o0),
+                    rows=calls.Ref(rows),
+                    n_rows=16,
+                    columns=calls.Ref(table),
+                    n_columns=len(table),
+                    channels=tiles,
+                    w_row=0,
+                    w_col=0,
+                    w_channel=o,
+                    x_channel=c1 - c0,
+                    x_pixel=1,
+                    x_tap_row=0,
+                    x_tap_col=0,
+                    out_pixel=o,
+                )
+            )
+    return steps
+
+
+def thread_count(spec: ConvSpec) -> int:
+    """Threads sharing the bands."""
+    return max(1, min(pool.num_threads(), spec.batch * len(layout(spec).bands)))
+
+
+def workspace_bytes(spec: ConvSpec) -> int:
+    """Each thread's ``M``, ``V`` and ``Gt``."""
+    if refusal(spec) is not None:
+        return 0
+    pitch_v, pitch_g = pitches(spec)
+    per_thread = 16 * (spec.in_channels * spec.out_channels + pitch_v + pitch_g)
+    return thread_count(spec) * per_thread * spec.dtype.itemsize
+
+
+def grad_weight(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """``dw`` ``(3, 3, C, O)`` for NHWC ``x`` and ``g`` of a lowered 3x3 stride-1 spec."""
+    reason = refusal(spec)
+    if reason is not None:
+        raise ValueError(f"the Winograd weight gradient cannot compute this call: {reason}")
+    c, o = spec.in_channels, spec.out_channels
+    x = np.ascontiguousarray(x, dtype=spec.dtype)
+    g = np.ascontiguousarray(g, dtype=spec.dtype)
+    steps = band_calls(spec)
+    threads = thread_count(spec)
+    sums = np.zeros((threads, 16, c * o), dtype=spec.dtype)
+    # the threads take the bands one at a time from one queue (a thread that starts
+    # late takes fewer)
+    shared = iter([(image, k) for image in range(spec.batch) for k in range(len(steps))])
+    pitch_v, pitch_g = pitches(spec)
+    zeros = np.zeros(-(-max(c, o) // 16) * 16 + 16, dtype=spec.dtype)
+
+    def run(thread: int) -> None:
+        bound = calls.Binding(
+            zeros=zeros,
+            M=sums[thread],
+            V=calls.aligned_empty(16 * pitch_v, spec.dtype),
+            Gt=calls.aligned_empty(16 * pitch_g, spec.dtype),
+        )
+        current = -1
+        for image, k in shared:
+            if image != current:
+                bound.set(x=x[image], g=g[image])
+                current = image
+            bound.run(steps[k])
+
+    pool.parallel_map(run, range(threads), key=("weight winograd", spec))
+    # dw[a, b] = sum over positions (i, j) of G[i, a] G[j, b] M[i, j], every thread's M
+    back = np.kron(G.T, G.T).astype(spec.dtype)  # (9, 16)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite sums: see the caller
+        dw = np.tile(back, (1, threads)) @ sums.reshape(threads * 16, c * o)
+    return dw.reshape(3, 3, c, o)
+
+
+def estimate_seconds(spec: ConvSpec, costs: Mapping[str, float]) -> float:
+    """Modelled time: the 16 products at ``blocked``'s rate over whole vectors of
+    output channels, both transforms, the final product and the calls."""
+    lay, p = layout(spec), blocked.plan(spec)
+    threads = thread_count(spec)
+    width = sum(math.ceil((o1 - o0) / p.lanes) * p.lanes for o0, o1 in p.out_blocks)
+    tiles = spec.batch * lay.tiles
+    macs = tiles * 16 * spec.in_channels * width
+    step = transform_lanes(spec)
+    vectors = math.ceil(spec.out_channels / step) + sum(
+        math.ceil((c1 - c0) / step) for c0, c1 in lay.blocks
+    )
+    values = tiles * 16 * vectors * step
+    half = 1 if spec.dtype.itemsize < 8 else 0.5
+    seconds = macs / (costs["blocked"] * half * threads)
+    seconds += values / (costs["winograd_transform"] * half * threads)
+    per_band = 1 + len(lay.blocks) * (1 + len(p.out_blocks))
+    seconds += spec.batch * len(lay.bands) * per_band * costs["tap"] / threads
+    sums = threads * 16 * spec.in_channels * spec.out_channels * spec.dtype.itemsize
+    return costs["call"] + costs["blocked_call"] + seconds + sums / costs["copy"]
