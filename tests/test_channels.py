@@ -312,3 +312,33 @@ def test_packing_from_the_weight_view_matches_nhwc_bit_for_bit(
     for options in ({"padding": "same", "dilation": 2}, {"padding": 1, "dilation": 1}):
         got = dilconv.conv2d(x, w, method=method, **options)
         np.testing.assert_array_equal(got, conv2d_through_nhwc(x, w, method=method, **options))
+
+
+@pytest.mark.parametrize("shape", [(9, 2048, 256), (9, 37, 300), (1, 5, 3), (4, 200, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_swapping_the_last_axes_equals_numpy_exactly(
+    shape: tuple[int, ...], dtype: type, reverse: bool, threads: int, small_threshold: None
+) -> None:
+    """Runs of rows, the blocks in order or reversed (a transposed kernel's taps)."""
+    a = np.random.default_rng(2).standard_normal(shape).astype(dtype)
+    with dilconv.config_context(threads=threads), calls.checked():
+        got = channels.swap_last_axes(a, reverse_first=reverse)
+    if min(shape[1:]) == 1:
+        assert got is None  # a reshape
+        return
+    assert got is not None
+    assert got.flags.c_contiguous
+    np.testing.assert_array_equal(got, (a[::-1] if reverse else a).transpose(0, 2, 1))
+
+
+def test_the_transposed_kernel_by_the_compiled_move_equals_numpy_exactly() -> None:
+    """``conv2d_grad_input``'s kernel of ``aspp`` (19 MiB): taps reversed, each transposed."""
+    from dilconv._transpose.correlate import transposed_weight
+
+    w = np.random.default_rng(3).standard_normal((3, 3, 2048, 256)).astype(np.float32)
+    got = transposed_weight(w, 1)
+    np.testing.assert_array_equal(got, w[::-1, ::-1].transpose(0, 1, 3, 2))
+    grouped = transposed_weight(w[:, :, :, :8], 2)  # two groups: NumPy's copy
+    assert grouped.shape == (3, 3, 4, 4096)

@@ -117,3 +117,51 @@ def move_channels(a: np.ndarray, *, last: bool) -> np.ndarray | None:
     bound = calls.Binding(source=a.reshape(-1), target=out.reshape(-1))
     pool.parallel_map(bound.run, shares, key=("channels", a.shape, last))
     return out
+
+
+def swap_last_axes(a: np.ndarray, *, reverse_first: bool = False) -> np.ndarray | None:
+    """``a`` ``(B, R, C)`` as a new C-contiguous ``(B, C, R)``, its ``B`` blocks in
+    reverse order with ``reverse_first``; None where NumPy should do it (as
+    :func:`move_channels`).
+
+    A transposed convolution's kernel: taps reversed, each tap's ``(C, O)`` matrix
+    transposed. NumPy's copy of ``aspp``'s (3 x 3 x 2048 x 256, 19 MiB) took 22 ms.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.arange(3 * 300 * 400, dtype=np.float32).reshape(3, 300, 400)
+    >>> out = swap_last_axes(a, reverse_first=True)
+    >>> out is None or bool((out == a[::-1].transpose(0, 2, 1)).all())
+    True
+    """
+    if a.dtype not in DTYPES or a.size < MIN_ELEMENTS or not a.flags.c_contiguous or a.ndim != 3:
+        return None
+    blocks, r, c = a.shape
+    if min(r, c) == 1:
+        return None  # a reshape, no copy
+    kernel = _kernel(a.dtype, streams(a.nbytes))
+    if kernel is None:
+        return None
+    out = np.empty((blocks, c, r), dtype=a.dtype)
+    run = max(64, RUN_BYTES // (c * a.dtype.itemsize) // 64 * 64)  # source rows a call
+    steps = []
+    for k in range(blocks):
+        to = blocks - 1 - k if reverse_first else k
+        for q0 in range(0, r, run):
+            q1 = min(r, q0 + run)
+            steps.append(
+                kernel.call(
+                    source=calls.Slot("source", (k * r + q0) * c),
+                    target=calls.Slot("target", to * c * r + q0),
+                    rows=q1 - q0,
+                    columns=c,
+                    source_row=c,
+                    target_row=r,
+                )
+            )
+    threads = max(1, min(pool.num_threads(), len(steps)))
+    bound = calls.Binding(source=a.reshape(-1), target=out.reshape(-1))
+    shares = [steps[t::threads] for t in range(threads)]
+    pool.parallel_map(bound.run, shares, key=("swap axes", a.shape, reverse_first))
+    return out

@@ -19,6 +19,7 @@ import numpy as np
 
 from dilconv import _select, _shapes
 from dilconv._methods import METHODS
+from dilconv._native import channels
 from dilconv._spec import ConvSpec
 
 
@@ -44,8 +45,15 @@ def adjoint_spec(spec: ConvSpec) -> tuple[ConvSpec, tuple[slice, slice]]:
 
 
 def transposed_weight(w: np.ndarray, groups: int) -> np.ndarray:
-    """HWIO ``(kh, kw, C/groups, O)`` -> reversed taps, ``(kh, kw, O/groups, C)``."""
+    """HWIO ``(kh, kw, C/groups, O)`` -> reversed taps, ``(kh, kw, O/groups, C)``.
+
+    One group: by the compiled transpose where it applies
+    (:func:`~dilconv._native.channels.swap_last_axes`)."""
     kh, kw, cg, out = w.shape
+    if groups == 1:
+        moved = channels.swap_last_axes(w.reshape(kh * kw, cg, out), reverse_first=True)
+        if moved is not None:
+            return moved.reshape(kh, kw, out, cg)
     og = out // groups
     wt = w[::-1, ::-1].reshape(kh, kw, cg, groups, og).transpose(0, 1, 4, 3, 2)
     return np.ascontiguousarray(wt.reshape(kh, kw, og, groups * cg))
