@@ -446,22 +446,28 @@ def _shared_sums(x: np.ndarray, g: np.ndarray, spec: ConvSpec, zeros: np.ndarray
     transformed = calls.aligned_empty(16 * pitch_g, spec.dtype)
     scratch = [calls.aligned_empty(16 * pitch_v, spec.dtype) for _ in range(thread_count(spec))]
     for image in range(spec.batch):
-        bound = {"x": x[image], "g": g[image], "zeros": zeros, "Gt": transformed, "M": sums[0]}
-        bands = iter(gradients)
+        arrays = {"x": x[image], "g": g[image], "zeros": zeros, "Gt": transformed, "M": sums[0]}
         pool.parallel_map(
-            lambda _: _run_all(calls.Binding(**bound), bands), range(len(scratch)),
+            functools.partial(_run_queue, arrays, iter(gradients)),
+            [None] * len(scratch),
             key=("weight winograd gradients", spec),
-        )  # fmt: skip
-        queue = iter(blocks)
+        )
         pool.parallel_map(
-            lambda k: _run_all(calls.Binding(**bound, V=scratch[k]), queue), range(len(scratch)),
+            functools.partial(_run_queue, arrays, iter(blocks)),
+            scratch,
             key=("weight winograd blocks", spec),
-        )  # fmt: skip
+        )
     return sums
 
 
-def _run_all(bound: calls.Binding, queue: Iterator[tuple[calls.Call, ...]]) -> None:
-    """Run each group of calls the queue hands out (shared among threads)."""
+def _run_queue(
+    arrays: dict[str, np.ndarray],
+    queue: Iterator[tuple[calls.Call, ...]],
+    scratch: np.ndarray | None,
+) -> None:
+    """Run each group of calls the queue hands out (shared among threads) on
+    ``arrays`` and, where given, this thread's ``V``."""
+    bound = calls.Binding(**arrays) if scratch is None else calls.Binding(**arrays, V=scratch)
     for steps in queue:
         bound.run(steps)
 
