@@ -53,6 +53,7 @@ import numpy as np
 
 from dilconv import _shapes
 from dilconv._methods import blocked, winograd
+from dilconv._methods._winograd_products import G
 from dilconv._methods._winograd_products import lanes as transform_lanes
 from dilconv._native import calls, kernels, pool
 from dilconv._spec import ConvSpec
@@ -89,10 +90,6 @@ def shares_sums(spec: ConvSpec) -> bool:
     over every tile, the gradient transformed once for every tile first (``M`` more
     than :data:`M_BYTES`); else each thread sums its bands into its own ``M``."""
     return 16 * spec.in_channels * spec.out_channels * spec.dtype.itemsize > M_BYTES
-
-
-#: ``G`` of F(2x2, 3x3) (4x3): ``U = G w G^T`` in the forward.
-G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 
 def refusal(spec: ConvSpec) -> str | None:
@@ -136,14 +133,6 @@ class Layout:
         return len(self.in_rows) * len(self.in_cols)
 
 
-def _offsets(starts: np.ndarray, step: int, count: int, size: int, pitch: int) -> np.ndarray:
-    """``(len(starts), count)``: ``(start + k * step) * pitch``, or -1 outside ``[0, size)``."""
-    at = starts[:, None] + step * np.arange(count, dtype=np.int64)[None, :]
-    table = np.where((at >= 0) & (at < size), at * pitch, -1).astype(np.int64)
-    table.flags.writeable = False
-    return table
-
-
 def band_tiles(spec: ConvSpec) -> int:
     """Tiles per band: :data:`BAND_BYTES` (:data:`SHARED_BAND_BYTES` where the sums
     are shared) of ``V`` and ``Gt``, at least :data:`MIN_BAND_TILES`, and at most an
@@ -185,10 +174,10 @@ def layout(spec: ConvSpec) -> Layout:
         step = min(SHARED_BLOCK_CHANNELS, -(-c // (2 * pool.num_threads() * width)) * width)
     blocks = tuple((c0, min(c, c0 + step)) for c0 in range(0, c, step))
     return Layout(
-        in_rows=_offsets(ys - spec.pad[0][0], dh, 4, h, wd * c),
-        in_cols=_offsets(xs - spec.pad[1][0], dw, 4, wd, c),
-        out_rows=_offsets(ys, dh, 2, ho, wo * o),
-        out_cols=_offsets(xs, dw, 2, wo, o),
+        in_rows=winograd._offsets(ys - spec.pad[0][0], dh, 4, h, wd * c),
+        in_cols=winograd._offsets(xs - spec.pad[1][0], dw, 4, wd, c),
+        out_rows=winograd._offsets(ys, dh, 2, ho, wo * o),
+        out_cols=winograd._offsets(xs, dw, 2, wo, o),
         bands=tuple(bands),
         blocks=blocks,
     )
