@@ -22,20 +22,20 @@ size is every pixel it reads:
 
 :func:`grad_weight` takes whichever route of :data:`ROUTES` the selector of
 :mod:`dilconv._select` ranks fastest (each route declares its refusal, workspace
-and estimate, as the forward algorithms do): windows when the padding is a large
-part of the width and the channels many (``aspp``); for 3x3 kernels at stride 1
-whose ``16 C O`` sums fit a core's cache, Winograd's F(3x3, 2x2)
-(:mod:`dilconv._grad_weight_winograd`: 16 multiply-adds a tile of 4 outputs
-instead of 36; ``context``, ``wave``); else the register-blocked tiles of
-:mod:`dilconv._grad_weight_tiles`, which copy nothing and run near the machine's
-peak where BLAS runs these tall, thin products far below it, or the slabs where
-the tiles hold too few sums to keep a core busy (one channel). Windows and slabs
-share the taps among threads (BLAS on one thread each; where whole taps would
-leave a thread idle, as 3 taps on 2 threads, the windows give each thread a slice
-of every tap's pixels and add the partial sums at the end; one-row images, 1-D
-signals, read their windows in place), and apply to stride 1 and one group; the
-tiles to any stride and group count. All need float32/float64; :mod:`dilconv.grad`
-otherwise runs the forward engine on the swapped problem.
+and estimate, as the forward algorithms do): for 3x3 kernels at stride 1 with
+many channels, Winograd's F(3x3, 2x2) (:mod:`dilconv._grad_weight_winograd`: 16
+multiply-adds a tile of 4 outputs instead of 36; ``context``, ``wave``,
+``aspp``); windows when the padding is a large part of the width; else the
+register-blocked tiles of :mod:`dilconv._grad_weight_tiles`, which copy nothing
+and run near the machine's peak where BLAS runs these tall, thin products far
+below it, or the slabs where the tiles hold too few sums to keep a core busy
+(one channel). Windows and slabs share the taps among threads (BLAS on one
+thread each; where whole taps would leave a thread idle, as 3 taps on 2 threads,
+the windows give each thread a slice of every tap's pixels and add the partial
+sums at the end; one-row images, 1-D signals, read their windows in place), and
+apply to stride 1 and one group; the tiles to any stride and group count. All
+need float32/float64; :mod:`dilconv.grad` otherwise runs the forward engine on
+the swapped problem.
 """
 
 from __future__ import annotations
@@ -130,8 +130,10 @@ def grad_weight(x: np.ndarray, g: np.ndarray, spec: ConvSpec) -> np.ndarray:
     name = _select.best(ROUTES, spec, "weight-gradient route")
     dw = ROUTES[name].run(x, g, spec)
     if name == "winograd" and not np.isfinite(dw).all():
-        name = _select.best(ROUTES, spec, "weight-gradient route", frozenset({"winograd"}))
-        dw = ROUTES[name].run(x, g, spec)
+        others = _select.eligible(ROUTES, spec, frozenset({"winograd"}))
+        if others:  # else (a tight workspace limit) Winograd's answer stands
+            name = min(others, key=lambda other: ROUTES[other].estimate_seconds(spec, COST))
+            dw = ROUTES[name].run(x, g, spec)
     return dw
 
 
