@@ -19,6 +19,7 @@ pytest.importorskip("llvmlite.binding")  # the move runs once LLVM is loaded
 @pytest.fixture
 def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(channels, "MIN_ELEMENTS", 1)
+    monkeypatch.setattr(channels, "SWAP_MIN_ELEMENTS", 1)
     return
 
 
