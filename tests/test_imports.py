@@ -112,3 +112,43 @@ def test_threads_importing_at_once_all_get_the_whole_module() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=60, check=True)  # fmt: skip
     assert out.stdout.strip() == "[True, True, True, True]", out.stdout + out.stderr
+
+
+def test_threads_importing_a_package_and_its_module_at_once_never_see_half_of_one(
+    tmp_path: os.PathLike,
+) -> None:
+    """One thread imports a package whose code imports one of its modules, another that
+    module, which imports the package: each holds a lock the other needs, and CPython
+    hands one of them a half-built module (as scipy.signal beside scipy.linalg.blas
+    did in the stress test). dilconv's imports run one at a time."""
+    package = os.path.join(tmp_path, "cyclic")
+    os.mkdir(package)
+    with open(os.path.join(package, "__init__.py"), "w") as f:
+        f.write("import time\ntime.sleep(0.3)\nfrom cyclic.part import VALUE\n")
+    with open(os.path.join(package, "part.py"), "w") as f:
+        f.write("import cyclic\nVALUE = 1\n")
+    script = textwrap.dedent(f"""
+        import sys, threading, time
+        sys.path.insert(0, {str(tmp_path)!r})
+        from dilconv import _imports
+
+        errors = []
+
+        def load(name):
+            try:
+                _imports.whole(name)
+            except Exception as err:
+                errors.append(repr(err))
+
+        first = threading.Thread(target=load, args=("cyclic",))
+        second = threading.Thread(target=load, args=("cyclic.part",))
+        first.start()
+        time.sleep(0.1)
+        second.start()
+        first.join()
+        second.join()
+        print(errors, sys.modules["cyclic"].VALUE)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True)  # fmt: skip
+    assert out.stdout.strip() == "[] 1", out.stdout + out.stderr
