@@ -144,7 +144,7 @@ def band_tiles(spec: ConvSpec) -> int:
     tiles = len(_shapes.dilated_pair_starts(spec.out_hw[0], spec.dilation[0])) * len(
         _shapes.dilated_pair_starts(spec.out_hw[1], spec.dilation[1])
     )
-    share = math.ceil(spec.batch * tiles / max(1, pool.num_threads())) if spec.batch == 1 else tiles
+    share = math.ceil(tiles / max(1, pool.num_threads())) if spec.batch == 1 else tiles
     return max(1, min(share, max(MIN_BAND_TILES, target // per_tile)))
 
 
@@ -157,17 +157,7 @@ def layout(spec: ConvSpec) -> Layout:
     starts = _shapes.dilated_pair_starts(ho, dh)
     ys = np.array(sorted(starts, key=lambda y: (y % dh, y)), dtype=np.int64)
     xs = np.array(_shapes.dilated_pair_starts(wo, dw), dtype=np.int64)
-    fit = band_tiles(spec)
-    if fit >= len(xs):
-        step = min(len(ys), fit // len(xs))
-        bands = [(r, min(r + step, len(ys)), 0, len(xs)) for r in range(0, len(ys), step)]
-    else:
-        cuts = np.linspace(0, len(xs), math.ceil(len(xs) / fit) + 1).astype(int).tolist()
-        bands = [
-            (r, r + 1, a, b)
-            for r in range(len(ys))
-            for a, b in zip(cuts[:-1], cuts[1:], strict=True)
-        ]
+    bands = winograd.tile_bands(len(ys), len(xs), band_tiles(spec))
     step = BLOCK_CHANNELS
     if shares_sums(spec):  # at most SHARED_BLOCK_CHANNELS, and blocks enough for two a thread
         width = transform_lanes(spec)

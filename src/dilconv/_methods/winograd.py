@@ -182,19 +182,7 @@ def layout(spec: ConvSpec) -> Layout:
     per_tile = 16 * (block_channels(spec) + o) * spec.dtype.itemsize
     even = math.ceil(len(ys) * len(xs) / MIN_BANDS)
     fit = max(MIN_BAND_TILES, min(BAND_BYTES // per_tile, even))  # tiles per band
-    if len(ys) == 0 or len(xs) == 0:
-        bands = []
-    elif fit >= len(xs):
-        step = min(len(ys), fit // len(xs))
-        bands = [(r, min(r + step, len(ys)), 0, len(xs)) for r in range(0, len(ys), step)]
-    else:
-        parts = math.ceil(len(xs) / fit)
-        cuts = np.linspace(0, len(xs), parts + 1).astype(int).tolist()
-        bands = [
-            (r, r + 1, a, b)
-            for r in range(len(ys))
-            for a, b in zip(cuts[:-1], cuts[1:], strict=True)
-        ]
+    bands = tile_bands(len(ys), len(xs), fit)
     return Layout(
         in_rows=_offsets(ys - spec.pad[0][0], dh, 4, h, wd * c),
         in_cols=_offsets(xs - spec.pad[1][0], dw, 4, wd, c),
@@ -204,6 +192,24 @@ def layout(spec: ConvSpec) -> Layout:
         single_rows=single_rows,
         single_cols=single_cols,
     )
+
+
+def tile_bands(rows: int, columns: int, fit: int) -> list[tuple[int, int, int, int]]:
+    """Bands ``(r0, r1, s0, s1)`` of about ``fit`` tiles from ``rows x columns``:
+    whole rows of tiles where a row fits, else each row cut into equal parts.
+
+    >>> tile_bands(3, 4, 8)
+    [(0, 2, 0, 4), (2, 3, 0, 4)]
+    >>> tile_bands(1, 5, 2)
+    [(0, 1, 0, 1), (0, 1, 1, 3), (0, 1, 3, 5)]
+    """
+    if rows == 0 or columns == 0:
+        return []
+    if fit >= columns:
+        step = min(rows, fit // columns)
+        return [(r, min(r + step, rows), 0, columns) for r in range(0, rows, step)]
+    cuts = np.linspace(0, columns, math.ceil(columns / fit) + 1).astype(int).tolist()
+    return [(r, r + 1, a, b) for r in range(rows) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
 def whole_pairs(out: int, d: int) -> tuple[np.ndarray, tuple[int, ...]]:
