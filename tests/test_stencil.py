@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,6 +189,42 @@ def test_cache_sizes_as_linux_writes_them() -> None:
     assert last_level_cache.parse_size("512") == 512
     assert last_level_cache.parse_size("") == 0
     assert last_level_cache.parse_size("big") == 0
+
+
+@pytest.mark.parametrize(
+    ("reported", "sharing", "expected"),
+    [
+        ("491520K", "0-1", 8 * 2**20),  # a VM's two vCPUs reporting the host's cache
+        ("1024K", "0-1", 2**20),  # smaller than the share: as reported
+        ("32768K", "0-7,64-71", 32 * 2**20),  # 16 CPUs share it: 64 MiB would be allowed
+        ("491520K", None, 480 * 2**20),  # no list of the CPUs that share it
+    ],
+)
+def test_the_cache_counted_is_at_most_a_share_per_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reported: str, sharing: str | None,
+    expected: int,
+) -> None:  # fmt: skip
+    for level, size in ((1, "48K"), (2, "2048K"), (3, reported)):
+        index = tmp_path / f"index{level}"
+        index.mkdir()
+        (index / "level").write_text(f"{level}\n")
+        (index / "size").write_text(f"{size}\n")
+        if sharing is not None:
+            (index / "shared_cpu_list").write_text(f"{sharing}\n")
+    monkeypatch.setattr(last_level_cache, "CACHE_DIR", tmp_path)
+    last_level_cache.size.cache_clear()
+    try:
+        assert last_level_cache.size() == expected
+    finally:
+        last_level_cache.size.cache_clear()
+
+
+def test_cpu_lists_as_linux_writes_them() -> None:
+    assert last_level_cache.count_cpus("0\n") == 1
+    assert last_level_cache.count_cpus("0-15") == 16
+    assert last_level_cache.count_cpus("0-1,4,6-7") == 5
+    assert last_level_cache.count_cpus("") == 0
+    assert last_level_cache.count_cpus("1-x") == 0
 
 
 def test_checked_mode_refuses_a_call_past_its_arrays() -> None:
