@@ -225,6 +225,7 @@ def test_cpu_lists_as_linux_writes_them() -> None:
     assert last_level_cache.count_cpus("0-1,4,6-7") == 5
     assert last_level_cache.count_cpus("") == 0
     assert last_level_cache.count_cpus("1-x") == 0
+    assert last_level_cache.count_cpus("3-1") == 0
 
 
 def test_checked_mode_refuses_a_call_past_its_arrays() -> None:

