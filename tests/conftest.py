@@ -1,10 +1,19 @@
-"""Shared test configuration: hypothesis profiles (derandomised in CI)."""
+"""Shared test configuration: hypothesis profiles (derandomised in CI), and Ctrl-C
+delivered whatever shell started the suite."""
 
 from __future__ import annotations
 
 import os
+import signal
 
 from hypothesis import HealthCheck, settings
+
+# A shell that starts the suite in the background (``nohup``, ``&`` without job
+# control) ignores SIGINT in it, and every process started from it inherits that:
+# the tests of Ctrl-C (in this process and in the children it starts) need it
+# delivered, as it is from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # XLA's algebraic simplifier aborts the process on some small lhs-dilated
 # convolutions (see dilconv.cli.verify.XLA_WORKAROUND); set before JAX is imported.
