@@ -99,12 +99,13 @@ CHECKS = [("tap_gemm", 160, 24), ("blocked", 160, 24), ("compiled", 1100, 1), ("
 
 def hold_locks_and_pool():
     '''Threads that hold the BLAS lock, the compile locks, the lock of the kept result
-    memory, and the pool's job.'''
+    memory, the lazy imports' lock, and the pool's job.'''
     from numba.core.compiler_lock import global_compiler_lock
 
+    from dilconv import _imports
     from dilconv._native import results
 
-    release, holding = threading.Event(), threading.Barrier(6)
+    release, holding = threading.Event(), threading.Barrier(7)
 
     def hold(lock):
         with lock:
@@ -116,7 +117,7 @@ def hold_locks_and_pool():
 
     for target, args in ((hold, (pool._blas_lock,)), (hold, (tile_kernel.COMPILING,)),
                          (hold, (global_compiler_lock,)), (hold, (results._KEPT.lock,)),
-                         (busy_pool, ())):
+                         (hold, (_imports._IMPORTING,)), (busy_pool, ())):
         threading.Thread(target=target, args=args, daemon=True).start()
     holding.wait()
     return release

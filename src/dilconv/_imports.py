@@ -72,7 +72,7 @@ def whole(name: str, *, room: int = 0, what: str = "") -> ModuleType:
     :func:`dilconv._native.headroom.require`, for ``what``), checked only when the
     module is not loaded yet.
     """
-    with _one_import_at_a_time():
+    with _IMPORTING:
         if name in sys.modules:
             return importlib.import_module(name)
         if room:
@@ -81,29 +81,14 @@ def whole(name: str, *, room: int = 0, what: str = "") -> ModuleType:
             return importlib.import_module(name)
 
 
-#: Held while :func:`whole` imports. Two threads importing parts of one package at
-#: once (``scipy.signal``, which imports ``scipy.linalg``, beside
-#: ``scipy.linalg.blas``) can each hold a module lock the other needs; CPython breaks
-#: that cycle by handing one of them a half-built module ("cannot import name
-#: 'get_blas_funcs' from partially initialized module 'scipy.linalg.blas'", seen in
-#: the stress test's threads). dilconv's own lazy imports therefore run one at a time.
-_IMPORTING = forksafe.ForkSafeLock()
-_holder: list[int | None] = [None]  # the thread holding it (an import within an import)
-
-
-@contextlib.contextmanager
-def _one_import_at_a_time() -> Iterator[None]:
-    """Hold :data:`_IMPORTING`, unless this thread already does."""
-    me = threading.get_ident()
-    if _holder[0] == me:
-        yield
-        return
-    with _IMPORTING:
-        _holder[0] = me
-        try:
-            yield
-        finally:
-            _holder[0] = None
+#: Held while :func:`whole` imports (reentrant: an import within an import). Two
+#: threads importing parts of one package at once (``scipy.signal``, which imports
+#: ``scipy.linalg``, beside ``scipy.linalg.blas``) can each hold a module lock the
+#: other needs; CPython breaks that cycle by handing one of them a half-built module
+#: ("cannot import name 'get_blas_funcs' from partially initialized module
+#: 'scipy.linalg.blas'", seen in the stress test's threads). dilconv's own lazy
+#: imports therefore run one at a time.
+_IMPORTING = forksafe.ForkSafeRLock()
 
 
 def load_once(

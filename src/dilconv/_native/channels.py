@@ -140,9 +140,12 @@ def swap_last_axes(a: np.ndarray, *, reverse_first: bool = False) -> np.ndarray 
     >>> out is None or bool((out == a[::-1].transpose(0, 2, 1)).all())
     True
     """
-    if a.dtype not in DTYPES or a.size < SWAP_MIN_ELEMENTS or a.ndim != 3:
-        return None
-    if not a.flags.c_contiguous:
+    if (
+        a.dtype not in DTYPES
+        or a.size < SWAP_MIN_ELEMENTS
+        or a.ndim != 3
+        or not a.flags.c_contiguous
+    ):
         return None
     blocks, r, c = a.shape
     if min(r, c) == 1:

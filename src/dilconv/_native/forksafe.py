@@ -16,6 +16,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 _LOCKS: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()
 
@@ -34,8 +35,12 @@ class ForkSafeLock:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = self._new()
         _LOCKS.add(self)
+
+    @staticmethod
+    def _new() -> Any:
+        return threading.Lock()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock (see :meth:`threading.Lock.acquire`)."""
@@ -61,7 +66,35 @@ class ForkSafeLock:
         self._lock.release()
 
     def _reset(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = self._new()
+
+
+class ForkSafeRLock(ForkSafeLock):
+    """A ``threading.RLock`` (the thread that holds it may take it again) that is
+    released again in a child after ``os.fork()``.
+
+    Examples
+    --------
+    >>> lock = ForkSafeRLock()
+    >>> with lock, lock:
+    ...     lock.locked()
+    True
+    >>> lock.locked()
+    False
+    """
+
+    @staticmethod
+    def _new() -> Any:
+        return threading.RLock()
+
+    def locked(self) -> bool:
+        """True while some thread, this one included, holds the lock."""
+        if self._lock._is_owned():
+            return True
+        if self._lock.acquire(blocking=False):
+            self._lock.release()
+            return False
+        return True
 
 
 def _reset_locks() -> None:
