@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from unittest import mock
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import assume, given
 
 import dilconv
+from dilconv._methods import METHODS
 from dilconv._spec import make_spec
 from dilconv._transpose import TRANSPOSE_METHODS, phase, scatter
 from tests.strategies import Case, conv_cases
@@ -465,6 +467,62 @@ def test_phase_on_strides_that_divide_the_dilation(
         np.testing.assert_array_equal(chosen, fast)
         ran += 1
     assert ran >= 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_phase_computes_whole_tiles_and_crops(dtype: Any) -> None:
+    """Where Winograd runs the phase's correlation and the phase has an odd size, the
+    correlation computes one more row and column (whole tiles, no direct outputs)
+    and the phase keeps the others: the oracle's result, a strided write of the
+    first 33x33 outputs."""
+    from dilconv._methods import winograd
+    from dilconv._transpose import correlate
+
+    rng = np.random.default_rng(11)
+    g = rng.standard_normal((2, 33, 33, 64)).astype(dtype)
+    w = (rng.standard_normal((3, 3, 64, 64)) / 24).astype(dtype)
+    call = {"stride": 2, "dilation": 2, "padding": "same", "data_format": "NHWC"}
+    spec = _transposed_spec(g.shape, w.shape, dtype, stride=2, dilation=2, padding="same")
+    inner, _ = phase.phase_spec(spec.lowered())
+    correlation = correlate.adjoint_spec(inner)[0]
+    assert winograd.layout(correlation).single_rows == (32,)
+    extended = correlate.whole_tiles(correlation)
+    assert extended.out_hw == (34, 34)
+    assert extended.pad == ((1, 2), (1, 2))
+    assert not winograd.layout(extended).single_rows
+    assert not winograd.layout(extended).single_cols
+    seen: list[Any] = []
+    registered = METHODS["winograd"]
+
+    def recording(x: np.ndarray, w: np.ndarray, s: Any) -> np.ndarray:
+        seen.append(s)
+        return registered.conv(x, w, s)
+
+    with mock.patch.dict(METHODS, {"winograd": dataclasses.replace(registered, conv=recording)}):
+        with dilconv.config_context(first_calls="wait"):
+            fast = dilconv.conv2d_transpose(g, w, method="phase", **call)
+    assert [s.out_hw for s in seen] == [(34, 34)]
+    slow = dilconv.conv2d_transpose(g, w, method="direct", **call)
+    # the scale of each output's sum: the sum of its terms' magnitudes
+    magnitude = dilconv.conv2d_transpose(np.abs(g), np.abs(w), method="direct", **call)
+    assert_close(fast, slow, magnitude=magnitude, context="phase on whole tiles")
+
+
+def test_whole_tiles_only_where_they_are_fewer_products() -> None:
+    """No extension at an even size, at the dilation where three more rows and columns
+    would be needed, or where the correlation is not Winograd's (a 1x1 kernel)."""
+    from dilconv._transpose import correlate
+
+    def correlation(size: int, dilation: int, kernel: int = 3) -> Any:
+        spec = _transposed_spec(
+            (1, size, size, 64), (kernel, kernel, 64, 64), np.float32,
+            stride=2, dilation=dilation, padding="same",
+        )  # fmt: skip
+        return correlate.adjoint_spec(phase.phase_spec(spec.lowered())[0])[0]
+
+    for inner in (correlation(32, 2), correlation(33, 4), correlation(33, 2, kernel=1)):
+        assert correlate.whole_tiles(inner) is inner
+    assert correlate.whole_tiles(correlation(33, 2)).out_hw == (34, 34)
 
 
 def _transposed_spec(

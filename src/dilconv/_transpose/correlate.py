@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from dilconv import _select, _shapes
-from dilconv._methods import METHODS
+from dilconv._methods import METHODS, winograd
 from dilconv._native import channels
 from dilconv._spec import ConvSpec
 
@@ -59,13 +59,37 @@ def transposed_weight(w: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(wt.reshape(kh, kw, og, groups * cg))
 
 
-def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """Adjoint of the stride-1 zero-padded cross-correlation of ``spec``, on the forward engine."""
+def whole_tiles(inner: ConvSpec) -> ConvSpec:
+    """The correlation ``inner`` with the outputs added at its end that make every
+    output a whole Winograd tile's (:func:`~dilconv._methods.winograd.whole_tile_extension`),
+    where ``"auto"`` runs it by Winograd; else ``inner`` itself. The added outputs
+    read only padding and come after the others, which are unchanged."""
+    if winograd.refusal(inner) is not None:
+        return inner
+    eh, ew = winograd.whole_tile_extension(inner)
+    if not eh and not ew:
+        return inner
+    (top, bottom), (left, right) = inner.pad
+    extended = dataclasses.replace(inner, pad=((top, bottom + eh), (left, right + ew)))
+    return extended if _select.cheapest(extended) == "winograd" else inner
+
+
+def conv_transpose(
+    g: np.ndarray, w: np.ndarray, spec: ConvSpec, *, extend: bool = False
+) -> np.ndarray:
+    """Adjoint of the stride-1 zero-padded cross-correlation of ``spec``, on the forward engine.
+
+    With ``extend`` the result may have more rows and columns at the end
+    (:func:`whole_tiles`), for a caller that copies the first ``spec.in_hw`` of
+    them anyway.
+    """
     if spec.stride != (1, 1):
         raise ValueError(f"the correlate method needs stride 1, got stride {spec.stride}")
     inner, (rows, cols) = adjoint_spec(spec)
     if min(inner.in_hw) < 1:  # every source lands in the padding
         return np.zeros((spec.batch, *spec.in_hw, spec.in_channels), dtype=spec.dtype)
+    if extend:
+        inner = whole_tiles(inner)
     src = np.ascontiguousarray(g[:, rows, cols])
     wt = transposed_weight(w, spec.groups)
     return _select.run_resolved(

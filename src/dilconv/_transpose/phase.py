@@ -6,9 +6,11 @@ When the stride ``s`` divides the dilation ``d``, every tap reaches the same pha
 phase, ``p = r + s * m`` and ``m = o - (lo + r) / s + t * (d / s)``: the adjoint of
 an ordinary stride-1 correlation with dilation ``d / s``, computed by
 :mod:`~dilconv._transpose.correlate` on the forward engine (so a 3x3 kernel runs
-Winograd's F(2x2, 3x3)), then written into every ``s``-th row and column. Calls
-whose padding puts the phase's last sources outside the stride-1 problem (a
-negative pad at the end) are refused; ``"auto"`` then uses ``"scatter"``.
+Winograd's F(2x2, 3x3), extended by the outputs that make every tile whole where
+that is cheaper, :func:`~dilconv._transpose.correlate.whole_tiles`), then written
+into every ``s``-th row and column. Calls whose padding puts the phase's last
+sources outside the stride-1 problem (a negative pad at the end) are refused;
+``"auto"`` then uses ``"scatter"``.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def workspace_bytes(spec: ConvSpec) -> int:
         return 0
     inner, _ = found
     kh, kw = spec.kernel_hw
-    phase_result = spec.batch * inner.in_hw[0] * inner.in_hw[1] * spec.in_channels
+    ph, pw = correlate.whole_tiles(correlate.adjoint_spec(inner)[0]).out_hw
+    phase_result = spec.batch * max(ph, inner.in_hw[0]) * max(pw, inner.in_hw[1]) * spec.in_channels
     sources = spec.batch * spec.out_hw[0] * spec.out_hw[1] * spec.out_channels
     weights = kh * kw * spec.in_per_group * spec.out_channels
     item = spec.dtype.itemsize
@@ -86,7 +89,8 @@ def conv_transpose(g: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     inner, (rh, rw) = found
     (sh, sw), (h, wd) = spec.stride, spec.in_hw
     x = np.zeros((spec.batch, h, wd, spec.in_channels), dtype=spec.dtype)
-    x[:, rh::sh, rw::sw] = correlate.conv_transpose(g, w, inner)
+    phase_result = correlate.conv_transpose(g, w, inner, extend=True)
+    x[:, rh::sh, rw::sw] = phase_result[:, : inner.in_hw[0], : inner.in_hw[1]]
     return x
 
 
