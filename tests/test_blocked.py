@@ -9,7 +9,7 @@ import pytest
 
 import dilconv
 from dilconv._methods import blocked
-from dilconv._native import compiler, disk_cache, kernels, tile_kernel
+from dilconv._native import calls, compiler, disk_cache, kernels, tile_kernel
 from dilconv._spec import make_spec
 from tests.tolerance import assert_close
 
@@ -241,3 +241,64 @@ def test_one_row_is_shared_among_threads_by_its_tiles(threads: int) -> None:
         actual = dilconv.conv2d(x, w, method="blocked", **options)
     expected = dilconv.conv2d(x, w, method="direct", **options)
     assert_close(actual, expected, dtype=np.float32, magnitude=np.abs(expected).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("channels", "outputs", "options"),
+    [
+        (5, 7, {"dilation": 2, "padding": "same"}),
+        (300, 21, {"dilation": (3, 2), "stride": (2, 1), "padding": ((4, 0), (1, 6))}),
+        (40, 140, {"dilation": 1, "stride": (1, 3), "padding": ((2, 2), (0, 3))}),
+    ],
+)
+def test_tiles_down_columns_give_the_row_tiles_sums_bit_for_bit(
+    channels: int, outputs: int, options: dict, dtype: type[np.generic]
+) -> None:
+    """``column_region_calls`` on some columns of some rows, in every image (input
+    and output blocks, a partial vector, strides, dilations and padding on each
+    side): exactly ``blocked``'s result there, on 1 to 3 threads, dealing blocks of
+    output channels or not; nothing written elsewhere."""
+    rng = np.random.default_rng(channels)
+    x = rng.standard_normal((2, 19, 23, channels)).astype(dtype)
+    w = rng.standard_normal((3, 3, channels, outputs)).astype(dtype)
+    options = {**options, "data_format": "NHWC"}
+    expected = dilconv.conv2d(x, w, method="blocked", **options)
+    spec = make_spec(x.shape, w.shape, dtypes=[x.dtype], **options).lowered()
+    ho, wo = spec.out_hw
+    columns, rows = np.array([0, 2, 3, wo - 1]), np.array([0, 1, 2, ho - 3, ho - 2, ho - 1])
+    packed = blocked.pack_weights(w, spec, blocked.plan(spec))
+    for threads in (1, 2, 3):
+        for by_outputs in (False, True):
+            y = np.full(expected.shape, np.nan, dtype=dtype)
+            region = blocked.column_region_calls(
+                spec, columns, rows, threads, by_outputs=by_outputs
+            )
+            assert len(region.shares) == threads
+            for share in region.shares:
+                calls.Binding(x=x, w=packed, out=y).run(share)
+            picked = np.ix_(range(2), rows, columns)
+            np.testing.assert_array_equal(y[picked], expected[picked])
+            y[picked] = np.nan
+            assert np.isnan(y).all()  # nothing else written
+
+
+def test_shares_deal_the_output_blocks_where_they_divide_evenly() -> None:
+    """``by_outputs``: each share every tile of the region and its own blocks of
+    output channels (each block once); with too few blocks, the tiles are cut."""
+    spec = make_spec((1, 9, 9, 64), (3, 3, 64, 512), padding="same", data_format="NHWC").lowered()
+    p = blocked.plan(spec)
+    assert len(p.out_blocks) >= 4
+    lay = blocked.layout(spec)
+    region = blocked.region_calls(spec, lay.rows, lay.columns, 2, by_outputs=True)
+    blocks = [
+        {dict(zip(c.kernel.signature.names, c.arguments, strict=True))["out"].offset for c in s}
+        for s in region.shares
+    ]
+    assert not blocks[0] & blocks[1]
+    assert blocks[0] | blocks[1] == {o0 for o0, _ in p.out_blocks}
+    narrow = make_spec((1, 9, 9, 8), (3, 3, 8, 8), padding="same", data_format="NHWC").lowered()
+    assert len(blocked.plan(narrow).out_blocks) == 1
+    cut = blocked.layout(narrow)
+    shares = blocked.region_calls(narrow, cut.rows, cut.columns, 2, by_outputs=True).shares
+    assert all(shares)  # both shares have rows of the one block

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import dilconv
 from dilconv import _shapes
 from dilconv._methods import _winograd_products, blocked, winograd
-from dilconv._native import calls
+from dilconv._native import calls, pool
 from dilconv._spec import make_spec
 from tests.strategies import Case, conv_cases
 from tests.test_methods import check_against_oracle
@@ -66,6 +66,45 @@ def test_unpaired_outputs_are_computed_directly() -> None:
         (1, 3, 4, 5), (3, 3, 5, 7), padding="same", dilation=3, data_format="NHWC"
     ).lowered()
     assert winograd.layout(tiny).bands == ()
+
+
+@pytest.mark.parametrize(
+    ("shape", "outputs", "dilation", "dtype"),
+    [((2, 65, 67, 40), 24, 1, np.float32), ((1, 23, 25, 40), 140, 2, np.float64)],
+)
+def test_direct_outputs_are_blockeds_in_the_bands_job(
+    shape: tuple[int, ...], outputs: int, dilation: int, dtype: type[np.generic],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The outputs no whole tile covers (single columns by tiles down them) are
+    ``blocked``'s, bit for bit, and run as items of the bands' job, not a job of
+    their own (whose worker woke too late to help)."""
+    rng = np.random.default_rng(outputs)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((3, 3, shape[-1], outputs)).astype(dtype)
+    options = {"padding": "same", "dilation": dilation, "data_format": "NHWC"}
+    spec = make_spec(x.shape, w.shape, dtypes=[x.dtype], **options).lowered()
+    lay = winograd.layout(spec)
+    assert lay.single_rows
+    assert lay.single_cols
+    keys: list[object] = []
+    parallel_map = pool.parallel_map
+
+    def recording(fn: object, items: object, *, key: object = None) -> None:
+        keys.append(key)
+        parallel_map(fn, items, key=key)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool, "parallel_map", recording)
+    with dilconv.config_context(threads=2):
+        actual = dilconv.conv2d(x, w, method="winograd", **options)
+    assert keys.count(("winograd", spec)) == 1
+    assert not [k for k in keys if isinstance(k, tuple) and k[0] == "winograd edges"]
+    monkeypatch.setattr(pool, "parallel_map", parallel_map)
+    expected = dilconv.conv2d(x, w, method="blocked", **options)
+    rows, cols = list(lay.single_rows), list(lay.single_cols)
+    np.testing.assert_array_equal(actual[:, rows], expected[:, rows])
+    np.testing.assert_array_equal(actual[:, :, cols], expected[:, :, cols])
+    run_both(x, w, **options)
 
 
 def run_both(x: np.ndarray, w: np.ndarray, **options: object) -> None:

@@ -335,6 +335,8 @@ def region_calls(
     channels_first_input: bool = False,
     out: str = "out",
     accumulate: bool = False,
+    down_columns: bool = False,
+    by_outputs: bool = False,
 ) -> TileCalls:
     """The calls computing the outputs ``rows x columns`` (tables as in :class:`Layout`),
     split among ``threads`` shares: all of the output, or any part of it.
@@ -344,8 +346,17 @@ def region_calls(
     With ``channels_first_input`` slot ``x`` is NCHW (the tables' input offsets too):
     each channel a plane apart, its pixels one apart. The sums go to slot ``out``,
     always NHWC; with ``accumulate`` every call adds to it (else only the later
-    blocks of input channels do).
+    blocks of input channels do). With ``down_columns`` the tables are
+    :func:`column_region_calls`': a "row" is an output column (its kernel columns),
+    a tile runs down it (the kernel rows it reads). With ``by_outputs``, where the
+    blocks of output channels share evenly (or are at least two per share), the
+    shares take every row and tile and deal the blocks instead, so each thread
+    reads only its blocks' weights: for regions of a few pixels, whose products
+    take less time than reading the weights (Winograd's outputs no whole tile
+    covers, :func:`dilconv._methods.winograd.direct_calls`).
     """
+    if down_columns and channels_first_input:
+        raise ValueError("tiles down a column read NHWC input only")
     p = plan(spec)
     cg, og, c, o = spec.in_per_group, spec.out_per_group, spec.in_channels, spec.out_channels
     pitch = spec.in_hw[1]
@@ -355,19 +366,49 @@ def region_calls(
     width = p.vectors * p.lanes
     w_tap = cg * width
     block = kh * kw * cg * width  # elements of one (group, output block) of the packing
+    # what a step along a tile, a row table's tap and a column table's tap moves by
+    strides = {
+        "x_pixel": spec.stride[1] * c,
+        "out_pixel": o,
+        "x_tap_row": dh * pitch * c,
+        "w_row": kw * w_tap,
+        "x_tap_col": dw * c,
+        "w_col": w_tap,
+    }
+    if down_columns:  # a tile steps down rows; the row table has the kernel columns
+        strides = {
+            "x_pixel": spec.stride[0] * pitch * c,
+            "out_pixel": spec.out_hw[1] * o,
+            "x_tap_row": dw * c,
+            "w_row": w_tap,
+            "x_tap_col": dh * pitch * c,
+            "w_col": kw * w_tap,
+        }
+    blocks = list(enumerate(p.out_blocks))
+    count = len(blocks)
+    if by_outputs and threads > 1 and (count % threads == 0 or count >= 2 * threads):
+        parts = [(rows, columns, blocks[k::threads]) for k in range(threads)]
+    else:
+        parts = [(r, c, blocks) for r, c in thread_parts(rows, columns, threads)]
     shares = []
-    for share_rows, share_columns in thread_parts(rows, columns, threads):
+    for share_rows, share_columns, share_blocks in parts:
         share: list[calls.Call] = []
         for pixels, table in share_columns if len(share_rows) else ():
             if not len(table):
                 continue
             for g in range(spec.groups):
-                for b, (o0, o1) in enumerate(p.out_blocks):
+                for b, (o0, o1) in share_blocks:
                     vectors = math.ceil((o1 - o0) / p.lanes)
                     tail = (o1 - o0) % p.lanes
                     for i, (c0, c1) in enumerate(p.in_blocks):
                         kernel = kernels.tiles(
-                            spec.dtype, pixels, vectors, p.lanes, tail, accumulate or i > 0
+                            spec.dtype,
+                            pixels,
+                            vectors,
+                            p.lanes,
+                            tail,
+                            accumulate or i > 0,
+                            columns_outer=down_columns,
                         )
                         call = kernel.call(
                             x=calls.Slot("x", (g * cg + c0) * x_step),
@@ -378,18 +419,67 @@ def region_calls(
                             columns=calls.Ref(table),
                             n_columns=len(table),
                             channels=c1 - c0,
-                            w_row=kw * w_tap,
-                            w_col=w_tap,
                             w_channel=width,
                             x_channel=x_step,
-                            x_pixel=spec.stride[1] * c,
-                            x_tap_row=dh * pitch * c,
-                            x_tap_col=dw * c,
-                            out_pixel=o,
+                            **strides,
                         )
                         share.append(call)
         shares.append(tuple(share))
     return TileCalls(tuple(shares))
+
+
+def transposed(spec: ConvSpec) -> ConvSpec:
+    """``spec`` with its rows and columns swapped (shape arithmetic only: its tap
+    ranges along axis 0 are ``spec``'s along axis 1, and the other way round)."""
+    return dataclasses.replace(
+        spec,
+        in_hw=spec.in_hw[::-1],
+        kernel_hw=spec.kernel_hw[::-1],
+        stride=spec.stride[::-1],
+        dilation=spec.dilation[::-1],
+        pad=spec.pad[::-1],
+    )
+
+
+def column_region_calls(
+    spec: ConvSpec, columns: np.ndarray, rows: np.ndarray, threads: int, *, by_outputs: bool = False
+) -> TileCalls:
+    """The calls computing output ``columns`` (increasing) of output ``rows``
+    (increasing) in every image of NHWC arrays, by tiles that run down each column.
+
+    Tiles along a row would give each row's few columns a tile of their own, each
+    reading every weight again (Winograd's single columns:
+    :func:`dilconv._methods.winograd.direct_calls`); down a column a tile holds up
+    to ``pixels`` rows. The tile loop's row table then has one entry per image and
+    column (its kernel columns), its column tables the tiles of consecutive rows
+    that read the same kernel rows (:func:`column_tiles` of :func:`transposed`),
+    and its taps run kernel row by kernel row as along a row, so each output is the
+    same sum, bit for bit, as a row's tile gives. ``by_outputs``: as in
+    :func:`region_calls`.
+    """
+    p = plan(spec)
+    (h, wd), (ho, wo) = spec.in_hw, spec.out_hw
+    c, o = spec.in_channels, spec.out_channels
+    cols = np.asarray(columns, dtype=np.int64)
+    image = np.repeat(np.arange(spec.batch, dtype=np.int64), len(cols))
+    col = np.tile(cols, spec.batch)
+    kx0, kx1 = column_taps(spec, col, 1)
+    in_col = col * spec.stride[1] - spec.pad[1][0]
+    row_table = np.stack(
+        [image * h * wd * c + in_col * c, image * ho * wo * o + col * o, kx0, kx1, 0 * col], axis=1
+    )
+    row_table.flags.writeable = False
+    down = transposed(spec)
+    tables = []
+    for width, starts in column_tiles(down, p.pixels, rows).items():
+        ky0, ky1 = column_taps(down, starts, width)
+        in_row = starts * spec.stride[0] - spec.pad[0][0]
+        table = np.stack([in_row * wd * c, starts * wo * o, ky0, ky1], axis=1)
+        table.flags.writeable = False
+        tables.append((width, table))
+    return region_calls(
+        spec, row_table, tuple(tables), threads, down_columns=True, by_outputs=by_outputs
+    )
 
 
 def work(spec: ConvSpec) -> tuple[int, int, int, int]:

@@ -217,15 +217,21 @@ def _weight_extents(
 
 @functools.cache
 def tiles(
-    dtype: np.dtype, pixels: int, vectors: int, lanes: int, tail: int, accumulate: bool
+    dtype: np.dtype,
+    pixels: int,
+    vectors: int,
+    lanes: int,
+    tail: int,
+    accumulate: bool,
+    columns_outer: bool = False,
 ) -> Kernel:
     """The tile loop of :mod:`~dilconv._native.tile_kernel` for these parameters
     (one per compiled function, kept for the process like its machine code)."""
     dtype = np.dtype(dtype)
-    fn = tile_kernel.tile_function(dtype, pixels, vectors, lanes, tail, accumulate)
+    fn = tile_kernel.tile_function(dtype, pixels, vectors, lanes, tail, accumulate, columns_outer)
     label = (
         f"tiles({dtype}, pixels={pixels}, vectors={vectors}, lanes={lanes}, tail={tail}, "
-        f"accumulate={accumulate})"
+        f"accumulate={accumulate}{', columns_outer=True' if columns_outer else ''})"
     )
     extents = functools.partial(
         _tile_extents, pixels=pixels, lanes=lanes, vectors=vectors, tail=tail

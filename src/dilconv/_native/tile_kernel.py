@@ -174,9 +174,16 @@ def emit_loop(
 
 
 def _ir_source(
-    dtype: np.dtype, pixels: int, vectors: int, lanes: int, tail: int, accumulate: bool
+    dtype: np.dtype,
+    pixels: int,
+    vectors: int,
+    lanes: int,
+    tail: int,
+    accumulate: bool,
+    columns_outer: bool = False,
 ) -> str:
-    """LLVM IR of the tile loop (see the module docstring)."""
+    """LLVM IR of the tile loop (see the module docstring); ``columns_outer``: the
+    column table's taps in the outer loop (see :func:`tile_function`)."""
     from llvmlite import ir
 
     scalar = ir.FloatType() if dtype == np.float32 else ir.DoubleType()
@@ -267,41 +274,42 @@ def _ir_source(
                 with from_output:
                     start(True)
 
-        def kernel_row(ky: Value) -> None:
-            def kernel_col(kx: Value) -> None:
-                x_tap = b.add(
-                    x_off, b.add(b.mul(ky, args["x_tap_row"]), b.mul(kx, args["x_tap_col"]))
-                )
-                w_tap = b.add(b.mul(ky, args["w_row"]), b.mul(kx, args["w_col"]))
-                w_tap = b.add(w_off, w_tap)
+        def kernel_tap(ky: Value, kx: Value) -> None:
+            x_tap = b.add(x_off, b.add(b.mul(ky, args["x_tap_row"]), b.mul(kx, args["x_tap_col"])))
+            w_tap = b.add(b.mul(ky, args["w_row"]), b.mul(kx, args["w_col"]))
+            w_tap = b.add(w_off, w_tap)
 
-                def channel(c: Value) -> None:
-                    w_at = b.add(w_tap, b.mul(c, args["w_channel"]))
-                    weights = []
+            def channel(c: Value) -> None:
+                w_at = b.add(w_tap, b.mul(c, args["w_channel"]))
+                weights = []
+                for v in range(vectors):
+                    at = b.add(w_at, ir.Constant(i64, v * lanes))
+                    weights.append(load(w_base, at, mask(v)))
+                x_at = b.add(x_tap, b.mul(c, args["x_channel"]))
+                for p_i in range(pixels):
+                    at = b.add(x_at, b.mul(ir.Constant(i64, p_i), args["x_pixel"]))
+                    value = b.load(b.gep(x_base, [at], source_etype=scalar), typ=scalar)
+                    splat = b.insert_element(
+                        ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0)
+                    )
+                    splat = b.shuffle_vector(
+                        splat,
+                        ir.Constant(vec, ir.Undefined),
+                        ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes),
+                    )
                     for v in range(vectors):
-                        at = b.add(w_at, ir.Constant(i64, v * lanes))
-                        weights.append(load(w_base, at, mask(v)))
-                    x_at = b.add(x_tap, b.mul(c, args["x_channel"]))
-                    for p_i in range(pixels):
-                        at = b.add(x_at, b.mul(ir.Constant(i64, p_i), args["x_pixel"]))
-                        value = b.load(b.gep(x_base, [at], source_etype=scalar), typ=scalar)
-                        splat = b.insert_element(
-                            ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0)
-                        )
-                        splat = b.shuffle_vector(
-                            splat,
-                            ir.Constant(vec, ir.Undefined),
-                            ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes),
-                        )
-                        for v in range(vectors):
-                            a = acc[p_i][v]
-                            b.store(b.call(fma, [splat, weights[v], b.load(a, typ=vec)]), a)
+                        a = acc[p_i][v]
+                        b.store(b.call(fma, [splat, weights[v], b.load(a, typ=vec)]), a)
 
-                loop("c", ir.Constant(i64, 0), args["channels"], channel)
+            loop("c", ir.Constant(i64, 0), args["channels"], channel)
 
-            loop("kx", kx0, kx1, kernel_col)
+        def kernel_row(ky: Value) -> None:
+            loop("kx", kx0, kx1, lambda kx: kernel_tap(ky, kx))
 
-        loop("ky", ky0, ky1, kernel_row)
+        if columns_outer:  # the column table's taps outermost (tiles down a column)
+            loop("kx", kx0, kx1, lambda kx: loop("ky", ky0, ky1, lambda ky: kernel_tap(ky, kx)))
+        else:
+            loop("ky", ky0, ky1, kernel_row)
         for p_i in range(pixels):
             for v in range(vectors):
                 p, m = out_address(out_off, p_i, v), mask(v)
@@ -323,13 +331,29 @@ _FUNCTIONS: dict[tuple[object, ...], TileFunction] = {}
 
 
 def tile_function(
-    dtype: np.dtype, pixels: int, vectors: int, lanes: int, tail: int, accumulate: bool
+    dtype: np.dtype,
+    pixels: int,
+    vectors: int,
+    lanes: int,
+    tail: int,
+    accumulate: bool,
+    columns_outer: bool = False,
 ) -> TileFunction:
     """The compiled tile loop for these parameters, as a ctypes function.
 
     ``tail``: output channels in the last vector when it is partly used (0: full);
-    ``accumulate``: add to the output instead of overwriting it. Compiled once per
-    process, its machine code kept on disk (:func:`disk_cache.cache_dir`) for the next one.
+    ``accumulate``: add to the output instead of overwriting it; ``columns_outer``:
+    the column table's taps in the outer loop, for tiles that run down a column
+    (:func:`dilconv._methods.blocked.column_region_calls`), whose column table holds
+    the kernel rows: each output then sums its taps in the order a row's tile
+    does. Compiled once per process, its machine code kept on disk
+    (:func:`disk_cache.cache_dir`) for the next one.
     """
-    key = (np.dtype(dtype), pixels, vectors, lanes, tail, accumulate)
-    return compiled_once(_FUNCTIONS, key, lambda: _ir_source(*key), "tiles", len(ARGUMENTS))
+    dtype = np.dtype(dtype)
+    # the key (and the code) of the usual order stays as it was
+    key = (dtype, pixels, vectors, lanes, tail, accumulate) + ((True,) if columns_outer else ())
+
+    def source() -> str:
+        return _ir_source(dtype, pixels, vectors, lanes, tail, accumulate, columns_outer)
+
+    return compiled_once(_FUNCTIONS, key, source, "tiles", len(ARGUMENTS))
