@@ -273,3 +273,48 @@ def test_the_routes_script_times_three_calls_that_agree() -> None:
     np.testing.assert_array_equal(staged, nhwc.transpose(0, 3, 1, 2))
     np.testing.assert_array_equal(moved, staged)
     assert "winograd" in dilconv.conv.IN_PLACE  # put back after the moved call
+
+
+def test_edge_items_each_compute_and_move_their_own_channels() -> None:
+    """Where the blocks of output channels deal among the threads, each item of the
+    outputs no whole tile covers computes and moves only its own channels, so the
+    items run in any order or at once; else one item does everything. Run alone,
+    item 0 writes exactly its blocks' channels at the single rows and columns."""
+    from dilconv._methods import _winograd_nchw_edges, blocked
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 40, 19, 23)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 40, 256)).astype(np.float32)
+    spec = make_spec(
+        (2, 40, 19, 23), (256, 40, 3, 3), padding="same", dilation=2, dtypes=[x.dtype]
+    ).lowered()
+    dealt = blocked.dealt_blocks(spec, 2)
+    assert dealt is not None
+    direct = _winograd_nchw_edges.direct_calls(spec, 2)
+    assert direct is not None
+    assert len(direct.items) == 2
+    _, weights = _winograd_products.transform_weights(
+        w, spec, _winograd_products.product_plan(spec), taps=True
+    )
+    y = np.full((2, 256, 19, 23), np.nan, dtype=np.float32)
+    D = np.empty(direct.size, dtype=np.float32)  # noqa: N806 - the slot's name
+    calls.Binding(x=x, w=weights, D=D, y=y).run(direct.items[0])
+    want = dilconv.conv2d(
+        x, np.ascontiguousarray(w.transpose(3, 2, 0, 1)), padding="same", dilation=2,
+        method="blocked",
+    )  # fmt: skip
+    lay = winograd.layout(spec)
+    written = np.zeros(y.shape, dtype=bool)
+    mine = [c for _, (o0, o1) in dealt[0] for c in range(o0, o1)]
+    for channel in mine:
+        written[:, channel, list(lay.single_rows), :] = True
+        written[:, channel, :, list(lay.single_cols)] = True
+    np.testing.assert_array_equal(y[written], want[written])
+    assert np.isnan(y[~written]).all()
+    narrow = make_spec(
+        (1, 8, 9, 9), (8, 8, 3, 3), padding="same", dilation=2, dtypes=[x.dtype]
+    ).lowered()
+    assert blocked.dealt_blocks(narrow, 2) is None
+    one = _winograd_nchw_edges.direct_calls(narrow, 2)
+    assert one is not None
+    assert len(one.items) == 1

@@ -392,7 +392,8 @@ def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndar
     if winograd.guarded() and not all(np.isfinite(f).all() for f in flags):
         raise winograd.NonFiniteInput("winograd read a NaN or Inf in its input")
     if direct is not None and weights is not None:
-        bound = calls.Binding(x=x, w=weights, D=np.empty(direct.size, dtype=spec.dtype), y=y)
-        pool.parallel_map(bound.run, direct.shares, key=("winograd NCHW edges", spec))
-        pool.parallel_map(bound.run, direct.moves, key=("winograd NCHW edge moves", spec))
+        # after every band: a band writes whole runs of its output rows, single
+        # columns included; one item on the caller's thread (no worker to wake)
+        edges = calls.Binding(x=x, w=weights, D=np.empty(direct.size, dtype=spec.dtype), y=y)
+        pool.parallel_map(edges.run, direct.items, key=("winograd NCHW edges", spec))
     return y

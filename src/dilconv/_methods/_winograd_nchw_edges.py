@@ -39,87 +39,103 @@ def table(values: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class DirectCalls:
-    """The outputs no whole tile covers, for the whole batch: ``blocked``'s tile loop
+    """The outputs no whole tile covers, for the whole batch, as independent items
+    (each a tuple of calls, run in order by one thread): ``blocked``'s tile loop
     computes them into the compact NHWC slot ``D`` (``size`` elements; slot ``x``
-    the NCHW input, ``w`` ``blocked``'s packing), each thread its share, then the
-    transposes move them into the NCHW result ``y``, each thread its share."""
+    the NCHW input, ``w`` ``blocked``'s packing), then the compiled transpose moves
+    them into the NCHW result ``y``. Where the blocks of output channels deal
+    evenly among the threads (:func:`~dilconv._methods.blocked.dealt_blocks`) each
+    item computes and moves its own blocks; else one item does everything."""
 
-    shares: tuple[tuple[calls.Call, ...], ...]
-    moves: tuple[tuple[calls.Call, ...], ...]
+    items: tuple[tuple[calls.Call, ...], ...]
     size: int
-
-
-def _split(items: list[calls.Call], threads: int) -> tuple[tuple[calls.Call, ...], ...]:
-    return tuple(tuple(items[len(items) * k // threads : len(items) * (k + 1) // threads])
-                 for k in range(threads))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=64)
 def direct_calls(spec: ConvSpec, threads: int) -> DirectCalls | None:
     """The :class:`DirectCalls` of ``spec`` (None: whole tiles cover every output).
 
-    ``D`` holds first the single rows (every column), then the single columns of
-    the other rows, row by row. Computed once per call, after every band, as
-    :func:`winograd.direct_calls` does for NHWC (a band's own pass would read all
-    of ``blocked``'s weights again for a few pixels).
+    ``D`` holds first the single rows (every column), then for each image the
+    single columns of the other rows, row by row. The single rows are tiles along
+    them, the single columns tiles down them
+    (:func:`~dilconv._methods.blocked.column_region_tables`: along a row, each row's
+    single columns were a tile reading every weight again). Run after every band
+    (a band writes whole runs of its output rows), as one job whose items each
+    compute and move their own output channels, or as one item on the caller's
+    thread.
     """
     (ho, wo), o = spec.out_hw, spec.out_channels
     lay = winograd.layout(spec)
     if not lay.single_rows and not lay.single_cols:
         return None
+    dealt = blocked.dealt_blocks(spec, threads)
+    count = threads if dealt is not None else 1
     every = blocked.layout(spec, channels_first=True)
     image, oy = np.divmod(np.arange(spec.batch * ho, dtype=np.int64), ho)
     single = np.isin(oy, lay.single_rows)
     cols = np.array(lay.single_cols, dtype=np.int64)
-    parts = []  # (rows, column tables) of each part
+    others = np.flatnonzero(~np.isin(np.arange(ho), lay.single_rows))
+    shares: list[list[calls.Call]] = [[] for _ in range(count)]
+
+    def add(region: blocked.TileCalls) -> None:
+        for share, more in zip(shares, region.shares, strict=True):
+            share.extend(more)
+
     # the single rows, every column
     rows_a = every.rows[single].copy()
     rows_a[:, 1] = np.arange(len(rows_a), dtype=np.int64) * wo * o
     tables_a = tuple((n, _moved(t, np.asarray(t[:, 1]) * o)) for n, t in every.columns)
-    parts.append((rows_a, tables_a))
-    # the single columns of the other rows
+    if len(rows_a):
+        add(blocked.region_calls(
+            spec, table(rows_a), tables_a, count, channels_first_input=True, out="D",
+            by_outputs=True,
+        ))  # fmt: skip
+    # the single columns of the other rows, by tiles down each column
     base = len(rows_a) * wo * o
-    rows_b = every.rows[~single].copy()
-    rows_b[:, 1] = base + np.arange(len(rows_b), dtype=np.int64) * len(cols) * o
-    tables_b = tuple(
-        (n, _moved(t, np.searchsorted(cols, t[:, 1]) * o))
-        for n, t in blocked.column_tables(spec, every.plan.pixels, cols, channels_first=True)
-    )
-    parts.append((rows_b, tables_b))
-    shares: list[list[calls.Call]] = [[] for _ in range(threads)]
-    for rows, tables in parts:
-        if len(rows) and tables:
-            part = blocked.region_calls(
-                spec, table(rows), tables, threads, channels_first_input=True, out="D"
-            )
-            for share, more in zip(shares, part.shares, strict=True):
-                share.extend(more)
-    move = kernels.transpose(spec.dtype)
-    moves = []
-    plane = o * ho * wo
-
-    def turn(source: int, target: int, pixels: int) -> None:
-        moves.append(
-            move.call(
-                source=calls.Slot("D", source),
-                target=calls.Slot("y", target),
-                rows=pixels,
-                columns=o,
-                source_row=o,
-                target_row=ho * wo,
-            )
+    per_image = len(others) * len(cols) * o
+    if len(cols) and len(others):
+        row_table, tables_b = blocked.column_region_tables(spec, cols, others, channels_first=True)
+        rows_b = row_table.copy()
+        picked = np.arange(len(rows_b), dtype=np.int64)
+        rows_b[:, 1] = base + picked // len(cols) * per_image + picked % len(cols) * o
+        moved_b = tuple(
+            (n, _moved(t, np.searchsorted(others, t[:, 1] // (wo * o)) * len(cols) * o))
+            for n, t in tables_b
         )
+        add(blocked.region_calls(
+            spec, table(rows_b), moved_b, count, channels_first_input=True, out="D",
+            down_columns=True, by_outputs=True, out_pitch=len(cols) * o,
+        ))  # fmt: skip
+    move = kernels.transpose(spec.dtype)
+    plane = o * ho * wo
+    # the channels each item moves: its own blocks where they were dealt, else all
+    ranges = [[(0, o)]] if dealt is None else [[b for _, b in share] for share in dealt]
 
-    # a run of rows ends with its image: keyed by image * (ho + 1) + row
-    for first, k, count in runs((image[single] * (ho + 1) + oy[single]).tolist()):
-        n, y0 = divmod(first, ho + 1)
-        turn(k * wo * o, n * plane + y0 * wo, count * wo)
-    column_runs = runs(cols.tolist())
-    for k, (n, y0) in enumerate(zip(image[~single], oy[~single], strict=True)):
-        for c0, i, count in column_runs:
-            turn(base + (k * len(cols) + i) * o, int(n) * plane + int(y0) * wo + c0, count)
-    size = base + len(rows_b) * len(cols) * o
-    return DirectCalls(tuple(tuple(x) for x in shares), _split(moves, threads), size)
+    def turn(share: int, source: int, target: int, pixels: int) -> None:
+        for o0, o1 in ranges[share]:
+            shares[share].append(
+                move.call(
+                    source=calls.Slot("D", source + o0),
+                    target=calls.Slot("y", target + o0 * ho * wo),
+                    rows=pixels,
+                    columns=o1 - o0,
+                    source_row=o,
+                    target_row=ho * wo,
+                )
+            )
+
+    for k in range(count):
+        # a run of rows ends with its image: keyed by image * (ho + 1) + row
+        for first, at, n_rows in runs((image[single] * (ho + 1) + oy[single]).tolist()):
+            n, y0 = divmod(first, ho + 1)
+            turn(k, at * wo * o, n * plane + y0 * wo, n_rows * wo)
+        column_runs = runs(cols.tolist())
+        for n in range(spec.batch):
+            for i, y0 in enumerate(others.tolist()):
+                for c0, j, n_cols in column_runs:
+                    source = base + n * per_image + (i * len(cols) + j) * o
+                    turn(k, source, n * plane + y0 * wo + c0, n_cols)
+    return DirectCalls(tuple(tuple(share) for share in shares), base + spec.batch * per_image)
 
 
 def _moved(columns: np.ndarray, outputs: np.ndarray) -> np.ndarray:

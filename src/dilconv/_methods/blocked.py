@@ -326,6 +326,23 @@ def thread_parts(
     return parts
 
 
+def dealt_blocks(spec: ConvSpec, threads: int) -> list[list[tuple[int, tuple[int, int]]]] | None:
+    """Each of ``threads`` shares' blocks of output channels ``(index, (o0, o1))``,
+    dealt in turn, where they share evenly or are at least two per share; else None.
+
+    >>> from dilconv._spec import make_spec
+    >>> spec = make_spec((1, 9, 9, 8), (3, 3, 8, 512), data_format="NHWC",
+    ...                  dtypes=[np.dtype(np.float32)]).lowered()
+    >>> [len(share) for share in dealt_blocks(spec, 2)], dealt_blocks(spec, 1)
+    ([4, 4], None)
+    """
+    blocks = list(enumerate(plan(spec).out_blocks))
+    count = len(blocks)
+    if threads > 1 and (count % threads == 0 or count >= 2 * threads):
+        return [blocks[k::threads] for k in range(threads)]
+    return None
+
+
 def region_calls(
     spec: ConvSpec,
     rows: np.ndarray,
@@ -337,6 +354,7 @@ def region_calls(
     accumulate: bool = False,
     down_columns: bool = False,
     by_outputs: bool = False,
+    out_pitch: int | None = None,
 ) -> TileCalls:
     """The calls computing the outputs ``rows x columns`` (tables as in :class:`Layout`),
     split among ``threads`` shares: all of the output, or any part of it.
@@ -348,15 +366,14 @@ def region_calls(
     always NHWC; with ``accumulate`` every call adds to it (else only the later
     blocks of input channels do). With ``down_columns`` the tables are
     :func:`column_region_calls`': a "row" is an output column (its kernel columns),
-    a tile runs down it (the kernel rows it reads). With ``by_outputs``, where the
-    blocks of output channels share evenly (or are at least two per share), the
-    shares take every row and tile and deal the blocks instead, so each thread
-    reads only its blocks' weights: for regions of a few pixels, whose products
-    take less time than reading the weights (Winograd's outputs no whole tile
-    covers, :func:`dilconv._methods.winograd.direct_calls`).
+    a tile runs down it (the kernel rows it reads), its outputs ``out_pitch``
+    apart (default: an NHWC output's rows). With ``by_outputs`` (where
+    :func:`dealt_blocks` deals them) the shares take every row and tile and each
+    its own blocks of output channels, so each thread reads only its blocks'
+    weights: for regions of a few pixels, whose products take less time than
+    reading the weights (Winograd's outputs no whole tile covers,
+    :func:`dilconv._methods.winograd.direct_calls`).
     """
-    if down_columns and channels_first_input:
-        raise ValueError("tiles down a column read NHWC input only")
     p = plan(spec)
     cg, og, c, o = spec.in_per_group, spec.out_per_group, spec.in_channels, spec.out_channels
     pitch = spec.in_hw[1]
@@ -378,18 +395,18 @@ def region_calls(
     if down_columns:  # a tile steps down rows; the row table has the kernel columns
         strides = {
             "x_pixel": spec.stride[0] * pitch * c,
-            "out_pixel": spec.out_hw[1] * o,
+            "out_pixel": spec.out_hw[1] * o if out_pitch is None else out_pitch,
             "x_tap_row": dw * c,
             "w_row": w_tap,
             "x_tap_col": dh * pitch * c,
             "w_col": kw * w_tap,
         }
-    blocks = list(enumerate(p.out_blocks))
-    count = len(blocks)
-    if by_outputs and threads > 1 and (count % threads == 0 or count >= 2 * threads):
-        parts = [(rows, columns, blocks[k::threads]) for k in range(threads)]
+    dealt = dealt_blocks(spec, threads) if by_outputs else None
+    if dealt is not None:
+        parts = [(rows, columns, share) for share in dealt]
     else:
-        parts = [(r, c, blocks) for r, c in thread_parts(rows, columns, threads)]
+        every = list(enumerate(p.out_blocks))
+        parts = [(r, c, every) for r, c in thread_parts(rows, columns, threads)]
     shares = []
     for share_rows, share_columns, share_blocks in parts:
         share: list[calls.Call] = []
@@ -457,16 +474,28 @@ def column_region_calls(
     same sum, bit for bit, as a row's tile gives. ``by_outputs``: as in
     :func:`region_calls`.
     """
+    row_table, tables = column_region_tables(spec, columns, rows)
+    return region_calls(spec, row_table, tables, threads, down_columns=True, by_outputs=by_outputs)
+
+
+def column_region_tables(
+    spec: ConvSpec, columns: np.ndarray, rows: np.ndarray, channels_first: bool = False
+) -> tuple[np.ndarray, Tables]:
+    """The tables of :func:`column_region_calls`: one row entry per image and column
+    (its kernel columns), per tile width the tiles of consecutive ``rows`` that
+    read the same kernel rows; input offsets in NHWC arrays or, with
+    ``channels_first``, NCHW ones; output offsets in NHWC arrays (read-only)."""
     p = plan(spec)
     (h, wd), (ho, wo) = spec.in_hw, spec.out_hw
-    c, o = spec.in_channels, spec.out_channels
+    c, o = (1, spec.out_channels) if channels_first else (spec.in_channels, spec.out_channels)
     cols = np.asarray(columns, dtype=np.int64)
     image = np.repeat(np.arange(spec.batch, dtype=np.int64), len(cols))
     col = np.tile(cols, spec.batch)
     kx0, kx1 = column_taps(spec, col, 1)
     in_col = col * spec.stride[1] - spec.pad[1][0]
+    image_size = spec.in_channels * h * wd
     row_table = np.stack(
-        [image * h * wd * c + in_col * c, image * ho * wo * o + col * o, kx0, kx1, 0 * col], axis=1
+        [image * image_size + in_col * c, image * ho * wo * o + col * o, kx0, kx1, 0 * col], axis=1
     )
     row_table.flags.writeable = False
     down = transposed(spec)
@@ -477,9 +506,7 @@ def column_region_calls(
         table = np.stack([in_row * wd * c, starts * wo * o, ky0, ky1], axis=1)
         table.flags.writeable = False
         tables.append((width, table))
-    return region_calls(
-        spec, row_table, tuple(tables), threads, down_columns=True, by_outputs=by_outputs
-    )
+    return row_table, tuple(tables)
 
 
 def work(spec: ConvSpec) -> tuple[int, int, int, int]:
