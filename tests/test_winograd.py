@@ -48,6 +48,13 @@ def test_whole_pairs_and_singles_cover_every_output_once(out: int, d: int) -> No
     assert len({o % d for o in singles}) == len(singles)
 
 
+@given(out=st.integers(1, 60), d=st.integers(1, 12))
+def test_to_whole_is_the_fewest_outputs_that_leave_no_single(out: int, d: int) -> None:
+    e = winograd.to_whole(out, d)
+    assert not winograd.whole_pairs(out + e, d)[1]
+    assert all(winograd.whole_pairs(out + fewer, d)[1] for fewer in range(e))
+
+
 def test_unpaired_outputs_are_computed_directly() -> None:
     """aspp's geometry at dilation 18 (65 outputs: 7 unpaired rows and columns), and
     images too small for any whole pair: every output still right."""
