@@ -22,7 +22,8 @@ does 16 multiply-adds instead of 36:
    BLAS spent more time per call than on the products);
 4. ``y = A^T M A`` puts each tile's four outputs in place (compiled code);
 5. the outputs no whole tile covers (a phase's last row or column when its count
-   is odd) are computed directly by ``blocked``'s tile loop, on the packing of step 1.
+   is odd) are computed directly by ``blocked``'s tile loop, on the packing of step 1
+   (single columns by tiles down them), as the last items of the bands' job.
 
 Bands are a few rows of tiles whose ``V`` (one block of channels) and ``M`` take at
 most :data:`BAND_BYTES`, at least :data:`MIN_BANDS` to an image, and at least
