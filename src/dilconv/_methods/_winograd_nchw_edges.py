@@ -111,30 +111,30 @@ def direct_calls(spec: ConvSpec, threads: int) -> DirectCalls | None:
     # the channels each item moves: its own blocks where they were dealt, else all
     ranges = [[(0, o)]] if dealt is None else [[b for _, b in share] for share in dealt]
 
-    def turn(share: int, source: int, target: int, pixels: int) -> None:
-        for o0, o1 in ranges[share]:
-            shares[share].append(
-                move.call(
-                    source=calls.Slot("D", source + o0),
-                    target=calls.Slot("y", target + o0 * ho * wo),
-                    rows=pixels,
-                    columns=o1 - o0,
-                    source_row=o,
-                    target_row=ho * wo,
-                )
+    pieces = []  # (offset in D, offset in y, pixels) of each run moved
+    # a run of rows ends with its image: keyed by image * (ho + 1) + row
+    for first, at, n_rows in runs((image[single] * (ho + 1) + oy[single]).tolist()):
+        n, y0 = divmod(first, ho + 1)
+        pieces.append((at * wo * o, n * plane + y0 * wo, n_rows * wo))
+    column_runs = runs(cols.tolist())
+    for n in range(spec.batch):
+        for i, y0 in enumerate(others.tolist()):
+            for c0, j, n_cols in column_runs:
+                source = base + n * per_image + (i * len(cols) + j) * o
+                pieces.append((source, n * plane + y0 * wo + c0, n_cols))
+    for share, channels in zip(shares, ranges, strict=True):
+        share.extend(
+            move.call(
+                source=calls.Slot("D", source + o0),
+                target=calls.Slot("y", target + o0 * ho * wo),
+                rows=pixels,
+                columns=o1 - o0,
+                source_row=o,
+                target_row=ho * wo,
             )
-
-    for k in range(count):
-        # a run of rows ends with its image: keyed by image * (ho + 1) + row
-        for first, at, n_rows in runs((image[single] * (ho + 1) + oy[single]).tolist()):
-            n, y0 = divmod(first, ho + 1)
-            turn(k, at * wo * o, n * plane + y0 * wo, n_rows * wo)
-        column_runs = runs(cols.tolist())
-        for n in range(spec.batch):
-            for i, y0 in enumerate(others.tolist()):
-                for c0, j, n_cols in column_runs:
-                    source = base + n * per_image + (i * len(cols) + j) * o
-                    turn(k, source, n * plane + y0 * wo + c0, n_cols)
+            for source, target, pixels in pieces
+            for o0, o1 in channels
+        )
     return DirectCalls(tuple(tuple(share) for share in shares), base + spec.batch * per_image)
 
 

@@ -384,15 +384,16 @@ def region_calls(
     w_tap = cg * width
     block = kh * kw * cg * width  # elements of one (group, output block) of the packing
     # what a step along a tile, a row table's tap and a column table's tap moves by
-    strides = {
-        "x_pixel": spec.stride[1] * c,
-        "out_pixel": o,
-        "x_tap_row": dh * pitch * c,
-        "w_row": kw * w_tap,
-        "x_tap_col": dw * c,
-        "w_col": w_tap,
-    }
-    if down_columns:  # a tile steps down rows; the row table has the kernel columns
+    if not down_columns:
+        strides = {
+            "x_pixel": spec.stride[1] * c,
+            "out_pixel": o,
+            "x_tap_row": dh * pitch * c,
+            "w_row": kw * w_tap,
+            "x_tap_col": dw * c,
+            "w_col": w_tap,
+        }
+    else:  # a tile steps down rows; the row table has the kernel columns
         strides = {
             "x_pixel": spec.stride[0] * pitch * c,
             "out_pixel": spec.out_hw[1] * o if out_pitch is None else out_pitch,
