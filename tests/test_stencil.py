@@ -219,6 +219,31 @@ def test_the_cache_counted_is_at_most_a_share_per_cpu(
         last_level_cache.size.cache_clear()
 
 
+@pytest.mark.parametrize(
+    ("sharing", "expected"),
+    [("0\n", 2 * 2**20), ("0,64\n", 2**20), (None, 2 * 2**20), ("", None)],
+)
+def test_a_cores_own_cache_is_its_level_2_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sharing: str | None, expected: int | None
+) -> None:
+    """Level 2 per CPU sharing it (two hardware threads: half); no level 2: the default."""
+    levels = ((1, "48K"), (2, "2048K"), (3, "491520K")) if expected else ((1, "48K"),)
+    for level, size in levels:
+        index = tmp_path / f"index{level}"
+        index.mkdir()
+        (index / "level").write_text(f"{level}\n")
+        (index / "size").write_text(f"{size}\n")
+        if sharing is not None:
+            (index / "shared_cpu_list").write_text(sharing)
+    monkeypatch.setattr(last_level_cache, "CACHE_DIR", tmp_path)
+    last_level_cache.core_size.cache_clear()
+    try:
+        want = last_level_cache.DEFAULT_CORE_BYTES if expected is None else expected
+        assert last_level_cache.core_size() == want
+    finally:
+        last_level_cache.core_size.cache_clear()
+
+
 def test_cpu_lists_as_linux_writes_them() -> None:
     assert last_level_cache.count_cpus("0\n") == 1
     assert last_level_cache.count_cpus("0-15") == 16

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import dilconv
 from dilconv import _shapes
 from dilconv._methods import _winograd_products, blocked, winograd
-from dilconv._native import calls, pool
+from dilconv._native import calls, last_level_cache, pool
 from dilconv._spec import make_spec
 from tests.strategies import Case, conv_cases
 from tests.test_methods import check_against_oracle
@@ -273,6 +273,7 @@ def test_bands_of_part_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bands smaller than a row of tiles, of uneven sizes, cut at any column."""
     monkeypatch.setattr(winograd, "BAND_BYTES", 5 * 16 * 2 * 17 * 4)
     monkeypatch.setattr(winograd, "MIN_BAND_TILES", 1)
+    monkeypatch.setattr(winograd, "CORE_BAND_TILES", 10**9)  # BAND_BYTES decides
     winograd.layout.cache_clear()
     try:
         rng = np.random.default_rng(5)
@@ -285,6 +286,50 @@ def test_bands_of_part_rows(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len({s1 - s0 for _, _, s0, s1 in bands}) > 1
     finally:
         winograd.layout.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("core", "channels", "in_core"),
+    [
+        (2 * 2**20, 64, True),  # 198 tiles beside 256 KiB of U
+        (2**20, 64, False),  # 83 tiles: too few, so 4 MiB bands
+        (2 * 2**20, 128, False),  # 51 tiles beside 1 MiB of U
+    ],
+)
+def test_bands_fit_a_cores_cache_where_it_holds_enough_tiles(
+    monkeypatch: pytest.MonkeyPatch, core: int, channels: int, in_core: bool
+) -> None:
+    """``band_fit`` counts ``V``, ``M`` and the block of ``U`` in a core's own cache, and
+    falls back to ``BAND_BYTES`` below ``CORE_BAND_TILES``; the sums do not depend on
+    the bands: the result is the same bit for bit either way."""
+    monkeypatch.setattr(last_level_cache, "core_size", lambda: core)
+    monkeypatch.setattr(winograd, "MIN_BANDS", 1)
+    spec = make_spec(
+        (1, 64, 64, channels), (3, 3, channels, channels), padding="same",
+        data_format="NHWC", dtypes=[np.dtype(np.float32)],
+    ).lowered()  # fmt: skip
+    per_tile = 16 * 2 * channels * 4
+    fit = winograd.band_fit(spec)
+    want = int(0.9 * core - 16 * channels * channels * 4) // per_tile
+    assert fit == (want if in_core else winograd.BAND_BYTES // per_tile)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 64, 64, channels)).astype(np.float32)
+    w = rng.standard_normal((3, 3, channels, channels)).astype(np.float32)
+    results, tiles = [], []
+    for rule in (winograd.CORE_BAND_TILES, 10**9):
+        monkeypatch.setattr(winograd, "CORE_BAND_TILES", rule)
+        winograd.layout.cache_clear()
+        winograd.band_calls.cache_clear()
+        try:
+            most = max(winograd.MIN_BAND_TILES, winograd.band_fit(spec))
+            assert winograd.layout(spec).band_tiles <= most
+            tiles.append(winograd.layout(spec).band_tiles)
+            results.append(winograd.conv(x, w, spec))
+        finally:
+            winograd.layout.cache_clear()
+            winograd.band_calls.cache_clear()
+    assert (tiles[0] < tiles[1]) == in_core  # smaller bands only where they fit
+    np.testing.assert_array_equal(results[0], results[1])
 
 
 def test_tables_mark_padding_and_nothing_else() -> None:

@@ -25,8 +25,9 @@ does 16 multiply-adds instead of 36:
    is odd) are computed directly by ``blocked``'s tile loop, on the packing of step 1
    (single columns by tiles down them), as the last items of the bands' job.
 
-Bands are a few rows of tiles whose ``V`` (one block of channels) and ``M`` take at
-most :data:`BAND_BYTES`, at least :data:`MIN_BANDS` to an image, and at least
+Bands are a few rows of tiles whose ``V`` (one block of channels) and ``M`` fit a
+core's own cache beside the block of ``U`` where that holds enough tiles, else take
+at most :data:`BAND_BYTES` (:func:`band_fit`), at least :data:`MIN_BANDS` to an image, and at least
 :data:`MIN_BAND_TILES` tiles, so that a ``U`` too
 large for the caches, read once per band, costs little beside the products;
 threads take runs of bands, each with its own scratch. Where the output channels
@@ -66,7 +67,7 @@ from dilconv._methods._winograd_products import (
     stage_bytes,
     transform_weights,
 )
-from dilconv._native import calls, compiler, kernels, pool, winograd_kernel
+from dilconv._native import calls, compiler, kernels, last_level_cache, pool, winograd_kernel
 from dilconv._native import results as _results
 from dilconv._spec import ConvSpec
 
@@ -80,6 +81,20 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: value, which kept ``V`` and ``M`` in a 1 MiB L2 cache) and 8.3-8.6 ms at 2 MiB;
 #: on NCHW arrays 10.2-10.9 against 12.6-14.6 ms.
 BAND_BYTES = 4 * 2**20
+
+#: Share of a core's own cache (:func:`~dilconv._native.last_level_cache.core_size`)
+#: that a band's ``V`` and ``M`` and the block of ``U`` they use may fill together.
+CORE_SHARE = 0.9
+
+#: Fewest tiles of a band that fits :data:`CORE_SHARE` of the core's cache, for such
+#: bands to be used instead of :data:`BAND_BYTES`: each band reads its block of ``U``
+#: once and costs a few calls, which fewer tiles do not amortise. On a Xeon with
+#: 2 MiB of L2 a core (2026-12-06, 2 vCPUs, medians of 17 alternating), 64 channels
+#: fit 198 tiles: the ``context`` layer of 256x256 took 15.0-15.2 ms against 16.2-17.3
+#: at 4 MiB, the ``wave`` layer 27.1 against 30.0; 128 channels fit 51 tiles (with
+#: 1 MiB of ``U``), and took 50.9 ms against 46.5 at 4 MiB. On the EPYC with 1 MiB a
+#: core, whose 64 channels would fit 83 tiles, 4 MiB bands were the faster (above).
+CORE_BAND_TILES = 160
 
 #: Fewest bands per image where tiles allow (before :data:`MIN_BAND_TILES`), so
 #: that threads share the bands evenly: ``aspp``'s 841 tiles stay in 10 bands.
@@ -180,9 +195,8 @@ def layout(spec: ConvSpec) -> Layout:
     c, o = spec.in_channels, spec.out_channels
     ys, single_rows = whole_pairs(ho, dh)
     xs, single_cols = whole_pairs(wo, dw)
-    per_tile = 16 * (block_channels(spec) + o) * spec.dtype.itemsize
     even = math.ceil(len(ys) * len(xs) / MIN_BANDS)
-    fit = max(MIN_BAND_TILES, min(BAND_BYTES // per_tile, even))  # tiles per band
+    fit = max(MIN_BAND_TILES, min(band_fit(spec), even))  # tiles per band
     bands = tile_bands(len(ys), len(xs), fit)
     return Layout(
         in_rows=_offsets(ys - spec.pad[0][0], dh, 4, h, wd * c),
@@ -193,6 +207,17 @@ def layout(spec: ConvSpec) -> Layout:
         single_rows=single_rows,
         single_cols=single_cols,
     )
+
+
+def band_fit(spec: ConvSpec) -> int:
+    """Most tiles of a band: as many as fit :data:`CORE_SHARE` of a core's own cache
+    beside the block of ``U`` they use, where that is :data:`CORE_BAND_TILES` or
+    more, else as many as fit :data:`BAND_BYTES`."""
+    size = spec.dtype.itemsize
+    per_tile = 16 * (block_channels(spec) + spec.out_channels) * size
+    u_block = 16 * block_channels(spec) * spec.out_channels * size
+    in_core = int(CORE_SHARE * last_level_cache.core_size() - u_block) // per_tile
+    return in_core if in_core >= CORE_BAND_TILES else BAND_BYTES // per_tile
 
 
 def tile_bands(rows: int, columns: int, fit: int) -> list[tuple[int, int, int, int]]:

@@ -1,5 +1,5 @@
 """The size of the CPU's last-level cache (at most a share per CPU), for the loops that
-store past the caches.
+store past the caches, and of a core's own cache (:func:`core_size`).
 
 A loop whose input and output together outgrow this cache would have each output
 line fetched before it is written and evicted unread; such loops store whole aligned
@@ -91,6 +91,34 @@ def size() -> int:
     if not best:
         return DEFAULT_BYTES
     return min(best, SHARE_PER_CPU * sharing) if sharing else best
+
+
+#: The cache a core has to itself where the system does not say (bytes).
+DEFAULT_CORE_BYTES = 2**20
+
+
+@functools.lru_cache(maxsize=1)
+def core_size() -> int:
+    """Bytes of the level-2 cache per CPU that shares it (a core's own cache; half of
+    it where two hardware threads share a core), else :data:`DEFAULT_CORE_BYTES`.
+
+    Examples
+    --------
+    >>> core_size() > 0
+    True
+    """
+    try:
+        for index in CACHE_DIR.glob("index*"):
+            if int((index / "level").read_text()) != 2:
+                continue
+            found = parse_size((index / "size").read_text())
+            shared = index / "shared_cpu_list"
+            sharing = count_cpus(shared.read_text()) if shared.exists() else 0
+            if found:
+                return found // max(1, sharing)
+    except (OSError, ValueError):
+        pass
+    return DEFAULT_CORE_BYTES
 
 
 def outgrown(nbytes: int) -> bool:
