@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import dilconv
 from dilconv import _shapes
 from dilconv._methods import _winograd_products, blocked, winograd
-from dilconv._native import calls, last_level_cache, pool
+from dilconv._native import calls, kernels, last_level_cache, pool
 from dilconv._spec import make_spec
 from tests.strategies import Case, conv_cases
 from tests.test_methods import check_against_oracle
@@ -329,6 +329,72 @@ def test_bands_fit_a_cores_cache_where_it_holds_enough_tiles(
             winograd.layout.cache_clear()
             winograd.band_calls.cache_clear()
     assert (tiles[0] < tiles[1]) == in_core  # smaller bands only where they fit
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("outputs", [32, 24])
+def test_results_stored_past_the_caches_equal_the_plain_stores(
+    monkeypatch: pytest.MonkeyPatch, outputs: int
+) -> None:
+    """Where the result outgrows the cache and its output vectors are whole, the output
+    transform stores past the caches; the result is the same bit for bit."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 19, 23, 16)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 16, outputs)).astype(np.float32)
+    spec = make_spec(
+        x.shape, w.shape, dilation=2, padding="same", data_format="NHWC",
+        dtypes=[np.dtype(np.float32)],
+    ).lowered()  # fmt: skip
+    results, labels = [], []
+    for outgrows in (False, True):
+        monkeypatch.setattr(winograd.last_level_cache, "call_outgrows", lambda _, o=outgrows: o)
+        winograd.band_calls.cache_clear()
+        try:
+            results.append(winograd.conv(x, w, spec))
+            labels.append({c.kernel.label for s in winograd.band_calls(spec).steps for c in s})
+        finally:
+            winograd.band_calls.cache_clear()
+    whole = outputs % _winograd_products.lanes(spec) == 0
+    assert [any("output" in k and "stream=True" in k for k in f) for f in labels] == [False, whole]
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_the_streaming_output_transform_stores_as_the_plain_one_wherever_it_points(
+    shift: int,
+) -> None:
+    """The stream variant checks its target and spare pointers: on whole vectors it
+    stores past the caches, elsewhere as the plain variant; the same values either way."""
+    spec = make_spec(
+        (1, 9, 12, 16), (3, 3, 16, 16), padding="same", data_format="NHWC",
+        dtypes=[np.dtype(np.float32)],
+    ).lowered()  # fmt: skip
+    lay, width = winograd.layout(spec), _winograd_products.lanes(spec)
+    o, (ho, wo) = spec.out_channels, spec.out_hw
+    tiles = lay.tiles
+    m = np.random.default_rng(2).standard_normal(16 * tiles * o).astype(np.float32)
+    results = []
+    for stream in (False, True):
+        kernel = kernels.transform(spec.dtype, width, 0, "output", stream)
+        call = kernel.call(
+            source=calls.Ref(m),
+            spare=calls.Slot("sink"),
+            target=calls.Slot("y"),
+            flags=calls.Ref(np.zeros(width, dtype=np.float32)),
+            rows=calls.Ref(lay.out_rows),
+            n_rows=len(lay.out_rows),
+            columns=calls.Ref(lay.out_cols),
+            n_columns=len(lay.out_cols),
+            vectors=o // width,
+            tile=16 * o,
+            position=o,
+        )
+        y = calls.aligned_empty(ho * wo * o + width, np.float32)[shift : shift + ho * wo * o]
+        y[:] = np.nan
+        calls.Binding(y=y, sink=calls.aligned_empty(o, np.float32)).run([call])
+        results.append(y.copy())
+    covered = ~np.isnan(results[0])
+    assert covered.sum() > 0.8 * covered.size  # every output a whole tile covers
     np.testing.assert_array_equal(results[0], results[1])
 
 

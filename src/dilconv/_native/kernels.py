@@ -255,12 +255,13 @@ def planar(
 
 
 @functools.cache
-def transform(dtype: np.dtype, lanes: int, tail: int, kind: str) -> Kernel:
+def transform(dtype: np.dtype, lanes: int, tail: int, kind: str, stream: bool = False) -> Kernel:
     """The ``kind`` ("input", "output" or "gradient") tile transform of
-    :mod:`~dilconv._native.winograd_kernel`."""
+    :mod:`~dilconv._native.winograd_kernel` (``stream``: the output transform storing
+    past the caches)."""
     dtype = np.dtype(dtype)
-    fn = winograd_kernel.transform_function(dtype, lanes, tail, kind)
-    label = f"winograd {kind} transform({dtype}, lanes={lanes}, tail={tail})"
+    fn = winograd_kernel.transform_function(dtype, lanes, tail, kind, stream)
+    label = f"winograd {kind} transform({dtype}, lanes={lanes}, tail={tail}, stream={stream})"
     extents = functools.partial(_transform_extents, kind=kind, lanes=lanes, tail=tail)
     return Kernel(label, TRANSFORM, fn, dtype, extents)
 

@@ -103,9 +103,10 @@ def _tree_sum(b: Any, terms: list[Value]) -> Value:
     return terms[0]
 
 
-def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
+def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str, stream: bool = False) -> str:
     """LLVM IR of the ``input``, ``output`` or ``gradient`` transform (see the module
-    docstring)."""
+    docstring); ``stream``: ``output``'s whole vectors stored past the caches where
+    the target and the spare vector are whole vectors (see :func:`transform_function`)."""
     from llvmlite import ir
 
     scalar = ir.FloatType() if dtype == np.float32 else ir.DoubleType()
@@ -149,14 +150,18 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
             return b.load(p, typ=vec, align=size)
         return b.call(masked_load, [p, align, tail_mask, zero_vec])
 
-    def store(value: Value, base: Value, at: Value, masked: bool) -> None:
+    nontemporal = module.add_metadata([ir.Constant(i32, 1)])
+
+    def store(value: Value, base: Value, at: Value, masked: bool, past: bool = False) -> None:
         p = b.gep(base, [at], source_etype=scalar)
         if masked:
             b.call(masked_store, [value, p, align, tail_mask])
+        elif past:  # a whole aligned vector, past the caches
+            b.store(value, p, align=lanes * size).set_metadata("nontemporal", nontemporal)
         else:
             b.store(value, p, align=size)
 
-    def tile(r_off: list[Value], s: Value, t: Value) -> None:
+    def tile(r_off: list[Value], s: Value, t: Value, past: bool) -> None:
         c_off = offsets(columns, s)
         # one base pointer per tile pixel: the image where inside, else the spare row
         bases = []
@@ -196,7 +201,7 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
                 ]
                 y = [_combine(b, rows_t[i], co) for i in range(2) for co in A_T]
                 for k, value in enumerate(y):
-                    store(value, bases[k], at, masked)
+                    store(value, bases[k], at, masked, past)
                 total = _tree_sum(b, y)
                 b.store(b.fadd(b.load(finite, typ=vec), b.fsub(total, total)), finite)
 
@@ -204,12 +209,25 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
         if tail:
             vector(b.mul(args["vectors"], const(lanes)), True)
 
-    def row(r: Value) -> None:
-        r_off = offsets(rows, r)
-        first = b.mul(r, args["n_columns"])
-        loop("s", args["n_columns"], lambda s: tile(r_off, s, b.add(first, s)))
+    def every_row(past: bool) -> None:
+        def row(r: Value) -> None:
+            r_off = offsets(rows, r)
+            first = b.mul(r, args["n_columns"])
+            loop("s", args["n_columns"], lambda s: tile(r_off, s, b.add(first, s), past))
 
-    loop("r", args["n_rows"], row)
+        loop("r", args["n_rows"], row)
+
+    if stream:  # the caller's offsets are whole vectors; the two pointers are checked
+        vector_bytes = const(lanes * size - 1)
+        misaligned = b.and_(b.or_(args["target"], args["spare"]), vector_bytes)
+        with b.if_else(b.icmp_unsigned("==", misaligned, const(0))) as (past, through):
+            with past:
+                every_row(True)
+            with through:
+                every_row(False)
+        b.fence("seq_cst")
+    else:
+        every_row(False)
     if kind == "output":
         flags = b.inttoptr(args["flags"], ptr)
         seen = b.load(flags, typ=vec, align=size)
@@ -219,15 +237,24 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def transform_function(dtype: np.dtype, lanes: int, tail: int, kind: str) -> TransformFunction:
+def transform_function(
+    dtype: np.dtype, lanes: int, tail: int, kind: str, stream: bool = False
+) -> TransformFunction:
     """The compiled ``kind`` ("input", "output" or "gradient") transform, as a ctypes
     function.
 
-    ``tail``: channels in a last, partly used vector (0: none). Compiled once per
-    process and kept on disk like the tile loops.
+    ``tail``: channels in a last, partly used vector (0: none). ``stream`` (``output``
+    only): its whole vectors are stored past the caches (non-temporal stores, then a
+    fence), for a result that outgrows the last-level cache, so that no output line
+    is fetched before it is written; the caller's row and column offsets must be
+    whole vectors, and where the target or the spare vector is not, the function
+    stores as the plain variant does. Compiled once per process and kept on disk like
+    the tile loops.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if stream and kind != "output":
+        raise ValueError(f"only the output transform stores past the caches, not {kind!r}")
     with tile_kernel.COMPILING:
-        source = _ir_source(np.dtype(dtype), lanes, tail, kind)
+        source = _ir_source(np.dtype(dtype), lanes, tail, kind, stream)
         return tile_kernel.compile_function(source, kind, len(ARGUMENTS))
