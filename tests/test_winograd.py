@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import dilconv
 from dilconv import _shapes
-from dilconv._methods import _winograd_products, blocked, winograd
+from dilconv._methods import _winograd_nchw, _winograd_products, blocked, winograd
 from dilconv._native import calls, kernels, last_level_cache, pool
 from dilconv._spec import make_spec
 from tests.strategies import Case, conv_cases
@@ -330,6 +330,34 @@ def test_bands_fit_a_cores_cache_where_it_holds_enough_tiles(
             winograd.band_calls.cache_clear()
     assert (tiles[0] < tiles[1]) == in_core  # smaller bands only where they fit
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_staged_bands_count_the_rows_they_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NCHW bands (``staged``) count their staged input and output rows in the core's
+    cache: 64 channels keep 4 MiB bands where NHWC bands fit the cache, 32 channels
+    fit fewer tiles than on NHWC; the workspace counts the larger bands."""
+    monkeypatch.setattr(last_level_cache, "core_size", lambda: 2 * 2**20)
+    monkeypatch.setattr(winograd, "MIN_BANDS", 1)
+    winograd.layout.cache_clear()
+    try:
+        for channels in (64, 32):
+            spec = make_spec(
+                (1, 96, 96, channels), (3, 3, channels, channels), padding="same",
+                data_format="NHWC", dtypes=[np.dtype(np.float32)],
+            ).lowered()  # fmt: skip
+            per_tile, u_block = 16 * 2 * channels * 4, 16 * channels * channels * 4
+            staged = int(0.9 * 2 * 2**20 - u_block) // (per_tile + 12 * channels * 4)
+            want = winograd.BAND_BYTES // per_tile if channels == 64 else staged
+            assert winograd.band_fit(spec, staged=True) == want
+            assert winograd.band_fit(spec) == int(0.9 * 2 * 2**20 - u_block) // per_tile
+            lay = winograd.layout(spec, staged=True)
+            larger = lay.band_tiles > winograd.layout(spec).band_tiles
+            assert larger == (channels == 64)
+            nchw = _winograd_nchw.bands(spec)
+            assert [b[:4] for b in nchw] == list(lay.bands)
+            assert winograd.workspace_bytes(spec) >= 16 * lay.band_tiles * 2 * channels * 4
+    finally:
+        winograd.layout.cache_clear()
 
 
 @pytest.mark.parametrize("outputs", [32, 24])

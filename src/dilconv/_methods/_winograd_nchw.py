@@ -88,7 +88,7 @@ def column_bands(xs: np.ndarray, d: int, parts: int) -> list[tuple[int, int]]:
 def bands(spec: ConvSpec) -> list[tuple[int, int, int, int, int, int]]:
     """The bands ``(r0, r1, s0, s1, c0, c1)``: tile rows, tiles and the output columns
     ``[c0, c1)`` each owns; as :func:`winograd.layout`'s where rows are not cut."""
-    lay = winograd.layout(spec)
+    lay = winograd.layout(spec, staged=True)
     wo, dw = spec.out_hw[1], spec.dilation[1]
     xs, _ = winograd.whole_pairs(wo, dw)
     n = len(xs)

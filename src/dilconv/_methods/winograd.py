@@ -190,14 +190,15 @@ def _offsets(starts: np.ndarray, step: int, count: int, size: int, pitch: int) -
 
 
 @functools.lru_cache(maxsize=128)
-def layout(spec: ConvSpec) -> Layout:
-    """The :class:`Layout` of ``spec`` (remembered: it is the same for every call)."""
+def layout(spec: ConvSpec, staged: bool = False) -> Layout:
+    """The :class:`Layout` of ``spec`` (remembered: it is the same for every call);
+    ``staged``: for NCHW arrays, whose bands stage rows too (:func:`band_fit`)."""
     (h, wd), (ho, wo), (dh, dw) = spec.in_hw, spec.out_hw, spec.dilation
     c, o = spec.in_channels, spec.out_channels
     ys, single_rows = whole_pairs(ho, dh)
     xs, single_cols = whole_pairs(wo, dw)
     even = math.ceil(len(ys) * len(xs) / MIN_BANDS)
-    fit = max(MIN_BAND_TILES, min(band_fit(spec), even))  # tiles per band
+    fit = max(MIN_BAND_TILES, min(band_fit(spec, staged), even))  # tiles per band
     bands = tile_bands(len(ys), len(xs), fit)
     return Layout(
         in_rows=_offsets(ys - spec.pad[0][0], dh, 4, h, wd * c),
@@ -210,14 +211,21 @@ def layout(spec: ConvSpec) -> Layout:
     )
 
 
-def band_fit(spec: ConvSpec) -> int:
+def band_fit(spec: ConvSpec, staged: bool = False) -> int:
     """Most tiles of a band: as many as fit :data:`CORE_SHARE` of a core's own cache
     beside the block of ``U`` they use, where that is :data:`CORE_BAND_TILES` or
-    more, else as many as fit :data:`BAND_BYTES`."""
-    size = spec.dtype.itemsize
-    per_tile = 16 * (block_channels(spec) + spec.out_channels) * size
-    u_block = 16 * block_channels(spec) * spec.out_channels * size
-    in_core = int(CORE_SHARE * last_level_cache.core_size() - u_block) // per_tile
+    more, else as many as fit :data:`BAND_BYTES`.
+
+    ``staged``: the bands of NCHW arrays (:mod:`~dilconv._methods._winograd_nchw`),
+    whose tiles each also stage in the cache up to 8 input values of each channel of
+    the block and 4 outputs of each output channel. So 64 channels fit 144 tiles on
+    a core with 2 MiB and keep 4 MiB bands, which measured as fast or faster there
+    (NOTES); 32 channels fit 323."""
+    size, cb, o = spec.dtype.itemsize, block_channels(spec), spec.out_channels
+    per_tile = 16 * (cb + o) * size
+    in_cache = per_tile + ((8 * cb + 4 * o) * size if staged else 0)
+    u_block = 16 * cb * o * size
+    in_core = int(CORE_SHARE * last_level_cache.core_size() - u_block) // in_cache
     return in_core if in_core >= CORE_BAND_TILES else BAND_BYTES // per_tile
 
 
@@ -348,9 +356,11 @@ def workspace_bytes(spec: ConvSpec) -> int:
     lay = layout(spec)
     c, o = spec.in_channels, spec.out_channels
     # V and M as on NHWC arrays, or (NCHW arrays, :mod:`._winograd_nchw`) a block of
-    # input channels and every output channel however many there are
+    # input channels and every output channel however many there are, for the larger
+    # of the two layouts' bands
     per_tile = max(_v_channels(spec) + _m_channels(spec), block_channels(spec) + o)
-    scratch = 16 * lay.band_tiles * per_tile + 2 * (max(c, o) + 64)
+    tiles = max(lay.band_tiles, layout(spec, staged=True).band_tiles)
+    scratch = 16 * tiles * per_tile + 2 * (max(c, o) + 64)
     direct = blocked.workspace_bytes(spec) if lay.single_rows or lay.single_cols else 0
     stages = pool.num_threads() * stage_bytes(spec)
     return packed_bytes(spec) + direct + stages + thread_count(spec) * scratch * spec.dtype.itemsize
