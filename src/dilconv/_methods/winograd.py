@@ -28,9 +28,9 @@ does 16 multiply-adds instead of 36:
 
 Bands are a few rows of tiles whose ``V`` (one block of channels) and ``M`` fit a
 core's own cache beside the block of ``U`` where that holds enough tiles, else take
-at most :data:`BAND_BYTES` (:func:`band_fit`), at least :data:`MIN_BANDS` to an image, and at least
-:data:`MIN_BAND_TILES` tiles, so that a ``U`` too
-large for the caches, read once per band, costs little beside the products;
+at most :data:`BAND_BYTES` (:func:`band_fit`); at least :data:`MIN_BANDS` to an
+image, and at least :data:`MIN_BAND_TILES` tiles, so that a ``U`` too large for the
+caches, read once per band, costs little beside the products;
 threads take runs of bands, each with its own scratch. Where the output channels
 outnumber the input channels and a band's ``M`` would be large (the input gradient of
 a layer that reduces its channels), the band's input is transformed once for every

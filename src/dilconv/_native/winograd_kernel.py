@@ -150,7 +150,9 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str, stream: bool =
             return b.load(p, typ=vec, align=size)
         return b.call(masked_load, [p, align, tail_mask, zero_vec])
 
-    nontemporal = module.add_metadata([ir.Constant(i32, 1)])
+    # only the stream variant names the metadata (the others' IR, and disk-cache keys,
+    # stay as they were)
+    nontemporal = module.add_metadata([ir.Constant(i32, 1)]) if stream else None
 
     def store(value: Value, base: Value, at: Value, masked: bool, past: bool = False) -> None:
         p = b.gep(base, [at], source_etype=scalar)
