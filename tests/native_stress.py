@@ -14,9 +14,10 @@ float32/float64, and int64 for ``compiled``) of one native path after another:
 ``compiled`` (a third of its calls on one channel: LLVM's row loop for floats),
 ``blocked``, ``winograd``, the weight-gradient tiles and Winograd, transposed ``phase`` and
 ``scatter``, ``auto``, and the NCHW layout move (``channels``);
-``winograd`` on NHWC arrays and on NCHW ones (staged band by band,
-:mod:`dilconv._methods._winograd_nchw`); each result is compared with the loop
-oracle (``method="direct"``). One more thread repeats larger ``winograd`` and
+``winograd`` on NHWC arrays and on NCHW ones (vectors of tiles,
+:mod:`dilconv._methods._winograd_planar`, or staged band by band,
+:mod:`dilconv._methods._winograd_nchw`, half of the calls each); each result is
+compared with the loop oracle (``method="direct"``). One more thread repeats larger ``winograd`` and
 ``blocked`` calls (about a second each here), checked against references computed
 before the threads start (by ``im2col`` in float64: the loop oracle would take
 minutes at that size), while the first two workers cycle only tiny ``winograd``
@@ -46,6 +47,7 @@ import numpy as np
 import dilconv
 from dilconv import _grad_weight_tiles, _grad_weight_winograd
 from dilconv._layout import to_canonical, weight_from_canonical
+from dilconv._methods import _winograd_nchw
 from dilconv._native import channels
 from dilconv._spec import make_spec
 from tests.tolerance import tolerance
@@ -150,10 +152,15 @@ def draw(rng: np.random.Generator, path: str, largest: int = 16) -> Case:
         wt = np.ascontiguousarray(wt.transpose(2, 3, 1, 0))
         options["data_format"] = "NHWC"
     key = (path, x.shape, wt.shape, str(dtype), stride, pad, d, groups)
+    staged = path == "winograd" and "data_format" not in options and rng.random() < 0.5
     if path in ("compiled", "blocked", "winograd", "auto"):
         method = path
 
         def call() -> np.ndarray:
+            if staged:  # NCHW rows staged, where vectors of tiles would be taken
+                hwio = np.ascontiguousarray(wt.transpose(2, 3, 1, 0))
+                spec = make_spec(x.shape, wt.shape, dtypes=[dtype], **options).lowered()
+                return _winograd_nchw.conv_staged(x, hwio, spec)
             return dilconv.conv2d(x, wt, method=method, **options)
 
         def oracle(magnitude: bool) -> np.ndarray:

@@ -24,9 +24,9 @@ import pytest
 
 from dilconv._native import compiler, disk_cache
 
-#: The child: blocked convolutions (two dtypes and both layouts, so several entries) and
-#: Winograd weight gradients on integer values, whose float sums are exact, against the
-#: loop oracle.
+#: The child: blocked convolutions (two dtypes and both layouts, so several entries),
+#: Winograd weight gradients and Winograd on NCHW arrays on integer values, whose float
+#: sums are exact, against the loop oracle.
 CHILD = """
 import json, warnings
 import numpy as np
@@ -70,6 +70,14 @@ with warnings.catch_warnings(record=True) as caught:
         dw = _grad_weight_winograd.grad_weight(x, g, spec)
         equal &= bool(np.array_equal(dw, dilconv.conv2d_grad_weight(x, g, w.shape,
                                                                     method="direct", **opts)))
+        # Winograd on NCHW arrays: vectors of tiles (small integers: exact sums)
+        from dilconv._methods import _winograd_planar
+
+        assert _winograd_planar.pays(make_spec(xc.shape, wc.shape, padding="same", dilation=2,
+                                               dtypes=[np.dtype(dtype)] * 2).lowered())
+        y = dilconv.conv2d(xc, wc, method="winograd", padding="same", dilation=2)
+        equal &= bool(np.array_equal(y, dilconv.conv2d(xc, wc, method="direct", padding="same",
+                                                        dilation=2)))
 print(json.dumps({"equal": equal, "warnings": [(type(c.message).__name__, str(c.message))
                                              for c in caught]}))
 """

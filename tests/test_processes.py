@@ -94,7 +94,8 @@ LONG_ONE_CHANNEL = (6144, 1, 41)
 CHECKS = [("tap_gemm", 160, 24), ("blocked", 160, 24), ("compiled", 1100, 1), ("winograd", 96, 16),
           ("blocked", 160, 24, 2, np.float32, True), ("blocked", 96, 40, 2, np.float32, True),
           ("blocked", 240, 24),  # the last two results on kept memory (4.6 and 5.3 MiB)
-          ("winograd", 96, 16, 2, np.float32, True)]  # NCHW: the weights staged as given
+          ("winograd", 96, 16, 2, np.float32, True),  # NCHW, vectors of tiles; the weights
+          ("winograd", 40, 128, 1, np.float32, True)]  # as given; NCHW rows staged (idle lanes)
 
 
 def hold_locks_and_pool():
@@ -131,10 +132,10 @@ def child():
     # compile (or load) the tile loops again here, under the compile lock: forget the
     # functions, the kernels that hold them and the cached calls that hold those
     from dilconv._methods import (_blocked_bands, _blocked_planar, _blocked_volume,
-                                  _winograd_nchw, _winograd_nchw_edges, _winograd_products,
-                                  blocked, winograd)
+                                  _winograd_nchw, _winograd_nchw_edges, _winograd_planar,
+                                  _winograd_products, blocked, winograd)
     from dilconv import _grad_weight_winograd
-    from dilconv._native import kernels, stencil_kernel
+    from dilconv._native import kernels, stencil_kernel, winograd_planar
 
     tile_kernel._FUNCTIONS.clear()
     stencil_kernel._FUNCTIONS.clear()
@@ -143,7 +144,9 @@ def child():
                    _winograd_products.weight_calls, _winograd_products.staged_weight_calls,
                    _winograd_nchw.plan, _winograd_nchw_edges.direct_calls,
                    _blocked_bands.band_calls, _blocked_planar.tile_calls,
-                   _blocked_volume.volume_calls, _grad_weight_winograd.band_calls):
+                   _blocked_volume.volume_calls, _grad_weight_winograd.band_calls,
+                   _winograd_planar.plan, kernels.planar_transform,
+                   winograd_planar.planar_transform):
         cached.cache_clear()
     checks = [exact(*check) for check in CHECKS]
     checks.append(weight_exact())

@@ -1,4 +1,7 @@
-"""``winograd`` on the caller's NCHW arrays, staged band by band (_winograd_nchw)."""
+"""``winograd`` on the caller's NCHW arrays, staged band by band (_winograd_nchw).
+
+Vectors of tiles, the other NCHW route, are tested in test_winograd_planar.py.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from hypothesis import strategies as st
 
 import dilconv
 from dilconv import _select
-from dilconv._methods import _winograd_nchw, _winograd_products, winograd
+from dilconv._methods import _winograd_nchw, _winograd_planar, _winograd_products, winograd
 from dilconv._native import calls, last_level_cache
 from dilconv._spec import make_spec
 from tests.harness import benchmark_script, count_calls, in_threads
@@ -24,10 +27,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def staged_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every NCHW call here stages rows, even where vectors of tiles would pay
+    (those are tested in test_winograd_planar.py)."""
+    monkeypatch.setattr(_winograd_planar, "pays", lambda spec: False)
+
+
 @pytest.fixture
 def staged_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the calls that took the staged NCHW route."""
-    return count_calls(monkeypatch, _winograd_nchw, "conv_channels_first")
+    return count_calls(monkeypatch, _winograd_nchw, "conv_staged")
 
 
 def both_layouts(x: np.ndarray, w: np.ndarray, **options: Any) -> tuple[np.ndarray, np.ndarray]:

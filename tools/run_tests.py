@@ -35,6 +35,7 @@ CHECKED = (
     "tests/test_blocked_nchw.py",
     "tests/test_blocked_volume.py",
     "tests/test_winograd.py",
+    "tests/test_winograd_planar.py",
     "tests/test_threads.py",
     "tests/test_grad_weight_taps.py",
     "tests/test_transpose.py",

@@ -37,7 +37,7 @@ import numpy as np
 from dilconv import _config, _first_calls
 from dilconv._config import get_workspace_limit
 from dilconv._cost import COST
-from dilconv._methods import METHODS, compiled, winograd
+from dilconv._methods import METHODS, _winograd_planar, compiled, winograd
 from dilconv._native import pool
 from dilconv._spec import ConvSpec
 
@@ -217,8 +217,9 @@ def cheapest_for_caller(spec: ConvSpec, *, finite: bool = True) -> str:
     """:func:`cheapest` for the call as the caller made it: in NCHW every algorithm
     pays :func:`layout_seconds` on top of its estimate but, where they read the
     arrays in place (:func:`reads_in_place`), ``blocked``
-    (:mod:`~dilconv._methods._blocked_planar`) and ``winograd``, which pays
-    :data:`STAGED_SHARE` of it."""
+    (:mod:`~dilconv._methods._blocked_planar`) and ``winograd`` with vectors of
+    tiles (:func:`~dilconv._methods._winograd_planar.pays`) pay none of it, and
+    ``winograd`` staging rows pays :data:`STAGED_SHARE` of it."""
     if not moves_layout(spec):
         return cheapest(spec.lowered(), finite=finite)
     return _cheapest_nchw(spec, get_workspace_limit(), pool.num_threads(), allow_fft(), finite)
@@ -230,11 +231,18 @@ def _cheapest_nchw(spec: ConvSpec, limit: int, threads: int, fft: bool, finite: 
     moves = layout_seconds(spec)
     # blocked's NHWC estimate holds for both of its in-place routes: the planar
     # loop (one pass of output channels) and its own tile loop storing NCHW;
-    # winograd stages each band's rows in cache (:mod:`~dilconv._methods._winograd_nchw`)
-    extra = {"blocked": 0.0, "winograd": STAGED_SHARE * moves} if reads_in_place(spec) else {}
+    # winograd's holds where it runs vectors of tiles
+    # (:mod:`~dilconv._methods._winograd_planar`), else it stages each band's rows
+    # in cache (:mod:`~dilconv._methods._winograd_nchw`)
+    in_place = reads_in_place(spec)
 
     def seconds(name: str) -> float:
-        return estimate_seconds(name, lowered) + extra.get(name, moves)
+        extra = moves
+        if in_place and name == "blocked":
+            extra = 0.0
+        elif in_place and name == "winograd":
+            extra = 0.0 if _winograd_planar.pays(lowered) else STAGED_SHARE * moves
+        return estimate_seconds(name, lowered) + extra
 
     return min(eligible(METHODS, lowered, left_out(finite)), key=seconds)
 

@@ -1,5 +1,9 @@
 """``winograd`` on NCHW arrays: each band's rows staged in cache, neither array moved whole.
 
+:func:`conv_channels_first` takes vectors of tiles instead
+(:mod:`~dilconv._methods._winograd_planar`) wherever they pay; this route runs where
+many channels meet a dilation that would leave lanes idle.
+
 The tile transforms of :mod:`~dilconv._native.winograd_kernel` read and write
 vectors of channels, so :mod:`~dilconv._methods.winograd` works on NHWC arrays, and
 an NCHW call used to move its whole input to NHWC and its whole result back (64
@@ -33,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dilconv._methods import blocked, winograd
+from dilconv._methods import _winograd_planar, blocked, winograd
 from dilconv._methods._winograd_nchw_edges import direct_calls, runs, table
 from dilconv._methods._winograd_products import (
     block_channels,
@@ -358,7 +362,15 @@ def scratch(spec: ConvSpec, threads: int) -> dict[str, np.ndarray]:
 
 def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Correlate NCHW ``x`` with HWIO ``w`` (3x3, stride 1) by Winograd into a new
-    NCHW array; ``spec`` is the call's lowered spec."""
+    NCHW array; ``spec`` is the call's lowered spec. With vectors of tiles where
+    they pay (:func:`dilconv._methods._winograd_planar.pays`), else staged."""
+    if _winograd_planar.pays(spec):
+        return _winograd_planar.conv_channels_first(x, w, spec)
+    return conv_staged(x, w, spec)
+
+
+def conv_staged(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """:func:`conv_channels_first` with each band's rows staged in cache."""
     reason = winograd.refusal(spec) or winograd._unavailable()
     if reason is not None:
         raise ValueError(f"method='winograd' cannot compute this call: {reason}")

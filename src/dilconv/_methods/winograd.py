@@ -352,7 +352,11 @@ def thread_count(spec: ConvSpec) -> int:
 def workspace_bytes(spec: ConvSpec) -> int:
     """The packed transformed weights, each thread's ``V`` and ``M`` for one band,
     ``blocked``'s packed weights where some outputs are computed directly, and each
-    thread's stage for NCHW weights (:func:`~._winograd_products.staged_weight_calls`)."""
+    thread's stage for NCHW weights (:func:`~._winograd_products.staged_weight_calls`);
+    on NCHW arrays with vectors of tiles (:mod:`._winograd_planar`) the weights
+    again as ``(16, C, O)`` and each thread's planes, where those are more."""
+    from dilconv._methods import _winograd_planar
+
     lay = layout(spec)
     c, o = spec.in_channels, spec.out_channels
     # V and M as on NHWC arrays, or (NCHW arrays, :mod:`._winograd_nchw`) a block of
@@ -361,9 +365,13 @@ def workspace_bytes(spec: ConvSpec) -> int:
     per_tile = max(_v_channels(spec) + _m_channels(spec), block_channels(spec) + o)
     tiles = max(lay.band_tiles, layout(spec, staged=True).band_tiles)
     scratch = 16 * tiles * per_tile + 2 * (max(c, o) + 64)
+    planes = max((band.plane for band in _winograd_planar.bands(spec)), default=0) * lanes(spec)
+    planar = 16 * sum(_winograd_planar.position(spec, k, planes) for k in (block_channels(spec), o))
+    threads = thread_count(spec)
+    elements = max(threads * scratch, threads * planar + 16 * c * o)
     direct = blocked.workspace_bytes(spec) if lay.single_rows or lay.single_cols else 0
     stages = pool.num_threads() * stage_bytes(spec)
-    return packed_bytes(spec) + direct + stages + thread_count(spec) * scratch * spec.dtype.itemsize
+    return packed_bytes(spec) + direct + stages + elements * spec.dtype.itemsize
 
 
 @functools.lru_cache(maxsize=128)

@@ -20,6 +20,7 @@ from dilconv._native import (
     tile_kernel,
     transpose_kernel,
     winograd_kernel,
+    winograd_planar,
     winograd_weights,
 )
 from dilconv._native.calls import Kernel, Param, Signature
@@ -56,6 +57,11 @@ TRANSFORM = _signature(
         "columns": "table",
         "flags": "array",
     },
+)
+PLANAR_TRANSFORM = _signature(
+    "winograd planar transform",
+    winograd_planar.ARGUMENTS,
+    {"source": "array", "target": "array", "flags": "array", "rows": "table", "columns": "table"},
 )
 WEIGHTS = _signature(
     "winograd weights",
@@ -188,6 +194,55 @@ def _transform_extents(
     return {"source": planes, "spare": (0, width), "target": image, "flags": flags}
 
 
+def _planar_transform_extents(
+    ints: Mapping[str, int], read: Reader, *, kind: str, lanes: int, spread: int
+) -> dict[str, Span]:
+    """The planar tile transforms (:mod:`~dilconv._native.winograd_planar`): per tile
+    row, channel and vector of tiles, the 16 positions of one vector in ``V`` (or
+    ``M``); of the image, the lanes of each window whose bit is on, ``input``
+    reading 4 rows (those ``>= 0``) of 4 windows (2 vectors each with a spread),
+    ``output`` writing 2 rows of 2 windows (the second ``lanes`` or ``dilation``
+    on)."""
+    n_rows, n_cols, channels = ints["n_rows"], ints["n_columns"], ints["channels"]
+    flags = (0, lanes) if kind == "output" else None
+    if n_rows <= 0 or n_cols <= 0 or channels <= 0:
+        return {"source": None, "target": None, "flags": flags}
+    fields = winograd_planar.ROW_FIELDS, winograd_planar.COLUMN_FIELDS
+    rows = read("rows", n_rows * fields[0]).reshape(n_rows, -1)
+    cols = read("columns", n_cols * fields[1]).reshape(n_cols, -1)
+    c_lo, c_hi = _span(channels, ints["plane"])
+    q_lo, q_hi = _span(16, ints["position"])
+    planes = (
+        int(rows[:, 6].min() + cols[:, 2].min()) + c_lo + q_lo,
+        int(rows[:, 6].max() + cols[:, 2].max()) + c_hi + q_hi + lanes,
+    )
+    k = np.arange(lanes, dtype=np.int64)
+    touched: list[np.ndarray] = []  # image offsets within a channel, per lane
+    if kind == "input":
+        for b in range(4):
+            for window, field in ((0, 4 + b), (lanes, 8 + b)):
+                if window and not spread:
+                    continue
+                on = (cols[:, field, None] >> k) & 1 == 1
+                at = cols[:, 0, None] + b * ints["dilation"] + window + k
+                for r in rows[:, :4].ravel():
+                    if r >= 0:
+                        touched.append(r + at[on])
+    else:
+        windows = ((0, 12), (lanes, 13)) if spread else ((0, 3), (ints["dilation"], 3))
+        for shift, field in windows:
+            on = (cols[:, field, None] >> k) & 1 == 1
+            at = cols[:, 1, None] + shift + k
+            for r in rows[:, 4:6].ravel():
+                touched.append(r + at[on])
+    every = np.concatenate(touched) if touched else np.empty(0, dtype=np.int64)
+    i_lo, i_hi = _span(channels, ints["channel"])
+    image = None if not every.size else (int(every.min()) + i_lo, int(every.max()) + i_hi + 1)
+    if kind == "input":
+        return {"source": image, "target": planes, "flags": None}
+    return {"source": planes, "target": image, "flags": flags}
+
+
 def _weight_extents(
     ints: Mapping[str, int], read: Reader, *, lanes: int, tail: int, copies: bool
 ) -> dict[str, Span]:
@@ -264,6 +319,23 @@ def transform(dtype: np.dtype, lanes: int, tail: int, kind: str, stream: bool = 
     label = f"winograd {kind} transform({dtype}, lanes={lanes}, tail={tail}, stream={stream})"
     extents = functools.partial(_transform_extents, kind=kind, lanes=lanes, tail=tail)
     return Kernel(label, TRANSFORM, fn, dtype, extents)
+
+
+@functools.cache
+def planar_transform(
+    dtype: np.dtype, lanes: int, spread: int, kind: str, stream: bool = False
+) -> Kernel:
+    """The planar ``kind`` ("input" or "output") tile transform of
+    :mod:`~dilconv._native.winograd_planar` (``spread``: the dilation below ``lanes``,
+    else 0; ``stream``: the output transform storing past the caches)."""
+    dtype = np.dtype(dtype)
+    fn = winograd_planar.planar_transform(dtype, lanes, spread, kind, stream)
+    label = (
+        f"winograd planar {kind} transform({dtype}, lanes={lanes}, spread={spread}, "
+        f"stream={stream})"
+    )
+    extents = functools.partial(_planar_transform_extents, kind=kind, lanes=lanes, spread=spread)
+    return Kernel(label, PLANAR_TRANSFORM, fn, dtype, extents)
 
 
 @functools.cache
