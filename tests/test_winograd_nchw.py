@@ -275,13 +275,18 @@ def test_weights_as_given_from_many_threads(channels: int, monkeypatch: pytest.M
     assert not errors
 
 
-def test_the_routes_script_times_three_calls_that_agree() -> None:
-    """benchmarks/nchw_routes.py's three routes give one result (NHWC moved back)."""
+def test_the_routes_script_times_four_calls_that_agree(
+    staged_runs: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/nchw_routes.py's four routes give one result (NHWC moved back)."""
+    planar_runs = count_calls(monkeypatch, _winograd_planar, "conv_channels_first")
     script = benchmark_script("nchw_routes")
     calls = script.routes(2, 8, 20, 6, 3)
-    nhwc, staged, moved = (np.asarray(call()) for call in calls.values())
+    nhwc, planar, staged, moved = (np.asarray(call()) for call in calls.values())
     np.testing.assert_array_equal(staged, nhwc.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(planar, staged)
     np.testing.assert_array_equal(moved, staged)
+    assert (len(planar_runs), len(staged_runs)) == (1, 1)
     assert "winograd" in dilconv.conv.IN_PLACE  # put back after the moved call
 
 
