@@ -29,11 +29,12 @@ HUGE = textwrap.dedent(
     import dilconv, dilconv.dask
     B = 10**9
     x4, w4 = np.ones((1, 2, 16, 16)), np.ones((3, 2, 3, 3))
-    OPTIONS = ({"dilation": B}, {"stride": B}, {"dilation": (B, 1)}, {"stride": B, "dilation": B})
+    OPTIONS = ({"dilation": B}, {"stride": B}, {"dilation": (B, 1)}, {"dilation": (1, B)},
+               {"stride": B, "dilation": B})
     for opts in OPTIONS:
         y = dilconv.conv2d(x4, w4, padding="same", **opts)
         assert y.shape[:2] == (1, 3), y.shape
-        for method in ("shift_add", "im2col", "space_to_batch", "tap_gemm", "blocked"):
+        for method in ("shift_add", "im2col", "space_to_batch", "tap_gemm", "blocked", "winograd"):
             try:  # each named method answers or refuses at once
                 dilconv.conv2d(x4, w4, padding="same", method=method, **opts)
             except ValueError as refusal:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import numpy as np
@@ -121,6 +122,24 @@ def test_every_tile_is_in_one_lane_and_every_output_stored_once(d: int, dtype: t
             assert ((on >= 0) & (on < spec.in_hw[1])).all()
     assert sorted(tiles) == xs.tolist()
     assert sorted(stored) == sorted(xs.tolist() + (xs + d).tolist())
+
+
+def test_a_huge_dilation_plans_in_little_memory() -> None:
+    """Planning a row whose dilation dwarfs it allocates nothing of the dilation's size
+    (auto asks every algorithm's workspace, this one's bands included)."""
+    spec = lowered(np.zeros((1, 4, 16, 40), np.float32), 4, dilation=(1, 10**9), padding="same")
+    _winograd_planar.row_vectors.cache_clear()
+    tracemalloc.start()
+    try:
+        vectors = _winograd_planar.row_vectors(spec)
+        need = winograd.workspace_bytes(spec)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(vectors) == 0  # no whole pair in 40 columns
+    assert not _winograd_planar.pays(spec)
+    assert peak < 2**20
+    assert need < 2**24
 
 
 def test_lane_tables() -> None:

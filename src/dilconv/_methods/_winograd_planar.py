@@ -48,7 +48,8 @@ from dilconv._spec import ConvSpec
 #: bands of :data:`~dilconv._methods.winograd.BAND_BYTES`, as on the NHWC route.
 CORE_TILES = 96
 
-#: Vectors of tiles per product tile (each with ``PIXELS`` output channels).
+#: Vectors of tiles per tile of the products (each with ``product_plan``'s pixels of
+#: output channels).
 PRODUCT_VECTORS = 4
 
 
@@ -111,7 +112,7 @@ def row_vectors(spec: ConvSpec) -> np.ndarray:
     wd, wo, d, left = spec.in_hw[1], spec.out_hw[1], spec.dilation[1], spec.pad[1][0]
     width, s = lanes(spec), spread(spec)
     xs, _ = winograd.whole_pairs(wo, d)
-    held_x = np.zeros(wo + 2 * width + 2 * d, dtype=bool)
+    held_x = np.zeros(wo + 2 * width, dtype=bool)  # a vector's lanes lie within 2 width
     held_x[xs] = True
     k = np.arange(width, dtype=np.int64)
     offsets = np.array(lane_offsets(width, s), dtype=np.int64)
@@ -180,8 +181,8 @@ def band_tiles(spec: ConvSpec) -> int:
 
 
 def bands(spec: ConvSpec) -> list[Band]:
-    """Whole rows of tiles, as many as :func:`winograd.layout`'s bands hold, or parts
-    of one row where a row holds more."""
+    """Whole rows of tiles, as many as :func:`band_tiles` allows, or parts of one row
+    where a row holds more."""
     width = lanes(spec)
     rows = len(winograd.whole_pairs(spec.out_hw[0], spec.dilation[0])[0])
     count = len(row_vectors(spec))
