@@ -1,5 +1,5 @@
 """Small helpers the test modules share: threads started together, calls counted, benchmark
-scripts loaded."""
+scripts loaded, Winograd on both layouts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
+
+import dilconv
 
 #: The repository's ``benchmarks`` folder.
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
@@ -62,3 +65,37 @@ def benchmark_script(name: str) -> ModuleType:
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script
+
+
+def winograd_both_layouts(
+    x: np.ndarray, w: np.ndarray, **options: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """``winograd`` on NCHW ``x`` and OIHW ``w``, and on the same data in NHWC (its
+    result moved to NCHW)."""
+    nchw = dilconv.conv2d(x, w, method="winograd", **options)
+    xh = np.ascontiguousarray(np.moveaxis(x, -3, -1))
+    nhwc = dilconv.conv2d(
+        xh, w.transpose(2, 3, 1, 0), method="winograd", data_format="NHWC", **options
+    )
+    return nchw, np.moveaxis(nhwc, -1, -3)
+
+
+def assert_nchw_winograd_exact(x: np.ndarray, w: np.ndarray, **options: Any) -> None:
+    """Winograd's NCHW result is its NHWC result bit for bit, and within tolerance of
+    the loop oracle."""
+    from tests.tolerance import assert_close
+
+    nchw, nhwc = winograd_both_layouts(x, w, **options)
+    np.testing.assert_array_equal(nchw, nhwc)
+    scale = dilconv.conv2d(np.abs(x), np.abs(w), method="direct", **options)
+    assert_close(nchw, dilconv.conv2d(x, w, method="direct", **options), magnitude=scale)
+
+
+def square_layer(
+    shape: tuple[int, ...], dtype: type = np.float32, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random NCHW input of ``shape`` and OIHW 3x3 weights with as many outputs as
+    input channels."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    return x, rng.standard_normal((shape[1], shape[1], 3, 3)).astype(dtype)

@@ -98,3 +98,32 @@ def conv_cases(
     with_bias = draw(st.booleans()) if bias is None else bias
     b = draw_array((o,)) if with_bias else None
     return Case(draw_array(x_shape), draw_array(w_shape), b, options)
+
+
+@st.composite
+def winograd_nchw_cases(
+    draw: st.DrawFn, *, channels: int, outputs: int, width: int, column_dilation: int
+) -> Case:
+    """A 3x3 NCHW call for Winograd's NCHW routes: up to ``channels`` in, ``outputs``
+    out, ``width`` columns and ``column_dilation`` along the rows (up to 6 down the
+    columns), padding uneven on either side, float32 or float64, at least one output."""
+    d = (draw(st.integers(1, 6)), draw(st.integers(1, column_dilation)))
+    c, o = draw(st.integers(1, channels)), draw(st.integers(1, outputs))
+    h = draw(st.integers(1, 24)) + 2 * d[0]  # at least one output whatever the padding
+    w = draw(st.integers(1, width)) + 2 * d[1]
+    padding = draw(
+        st.one_of(
+            st.just("same"),
+            st.integers(0, 5),
+            st.tuples(
+                st.tuples(st.integers(0, 7), st.integers(0, 3)),
+                st.tuples(st.integers(0, 3), st.integers(0, 7)),
+            ),
+        )
+    )
+    batch = draw(st.sampled_from([None, 1, 3]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal((c, h, w) if batch is None else (batch, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+    return Case(x, wt, None, {"dilation": d, "padding": padding})

@@ -5,19 +5,24 @@ Vectors of tiles, the other NCHW route, are tested in test_winograd_planar.py.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 import dilconv
 from dilconv import _select
 from dilconv._methods import _winograd_nchw, _winograd_planar, _winograd_products, winograd
 from dilconv._native import calls, last_level_cache
 from dilconv._spec import make_spec
-from tests.harness import benchmark_script, count_calls, in_threads
+from tests.harness import (
+    assert_nchw_winograd_exact,
+    benchmark_script,
+    count_calls,
+    in_threads,
+    square_layer,
+    winograd_both_layouts,
+)
+from tests.strategies import Case, winograd_nchw_cases
 from tests.tolerance import assert_close
 
 pytestmark = pytest.mark.skipif(
@@ -40,50 +45,11 @@ def staged_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return count_calls(monkeypatch, _winograd_nchw, "conv_staged")
 
 
-def both_layouts(x: np.ndarray, w: np.ndarray, **options: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``winograd`` on NCHW ``x`` and OIHW ``w``, and on the same data in NHWC."""
-    nchw = dilconv.conv2d(x, w, method="winograd", **options)
-    xh = np.ascontiguousarray(np.moveaxis(x, -3, -1))
-    nhwc = dilconv.conv2d(
-        xh, w.transpose(2, 3, 1, 0), method="winograd", data_format="NHWC", **options
-    )
-    return nchw, np.moveaxis(nhwc, -1, -3)
-
-
-@given(
-    c=st.integers(1, 20),
-    o=st.integers(1, 40),
-    h=st.integers(1, 24),
-    w=st.integers(1, 40),
-    d=st.tuples(st.integers(1, 6), st.integers(1, 6)),
-    padding=st.one_of(
-        st.just("same"),
-        st.integers(0, 5),
-        st.tuples(
-            st.tuples(st.integers(0, 7), st.integers(0, 3)),
-            st.tuples(st.integers(0, 3), st.integers(0, 7)),
-        ),  # fmt: skip
-    ),
-    batch=st.sampled_from([None, 1, 3]),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    seed=st.integers(0, 2**16),
-)
-def test_staged_equals_the_nhwc_route_bit_for_bit_and_the_oracle(
-    c: int, o: int, h: int, w: int, d: tuple[int, int], padding: Any, batch: int | None,
-    dtype: type[np.generic], seed: int,
-) -> None:  # fmt: skip
+@given(case=winograd_nchw_cases(channels=20, outputs=40, width=40, column_dilation=6))
+def test_staged_equals_the_nhwc_route_bit_for_bit_and_the_oracle(case: Case) -> None:
     """The same transforms, products and direct tiles on the same values: the NCHW
     route's result is the NHWC route's exactly, and within tolerance of the oracle."""
-    h += 2 * d[0]  # at least one output whatever the padding
-    w += 2 * d[1]
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((c, h, w) if batch is None else (batch, c, h, w)).astype(dtype)
-    wt = rng.standard_normal((o, c, 3, 3)).astype(dtype)
-    options = {"dilation": d, "padding": padding}
-    nchw, nhwc = both_layouts(x, wt, **options)
-    np.testing.assert_array_equal(nchw, nhwc)
-    scale = dilconv.conv2d(np.abs(x), np.abs(wt), method="direct", **options)
-    assert_close(nchw, dilconv.conv2d(x, wt, method="direct", **options), magnitude=scale)
+    assert_nchw_winograd_exact(case.x, case.w, **case.options)
 
 
 @pytest.mark.parametrize(
@@ -101,7 +67,7 @@ def test_rings_of_rows_and_all_direct(
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape).astype(np.float32)
     w = rng.standard_normal((shape[1], shape[1], 3, 3)).astype(np.float32)
-    nchw, nhwc = both_layouts(x, w, dilation=d, padding="same")
+    nchw, nhwc = winograd_both_layouts(x, w, dilation=d, padding="same")
     np.testing.assert_array_equal(nchw, nhwc)
     assert staged_runs == [1]
     spec = make_spec(x.shape, w.shape, dilation=d, padding="same", dtypes=[np.float32]).lowered()
@@ -133,11 +99,9 @@ def test_result_planes_stored_past_the_caches_equal_the_nhwc_route(
     monkeypatch.setattr(_winograd_nchw, "_streams", lambda spec: True)
     _winograd_nchw.plan.cache_clear()
     try:
-        rng = np.random.default_rng(2)
-        x = rng.standard_normal(shape).astype(dtype)
-        w = rng.standard_normal((shape[1], shape[1], 3, 3)).astype(dtype)
+        x, w = square_layer(shape, dtype, seed=2)
         with calls.checked():
-            nchw, nhwc = both_layouts(x, w, dilation=d, padding="same")
+            nchw, nhwc = winograd_both_layouts(x, w, dilation=d, padding="same")
         np.testing.assert_array_equal(nchw, nhwc)
         assert staged_runs == [1]
     finally:
@@ -166,7 +130,7 @@ def test_bands_of_part_rows_are_cut_between_tiles_that_do_not_interleave(
         x = rng.standard_normal((2, 17, 11, 61)).astype(np.float32)
         w = rng.standard_normal((17, 17, 3, 3)).astype(np.float32)
         for d in ((2, 3), (1, 1), (3, 5)):
-            nchw, nhwc = both_layouts(x, w, dilation=d, padding="same")
+            nchw, nhwc = winograd_both_layouts(x, w, dilation=d, padding="same")
             np.testing.assert_array_equal(nchw, nhwc)
             spec = make_spec(x.shape, w.shape, dilation=d, padding="same", dtypes=[np.float32])
             bands = _winograd_nchw.bands(spec.lowered())
@@ -257,7 +221,7 @@ def test_weights_as_given_from_many_threads(channels: int, monkeypatch: pytest.M
     try:
         for threads in (1, 2, 3):
             with dilconv.config_context(threads=threads):
-                nchw, want = both_layouts(x, w, dilation=2, padding="same")
+                nchw, want = winograd_both_layouts(x, w, dilation=2, padding="same")
                 np.testing.assert_array_equal(nchw, want)
 
                 def work(threads: int = threads, want: np.ndarray = want) -> None:

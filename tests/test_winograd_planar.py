@@ -8,15 +8,20 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 import dilconv
 from dilconv import _select
 from dilconv._methods import _winograd_nchw, _winograd_planar, winograd
 from dilconv._native import calls, last_level_cache, winograd_planar
 from dilconv._spec import make_spec
-from tests.harness import count_calls, in_threads
-from tests.tolerance import assert_close
+from tests.harness import (
+    assert_nchw_winograd_exact,
+    count_calls,
+    in_threads,
+    square_layer,
+    winograd_both_layouts,
+)
+from tests.strategies import Case, winograd_nchw_cases
 
 pytestmark = pytest.mark.skipif(
     winograd.refusal(make_spec((1, 1, 4, 4), (1, 1, 3, 3), dtypes=[np.float32]).lowered())
@@ -38,55 +43,16 @@ def lowered(x: np.ndarray, o: int, **options: Any) -> Any:
     return make_spec(x.shape, w_shape, dtypes=[x.dtype], **options).lowered()
 
 
-def both_layouts(x: np.ndarray, w: np.ndarray, **options: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``winograd`` on NCHW ``x`` and OIHW ``w``, and on the same data in NHWC."""
-    nchw = dilconv.conv2d(x, w, method="winograd", **options)
-    xh = np.ascontiguousarray(np.moveaxis(x, -3, -1))
-    nhwc = dilconv.conv2d(
-        xh, w.transpose(2, 3, 1, 0), method="winograd", data_format="NHWC", **options
-    )
-    return nchw, np.moveaxis(nhwc, -1, -3)
-
-
-@given(
-    c=st.integers(1, 12),
-    o=st.integers(1, 30),
-    h=st.integers(1, 20),
-    w=st.integers(1, 90),
-    d=st.tuples(st.integers(1, 6), st.integers(1, 20)),
-    padding=st.one_of(
-        st.just("same"),
-        st.integers(0, 5),
-        st.tuples(
-            st.tuples(st.integers(0, 7), st.integers(0, 3)),
-            st.tuples(st.integers(0, 3), st.integers(0, 7)),
-        ),  # fmt: skip
-    ),
-    batch=st.sampled_from([None, 1, 3]),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    seed=st.integers(0, 2**16),
-)
-def test_vectors_of_tiles_equal_the_nhwc_route_bit_for_bit_and_the_oracle(
-    c: int, o: int, h: int, w: int, d: tuple[int, int], padding: Any, batch: int | None,
-    dtype: type[np.generic], seed: int,
-) -> None:  # fmt: skip
+@given(case=winograd_nchw_cases(channels=12, outputs=30, width=90, column_dilation=20))
+def test_vectors_of_tiles_equal_the_nhwc_route_bit_for_bit_and_the_oracle(case: Case) -> None:
     """The same transforms, products and direct tiles on the same values, in another
     order of lanes: the result is the NHWC route's exactly, and within tolerance of
     the oracle; in checked mode every call stays inside its arrays."""
     runs: list[int] = []
-    h += 2 * d[0]  # at least one output whatever the padding
-    w += 2 * d[1]
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((c, h, w) if batch is None else (batch, c, h, w)).astype(dtype)
-    wt = rng.standard_normal((o, c, 3, 3)).astype(dtype)
-    options = {"dilation": d, "padding": padding}
     with pytest.MonkeyPatch.context() as patch, calls.checked():
         patch.setattr(_winograd_planar, "pays", lambda spec: runs.append(1) or True)
-        nchw, nhwc = both_layouts(x, wt, **options)
-    np.testing.assert_array_equal(nchw, nhwc)
+        assert_nchw_winograd_exact(case.x, case.w, **case.options)
     assert runs  # the route was taken
-    scale = dilconv.conv2d(np.abs(x), np.abs(wt), method="direct", **options)
-    assert_close(nchw, dilconv.conv2d(x, wt, method="direct", **options), magnitude=scale)
 
 
 @pytest.mark.parametrize("d", [1, 2, 3, 5, 7, 8, 12, 15, 16, 17, 33])
@@ -174,11 +140,9 @@ def test_outputs_stored_past_the_caches_equal_the_nhwc_route(
     monkeypatch.setattr(_winograd_planar, "streams", lambda spec: True)
     _winograd_planar.plan.cache_clear()
     try:
-        rng = np.random.default_rng(2)
-        x = rng.standard_normal(shape).astype(dtype)
-        w = rng.standard_normal((shape[1], shape[1], 3, 3)).astype(dtype)
+        x, w = square_layer(shape, dtype, seed=2)
         with calls.checked():
-            nchw, nhwc = both_layouts(x, w, dilation=d, padding="same")
+            nchw, nhwc = winograd_both_layouts(x, w, dilation=d, padding="same")
         np.testing.assert_array_equal(nchw, nhwc)
         assert planar_runs == [1]
         last = _winograd_planar.plan(lowered(x, shape[1], dilation=d, padding="same")).steps[0][-1]
@@ -223,7 +187,7 @@ def test_bands_of_part_rows(planar_runs: list[int], monkeypatch: pytest.MonkeyPa
         x = rng.standard_normal((2, 17, 11, 161)).astype(np.float32)
         w = rng.standard_normal((17, 17, 3, 3)).astype(np.float32)
         for d in ((2, 3), (1, 1), (3, 17)):
-            nchw, nhwc = both_layouts(x, w, dilation=d, padding="same")
+            nchw, nhwc = winograd_both_layouts(x, w, dilation=d, padding="same")
             np.testing.assert_array_equal(nchw, nhwc)
             bands = _winograd_planar.bands(lowered(x, 17, dilation=d, padding="same"))
             assert any(band.v0 > 0 for band in bands)
@@ -265,7 +229,7 @@ def test_nchw_calls_take_the_route_that_pays(monkeypatch: pytest.MonkeyPatch) ->
     for c, width, want in ((16, 64, (1, 0)), (200, 40, (1, 1))):
         x = rng.standard_normal((1, c, 10, width)).astype(np.float32)
         w = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
-        nchw, nhwc = both_layouts(x, w, padding="same")
+        nchw, nhwc = winograd_both_layouts(x, w, padding="same")
         np.testing.assert_array_equal(nchw, nhwc)
         assert (len(planar), len(staged)) == want
     # auto counts no layout cost for the route of vectors of tiles

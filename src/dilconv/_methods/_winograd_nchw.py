@@ -32,13 +32,12 @@ import collections
 import dataclasses
 import functools
 import math
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
 
 from dilconv._methods import _winograd_planar, blocked, winograd
-from dilconv._methods._winograd_nchw_edges import direct_calls, runs, table
+from dilconv._methods._winograd_nchw_edges import direct_calls, run_call, runs, table
 from dilconv._methods._winograd_products import (
     block_channels,
     lanes,
@@ -46,7 +45,7 @@ from dilconv._methods._winograd_products import (
     product_plan,
     transform_weights,
 )
-from dilconv._native import calls, kernels, last_level_cache, pool
+from dilconv._native import calls, kernels, last_level_cache
 from dilconv._spec import ConvSpec
 
 
@@ -383,29 +382,10 @@ def conv_staged(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     direct = direct_calls(spec, planned)
     # with blocked's packing for the outputs no whole tile covers, in the same pass
     packed, weights = transform_weights(w, spec, product_plan(spec), taps=direct is not None)
-    steps = plan(spec, planned)
-    work = [(image, k) for image in range(n) for k in range(len(steps.steps))]
-    threads = max(1, min(len(work), planned))
-    shared = iter(work)  # taken one at a time, as in winograd.conv
     zeros = np.zeros(math.ceil(max(c, 1) / lanes(spec)) * lanes(spec), dtype=spec.dtype)
-    flags: list[np.ndarray] = []
 
-    def run(share: Iterator[tuple[int, int]]) -> None:
-        bound = calls.Binding(U=packed, zeros=zeros, **scratch(spec, planned))
-        flags.append(bound.arrays["flags"])
-        current = -1
-        for image, k in share:
-            if image != current:
-                bound.set(x=x[image], y=y[image])
-                current = image
-            bound.run(steps.steps[k])
+    def arrays() -> dict[str, np.ndarray]:
+        return {"U": packed, "zeros": zeros, **scratch(spec, planned)}
 
-    pool.parallel_map(run, [shared] * threads, key=("winograd NCHW", spec))
-    if winograd.guarded() and not all(np.isfinite(f).all() for f in flags):
-        raise winograd.NonFiniteInput("winograd read a NaN or Inf in its input")
-    if direct is not None and weights is not None:
-        # after every band: a band writes whole runs of its output rows, single
-        # columns included; one item on the caller's thread (no worker to wake)
-        edges = calls.Binding(x=x, w=weights, D=np.empty(direct.size, dtype=spec.dtype), y=y)
-        pool.parallel_map(edges.run, direct.items, key=("winograd NCHW edges", spec))
+    run_call(x, y, plan(spec, planned).steps, arrays, spec, direct, weights, "winograd NCHW")
     return y

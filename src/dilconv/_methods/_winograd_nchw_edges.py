@@ -1,4 +1,4 @@
-"""The outputs of :mod:`~dilconv._methods._winograd_nchw` that no whole tile covers.
+"""The outputs of Winograd's NCHW routes that no whole tile covers, and the run of a call.
 
 A phase's last row or column of outputs is unpaired when its count is odd; those
 outputs are computed directly, as :func:`dilconv._methods.winograd.direct_calls`
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from dilconv._methods import blocked, winograd
-from dilconv._native import calls, kernels
+from dilconv._native import calls, kernels, pool
 from dilconv._spec import ConvSpec
 
 
@@ -143,3 +144,46 @@ def _moved(columns: np.ndarray, outputs: np.ndarray) -> np.ndarray:
     moved = columns.copy()
     moved[:, 1] = outputs
     return table(moved)
+
+
+def run_call(
+    x: np.ndarray,
+    y: np.ndarray,
+    steps: tuple[tuple[calls.Call, ...], ...],
+    arrays: Callable[[], dict[str, np.ndarray]],
+    spec: ConvSpec,
+    direct: DirectCalls | None,
+    weights: np.ndarray | None,
+    key: str,
+) -> None:
+    """Run an NCHW route's bands into ``y``, then the outputs no whole tile covers.
+
+    Each image's bands (``steps``) are taken one at a time by
+    :func:`~dilconv._methods.winograd.thread_count` threads, each binding its own
+    ``arrays()`` (with a ``flags`` slot) and slots ``x`` and ``y`` per image. Under
+    :func:`~dilconv._methods.winograd.finite_guard` a non-finite flag raises
+    :class:`~dilconv._methods.winograd.NonFiniteInput`. Then ``direct`` (with
+    ``blocked``'s packing ``weights``), after every band: a band writes whole runs of
+    its output rows, single columns included.
+    """
+    work = [(image, k) for image in range(len(x)) for k in range(len(steps))]
+    threads = max(1, min(len(work), winograd.thread_count(spec)))
+    shared = iter(work)  # taken one at a time, as in winograd.conv
+    flags: list[np.ndarray] = []
+
+    def run(share: Iterator[tuple[int, int]]) -> None:
+        bound = calls.Binding(**arrays())
+        flags.append(bound.arrays["flags"])
+        current = -1
+        for image, k in share:
+            if image != current:
+                bound.set(x=x[image], y=y[image])
+                current = image
+            bound.run(steps[k])
+
+    pool.parallel_map(run, [shared] * threads, key=(key, spec))
+    if winograd.guarded() and not all(np.isfinite(f).all() for f in flags):
+        raise winograd.NonFiniteInput("winograd read a NaN or Inf in its input")
+    if direct is not None and weights is not None:
+        edges = calls.Binding(x=x, w=weights, D=np.empty(direct.size, dtype=spec.dtype), y=y)
+        pool.parallel_map(edges.run, direct.items, key=(f"{key} edges", spec))

@@ -28,19 +28,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Iterator
 
 import numpy as np
 
 from dilconv._methods import blocked, winograd
-from dilconv._methods._winograd_nchw_edges import direct_calls, table
+from dilconv._methods._winograd_nchw_edges import direct_calls, run_call, table
 from dilconv._methods._winograd_products import (
     block_channels,
     lanes,
     product_plan,
     transform_weights,
 )
-from dilconv._native import calls, kernels, last_level_cache, pool
+from dilconv._native import calls, kernels, last_level_cache
 from dilconv._native.winograd_planar import COLUMN_FIELDS, ROW_FIELDS, lane_offsets, output_sources
 from dilconv._spec import ConvSpec
 
@@ -273,6 +272,34 @@ class Plan:
     plane: int
 
 
+def _transform(
+    kernel: calls.Kernel,
+    spec: ConvSpec,
+    band: tuple[np.ndarray, np.ndarray, int],
+    source: calls.Slot,
+    target: calls.Slot,
+    count: int,
+    stride: int,
+) -> calls.Call:
+    """A band's call of a transform ``kernel`` over ``count`` channels ``stride`` apart
+    in the image; ``band``: its row and column tables and its plane."""
+    rows, columns, plane = band
+    return kernel.call(
+        source=source,
+        target=target,
+        flags=calls.Slot("flags"),
+        rows=calls.Ref(rows),
+        n_rows=len(rows),
+        columns=calls.Ref(columns),
+        n_columns=len(columns),
+        channels=count,
+        channel=stride,
+        plane=plane,
+        position=position(spec, count, plane),
+        dilation=spec.dilation[1],
+    )
+
+
 @functools.lru_cache(maxsize=64)
 def plan(spec: ConvSpec) -> Plan:
     """The :class:`Plan` of ``spec`` (remembered: the same for every call)."""
@@ -295,42 +322,15 @@ def plan(spec: ConvSpec) -> Plan:
                 [r * wd if 0 <= r < h else -1 for r in ins]
                 + [int(y0) * wo, (int(y0) + dh) * wo, k * per_row]
             )
-        row_table, column_table = table(np.array(rows).reshape(-1, ROW_FIELDS)), table(columns)
+        band_tables = (table(np.array(rows).reshape(-1, ROW_FIELDS)), table(columns), plane)
         step: list[calls.Call] = []
         for i, (c0, c1) in enumerate(product_plan(spec).in_blocks):
             cb = c1 - c0
-            step.append(
-                forward.call(
-                    source=calls.Slot("x", c0 * h * wd),
-                    target=calls.Slot("V"),
-                    flags=calls.Slot("flags"),
-                    rows=calls.Ref(row_table),
-                    n_rows=len(rows),
-                    columns=calls.Ref(column_table),
-                    n_columns=len(columns),
-                    channels=cb,
-                    channel=h * wd,
-                    plane=plane,
-                    position=position(spec, cb, plane),
-                    dilation=spec.dilation[1],
-                )
-            )
+            x_at = calls.Slot("x", c0 * h * wd)
+            step.append(_transform(forward, spec, band_tables, x_at, calls.Slot("V"), cb, h * wd))
             step.extend(_product_calls(spec, plane, cb, i == 0, c0))
         step.append(
-            backward.call(
-                source=calls.Slot("M"),
-                target=calls.Slot("y"),
-                flags=calls.Slot("flags"),
-                rows=calls.Ref(row_table),
-                n_rows=len(rows),
-                columns=calls.Ref(column_table),
-                n_columns=len(columns),
-                channels=o,
-                channel=ho * wo,
-                plane=plane,
-                position=position(spec, o, plane),
-                dilation=spec.dilation[1],
-            )
+            _transform(backward, spec, band_tables, calls.Slot("M"), calls.Slot("y"), o, ho * wo)
         )
         steps.append(tuple(step))
     largest = max((b.plane for b in bands(spec)), default=0) * width
@@ -360,35 +360,18 @@ def conv_channels_first(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndar
     if complete:
         return y
     x = np.ascontiguousarray(x, dtype=spec.dtype)
-    planned = winograd.thread_count(spec)
-    direct = direct_calls(spec, planned)
+    direct = direct_calls(spec, winograd.thread_count(spec))
     u, weights = planar_weights(w, spec, taps=direct is not None)
     steps = plan(spec)
-    work = [(image, k) for image in range(n) for k in range(len(steps.steps))]
-    threads = max(1, min(len(work), planned))
-    shared = iter(work)
     cb = max(c1 - c0 for c0, c1 in product_plan(spec).in_blocks)
-    flags: list[np.ndarray] = []
 
-    def run(share: Iterator[tuple[int, int]]) -> None:
-        bound = calls.Binding(
-            U=u,
-            V=calls.aligned_empty(16 * position(spec, cb, steps.plane), spec.dtype),
-            M=calls.aligned_empty(16 * position(spec, o, steps.plane), spec.dtype),
-            flags=np.zeros(lanes(spec), dtype=spec.dtype),
-        )
-        flags.append(bound.arrays["flags"])
-        current = -1
-        for image, k in share:
-            if image != current:
-                bound.set(x=x[image], y=y[image])
-                current = image
-            bound.run(steps.steps[k])
+    def arrays() -> dict[str, np.ndarray]:
+        return {
+            "U": u,
+            "V": calls.aligned_empty(16 * position(spec, cb, steps.plane), spec.dtype),
+            "M": calls.aligned_empty(16 * position(spec, o, steps.plane), spec.dtype),
+            "flags": np.zeros(lanes(spec), dtype=spec.dtype),
+        }
 
-    pool.parallel_map(run, [shared] * threads, key=("winograd planar", spec))
-    if winograd.guarded() and not all(np.isfinite(f).all() for f in flags):
-        raise winograd.NonFiniteInput("winograd read a NaN or Inf in its input")
-    if direct is not None and weights is not None:
-        edges = calls.Binding(x=x, w=weights, D=np.empty(direct.size, dtype=spec.dtype), y=y)
-        pool.parallel_map(edges.run, direct.items, key=("winograd planar edges", spec))
+    run_call(x, y, steps.steps, arrays, spec, direct, weights, "winograd planar")
     return y

@@ -103,6 +103,16 @@ def _tree_sum(b: Any, terms: list[Value]) -> Value:
     return terms[0]
 
 
+def add_to_flags(b: Any, address: Value, finite: Value, vec: Any, size: int) -> None:
+    """``flags += finite``: the vector at ``address`` (an i64) plus the running vector
+    in the stack slot ``finite`` (the output transforms' check, module docstring)."""
+    from llvmlite import ir
+
+    flags = b.inttoptr(address, ir.PointerType())
+    seen = b.load(flags, typ=vec, align=size)
+    b.store(b.fadd(seen, b.load(finite, typ=vec)), flags, align=size)
+
+
 def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str, stream: bool = False) -> str:
     """LLVM IR of the ``input``, ``output`` or ``gradient`` transform (see the module
     docstring); ``stream``: ``output``'s whole vectors stored past the caches where
@@ -231,9 +241,7 @@ def _ir_source(dtype: np.dtype, lanes: int, tail: int, kind: str, stream: bool =
     else:
         every_row(False)
     if kind == "output":
-        flags = b.inttoptr(args["flags"], ptr)
-        seen = b.load(flags, typ=vec, align=size)
-        b.store(b.fadd(seen, b.load(finite, typ=vec)), flags, align=size)
+        add_to_flags(b, args["flags"], finite, vec, size)
     b.ret_void()
     return str(module)
 

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from dilconv._native import tile_kernel
-from dilconv._native.winograd_kernel import A_T, B_T, _combine, _tree_sum
+from dilconv._native.winograd_kernel import A_T, B_T, _combine, _tree_sum, add_to_flags
 
 #: Argument order of both compiled functions (all int64; pointers as addresses).
 ARGUMENTS = (
@@ -284,9 +284,7 @@ def _ir_source(dtype: np.dtype, lanes: int, spread: int, kind: str, stream: bool
     if stream:
         b.fence("seq_cst")
     if kind == "output":
-        flags = b.inttoptr(args["flags"], ptr)
-        seen = b.load(flags, typ=vec, align=size)
-        b.store(b.fadd(seen, b.load(finite, typ=vec)), flags, align=size)
+        add_to_flags(b, args["flags"], finite, vec, size)
     b.ret_void()
     return str(module)
 
