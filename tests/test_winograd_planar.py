@@ -209,7 +209,8 @@ def test_bands_fit_a_core_or_hold_many_channels(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_vectors_of_tiles_pay_where_few_lanes_idle() -> None:
-    """Full vectors: always; a row of 20 tiles in 32 lanes: with few channels only."""
+    """Full vectors: up to MOST_OUTPUTS outputs; a row of 20 tiles in 32 lanes: with
+    few channels only."""
     wide = lowered(np.zeros((1, 64, 32, 256), np.float32), 64, padding="same")
     assert _winograd_planar.lane_share(wide) == 1.0
     assert _winograd_planar.pays(wide)
@@ -217,6 +218,10 @@ def test_vectors_of_tiles_pay_where_few_lanes_idle() -> None:
     assert _winograd_planar.lane_share(narrow) == pytest.approx(20 / 32)
     assert not _winograd_planar.pays(narrow)
     assert _winograd_planar.pays(lowered(np.zeros((1, 8, 32, 40), np.float32), 8))
+    many = np.zeros((1, 64, 32, 64), np.float32)  # every lane used, too many outputs
+    assert _winograd_planar.lane_share(lowered(many, 256, padding="same")) == 1.0
+    assert _winograd_planar.pays(lowered(many, _winograd_planar.MOST_OUTPUTS))
+    assert not _winograd_planar.pays(lowered(many, _winograd_planar.MOST_OUTPUTS + 1))
     none = lowered(np.zeros((1, 8, 9, 40), np.float32), 8, dilation=12, padding="same")
     assert _winograd_planar.lane_share(none) == 0.0
     assert not _winograd_planar.pays(none)

@@ -61,6 +61,13 @@ PRODUCT_VECTORS = 4
 MOVE_MACS = 80
 
 
+#: Most output channels the route takes. Its ``M`` holds every output channel of a
+#: band, summed again for each block of input channels; with 256 outputs that outgrew
+#: a core's cache (the NHWC route splits them into groups): 256 channels of 64x64 at
+#: d = 5 took 1.47x the NHWC call, against 1.34x staged (NOTES).
+MOST_OUTPUTS = 128
+
+
 def lane_share(spec: ConvSpec) -> float:
     """Tiles per lane of the vectors of a row of tiles (1: no lane idle); 0 where no
     whole tile fits."""
@@ -72,10 +79,11 @@ def lane_share(spec: ConvSpec) -> float:
 
 
 def pays(spec: ConvSpec) -> bool:
-    """Whether vectors of tiles beat staging rows for the lowered ``spec`` (NCHW):
-    the products of the lanes left idle (:func:`lane_share`) cost less than moving
-    each tile's 4 input values of each input channel and 4 outputs of each output
-    channel through the cache (:data:`MOVE_MACS` multiply-adds a value).
+    """Whether vectors of tiles beat staging rows for the lowered ``spec`` (NCHW): at
+    most :data:`MOST_OUTPUTS` output channels, and the products of the lanes left
+    idle (:func:`lane_share`) cost less than moving each tile's 4 input values of
+    each input channel and 4 outputs of each output channel through the cache
+    (:data:`MOVE_MACS` multiply-adds a value).
 
     >>> from dilconv._spec import make_spec
     >>> def spec(c, o, width, d):
@@ -85,7 +93,7 @@ def pays(spec: ConvSpec) -> bool:
     (True, False)
     """
     share = lane_share(spec)
-    if share == 0.0:
+    if share == 0.0 or spec.out_channels > MOST_OUTPUTS:
         return False
     c, o = spec.in_channels, spec.out_channels
     return (1 / share - 1) * 16 * c * o < 4 * (c + o) * MOVE_MACS
