@@ -1,8 +1,9 @@
 """``winograd`` on NCHW arrays: each band's rows staged in cache, neither array moved whole.
 
 :func:`conv_channels_first` takes vectors of tiles instead
-(:mod:`~dilconv._methods._winograd_planar`) wherever they pay; this route runs where
-many channels meet a dilation that would leave lanes idle.
+(:mod:`~dilconv._methods._winograd_planar`) wherever they pay; this route runs past
+128 output channels, and where many channels meet a dilation that would leave lanes
+idle.
 
 The tile transforms of :mod:`~dilconv._native.winograd_kernel` read and write
 vectors of channels, so :mod:`~dilconv._methods.winograd` works on NHWC arrays, and

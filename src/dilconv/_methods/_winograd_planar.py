@@ -19,8 +19,8 @@ Against the staged route (:mod:`~dilconv._methods._winograd_nchw`), 2 threads,
 in one process, call by call (NOTES): 64 channels of 256x256 at d = 1 / 8 / 16,
 14.3 / 14.1 / 13.6 ms against 20.4 / 18.9 / 18.1, where the NHWC call took 14.7 /
 13.8 / 13.5; ``wave`` (8 x 64 channels of 128x128) 25.5 against 35.9 (NHWC 26.8).
-Where ``d`` leaves lanes idle and the channels are many, staging pays better
-(:func:`pays`).
+Past 128 output channels, and where ``d`` leaves lanes idle and the channels are
+many, staging pays better (:func:`pays`).
 """
 
 from __future__ import annotations
