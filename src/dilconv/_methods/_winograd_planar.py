@@ -78,12 +78,13 @@ def lane_share(spec: ConvSpec) -> float:
     return tiles / (count * lanes(spec)) if count else 0.0
 
 
+@functools.lru_cache(maxsize=256)
 def pays(spec: ConvSpec) -> bool:
     """Whether vectors of tiles beat staging rows for the lowered ``spec`` (NCHW): at
     most :data:`MOST_OUTPUTS` output channels, and the products of the lanes left
     idle (:func:`lane_share`) cost less than moving each tile's 4 input values of
     each input channel and 4 outputs of each output channel through the cache
-    (:data:`MOVE_MACS` multiply-adds a value).
+    (:data:`MOVE_MACS` multiply-adds a value). Remembered: every NCHW call asks.
 
     >>> from dilconv._spec import make_spec
     >>> def spec(c, o, width, d):
@@ -319,7 +320,8 @@ def plan(spec: ConvSpec) -> Plan:
     forward = kernels.planar_transform(spec.dtype, width, s, "input")
     backward = kernels.planar_transform(spec.dtype, width, s, "output", streams(spec))
     steps = []
-    for band in bands(spec):
+    every = bands(spec)
+    for band in every:
         plane, per_row = band.plane * width, (band.v1 - band.v0) * width
         columns = vectors[band.v0 : band.v1].copy()
         columns[:, 2] -= band.v0 * width
@@ -341,7 +343,7 @@ def plan(spec: ConvSpec) -> Plan:
             _transform(backward, spec, band_tables, calls.Slot("M"), calls.Slot("y"), o, ho * wo)
         )
         steps.append(tuple(step))
-    largest = max((b.plane for b in bands(spec)), default=0) * width
+    largest = max((b.plane for b in every), default=0) * width
     return Plan(tuple(steps), largest)
 
 
