@@ -360,6 +360,98 @@ def test_staged_bands_count_the_rows_they_stage(monkeypatch: pytest.MonkeyPatch)
         winograd.layout.cache_clear()
 
 
+def _clear_band_caches() -> None:
+    for cached in (winograd.layout, winograd.band_calls, winograd.output_groups):
+        cached.cache_clear()
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 3])
+@pytest.mark.parametrize(("channels", "outputs", "streams"), [(24, 16, True), (16, 24, False)])
+def test_bands_where_every_band_streams_the_weights(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, channels: int, outputs: int, streams: bool
+) -> None:
+    """Where ``U`` outgrows the last-level cache (and the input channels are at least
+    as many as the output channels), the bands are a multiple of the CPUs, even to a
+    row of tiles, of about ``STREAM_TILES``; the result is the same bit for bit as in
+    the bands that fit a core's cache."""
+    from dilconv import _config
+
+    monkeypatch.setattr(winograd, "MIN_BANDS", 16)
+    monkeypatch.setattr(winograd, "MIN_BAND_TILES", 4)
+    monkeypatch.setattr(winograd, "STREAM_TILES", 60)
+    monkeypatch.setattr(_config, "available_cpus", lambda: cpus)
+    options = {"padding": "same", "dilation": (2, 1), "data_format": "NHWC"}
+    rng = np.random.default_rng(cpus)
+    x = rng.standard_normal((2, 40, 26, channels)).astype(np.float32)
+    w = rng.standard_normal((3, 3, channels, outputs)).astype(np.float32)
+    spec = make_spec(x.shape, w.shape, dtypes=[x.dtype], **options).lowered()
+    results, layouts = [], []
+    for cache in (2**30, 1024):  # U fits the cache; U outgrows it
+        monkeypatch.setattr(last_level_cache, "size", lambda c=cache: c)
+        _clear_band_caches()
+        try:
+            assert winograd.streams_weights(spec) == (streams and cache == 1024)
+            layouts.append(winograd.layout(spec))
+            results.append(winograd.conv(x, w, spec))
+        finally:
+            _clear_band_caches()
+    np.testing.assert_array_equal(results[0], results[1])
+    expected = dilconv.conv2d(x, w, method="direct", **options)
+    scale = dilconv.conv2d(np.abs(x), np.abs(w), method="direct", **options)
+    assert_close(results[1], expected, dtype=x.dtype, magnitude=scale)
+    if not streams:
+        assert layouts[0].bands == layouts[1].bands
+        return
+    rows, columns = len(layouts[1].in_rows), len(layouts[1].in_cols)
+    assert (rows, columns) == (20, 13)
+    bands = layouts[1].bands
+    count = cpus * max(1, round(rows * columns / (60 * cpus)))
+    assert len(bands) == count and len(layouts[0].bands) > count
+    sizes = [(r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in bands]
+    assert sum(sizes) == rows * columns and max(sizes) - min(sizes) <= columns
+
+
+def test_the_scratch_holds_the_bands_the_calls_were_made_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A spec's remembered calls keep their bands while its layout is made again for
+    another count of CPUs: each thread's ``V`` and ``M`` are sized by the calls'
+    bands, not by the new layout's smaller ones (in checked mode, every call's
+    memory is checked as well)."""
+    from dilconv import _config
+
+    monkeypatch.setattr(winograd, "MIN_BAND_TILES", 4)
+    monkeypatch.setattr(winograd, "STREAM_TILES", 60)
+    monkeypatch.setattr(last_level_cache, "size", lambda: 1024)
+    cpus = [1]
+    monkeypatch.setattr(_config, "available_cpus", lambda: cpus[0])
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 40, 26, 24)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 24, 16)).astype(np.float32)
+    spec = make_spec(x.shape, w.shape, padding="same", data_format="NHWC", dtypes=[x.dtype])
+    spec = spec.lowered()
+    sized: list[int | None] = []
+    scratch = winograd.scratch
+
+    def recording(s: object, tiles: int | None = None) -> dict[str, np.ndarray]:
+        sized.append(tiles)
+        return scratch(spec, tiles)
+
+    monkeypatch.setattr(winograd, "scratch", recording)
+    _clear_band_caches()
+    try:
+        expected = winograd.conv(x, w, spec)
+        planned = winograd.layout(spec).band_tiles
+        winograd.layout.cache_clear()
+        cpus[0] = 8  # more, smaller bands in the layout made now
+        assert winograd.layout(spec).band_tiles < planned
+        sized.clear()
+        np.testing.assert_array_equal(winograd.conv(x, w, spec), expected)
+        assert sized and set(sized) == {planned}
+    finally:
+        _clear_band_caches()
+
+
 @pytest.mark.parametrize("outputs", [32, 24])
 def test_results_stored_past_the_caches_equal_the_plain_stores(
     monkeypatch: pytest.MonkeyPatch, outputs: int

@@ -30,7 +30,10 @@ Bands are a few rows of tiles whose ``V`` (one block of channels) and ``M`` fit 
 core's own cache beside the block of ``U`` where that holds enough tiles, else take
 at most :data:`BAND_BYTES` (:func:`band_fit`); at least :data:`MIN_BANDS` to an
 image, and at least :data:`MIN_BAND_TILES` tiles, so that a ``U`` too large for the
-caches, read once per band, costs little beside the products;
+caches, read once per band, costs little beside the products. Where all of ``U``
+outgrows the last-level cache (:func:`streams_weights`: ``aspp``'s 33 MiB), each band
+reads it from memory, so the bands are larger, about :data:`STREAM_TILES`, and as
+many for each CPU (:func:`stream_fit`);
 threads take runs of bands, each with its own scratch. Where the output channels
 outnumber the input channels and a band's ``M`` would be large (the input gradient of
 a layer that reduces its channels), the band's input is transformed once for every
@@ -57,7 +60,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from dilconv import _shapes
+from dilconv import _config, _shapes
 from dilconv._methods import blocked
 from dilconv._methods._winograd_products import (
     block_channels,
@@ -105,6 +108,15 @@ MIN_BANDS = 16
 #: 33 MiB, more than the shared L3 cache), which this many tiles' products
 #: amortise (aspp at d = 6: 154 ms in bands of 35 tiles, 138 in bands of 70).
 MIN_BAND_TILES = 96
+
+#: Fewest tiles of a band where the whole of ``U`` outgrows the last-level cache, so
+#: that every band reads all of it from memory
+#: (:func:`streams_weights`), in about as many, or fewer, as the CPUs share
+#: evenly (:func:`stream_fit`). ``aspp`` (2048 -> 256 channels, 33 MiB of ``U``) on a
+#: Xeon with 2 MiB of L2 a core (2026-12-07, 2 vCPUs, medians of 9, alternating
+#: runs): 870 tiles at d = 18 took 104.8-108.1 ms in 10 bands, 102.6-103.6 in 5,
+#: 95.1-97.0 in 2 of 435 tiles; 2 bands of 20 and 9 rows of tiles, 106.7.
+STREAM_TILES = 448
 
 #: Bytes of a band's ``M`` (every output channel) above which, where there are more
 #: output than input channels, the band's products and output transform run one
@@ -199,6 +211,8 @@ def layout(spec: ConvSpec, staged: bool = False) -> Layout:
     xs, single_cols = whole_pairs(wo, dw)
     even = math.ceil(len(ys) * len(xs) / MIN_BANDS)
     fit = max(MIN_BAND_TILES, min(band_fit(spec, staged), even))  # tiles per band
+    if not staged and streams_weights(spec):
+        fit = max(fit, stream_fit(len(ys), len(xs), _config.available_cpus()))
     bands = tile_bands(len(ys), len(xs), fit)
     return Layout(
         in_rows=_offsets(ys - spec.pad[0][0], dh, 4, h, wd * c),
@@ -227,6 +241,38 @@ def band_fit(spec: ConvSpec, staged: bool = False) -> int:
     u_block = 16 * cb * o * size
     in_core = int(CORE_SHARE * last_level_cache.core_size() - u_block) // in_cache
     return in_core if in_core >= CORE_BAND_TILES else BAND_BYTES // per_tile
+
+
+def streams_weights(spec: ConvSpec) -> bool:
+    """Whether every band reads all of ``U`` from memory: ``U`` outgrows the
+    last-level cache (:func:`~dilconv._native.last_level_cache.size`). Only where the
+    input channels are at least as many as the output channels (elsewhere
+    :func:`output_groups` may split the bands' products, sized by the bands).
+
+    Where ``U`` fits the shared cache, smaller bands that fit a core's own cache are
+    the faster: 256 channels of 64 x 64 (``U`` 4 MiB) took 13.6-13.8 ms in bands of
+    96 tiles, 16.3-16.8 in 2 bands; 128 x 128 from 256 to 128 channels 26.7 against
+    29.7 (the Xeon of :data:`STREAM_TILES`, whose cache counts 8 MiB)."""
+    u_bytes = 16 * spec.in_channels * spec.out_channels * spec.dtype.itemsize
+    return u_bytes > last_level_cache.size() and spec.in_channels >= spec.out_channels
+
+
+def stream_fit(rows: int, columns: int, cpus: int) -> int:
+    """Tiles per band where every band streams ``U`` (:func:`streams_weights`): a
+    multiple of ``cpus`` bands (each CPU as many), the one nearest to bands of
+    :data:`STREAM_TILES`; in whole rows of tiles split evenly where a row fits
+    (:func:`tile_bands`).
+
+    >>> stream_fit(29, 30, 2), stream_fit(30, 30, 2)  # aspp at d = 18 and 6: 2 bands
+    (450, 450)
+    >>> stream_fit(29, 30, 16), stream_fit(100, 100, 2)  # 16 bands; 22 of 5 rows
+    (60, 500)
+    """
+    tiles = rows * columns
+    count = cpus * max(1, round(tiles / (STREAM_TILES * cpus)))
+    if columns > math.ceil(tiles / count):  # parts of rows
+        return math.ceil(tiles / count)
+    return math.ceil(rows / count) * columns
 
 
 def tile_bands(rows: int, columns: int, fit: int) -> list[tuple[int, int, int, int]]:
@@ -516,13 +562,14 @@ def band_calls(spec: ConvSpec) -> BandCalls:
     return BandCalls(lay.bands, tuple(per_band))
 
 
-def scratch(spec: ConvSpec) -> dict[str, np.ndarray]:
+def scratch(spec: ConvSpec, tiles: int | None = None) -> dict[str, np.ndarray]:
     """A thread's ``V`` (one block of input channels, or every one with
-    :func:`output_groups`) and ``M`` (every output channel, or one group's) for the
-    largest band, tile by tile (a tile's 16 vectors of channels are one contiguous
-    run, which the transforms write or read in one pass), its ``sink`` row and its
-    ``flags``."""
-    tiles, o = layout(spec).band_tiles, spec.out_channels
+    :func:`output_groups`) and ``M`` (every output channel, or one group's) for
+    bands of at most ``tiles`` tiles (by default :func:`layout`'s largest), tile by
+    tile (a tile's 16 vectors of channels are one contiguous run, which the
+    transforms write or read in one pass), its ``sink`` row and its ``flags``."""
+    o = spec.out_channels
+    tiles = layout(spec).band_tiles if tiles is None else tiles
     return {
         "V": calls.aligned_empty(16 * tiles * _v_channels(spec), spec.dtype),
         "M": calls.aligned_empty(16 * tiles * _m_channels(spec), spec.dtype),
@@ -603,6 +650,9 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     # blocked's packing, for the outputs no whole tile covers, in the same pass
     packed, weights = transform_weights(w, spec, product_plan(spec), taps=direct is not None)
     plan = band_calls(spec)
+    # the scratch is sized by the bands the calls were made for, whatever the layout
+    # of this spec later (its bands follow the CPUs, see :func:`stream_fit`)
+    tiles = max(((r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in plan.bands), default=0)
     items = [(image, k) for image in range(n) for k in range(len(plan.bands))]
     # then the outputs no whole tile covers, (-1, k) for the k-th share of them: in
     # the same job, since a job of their own began with waking a worker (0.3 ms and
@@ -618,7 +668,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     flags: list[np.ndarray] = []  # each thread's (list.append is atomic)
 
     def run(share: Iterator[tuple[int, int]]) -> None:
-        bound = calls.Binding(U=packed, zeros=zeros, **scratch(spec))
+        bound = calls.Binding(U=packed, zeros=zeros, **scratch(spec, tiles))
         flags.append(bound.arrays["flags"])
         current = -1
         for image, k in share:
