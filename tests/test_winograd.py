@@ -406,9 +406,11 @@ def test_bands_where_every_band_streams_the_weights(
     assert (rows, columns) == (20, 13)
     bands = layouts[1].bands
     count = cpus * max(1, round(rows * columns / (60 * cpus)))
-    assert len(bands) == count and len(layouts[0].bands) > count
+    assert len(bands) == count
+    assert len(layouts[0].bands) > count
     sizes = [(r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in bands]
-    assert sum(sizes) == rows * columns and max(sizes) - min(sizes) <= columns
+    assert sum(sizes) == rows * columns
+    assert max(sizes) - min(sizes) <= columns
 
 
 def test_the_scratch_holds_the_bands_the_calls_were_made_for(
@@ -447,7 +449,8 @@ def test_the_scratch_holds_the_bands_the_calls_were_made_for(
         assert winograd.layout(spec).band_tiles < planned
         sized.clear()
         np.testing.assert_array_equal(winograd.conv(x, w, spec), expected)
-        assert sized and set(sized) == {planned}
+        assert sized
+        assert set(sized) == {planned}
     finally:
         _clear_band_caches()
 
