@@ -30,6 +30,31 @@ def test_winograd_equals_oracle_low_precision(case: Case) -> None:
     check_against_oracle(case, "winograd")
 
 
+@settings(max_examples=60)
+@given(
+    case=conv_cases(dtypes=(np.float64,), three_by_three=True),
+    cpus=st.integers(1, 4),
+    stream_tiles=st.integers(1, 12),
+)
+def test_winograd_in_bands_that_stream_the_weights_equals_oracle(
+    case: Case, cpus: int, stream_tiles: int
+) -> None:
+    """Bands laid out by the rule for weights that stream from memory (forced: a
+    last-level cache of no bytes), for any count of CPUs and band size."""
+    from dilconv import _config
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(last_level_cache, "size", lambda: 0)
+        patch.setattr(_config, "available_cpus", lambda: cpus)
+        patch.setattr(winograd, "STREAM_TILES", stream_tiles)
+        patch.setattr(winograd, "MIN_BAND_TILES", 1)
+        _clear_band_caches()
+        try:
+            check_against_oracle(case, "winograd")
+        finally:
+            _clear_band_caches()
+
+
 @given(out=st.integers(0, 60), d=st.integers(1, 12))
 def test_tile_pairs_cover_every_output_once(out: int, d: int) -> None:
     covered = []
