@@ -109,13 +109,13 @@ MIN_BANDS = 16
 #: amortise (aspp at d = 6: 154 ms in bands of 35 tiles, 138 in bands of 70).
 MIN_BAND_TILES = 96
 
-#: Fewest tiles of a band where the whole of ``U`` outgrows the last-level cache, so
-#: that every band reads all of it from memory
-#: (:func:`streams_weights`), in about as many, or fewer, as the CPUs share
-#: evenly (:func:`stream_fit`). ``aspp`` (2048 -> 256 channels, 33 MiB of ``U``) on a
-#: Xeon with 2 MiB of L2 a core (2026-12-07, 2 vCPUs, medians of 9, alternating
-#: runs): 870 tiles at d = 18 took 104.8-108.1 ms in 10 bands, 102.6-103.6 in 5,
-#: 95.1-97.0 in 2 of 435 tiles; 2 bands of 20 and 9 rows of tiles, 106.7.
+#: Tiles of a band, about, where the whole of ``U`` outgrows the last-level cache, so
+#: that every band reads all of it from memory (:func:`streams_weights`); the bands
+#: are then a multiple of the CPUs, each CPU as many (:func:`stream_fit`). ``aspp``
+#: (2048 -> 256 channels, 33 MiB of ``U``) on a Xeon with 2 MiB of L2 a core
+#: (2026-12-07, 2 vCPUs, medians of 9, each in its own process): 870 tiles at d = 18
+#: took 104.8-108.1 ms in 10 bands, 102.6-103.6 in 5, 95.1-97.0 in 2 of 435 tiles;
+#: 2 bands of 20 and 9 rows of tiles, 106.7.
 STREAM_TILES = 448
 
 #: Bytes of a band's ``M`` (every output channel) above which, where there are more
