@@ -391,16 +391,19 @@ def _clear_band_caches() -> None:
 
 
 @pytest.mark.parametrize("cpus", [1, 2, 3])
-@pytest.mark.parametrize(("channels", "outputs", "streams"), [(24, 16, True), (16, 24, False)])
+@pytest.mark.parametrize(("channels", "outputs", "groups"), [(24, 16, 0), (16, 24, 0), (16, 72, 2)])
 def test_bands_where_every_band_streams_the_weights(
-    monkeypatch: pytest.MonkeyPatch, cpus: int, channels: int, outputs: int, streams: bool
+    monkeypatch: pytest.MonkeyPatch, cpus: int, channels: int, outputs: int, groups: int
 ) -> None:
-    """Where ``U`` outgrows the last-level cache (and the input channels are at least
-    as many as the output channels), the bands are a multiple of the CPUs, even to a
-    row of tiles, of about ``STREAM_TILES``; the result is the same bit for bit as in
-    the bands that fit a core's cache."""
+    """Where ``U`` outgrows the last-level cache, the bands are a multiple of the CPUs,
+    even to a row of tiles, of about ``STREAM_TILES``; the result is the same bit for
+    bit as in the bands that fit a core's cache, with or without groups of output
+    channels (``groups``: how many, forced)."""
     from dilconv import _config
 
+    if groups:
+        monkeypatch.setattr(winograd, "SPLIT_BYTES", 0)
+        monkeypatch.setattr(winograd, "GROUP_BYTES", 1)
     monkeypatch.setattr(winograd, "MIN_BANDS", 16)
     monkeypatch.setattr(winograd, "MIN_BAND_TILES", 4)
     monkeypatch.setattr(winograd, "STREAM_TILES", 60)
@@ -415,7 +418,8 @@ def test_bands_where_every_band_streams_the_weights(
         monkeypatch.setattr(last_level_cache, "size", lambda c=cache: c)
         _clear_band_caches()
         try:
-            assert winograd.streams_weights(spec) == (streams and cache == 1024)
+            assert winograd.streams_weights(spec) == (cache == 1024)
+            assert len(winograd.output_groups(spec) or ()) == groups
             layouts.append(winograd.layout(spec))
             results.append(winograd.conv(x, w, spec))
         finally:
@@ -424,9 +428,6 @@ def test_bands_where_every_band_streams_the_weights(
     expected = dilconv.conv2d(x, w, method="direct", **options)
     scale = dilconv.conv2d(np.abs(x), np.abs(w), method="direct", **options)
     assert_close(results[1], expected, dtype=x.dtype, magnitude=scale)
-    if not streams:
-        assert layouts[0].bands == layouts[1].bands
-        return
     rows, columns = len(layouts[1].in_rows), len(layouts[1].in_cols)
     assert (rows, columns) == (20, 13)
     bands = layouts[1].bands
@@ -441,41 +442,49 @@ def test_bands_where_every_band_streams_the_weights(
 def test_the_scratch_holds_the_bands_the_calls_were_made_for(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A spec's remembered calls keep their bands while its layout is made again for
-    another count of CPUs: each thread's ``V`` and ``M`` are sized by the calls'
-    bands, not by the new layout's smaller ones (in checked mode, every call's
-    memory is checked as well)."""
+    """A spec's remembered calls keep their bands and groups of output channels while
+    its layout is made again for another count of CPUs: each thread's ``V`` and ``M``
+    are sized as the calls were made (here 8 CPUs' smaller bands in wider groups),
+    not by the new layout's larger bands in narrower groups (in checked mode, every
+    call's memory is checked as well)."""
     from dilconv import _config
 
     monkeypatch.setattr(winograd, "MIN_BAND_TILES", 4)
     monkeypatch.setattr(winograd, "STREAM_TILES", 60)
+    monkeypatch.setattr(winograd, "SPLIT_BYTES", 0)
     monkeypatch.setattr(last_level_cache, "size", lambda: 1024)
-    cpus = [1]
+    cpus = [8]
     monkeypatch.setattr(_config, "available_cpus", lambda: cpus[0])
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((1, 40, 26, 24)).astype(np.float32)
-    w = rng.standard_normal((3, 3, 24, 16)).astype(np.float32)
+    x = rng.standard_normal((1, 40, 26, 16)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 16, 200)).astype(np.float32)
     spec = make_spec(x.shape, w.shape, padding="same", data_format="NHWC", dtypes=[x.dtype])
     spec = spec.lowered()
-    sized: list[int | None] = []
+    widest = max(o1 - o0 for o0, o1 in _winograd_products.product_plan(spec).out_blocks)
+    # groups of two blocks for bands of 39 tiles (8 CPUs), of one for 65 (1 CPU)
+    monkeypatch.setattr(winograd, "GROUP_BYTES", 16 * widest * 4 * 100)
+    plans: list[winograd.BandCalls] = []
     scratch = winograd.scratch
 
-    def recording(s: object, tiles: int | None = None) -> dict[str, np.ndarray]:
-        sized.append(tiles)
-        return scratch(spec, tiles)
+    def recording(s: object, plan: winograd.BandCalls) -> dict[str, np.ndarray]:
+        plans.append(plan)
+        return scratch(spec, plan)
 
     monkeypatch.setattr(winograd, "scratch", recording)
     _clear_band_caches()
     try:
         expected = winograd.conv(x, w, spec)
-        planned = winograd.layout(spec).band_tiles
+        made = winograd.band_calls(spec)
+        assert (made.tiles, made.m_channels) == (39, 2 * widest)
         winograd.layout.cache_clear()
-        cpus[0] = 8  # more, smaller bands in the layout made now
-        assert winograd.layout(spec).band_tiles < planned
-        sized.clear()
+        winograd.output_groups.cache_clear()
+        cpus[0] = 1  # larger bands in narrower groups, in the layout made now
+        assert winograd.layout(spec).band_tiles == 65
+        assert max(g1 - g0 for g0, g1 in winograd.output_groups(spec) or ()) == widest
+        plans.clear()
         np.testing.assert_array_equal(winograd.conv(x, w, spec), expected)
-        assert sized
-        assert set(sized) == {planned}
+        assert plans
+        assert all(plan is made for plan in plans)
     finally:
         _clear_band_caches()
 

@@ -349,10 +349,10 @@ def plan(spec: ConvSpec, threads: int = 1) -> Plan:
 
 
 def scratch(spec: ConvSpec, threads: int) -> dict[str, np.ndarray]:
-    """A thread's arrays: :func:`winograd.scratch`'s, ``V`` and ``M`` for the largest
-    band of the plan for ``threads``, and the stages ``S`` and ``Z``."""
+    """A thread's arrays: :func:`winograd.thread_arrays`, ``V`` and ``M`` for the
+    largest band of the plan for ``threads``, and the stages ``S`` and ``Z``."""
     p = plan(spec, threads)
-    arrays = winograd.scratch(spec, p.tiles)  # its sink and flags; V and M sized below
+    arrays = winograd.thread_arrays(spec)
     arrays["V"] = calls.aligned_empty(16 * p.tiles * block_channels(spec), spec.dtype)
     arrays["M"] = calls.aligned_empty(16 * p.tiles * spec.out_channels, spec.dtype)
     arrays["S"] = calls.aligned_empty(max(1, p.stage_in), spec.dtype)

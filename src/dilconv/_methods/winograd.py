@@ -245,16 +245,18 @@ def band_fit(spec: ConvSpec, staged: bool = False) -> int:
 
 def streams_weights(spec: ConvSpec) -> bool:
     """Whether every band reads all of ``U`` from memory: ``U`` outgrows the
-    last-level cache (:func:`~dilconv._native.last_level_cache.size`). Only where the
-    input channels are at least as many as the output channels (elsewhere
-    :func:`output_groups` may split the bands' products, sized by the bands).
+    last-level cache (:func:`~dilconv._native.last_level_cache.size`).
 
     Where ``U`` fits the shared cache, smaller bands that fit a core's own cache are
     the faster: 256 channels of 64 x 64 (``U`` 4 MiB) took 13.6-13.8 ms in bands of
     96 tiles, 16.3-16.8 in 2 bands; 128 x 128 from 256 to 128 channels 26.7 against
-    29.7 (the Xeon of :data:`STREAM_TILES`, whose cache counts 8 MiB)."""
+    29.7 (the Xeon of :data:`STREAM_TILES`, whose cache counts 8 MiB). Where the
+    output channels are the more (:func:`output_groups` then sizes its groups by
+    these bands), 256 -> 2048 channels at 65 x 65 (``aspp``'s input gradient) took
+    92.1 ms against 108.7 at d = 12 and 87.9 against 106.0 at d = 18, 512 -> 1024 at
+    d = 6 91.4 against 98.6 (in one process, alternating)."""
     u_bytes = 16 * spec.in_channels * spec.out_channels * spec.dtype.itemsize
-    return u_bytes > last_level_cache.size() and spec.in_channels >= spec.out_channels
+    return u_bytes > last_level_cache.size()
 
 
 def stream_fit(rows: int, columns: int, cpus: int) -> int:
@@ -468,10 +470,18 @@ class BandCalls:
     :func:`scratch`), ``sink`` (a scratch row) and ``flags`` (a thread's vector that
     the output transforms leave non-finite once a tile's output is NaN or Inf, as
     a NaN or Inf the tile read makes it). Each call holds its tables.
+
+    ``tiles``, ``v_channels`` and ``m_channels`` size ``V`` and ``M`` for these calls
+    (:func:`scratch`): the tiles of the largest band and the channels per position,
+    as the calls were made (a spec's layout follows the CPUs, see :func:`stream_fit`,
+    and may be made again later).
     """
 
     bands: tuple[tuple[int, int, int, int], ...]
     steps: tuple[tuple[calls.Call, ...], ...]
+    tiles: int
+    v_channels: int
+    m_channels: int
 
 
 def _input_call(
@@ -559,20 +569,29 @@ def band_calls(spec: ConvSpec) -> BandCalls:
                     steps.extend(block)
                 steps.append(_output_call(spec, lay, band, group))
         per_band.append(tuple(steps))
-    return BandCalls(lay.bands, tuple(per_band))
+    v_channels = block_channels(spec) if groups is None else c
+    m_channels = o if groups is None else max(g1 - g0 for g0, g1 in groups)
+    return BandCalls(lay.bands, tuple(per_band), lay.band_tiles, v_channels, m_channels)
 
 
-def scratch(spec: ConvSpec, tiles: int | None = None) -> dict[str, np.ndarray]:
+def scratch(spec: ConvSpec, plan: BandCalls) -> dict[str, np.ndarray]:
     """A thread's ``V`` (one block of input channels, or every one with
-    :func:`output_groups`) and ``M`` (every output channel, or one group's) for
-    bands of at most ``tiles`` tiles (by default :func:`layout`'s largest), tile by
-    tile (a tile's 16 vectors of channels are one contiguous run, which the
-    transforms write or read in one pass), its ``sink`` row and its ``flags``."""
-    o = spec.out_channels
-    tiles = layout(spec).band_tiles if tiles is None else tiles
+    :func:`output_groups`) and ``M`` (every output channel, or one group's) for the
+    largest band of ``plan``, as its calls were made, tile by tile (a tile's 16
+    vectors of channels are one contiguous run, which the transforms write or read
+    in one pass), and :func:`thread_arrays`."""
     return {
-        "V": calls.aligned_empty(16 * tiles * _v_channels(spec), spec.dtype),
-        "M": calls.aligned_empty(16 * tiles * _m_channels(spec), spec.dtype),
+        "V": calls.aligned_empty(16 * plan.tiles * plan.v_channels, spec.dtype),
+        "M": calls.aligned_empty(16 * plan.tiles * plan.m_channels, spec.dtype),
+        **thread_arrays(spec),
+    }
+
+
+def thread_arrays(spec: ConvSpec) -> dict[str, np.ndarray]:
+    """A thread's ``sink`` (a row of every output channel, where the output transforms
+    store what lies outside the image) and its ``flags`` (see :class:`BandCalls`)."""
+    o = spec.out_channels
+    return {
         "sink": calls.aligned_empty(math.ceil(o / lanes(spec)) * lanes(spec), spec.dtype),
         "flags": np.zeros(lanes(spec), dtype=spec.dtype),
     }
@@ -649,10 +668,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     direct = direct_calls(spec, threads)
     # blocked's packing, for the outputs no whole tile covers, in the same pass
     packed, weights = transform_weights(w, spec, product_plan(spec), taps=direct is not None)
-    plan = band_calls(spec)
-    # the scratch is sized by the bands the calls were made for, whatever the layout
-    # of this spec later (its bands follow the CPUs, see :func:`stream_fit`)
-    tiles = max(((r1 - r0) * (s1 - s0) for r0, r1, s0, s1 in plan.bands), default=0)
+    plan = band_calls(spec)  # the scratch is sized by its bands, as they were made
     items = [(image, k) for image in range(n) for k in range(len(plan.bands))]
     # then the outputs no whole tile covers, (-1, k) for the k-th share of them: in
     # the same job, since a job of their own began with waking a worker (0.3 ms and
@@ -668,7 +684,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     flags: list[np.ndarray] = []  # each thread's (list.append is atomic)
 
     def run(share: Iterator[tuple[int, int]]) -> None:
-        bound = calls.Binding(U=packed, zeros=zeros, **scratch(spec, tiles))
+        bound = calls.Binding(U=packed, zeros=zeros, **scratch(spec, plan))
         flags.append(bound.arrays["flags"])
         current = -1
         for image, k in share:
