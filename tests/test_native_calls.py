@@ -112,10 +112,11 @@ def test_checked_mode_refuses_short_wrong_or_missing_arrays() -> None:
 def test_checked_mode_refuses_a_transform_past_its_scratch() -> None:
     spec = make_spec((1, 4, 12, 12), (4, 4, 3, 3), dtypes=[np.dtype(np.float32)], padding=1)
     spec = spec.lowered()
-    steps = winograd.band_calls(spec).steps[0]
+    plan = winograd.band_calls(spec)
+    steps = plan.steps[0]
     x = np.ones((12, 12, 4), dtype=np.float32)
     zeros = np.zeros(64, dtype=np.float32)
-    bound = dict(x=x, zeros=zeros, U=np.zeros(1, np.float32), **winograd.scratch(spec))
+    bound = dict(x=x, zeros=zeros, U=np.zeros(1, np.float32), **winograd.scratch(spec, plan))
     bound["V"] = bound["V"][:10]  # far too small for a band's transformed input
     with calls.checked(), pytest.raises(RuntimeError, match="winograd input transform.*'target'"):
         calls.Binding(**bound).run(steps[:1])
