@@ -410,7 +410,8 @@ def workspace_bytes(spec: ConvSpec) -> int:
     # V and M as on NHWC arrays, or (NCHW arrays, :mod:`._winograd_nchw`) a block of
     # input channels and every output channel however many there are, for the larger
     # of the two layouts' bands
-    per_tile = max(_v_channels(spec) + _m_channels(spec), block_channels(spec) + o)
+    groups = output_groups(spec)
+    per_tile = max(_v_channels(spec, groups) + _m_channels(spec, groups), block_channels(spec) + o)
     tiles = max(lay.band_tiles, layout(spec, staged=True).band_tiles)
     scratch = 16 * tiles * per_tile + 2 * (max(c, o) + 64)
     planes = max((band.plane for band in _winograd_planar.bands(spec)), default=0) * lanes(spec)
@@ -433,7 +434,7 @@ def output_groups(spec: ConvSpec) -> tuple[tuple[int, int], ...] | None:
     each group's products and output transform follow in turn, so ``M`` stays in
     cache: the input gradient of ``aspp``'s 2048 -> 256 layer (256 -> 2048 channels
     at 65 x 65, ``M`` 11 MiB a band) took 82-91 ms in one ``M``, 70 ms in the mirror
-    layer (2048 -> 256, ``M`` 1.4 MiB). Remembered: every thread's scratch asks.
+    layer (2048 -> 256, ``M`` 1.4 MiB). Remembered: the band calls and the workspace ask.
     """
     c, o, item = spec.in_channels, spec.out_channels, spec.dtype.itemsize
     tiles = layout(spec).band_tiles
@@ -447,15 +448,14 @@ def output_groups(spec: ConvSpec) -> tuple[tuple[int, int], ...] | None:
     )
 
 
-def _m_channels(spec: ConvSpec) -> int:
-    """Output channels of ``M``: every one, or the widest group's."""
-    groups = output_groups(spec)
+def _m_channels(spec: ConvSpec, groups: tuple[tuple[int, int], ...] | None) -> int:
+    """Output channels of ``M`` with output ``groups``: every one, or the widest group's."""
     return spec.out_channels if groups is None else max(g1 - g0 for g0, g1 in groups)
 
 
-def _v_channels(spec: ConvSpec) -> int:
-    """Input channels of ``V``: one block's, or every one where output groups apply."""
-    return block_channels(spec) if output_groups(spec) is None else spec.in_channels
+def _v_channels(spec: ConvSpec, groups: tuple[tuple[int, int], ...] | None) -> int:
+    """Input channels of ``V`` with output ``groups``: one block's, or every one."""
+    return block_channels(spec) if groups is None else spec.in_channels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -569,9 +569,8 @@ def band_calls(spec: ConvSpec) -> BandCalls:
                     steps.extend(block)
                 steps.append(_output_call(spec, lay, band, group))
         per_band.append(tuple(steps))
-    v_channels = block_channels(spec) if groups is None else c
-    m_channels = o if groups is None else max(g1 - g0 for g0, g1 in groups)
-    return BandCalls(lay.bands, tuple(per_band), lay.band_tiles, v_channels, m_channels)
+    sizes = (lay.band_tiles, _v_channels(spec, groups), _m_channels(spec, groups))
+    return BandCalls(lay.bands, tuple(per_band), *sizes)
 
 
 def scratch(spec: ConvSpec, plan: BandCalls) -> dict[str, np.ndarray]:
