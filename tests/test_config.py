@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -351,6 +352,34 @@ def test_threadpoolctl_limits_the_blas_dilconv_calls(monkeypatch: pytest.MonkeyP
     assert seen
     assert all(s == {1} for s in seen)
     assert blas() == before
+
+
+_LATE_BLAS = """
+from threadpoolctl import threadpool_info
+from dilconv._native import pool
+
+def threads():
+    return sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+with pool.single_threaded_blas():  # before SciPy's BLAS is loaded
+    pass
+import scipy.linalg.blas  # a second BLAS library
+with pool.single_threaded_blas():
+    print("INSIDE", threads())
+"""
+
+
+def test_one_blas_thread_reaches_a_blas_loaded_later() -> None:
+    """``pool.single_threaded_blas`` limits every BLAS loaded when it is entered, also
+    one loaded after its first use (threadpoolctl sees only the libraries loaded when
+    its controller is made)."""
+    out = _python(_LATE_BLAS)
+    assert out.returncode == 0, out.stderr
+    inside = [line for line in out.stdout.splitlines() if line.startswith("INSIDE")]
+    assert inside
+    counts = ast.literal_eval(inside[-1].split(" ", 1)[1])
+    assert counts  # NumPy's BLAS and SciPy's, every one on one thread
+    assert set(counts) == {1}, counts
 
 
 def test_measuring_takes_turns_and_never_spins(monkeypatch: pytest.MonkeyPatch) -> None:

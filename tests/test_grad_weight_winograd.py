@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -193,3 +196,32 @@ def test_auto_takes_it_for_many_channels_and_the_workspace_counts_it() -> None:
     assert per_thread <= size <= per_thread * 2 + 8 * _grad_weight_winograd.BAND_BYTES
     with dilconv.config_context(workspace_bytes=size - 1):
         assert "winograd" not in _grad_weight.routes(spec)
+
+
+def test_the_closing_product_runs_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The product that turns the sums into ``dw`` comes right after the threads' job,
+    while the pool's workers still spin: it runs on one BLAS thread, never waiting for
+    a second one to find a CPU (settings guide, "Idle workers spin")."""
+    from threadpoolctl import threadpool_info
+
+    from dilconv._native import pool
+
+    limited = pool.single_threaded_blas
+    seen: list[int] = []
+
+    @contextlib.contextmanager
+    def recording() -> Iterator[None]:
+        with limited():
+            seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+            yield
+
+    monkeypatch.setattr(pool, "single_threaded_blas", recording)
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((1, 12, 12, 8)), rng.standard_normal((1, 12, 12, 8))
+    options = {"padding": "same", "data_format": "NHWC"}
+    spec = make_spec(x.shape, (3, 3, 8, 8), dtypes=[x.dtype], **options)
+    got = _grad_weight_winograd.grad_weight(x, g, spec.lowered())
+    assert seen
+    assert set(seen) == {1}, seen
+    expected, scale = oracle(x, g, (3, 3, 8, 8), **options)
+    assert_close(got, expected, magnitude=scale, context="winograd, one BLAS thread")

@@ -31,6 +31,8 @@ from dilconv import _config
 from dilconv._native import forksafe, headroom, spin
 
 _controller: Any = None
+#: ``len(sys.modules)`` when ``_controller`` was made.
+_controller_modules = 0
 #: Held while BLAS is limited to one thread (released again in a forked child).
 _blas_lock = forksafe.ForkSafeLock()
 
@@ -399,12 +401,16 @@ def single_threaded_blas() -> Iterator[None]:
     that set it, so such regions run one at a time: a second caller waits (the
     cores are busy anyway).
     """
-    global _controller
+    global _controller, _controller_modules
     with _blas_lock:
-        if _controller is None:
+        # threadpoolctl finds the libraries loaded when its controller is made (0.3 ms
+        # here): made again once modules were imported since, so a BLAS loaded later
+        # (SciPy's, at dilconv's first ``gemm``; NumPy's own is another) is limited too
+        if _controller is None or len(sys.modules) != _controller_modules:
             from dilconv import _imports
 
             _controller = _imports.whole("threadpoolctl").ThreadpoolController()
+            _controller_modules = len(sys.modules)
         with _controller.limit(limits=1, user_api="blas"):
             yield
 
