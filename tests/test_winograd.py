@@ -613,3 +613,41 @@ def test_work_counts_the_transforms_over_whole_vectors(channels: int) -> None:
     whole = -(-channels // lanes) * lanes
     _, values, _, _ = winograd.work(spec)
     assert values == winograd.layout(spec).tiles * 16 * 2 * whole
+
+
+def test_a_batch_of_few_channels_takes_larger_bands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 32 channels a band of ``MIN_BAND_TILES`` tiles is little work: where a batch
+    holds ``MIN_BANDS`` bands anyway, they grow to ``MIN_BAND_MACS`` of products (within
+    the core's cache), and one image keeps the bands it had. Bit for bit the same sums."""
+    monkeypatch.setattr(last_level_cache, "core_size", lambda: 2 * 2**20)
+    winograd.layout.cache_clear()
+    winograd.band_calls.cache_clear()
+    try:
+        specs = [
+            make_spec(
+                (n, 64, 64, 32),
+                (3, 3, 32, 32),
+                padding="same",
+                dilation=2,
+                data_format="NHWC",
+                dtypes=[np.dtype(np.float32)],
+            ).lowered()  # fmt: skip
+            for n in (1, 16)
+        ]
+        one, batch = (winograd.layout(spec) for spec in specs)
+        columns = len(one.in_cols)
+        assert one.band_tiles <= max(winograd.MIN_BAND_TILES, one.tiles // winograd.MIN_BANDS + 1)
+        worth = min(winograd.band_fit(specs[1]), winograd.MIN_BAND_MACS // (16 * 32 * 32))
+        assert batch.band_tiles > worth - columns  # whole rows of tiles, up to that
+        assert batch.band_tiles > 2 * one.band_tiles
+        assert 16 * len(batch.bands) >= winograd.MIN_BANDS
+        rng = np.random.default_rng(12)
+        x = rng.standard_normal((16, 64, 64, 32)).astype(np.float32)
+        w = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
+        whole = winograd.conv(x, w, specs[1])
+        for k in (0, 7, 15):
+            alone = winograd.conv(x[k : k + 1], w, specs[0])
+            np.testing.assert_array_equal(whole[k : k + 1], alone)
+    finally:
+        winograd.layout.cache_clear()
+        winograd.band_calls.cache_clear()
