@@ -40,6 +40,7 @@ CHECKED = (
     "tests/test_grad_weight_taps.py",
     "tests/test_transpose.py",
     "tests/test_native_calls.py",
+    "tests/test_sequence.py",
     "tests/test_channels.py",
     "tests/test_stress.py",
     "tests/test_fuzz.py",

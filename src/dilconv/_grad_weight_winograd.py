@@ -56,6 +56,7 @@ from dilconv._methods import blocked, winograd
 from dilconv._methods._winograd_products import G
 from dilconv._methods._winograd_products import lanes as transform_lanes
 from dilconv._native import calls, kernels, pool
+from dilconv._native.sequence import Sequence
 from dilconv._spec import ConvSpec
 
 #: Bytes of one band's ``V`` (one block of input channels) and ``Gt``: the tile
@@ -260,7 +261,7 @@ def band_calls(spec: ConvSpec) -> tuple[tuple[calls.Call, ...], ...]:
         for block in lay.blocks:
             steps.append(_input_call(spec, band, block, pitch_v))
             steps.extend(_product_calls(spec, p, tiles, block, (pitch_v, pitch_g), 0))
-        every.append(tuple(steps))
+        every.append(Sequence(steps))
     return tuple(every)
 
 
@@ -291,7 +292,7 @@ def shared_calls(
             steps.extend(
                 _product_calls(spec, p, (r1 - r0) * (s1 - s0), block, (pitch_v, pitch_g), first)
             )
-        blocks.append(tuple(steps))
+        blocks.append(Sequence(steps))
     return gradients, tuple(blocks)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from dilconv._methods import blocked
 from dilconv._native import calls, kernels, pool
+from dilconv._native.sequence import Sequence
 from dilconv._spec import ConvSpec
 
 #: Most bytes of one band of sums (a thread's buffer, about a quarter of an L2 cache).
@@ -77,7 +78,7 @@ def band_calls(spec: ConvSpec) -> BandCalls:
             source_row=o,
             target_row=ho * wo,
         )
-        steps.append((*tiles, turn))
+        steps.append(Sequence((*tiles, turn)))
     return BandCalls(per_band, tuple(steps))
 
 

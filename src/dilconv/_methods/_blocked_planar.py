@@ -21,6 +21,7 @@ import numpy as np
 
 from dilconv._methods import _blocked_bands, blocked
 from dilconv._native import calls, kernels, pool, tile_kernel
+from dilconv._native.sequence import Sequence
 from dilconv._spec import ConvSpec
 
 #: Most output channels per tile (with one vector of pixels and 32 registers).
@@ -134,7 +135,7 @@ def tile_calls(spec: ConvSpec, threads: int) -> tuple[tuple[calls.Call, ...], ..
                                 out_channel=ho * wo,
                             )
                         )
-        shares.append(tuple(share))
+        shares.append(Sequence(share))
     return tuple(shares)
 
 

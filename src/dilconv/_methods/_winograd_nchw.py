@@ -47,6 +47,7 @@ from dilconv._methods._winograd_products import (
     transform_weights,
 )
 from dilconv._native import calls, kernels, last_level_cache
+from dilconv._native.sequence import Sequence
 from dilconv._spec import ConvSpec
 
 
@@ -344,7 +345,7 @@ def plan(spec: ConvSpec, threads: int = 1) -> Plan:
                 )
             )
             step.extend(_turn_out(spec, out_rows, c0, c1))
-        steps.append(tuple(step))
+        steps.append(Sequence(step))
     return Plan(tuple(steps), stage_in, stage_out, most)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from dilconv._methods import blocked, winograd
 from dilconv._native import calls, kernels, pool
+from dilconv._native.sequence import Sequence
 from dilconv._spec import ConvSpec
 
 
@@ -136,7 +137,7 @@ def direct_calls(spec: ConvSpec, threads: int) -> DirectCalls | None:
             for source, target, pixels in pieces
             for o0, o1 in channels
         )
-    return DirectCalls(tuple(tuple(share) for share in shares), base + spec.batch * per_image)
+    return DirectCalls(tuple(Sequence(share) for share in shares), base + spec.batch * per_image)
 
 
 def _moved(columns: np.ndarray, outputs: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ from dilconv._methods._winograd_products import (
     transform_weights,
 )
 from dilconv._native import calls, kernels, last_level_cache
+from dilconv._native.sequence import Sequence
 from dilconv._native.winograd_planar import COLUMN_FIELDS, ROW_FIELDS, lane_offsets, output_sources
 from dilconv._spec import ConvSpec
 
@@ -342,7 +343,7 @@ def plan(spec: ConvSpec) -> Plan:
         step.append(
             _transform(backward, spec, band_tables, calls.Slot("M"), calls.Slot("y"), o, ho * wo)
         )
-        steps.append(tuple(step))
+        steps.append(Sequence(step))
     largest = max((b.plane for b in every), default=0) * width
     return Plan(tuple(steps), largest)
 

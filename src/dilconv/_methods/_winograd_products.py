@@ -25,6 +25,7 @@ from dilconv import _layout
 from dilconv._methods import blocked
 from dilconv._native import calls, kernels, pool, tile_kernel
 from dilconv._native import results as _results
+from dilconv._native.sequence import Sequence
 from dilconv._spec import ConvSpec
 
 #: The weight transform matrix of F(2x2, 3x3) (Lavin & Gray, eq. 9).
@@ -195,7 +196,7 @@ def staged_weight_calls(
                 stride = o1 - o0  # the stage's (channels, 3, 3, outputs)
                 w = calls.Slot(stage, 0)
                 share.append(_transform_call(spec, p, k, s0, s1, w, stride, 9 * stride, taps))
-    return tuple(tuple(share) for share in shares)
+    return tuple(Sequence(share) for share in shares)
 
 
 @functools.lru_cache(maxsize=128)

@@ -29,6 +29,7 @@ import numpy as np
 
 from dilconv._native import calls, compiler, kernels, pool, tile_kernel
 from dilconv._native import results as _results
+from dilconv._native.sequence import Sequence, executor
 from dilconv._spec import ConvSpec
 
 #: The dtypes compiled.
@@ -67,6 +68,7 @@ def _unavailable() -> str | None:
         tile_kernel.tile_function(np.dtype(np.float32), 1, 1, 4, 1, True)
     except (ImportError, RuntimeError, OSError) as err:
         return f"llvmlite could not compile for this CPU: {err}"
+    executor()  # loaded with the tile loop: a share's calls in one native call
     return None
 
 
@@ -442,7 +444,7 @@ def region_calls(
                             **strides,
                         )
                         share.append(call)
-        shares.append(tuple(share))
+        shares.append(Sequence(share))
     return TileCalls(tuple(shares))
 
 

@@ -74,6 +74,7 @@ from dilconv._methods._winograd_products import (
 )
 from dilconv._native import calls, compiler, kernels, last_level_cache, pool, winograd_kernel
 from dilconv._native import results as _results
+from dilconv._native.sequence import Sequence
 from dilconv._spec import ConvSpec
 
 #: The dtypes compiled.
@@ -402,7 +403,7 @@ def direct_calls(spec: ConvSpec, threads: int) -> blocked.TileCalls | None:
     for part in parts:
         for share, more in zip(shares, part.shares, strict=True):
             share.extend(more)
-    return blocked.TileCalls(tuple(tuple(share) for share in shares))
+    return blocked.TileCalls(tuple(Sequence(share) for share in shares))
 
 
 def thread_count(spec: ConvSpec) -> int:
@@ -583,7 +584,7 @@ def band_calls(spec: ConvSpec) -> BandCalls:
                 for block in product_calls(spec, tiles, group):
                     steps.extend(block)
                 steps.append(_output_call(spec, lay, band, group))
-        per_band.append(tuple(steps))
+        per_band.append(Sequence(steps))
     sizes = (lay.band_tiles, _v_channels(spec, groups), _m_channels(spec, groups))
     return BandCalls(lay.bands, tuple(per_band), *sizes)
 

@@ -229,6 +229,13 @@ class Call:
             values.insert(position, addresses[name] + off)
         self.function(*values)
 
+    def parts(self) -> tuple[int, int, tuple[tuple[int, str, int], ...], tuple[int, ...]]:
+        """The machine code's address, its argument count, the slots (position, name,
+        byte offset) and the other arguments in order: what
+        :class:`~dilconv._native.sequence.Sequence` lays out for its executor."""
+        address = ctypes.cast(self.function, ctypes.c_void_p).value or 0  # type: ignore[arg-type]
+        return address, len(self.kernel.signature.params), self._slots, self._fixed
+
     def result(self) -> int:
         """Make this call, which holds every array it points into (a :class:`Ref`
         each, no :class:`Slot`), checked first in checked mode, and return the int the
@@ -326,15 +333,20 @@ class Binding:
             self.arrays[name] = array
 
     def run(self, calls: Iterable[Call]) -> None:
-        """Make each call in order, each checked first in checked mode."""
+        """Make each call in order, each checked first in checked mode; a
+        :class:`~dilconv._native.sequence.Sequence` by one native call otherwise."""
         at = self.addresses
         if self.checked:
             for call in calls:
                 call.check(self.arrays)
                 call.invoke(at)
-        else:
-            for call in calls:
-                call.invoke(at)
+            return
+        run_at = getattr(calls, "run_at", None)
+        if run_at is not None:
+            run_at(at)
+            return
+        for call in calls:
+            call.invoke(at)
 
 
 def _address(name: str, array: np.ndarray) -> int:
@@ -408,6 +420,14 @@ class Lease:
                 release(self.block, self.__array_interface__["data"][0] - self._offset)
             except Exception:  # pragma: no cover - interpreter exit: nowhere to return it
                 pass
+
+
+def table_address(table: np.ndarray) -> int:
+    """The address of an int64 table a caller holds while machine code reads it (a
+    :class:`~dilconv._native.sequence.Sequence`'s, made for one run)."""
+    if table.dtype != INT64 or not table.flags.c_contiguous:
+        raise TypeError(f"a C-contiguous int64 table expected, got {table.dtype} {table.strides}")
+    return _address("table", table)
 
 
 def address_of(array: np.ndarray) -> int:
