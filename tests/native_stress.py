@@ -64,6 +64,7 @@ PATHS = (
     "compiled",
     "blocked",
     "winograd",
+    "winograd3d",
     "grad_tiles",
     "grad_winograd",
     "phase",
@@ -141,6 +142,20 @@ def draw(rng: np.random.Generator, path: str, largest: int = 16) -> Case:
             return np.ascontiguousarray(np.abs(want) if magnitude else want)
 
         return (path, source.shape, str(dtype), last), move, layout
+    if path == "winograd3d":  # every depth tap in one pass (dilconv._methods._winograd_volume)
+        dd, depth = int(rng.integers(1, 3)), int(rng.integers(3, 6))
+        h, w = 2 * d * int(rng.integers(1, 3)), 2 * d * int(rng.integers(1, 3))  # whole tiles
+        x3, w3 = array((n, c, depth, h, w)), array((o, c, 3, 3, 3))
+        volume = {"padding": ((1, 1), (d, d), (d, d)), "dilation": (dd, d, d)}
+
+        def call3() -> np.ndarray:
+            return dilconv.conv3d(x3, w3, method="winograd", **volume)
+
+        def oracle3(magnitude: bool) -> np.ndarray:
+            a, b = (np.abs(x3), np.abs(w3)) if magnitude else (x3, w3)
+            return dilconv.conv3d(a, b, method="direct", **volume)
+
+        return (path, x3.shape, w3.shape, str(dtype), d, dd), call3, oracle3
     kernel = (k, k)
     if path == "grad_tiles" and rng.random() < 0.25:  # one row longer than a band: folded
         per_column = (stride * c + o) * dtype.itemsize

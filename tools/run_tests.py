@@ -34,6 +34,7 @@ CHECKED = (
     "tests/test_blocked.py",
     "tests/test_blocked_nchw.py",
     "tests/test_blocked_volume.py",
+    "tests/test_winograd_volume.py",
     "tests/test_winograd.py",
     "tests/test_winograd_planar.py",
     "tests/test_threads.py",

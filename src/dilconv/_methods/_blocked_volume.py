@@ -85,7 +85,7 @@ def volume_calls(
     return blocked.TileCalls(tuple(shares))
 
 
-def _agree(
+def agree_volume(
     x: np.ndarray, w: np.ndarray, plane: ConvSpec, depth: tuple[int, int], taps: DepthTaps
 ) -> None:
     """Raise ``ValueError`` unless the planes of ``x`` and ``w`` are ``plane``'s and
@@ -125,7 +125,7 @@ def conv(
     reason = blocked.refusal(plane) or blocked._unavailable()
     if reason is not None:
         raise ValueError(f"method='blocked' cannot compute this call: {reason}")
-    _agree(x, w, plane, depth, taps)
+    agree_volume(x, w, plane, depth, taps)
     n, in_depth = x.shape[0], x.shape[1]
     shape = (n, out_depth, *plane.out_hw, plane.out_channels)
     if math.prod(shape) == 0 or plane.in_channels == 0 or not taps:
