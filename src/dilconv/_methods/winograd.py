@@ -31,10 +31,10 @@ core's own cache beside the block of ``U`` where that holds enough tiles, else t
 at most :data:`BAND_BYTES` (:func:`band_fit`); at least :data:`MIN_BANDS` to an
 image, and at least :data:`MIN_BAND_TILES` tiles, so that a ``U`` too large for the
 caches, read once per band, costs little beside the products; with few channels,
-where a batch has bands enough, at least :data:`MIN_BAND_MACS` of products. Where all of ``U``
-outgrows the last-level cache (:func:`streams_weights`: ``aspp``'s 33 MiB), each band
-reads it from memory, so the bands are larger, about :data:`STREAM_TILES`, and as
-many for each CPU (:func:`stream_fit`);
+where a batch has bands enough, at least :data:`MIN_BAND_MACS` of products. Where
+all of ``U`` outgrows the last-level cache (:func:`streams_weights`: ``aspp``'s 33
+MiB), each band reads it from memory, so the bands are larger, about
+:data:`STREAM_TILES`, and as many for each CPU (:func:`stream_fit`);
 threads take runs of bands, each with its own scratch. Where the output channels
 outnumber the input channels and a band's ``M`` would be large (the input gradient of
 a layer that reduces its channels), the band's input is transformed once for every
