@@ -36,7 +36,7 @@ import numpy as np
 from dilconv._methods import winograd
 from dilconv._methods._blocked_volume import agree_volume
 from dilconv._methods._winograd_products import product_calls, product_plan, transform_weights
-from dilconv._native import calls, kernels, pool
+from dilconv._native import calls, pool
 from dilconv._native import results as _results
 from dilconv._native.sequence import Sequence
 from dilconv._spec import ConvSpec
@@ -90,29 +90,15 @@ def _tap_input_calls(
     read from slot ``x{j}`` (a plane of ``plane.in_channels``) into its place in ``V``,
     which holds the block's channels per position."""
     lay = winograd.layout(plane)  # its tile grid is the stacked spec's; only the pitch differs
-    (r0, r1, s0, s1), (c0, c1), c = band, block, plane.in_channels
-    width = winograd.lanes(plane)
+    (c0, c1), c = block, plane.in_channels
     made = []
     for j in range(taps):
         lo, hi = max(c0, j * c), min(c1, (j + 1) * c)
-        if lo >= hi:
-            continue
-        forward = kernels.transform(plane.dtype, width, (hi - lo) % width, "input")
-        made.append(
-            forward.call(
-                source=calls.Slot(f"x{j}", lo - j * c),
-                spare=calls.Slot("zeros"),
-                target=calls.Slot("V", lo - c0),
-                flags=calls.Ref(np.zeros(width, dtype=plane.dtype)),  # unused by the input's
-                rows=calls.Ref(lay.in_rows[r0:r1]),
-                n_rows=r1 - r0,
-                columns=calls.Ref(lay.in_cols[s0:s1]),
-                n_columns=s1 - s0,
-                vectors=(hi - lo) // width,
-                tile=16 * (c1 - c0),
-                position=c1 - c0,
+        if lo < hi:
+            source = calls.Slot(f"x{j}", lo - j * c)
+            made.append(
+                winograd._input_call(plane, lay, band, (lo, hi), c1 - c0, source=source, at=lo - c0)
             )
-        )
     return made
 
 

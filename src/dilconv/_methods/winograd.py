@@ -506,15 +506,19 @@ def _input_call(
     band: tuple[int, int, int, int],
     channels: tuple[int, int],
     stride: int,
+    *,
+    source: calls.Slot | None = None,
+    at: int = 0,
 ) -> calls.Call:
     """The input transform of ``band``'s tiles for channels ``[c0, c1)`` into ``V``,
-    which holds ``stride`` channels per position (its first at ``V``'s start)."""
+    which holds ``stride`` channels per position, the first of these ``at`` into each
+    (``source``: where channel ``c0`` is read, by default slot ``x`` from ``c0``)."""
     (r0, r1, s0, s1), (c0, c1), width = band, channels, lanes(spec)
     forward = kernels.transform(spec.dtype, width, (c1 - c0) % width, "input")
     return forward.call(
-        source=calls.Slot("x", c0),
+        source=calls.Slot("x", c0) if source is None else source,
         spare=calls.Slot("zeros"),
-        target=calls.Slot("V"),
+        target=calls.Slot("V", at),
         flags=calls.Ref(np.zeros(width, dtype=spec.dtype)),  # the input transform's: unused
         rows=calls.Ref(lay.in_rows[r0:r1]),
         n_rows=r1 - r0,
