@@ -386,8 +386,75 @@ def test_staged_bands_count_the_rows_they_stage(monkeypatch: pytest.MonkeyPatch)
 
 
 def _clear_band_caches() -> None:
-    for cached in (winograd.layout, winograd.band_calls, winograd.output_groups):
+    for cached in (
+        winograd.layout,
+        winograd.band_calls,
+        winograd.output_groups,
+        _winograd_products.product_plan,
+        _winograd_products.product_calls,
+    ):
         cached.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_products_by_position_where_the_weights_stream(
+    monkeypatch: pytest.MonkeyPatch, dtype: type
+) -> None:
+    """Where ``U`` streams and the input channels are the more, each block of input
+    channels (STREAM_BLOCK_FACTOR times as many) runs its products one position at a
+    time over every block of output channels; the result equals the oracle's, and
+    the products in the other order within rounding."""
+    monkeypatch.setattr(blocked, "WEIGHT_BLOCK_BYTES", 3 * 2**14)
+    monkeypatch.setattr(winograd, "MIN_BAND_TILES", 4)
+    options = {"padding": "same", "dilation": 2, "data_format": "NHWC"}
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 20, 18, 96)).astype(dtype)
+    w = rng.standard_normal((3, 3, 96, 80)).astype(dtype)
+    spec = make_spec(x.shape, w.shape, dtypes=[x.dtype], **options).lowered()
+    results, blocks = [], []
+    for cache in (2**30, 1024):  # U fits the cache; U outgrows it
+        monkeypatch.setattr(last_level_cache, "size", lambda c=cache: c)
+        _clear_band_caches()
+        try:
+            streams = cache == 1024
+            assert _winograd_products.by_position(spec) == streams
+            plan = _winograd_products.product_plan(spec)
+            assert len(plan.out_blocks) > 1
+            blocks.append(len(plan.in_blocks))
+            tiles = winograd.layout(spec).band_tiles
+            for block in _winograd_products.product_calls(spec, tiles):
+                at = [call.kernel.signature.names.index("n_rows") for call in block]
+                rows = [call.arguments[k] for call, k in zip(block, at, strict=True)]
+                assert set(rows) == ({1} if streams else {16})
+            results.append(winograd.conv(x, w, spec))
+        finally:
+            _clear_band_caches()
+    # 80 outputs: 2 blocks of 3 x 16 float32 lanes (3 KiB a channel's 16 positions),
+    # 3 of 4 x 8 float64 lanes (4 KiB); 48 KiB (96 KiB streaming) of them a block,
+    # rounded up to whole transform vectors
+    assert blocks == ([6, 3] if dtype == np.float32 else [6, 4])
+    expected = dilconv.conv2d(x, w, method="direct", **options)
+    scale = dilconv.conv2d(np.abs(x), np.abs(w), method="direct", **options)
+    for result in results:
+        assert_close(result, expected, dtype=x.dtype, magnitude=scale)
+
+
+def test_products_by_position_need_more_inputs_than_outputs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With more output than input channels ``M`` runs in groups instead: the products
+    keep their order and their blocks even where ``U`` streams."""
+    monkeypatch.setattr(last_level_cache, "size", lambda: 1024)
+    spec = make_spec(
+        (1, 20, 18, 16), (3, 3, 16, 72), padding="same", data_format="NHWC",
+        dtypes=[np.dtype(np.float32)],
+    ).lowered()  # fmt: skip
+    _clear_band_caches()
+    try:
+        assert winograd.streams_weights(spec)
+        assert not _winograd_products.by_position(spec)
+    finally:
+        _clear_band_caches()
 
 
 @pytest.mark.parametrize("cpus", [1, 2, 3])

@@ -10,20 +10,24 @@ a core's cache, BLAS spent more time per call than on the products.
 
 Input channels are summed in blocks (:func:`product_plan`) whose 16 packed weight
 matrices stay in a core's L2 cache; ``V`` holds one block's channels at a time,
-so a band of tiles has room for more tiles when there are many channels.
+so a band of tiles has room for more tiles when there are many channels. Where all
+of ``U`` outgrows the last-level cache (:func:`streams_weights`), a band is too
+large for a core's cache too; there a block's products run one position at a time
+over every block of output channels, in larger blocks (:func:`by_position`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 
 import numpy as np
 
 from dilconv import _layout
 from dilconv._methods import blocked
-from dilconv._native import calls, kernels, pool, tile_kernel
+from dilconv._native import calls, kernels, last_level_cache, pool, tile_kernel
 from dilconv._native import results as _results
 from dilconv._native.sequence import Sequence
 from dilconv._spec import ConvSpec
@@ -199,14 +203,56 @@ def staged_weight_calls(
     return tuple(Sequence(share) for share in shares)
 
 
+#: Where the products run by position (:func:`by_position`), blocks of input channels
+#: this many times as large as elsewhere: the products then run one position at a
+#: time (:func:`product_calls`), so what a position keeps in cache is its own part of
+#: ``V``, of ``M`` and of the block's ``U``, and larger blocks read and write ``M``
+#: fewer times. ``aspp`` (2048 -> 256 channels at 65 x 65, 2 vCPUs of a Xeon with 2
+#: MiB of L2 a core, 2026-12-07, medians of 5): 77.0-77.8 ms at d = 18, 77.3-77.9 at
+#: d = 12, 77.2 at d = 6 with blocks of 256 channels, 81.3-85.3, 82.3-85.8 and
+#: 85.5-86.5 with 128; 75.3, 77.1 and 77.2 with 512.
+STREAM_BLOCK_FACTOR = 2
+
+
+def streams_weights(spec: ConvSpec) -> bool:
+    """Whether every band reads all of ``U`` from memory: ``U`` outgrows the
+    last-level cache (:func:`~dilconv._native.last_level_cache.size`).
+
+    Where ``U`` fits the shared cache, smaller bands that fit a core's own cache are
+    the faster: 256 channels of 64 x 64 (``U`` 4 MiB) took 13.6-13.8 ms in bands of
+    96 tiles, 16.3-16.8 in 2 bands; 128 x 128 from 256 to 128 channels 26.7 against
+    29.7 (the Xeon of :data:`~dilconv._methods.winograd.STREAM_TILES`, whose cache
+    counts 8 MiB). Where the output channels are the more
+    (:func:`~dilconv._methods.winograd.output_groups` then sizes its groups by these
+    bands), 256 -> 2048 channels at 65 x 65 (``aspp``'s input gradient) took
+    92.1 ms against 108.7 at d = 12 and 87.9 against 106.0 at d = 18, 512 -> 1024 at
+    d = 6 91.4 against 98.6 (in one process, alternating)."""
+    u_bytes = 16 * spec.in_channels * spec.out_channels * spec.dtype.itemsize
+    return u_bytes > last_level_cache.size()
+
+
+def by_position(spec: ConvSpec) -> bool:
+    """Whether the products of a block of input channels run one position at a time,
+    each over every block of output channels (:func:`product_calls`): where ``U``
+    streams from memory (:func:`streams_weights`), so that a block's ``V`` and a
+    band's ``M`` outgrow a core's cache, and the input channels are at least as many
+    as the output channels (else ``M`` runs in groups of output channels, see
+    :func:`dilconv._methods.winograd.output_groups`)."""
+    return spec.in_channels >= spec.out_channels and streams_weights(spec)
+
+
 @functools.lru_cache(maxsize=128)
 def product_plan(spec: ConvSpec) -> blocked.Plan:
     """The tile loop's blocking for the 16 products: output channels as in ``blocked``,
-    input channels in blocks whose 16 packed weight matrices stay in cache."""
+    input channels in blocks whose 16 packed weight matrices stay in cache (blocks
+    :data:`STREAM_BLOCK_FACTOR` times as large where :func:`by_position`)."""
     p = blocked.plan(spec)
     per_channel = 16 * p.vectors * p.lanes * spec.dtype.itemsize
     c, width = spec.in_channels, lanes(spec)
-    count = max(1, math.ceil(c * per_channel / blocked.WEIGHT_BLOCK_BYTES))
+    block_bytes = blocked.WEIGHT_BLOCK_BYTES
+    if by_position(spec):
+        block_bytes *= STREAM_BLOCK_FACTOR
+    count = max(1, math.ceil(c * per_channel / block_bytes))
     step = max(1, math.ceil(c / count))
     if count > 1:  # whole transform vectors per block: one transform call each
         step = math.ceil(step / width) * width
@@ -261,6 +307,11 @@ def product_calls(
     output channels: ``V`` holds every input channel (a tile's 16 positions of
     ``C``) and ``M`` only channels ``[g0, g1)``, so that ``M`` stays in cache
     where the output channels are many (see :func:`dilconv._methods.winograd.output_groups`).
+
+    A block's calls run each block of output channels over the 16 positions, or,
+    with ``group`` None where :func:`by_position`, each position over every block of
+    output channels: its part of ``V`` is read from memory once, not once per block
+    of output channels (see :data:`STREAM_BLOCK_FACTOR`).
     """
     p = product_plan(spec)
     c, o = spec.in_channels, spec.out_channels
@@ -270,36 +321,46 @@ def product_calls(
     for i, (c0, c1) in enumerate(p.in_blocks):
         v_stride, v_at = (c1 - c0, 0) if group is None else (c, c0)
         rows, runs = _product_tables(tiles, v_stride, c, g1 - g0, width, p.pixels)
+        positions = group is None and by_position(spec)
+        row_sets = [_one_row(rows, q) for q in range(16)] if positions else [rows]
         block: list[calls.Call] = []
-        for pixels, columns in runs:
-            for b, (o0, o1) in enumerate(p.out_blocks):
-                if not g0 <= o0 < g1:
-                    continue
-                vectors = math.ceil((o1 - o0) / p.lanes)
-                tail = (o1 - o0) % p.lanes
-                kernel = kernels.tiles(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)
-                block.append(
-                    kernel.call(
-                        x=calls.Slot("V", v_at),
-                        w=calls.Slot("U", (b * 16 * c + c0) * width),
-                        out=calls.Slot("M", o0 - g0),
-                        rows=calls.Ref(rows),
-                        n_rows=16,
-                        columns=calls.Ref(columns),
-                        n_columns=len(columns),
-                        channels=c1 - c0,
-                        w_row=0,
-                        w_col=0,
-                        w_channel=width,
-                        x_channel=1,
-                        x_pixel=16 * v_stride,
-                        x_tap_row=0,
-                        x_tap_col=0,
-                        out_pixel=16 * (g1 - g0),
-                    )
+        for row_set, (pixels, columns), (b, (o0, o1)) in itertools.product(
+            row_sets, runs, enumerate(p.out_blocks)
+        ):
+            if not g0 <= o0 < g1:
+                continue
+            vectors = math.ceil((o1 - o0) / p.lanes)
+            tail = (o1 - o0) % p.lanes
+            kernel = kernels.tiles(spec.dtype, pixels, vectors, p.lanes, tail, i > 0)
+            block.append(
+                kernel.call(
+                    x=calls.Slot("V", v_at),
+                    w=calls.Slot("U", (b * 16 * c + c0) * width),
+                    out=calls.Slot("M", o0 - g0),
+                    rows=calls.Ref(row_set),
+                    n_rows=len(row_set),
+                    columns=calls.Ref(columns),
+                    n_columns=len(columns),
+                    channels=c1 - c0,
+                    w_row=0,
+                    w_col=0,
+                    w_channel=width,
+                    x_channel=1,
+                    x_pixel=16 * v_stride,
+                    x_tap_row=0,
+                    x_tap_col=0,
+                    out_pixel=16 * (g1 - g0),
                 )
+            )
         blocks.append(tuple(block))
     return tuple(blocks)
+
+
+def _one_row(rows: np.ndarray, q: int) -> np.ndarray:
+    """Row ``q`` of a products' row table, as a table of its own (read-only)."""
+    row = rows[q : q + 1].copy()
+    row.flags.writeable = False
+    return row
 
 
 def packed_bytes(spec: ConvSpec) -> int:

@@ -70,6 +70,7 @@ from dilconv._methods._winograd_products import (
     product_calls,
     product_plan,
     stage_bytes,
+    streams_weights,
     transform_weights,
 )
 from dilconv._native import calls, compiler, kernels, last_level_cache, pool, winograd_kernel
@@ -257,22 +258,6 @@ def band_fit(spec: ConvSpec, staged: bool = False) -> int:
     u_block = 16 * cb * o * size
     in_core = int(CORE_SHARE * last_level_cache.core_size() - u_block) // in_cache
     return in_core if in_core >= CORE_BAND_TILES else BAND_BYTES // per_tile
-
-
-def streams_weights(spec: ConvSpec) -> bool:
-    """Whether every band reads all of ``U`` from memory: ``U`` outgrows the
-    last-level cache (:func:`~dilconv._native.last_level_cache.size`).
-
-    Where ``U`` fits the shared cache, smaller bands that fit a core's own cache are
-    the faster: 256 channels of 64 x 64 (``U`` 4 MiB) took 13.6-13.8 ms in bands of
-    96 tiles, 16.3-16.8 in 2 bands; 128 x 128 from 256 to 128 channels 26.7 against
-    29.7 (the Xeon of :data:`STREAM_TILES`, whose cache counts 8 MiB). Where the
-    output channels are the more (:func:`output_groups` then sizes its groups by
-    these bands), 256 -> 2048 channels at 65 x 65 (``aspp``'s input gradient) took
-    92.1 ms against 108.7 at d = 12 and 87.9 against 106.0 at d = 18, 512 -> 1024 at
-    d = 6 91.4 against 98.6 (in one process, alternating)."""
-    u_bytes = 16 * spec.in_channels * spec.out_channels * spec.dtype.itemsize
-    return u_bytes > last_level_cache.size()
 
 
 def stream_fit(rows: int, columns: int, cpus: int) -> int:
