@@ -209,3 +209,57 @@ def test_integer_gradients_are_exact(rank: int) -> None:
     gw = GRAD_WEIGHT[rank](x, g, w.shape, dilation=2, padding=1)
     assert gw.dtype == np.int64
     assert dot(gw, w) == dot(oracle_nd.conv(x, w, None, spec), g)
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+@pytest.mark.parametrize("padding", ["same", ((2, 0), (1, 1), (0, 2))])
+def test_a_stride_one_3d_input_gradient_is_one_forward_correlation(
+    monkeypatch: pytest.MonkeyPatch, dilation: int, padding: Any
+) -> None:
+    """With stride 1 and one group, ``"auto"`` computes the 3-D input gradient as the
+    forward correlation of the turned volume (every depth tap in one pass): the
+    loop oracle's result within rounding, as the per-tap route gives; a named
+    transposed-convolution method keeps the per-tap route."""
+    from dilconv import _engine_nd
+
+    rng = np.random.default_rng(dilation)
+    x = rng.standard_normal((2, 6, 8, 8, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 5, 4)).astype(np.float32)
+    options = {"padding": padding, "dilation": dilation, "data_format": "NDHWC"}
+    spec = make_spec_nd(3, x.shape, w.shape, dtypes=[x.dtype], **options)
+    g = rng.standard_normal(spec.out_shape).astype(np.float32)
+    back = _engine_nd.turned(_engine_nd.volume(spec))
+    assert back is not None
+    assert _engine_nd.fuses_depth(back, x.shape[0])
+    forwards: list[_engine_nd.Volume] = []
+    real_forward = _engine_nd.forward
+
+    def spy(*args: Any) -> np.ndarray:
+        forwards.append(args[2])
+        return real_forward(*args)
+
+    monkeypatch.setattr(_engine_nd, "forward", spy)
+    turned = dilconv.conv3d_grad_input(g, w, x.shape, **options)
+    assert forwards == [back]
+    per_tap = dilconv.conv3d_grad_input(g, w, x.shape, method="correlate", **options)
+    assert len(forwards) == 1
+    expected = oracle_nd.conv_transpose(g, w, spec)
+    magnitude = oracle_nd.conv_transpose(np.abs(g), np.abs(w), spec)
+    for actual in (turned, per_tap):
+        assert_close(actual, expected, dtype=x.dtype, magnitude=magnitude, context=repr(options))
+
+
+def test_strides_groups_and_wide_pads_keep_the_per_tap_adjoint() -> None:
+    """No turned volume where a stride is not 1, with groups, or where a pad exceeds
+    the kernel's reach (the correlation would need negative padding)."""
+    from dilconv import _engine_nd
+
+    def turned(**options: Any) -> Any:
+        spec = make_spec_nd(3, (1, 4, 6, 6, 6), (4, 4 // options.get("groups", 1), 3, 3, 3),
+                            dtypes=[np.dtype(np.float32)], **options)  # fmt: skip
+        return _engine_nd.turned(_engine_nd.volume(spec))
+
+    assert turned(padding=1) is not None
+    assert turned(padding=1, stride=(1, 2, 1)) is None
+    assert turned(padding=1, groups=2) is None
+    assert turned(padding=((3, 0), (1, 1), (1, 1))) is None

@@ -9,9 +9,11 @@ is added in place into the output planes; ``blocked`` and ``winograd`` instead r
 every depth tap in one pass over the output (:mod:`~dilconv._methods._blocked_volume`,
 :mod:`~dilconv._methods._winograd_volume`). The adjoint scatters the 2-D
 transposed convolution of each output-plane stack back into the same input
-planes; the weight gradient of tap ``kd`` is the 2-D weight gradient of the same
-stacks. Zero taps (planes in the padding) cost nothing; the 2-D engine (its
-``method`` argument, its cost model, its workspace limit) does the rest.
+planes, except where, at stride 1, it is one forward correlation whose depth taps
+run in one pass (:func:`turned`); the weight gradient of tap ``kd`` is the 2-D
+weight gradient of the same stacks. Zero taps (planes in the padding) cost
+nothing; the 2-D engine (its ``method`` argument, its cost model, its workspace
+limit) does the rest.
 
 Arrays here are channels-last and lifted: activations ``(N, D, H, W, C)``,
 weights ``(kd, kh, kw, C/groups, O)``, in the spec's accumulation dtype.
@@ -333,10 +335,49 @@ def _forward(x: np.ndarray, w: np.ndarray, vol: Volume, method: str) -> np.ndarr
     return np.zeros(shape, dtype=vol.dtype) if y is None else y
 
 
+def turned(vol: Volume) -> Volume | None:
+    """The adjoint of a stride-1, one-group ``vol`` as a forward volume: the output
+    gradient correlated with the kernel reversed along every axis, its input and output
+    channels swapped, each axis padded by :func:`dilconv._shapes.adjoint_pads`; None
+    where a stride is not 1, there are groups, or a pad exceeds the kernel's reach.
+
+    >>> vol = Volume((8, 9, 10), (3, 3, 3), (1, 1, 1), (2, 1, 1), ((4, 0), (1, 1), (0, 0)),
+    ...              1, 5, 7, np.dtype(np.float32))
+    >>> back = turned(vol)
+    >>> back.in_size == vol.out_size, back.out_size == vol.in_size, back.pad
+    (True, True, ((0, 4), (1, 1), (2, 2)))
+    """
+    if vol.groups != 1 or vol.stride != (1, 1, 1):
+        return None
+    pads = [
+        _shapes.adjoint_pads(k, d, lo, hi)
+        for k, d, (lo, hi) in zip(vol.kernel, vol.dilation, vol.pad, strict=True)
+    ]
+    if any(p is None for p in pads):
+        return None
+    front, top, left = (p for p in pads if p is not None)
+    return dataclasses.replace(
+        vol,
+        in_size=vol.out_size,
+        pad=(front, top, left),
+        in_channels=vol.out_channels,
+        out_channels=vol.in_channels,
+    )
+
+
 def adjoint(g: np.ndarray, w: np.ndarray, vol: Volume, method: str) -> np.ndarray:
-    """The adjoint of :func:`forward`: ``(N, Do, Ho, Wo, O)`` -> ``(N, D, H, W, C)``."""
+    """The adjoint of :func:`forward`: ``(N, Do, Ho, Wo, O)`` -> ``(N, D, H, W, C)``.
+
+    With ``method="auto"`` and a :func:`turned` volume whose depth taps run in one
+    pass (:func:`fuses_depth`), the adjoint is that forward correlation; else one 2-D
+    transposed convolution per depth tap, added into its input planes.
+    """
     check_transpose_method(method)
     n = g.shape[0]
+    back = turned(vol) if method == "auto" else None
+    if back is not None and fuses_depth(back, n):
+        reversed_w = np.ascontiguousarray(w[::-1, ::-1, ::-1].swapaxes(-1, -2))
+        return forward(g, reversed_w, back, "auto")
     d, h, wd = vol.in_size
     shape = (n, d, h, wd, vol.in_channels)
     sd = vol.stride[0]

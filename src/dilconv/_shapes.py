@@ -49,6 +49,21 @@ def full_pads(k: int, d: int) -> tuple[int, int]:
     return e, e
 
 
+def adjoint_pads(k: int, d: int, lo: int, hi: int) -> tuple[int, int] | None:
+    """Pads of a stride-1 convolution's adjoint written as a correlation (of the output
+    gradient with the kernel reversed): :func:`full_pads` less the forward pads, so
+    that its output has the forward input's size; None where a forward pad exceeds
+    ``d * (k - 1)`` (the adjoint would need negative padding).
+
+    >>> adjoint_pads(3, 2, 2, 2), adjoint_pads(3, 2, 4, 0), adjoint_pads(3, 1, 3, 0)
+    ((2, 2), (0, 4), None)
+    """
+    reach = effective_size(k, d) - 1
+    if lo > reach or hi > reach:
+        return None
+    return reach - lo, reach - hi
+
+
 def causal_pads(k: int, d: int) -> tuple[int, int]:
     """Keras's causal padding: ``d * (k - 1)`` before, none after, at every stride.
 

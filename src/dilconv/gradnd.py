@@ -4,7 +4,9 @@ As in 2-D (:mod:`dilconv.grad`): the input gradient is the transposed
 convolution (the same code runs ``conv1d_transpose``/``conv3d_transpose``), the
 weight gradient a correlation of the input with the output gradient, stride and
 dilation swapped, and the bias gradient a sum. Both run on the 2-D engine per
-depth tap (:mod:`dilconv._engine_nd`): a 1-D call is one 2-D call on one row.
+depth tap (:mod:`dilconv._engine_nd`): a 1-D call is one 2-D call on one row. At
+stride 1 a 3-D input gradient is instead the forward correlation of the output
+gradient with the reversed kernel, where that runs every depth tap in one pass.
 """
 
 from __future__ import annotations
