@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -385,6 +386,18 @@ def test_staged_bands_count_the_rows_they_stage(monkeypatch: pytest.MonkeyPatch)
         winograd.layout.cache_clear()
 
 
+@contextlib.contextmanager
+def _last_level_cache(monkeypatch: pytest.MonkeyPatch, size: int) -> Iterator[None]:
+    """A last-level cache of ``size`` bytes, every plan that depends on it made anew
+    inside and after the block."""
+    monkeypatch.setattr(last_level_cache, "size", lambda: size)
+    _clear_band_caches()
+    try:
+        yield
+    finally:
+        _clear_band_caches()
+
+
 def _clear_band_caches() -> None:
     for cached in (
         winograd.layout,
@@ -413,9 +426,7 @@ def test_products_by_position_where_the_weights_stream(
     spec = make_spec(x.shape, w.shape, dtypes=[x.dtype], **options).lowered()
     results, blocks = [], []
     for cache in (2**30, 1024):  # U fits the cache; U outgrows it
-        monkeypatch.setattr(last_level_cache, "size", lambda c=cache: c)
-        _clear_band_caches()
-        try:
+        with _last_level_cache(monkeypatch, cache):
             streams = cache == 1024
             assert _winograd_products.by_position(spec) == streams
             plan = _winograd_products.product_plan(spec)
@@ -427,8 +438,6 @@ def test_products_by_position_where_the_weights_stream(
                 rows = [call.arguments[k] for call, k in zip(block, at, strict=True)]
                 assert set(rows) == ({1} if streams else {16})
             results.append(winograd.conv(x, w, spec))
-        finally:
-            _clear_band_caches()
     # 80 outputs: 2 blocks of 3 x 16 float32 lanes (3 KiB a channel's 16 positions),
     # 3 of 4 x 8 float64 lanes (4 KiB); 48 KiB (96 KiB streaming) of them a block,
     # rounded up to whole transform vectors
@@ -444,17 +453,13 @@ def test_products_by_position_need_more_inputs_than_outputs(
 ) -> None:
     """With more output than input channels ``M`` runs in groups instead: the products
     keep their order and their blocks even where ``U`` streams."""
-    monkeypatch.setattr(last_level_cache, "size", lambda: 1024)
     spec = make_spec(
         (1, 20, 18, 16), (3, 3, 16, 72), padding="same", data_format="NHWC",
         dtypes=[np.dtype(np.float32)],
     ).lowered()  # fmt: skip
-    _clear_band_caches()
-    try:
+    with _last_level_cache(monkeypatch, 1024):
         assert winograd.streams_weights(spec)
         assert not _winograd_products.by_position(spec)
-    finally:
-        _clear_band_caches()
 
 
 @pytest.mark.parametrize("cpus", [1, 2, 3])
@@ -482,15 +487,11 @@ def test_bands_where_every_band_streams_the_weights(
     spec = make_spec(x.shape, w.shape, dtypes=[x.dtype], **options).lowered()
     results, layouts = [], []
     for cache in (2**30, 1024):  # U fits the cache; U outgrows it
-        monkeypatch.setattr(last_level_cache, "size", lambda c=cache: c)
-        _clear_band_caches()
-        try:
+        with _last_level_cache(monkeypatch, cache):
             assert winograd.streams_weights(spec) == (cache == 1024)
             assert len(winograd.output_groups(spec) or ()) == groups
             layouts.append(winograd.layout(spec))
             results.append(winograd.conv(x, w, spec))
-        finally:
-            _clear_band_caches()
     np.testing.assert_array_equal(results[0], results[1])
     expected = dilconv.conv2d(x, w, method="direct", **options)
     scale = dilconv.conv2d(np.abs(x), np.abs(w), method="direct", **options)
