@@ -317,11 +317,11 @@ def product_calls(
     c, o = spec.in_channels, spec.out_channels
     width = p.vectors * p.lanes
     g0, g1 = (0, o) if group is None else group
+    positions = group is None and by_position(spec)
     blocks: list[tuple[calls.Call, ...]] = []
     for i, (c0, c1) in enumerate(p.in_blocks):
         v_stride, v_at = (c1 - c0, 0) if group is None else (c, c0)
         rows, runs = _product_tables(tiles, v_stride, c, g1 - g0, width, p.pixels)
-        positions = group is None and by_position(spec)
         row_sets = [_one_row(rows, q) for q in range(16)] if positions else [rows]
         block: list[calls.Call] = []
         for row_set, (pixels, columns), (b, (o0, o1)) in itertools.product(
