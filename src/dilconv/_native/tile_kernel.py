@@ -215,9 +215,19 @@ def _ir_source(
     w_base = b.inttoptr(args["w"], ptr)
     out_base = b.inttoptr(args["out"], ptr)
     rows = b.inttoptr(args["rows"], ptr)
+    # Each pixel's input offset from the tile's first, computed once and kept in a
+    # register: behind an empty assembly statement LLVM cannot see that they are
+    # multiples of one stride, which it otherwise rebuilds from each other inside
+    # the innermost loop (integer operations that share ports with the multiply-adds).
+    opaque = ir.FunctionType(i64, [i64])
+    pixel_offsets = [
+        b.asm(opaque, "", "=r,0", [b.mul(ir.Constant(i64, p_i), args["x_pixel"])], False)
+        for p_i in range(pixels)
+    ]
     columns = b.inttoptr(args["columns"], ptr)
     acc = [[b.alloca(vec, name=f"acc{p}_{v}") for v in range(vectors)] for p in range(pixels)]
-    counters = {name: b.alloca(i64, name=name) for name in ("r", "t", "ky", "kx", "c")}
+    names = ("r", "t", "ky", "kx", "c", "x_run", "w_run")
+    counters = {name: b.alloca(i64, name=name) for name in names}
 
     def loop(name: str, start: Value, stop: Value, body: Callable[[Value], None]) -> None:
         emit_loop(b, counters[name], start, stop, body)
@@ -279,15 +289,13 @@ def _ir_source(
             w_tap = b.add(b.mul(ky, args["w_row"]), b.mul(kx, args["w_col"]))
             w_tap = b.add(w_off, w_tap)
 
-            def channel(c: Value) -> None:
-                w_at = b.add(w_tap, b.mul(c, args["w_channel"]))
+            def channel(x_at: Value, w_at: Value) -> None:
                 weights = []
                 for v in range(vectors):
                     at = b.add(w_at, ir.Constant(i64, v * lanes))
                     weights.append(load(w_base, at, mask(v)))
-                x_at = b.add(x_tap, b.mul(c, args["x_channel"]))
                 for p_i in range(pixels):
-                    at = b.add(x_at, b.mul(ir.Constant(i64, p_i), args["x_pixel"]))
+                    at = b.add(x_at, pixel_offsets[p_i])
                     value = b.load(b.gep(x_base, [at], source_etype=scalar), typ=scalar)
                     splat = b.insert_element(
                         ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0)
@@ -301,7 +309,19 @@ def _ir_source(
                         a = acc[p_i][v]
                         b.store(b.call(fma, [splat, weights[v], b.load(a, typ=vec)]), a)
 
-            loop("c", ir.Constant(i64, 0), args["channels"], channel)
+            # the input and weight offsets are carried from one channel to the
+            # next (an add each, not a multiply)
+            x_run, w_run = counters["x_run"], counters["w_run"]
+            b.store(x_tap, x_run)
+            b.store(w_tap, w_run)
+
+            def next_channel(_c: Value) -> None:
+                x_at, w_at = b.load(x_run, typ=i64), b.load(w_run, typ=i64)
+                channel(x_at, w_at)
+                b.store(b.add(x_at, args["x_channel"]), x_run)
+                b.store(b.add(w_at, args["w_channel"]), w_run)
+
+            loop("c", ir.Constant(i64, 0), args["channels"], next_channel)
 
         def kernel_row(ky: Value) -> None:
             loop("kx", kx0, kx1, lambda kx: kernel_tap(ky, kx))
