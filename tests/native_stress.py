@@ -108,6 +108,10 @@ def draw(rng: np.random.Generator, path: str, largest: int = 16) -> Case:
         groups = 2
     if path == "blocked" and rng.random() < 0.3:
         o = groups * int(rng.integers(29, 41))  # past one planar pass: NCHW by bands
+    folded = path == "blocked" and groups == 1 and rng.random() < 0.25
+    if folded:  # NHWC, few outputs of many inputs: kernel columns folded (_blocked_folded)
+        c, o, k, stride, h = 24, int(rng.integers(5, 22)), 3, 1, max(h, 8)
+        pad = int(rng.integers(0, d + 2))
     if path == "phase":
         d = stride * int(rng.integers(1, 3))  # the stride divides the dilation
     many_outputs = path == "winograd" and rng.random() < 0.2
@@ -162,7 +166,7 @@ def draw(rng: np.random.Generator, path: str, largest: int = 16) -> Case:
         h, w, kernel = 1, _grad_weight_tiles.BAND_BYTES // per_column * stride + 3 * d * k, (1, k)
         options["padding"] = ((0, 0), (pad, pad))
     x, wt = array((n, c, h, w)), array((o, c // groups, *kernel))
-    if path == "winograd" and (many_outputs or rng.random() < 0.5):  # NHWC (else NCHW)
+    if folded or path == "winograd" and (many_outputs or rng.random() < 0.5):  # NHWC, else NCHW
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         wt = np.ascontiguousarray(wt.transpose(2, 3, 1, 0))
         options["data_format"] = "NHWC"

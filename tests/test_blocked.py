@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dilconv
-from dilconv._methods import blocked
+from dilconv._methods import _blocked_folded, blocked
 from dilconv._native import calls, compiler, disk_cache, kernels, tile_kernel
 from dilconv._spec import make_spec
 from tests.tolerance import assert_close
@@ -253,12 +253,13 @@ def test_one_row_is_shared_among_threads_by_its_tiles(threads: int) -> None:
     ],
 )
 def test_tiles_down_columns_give_the_row_tiles_sums_bit_for_bit(
-    channels: int, outputs: int, options: dict, dtype: type[np.generic]
+    channels: int, outputs: int, options: dict, dtype: type[np.generic], monkeypatch
 ) -> None:
     """``column_region_calls`` on some columns of some rows, in every image (input
     and output blocks, a partial vector, strides, dilations and padding on each
-    side): exactly ``blocked``'s result there, on 1 to 3 threads, dealing blocks of
-    output channels or not; nothing written elsewhere."""
+    side): exactly the row tiles' result there (``blocked`` unfolded), on 1 to 3
+    threads, dealing blocks of output channels or not; nothing written elsewhere."""
+    monkeypatch.setattr(_blocked_folded, "pays", lambda spec: False)
     rng = np.random.default_rng(channels)
     x = rng.standard_normal((2, 19, 23, channels)).astype(dtype)
     w = rng.standard_normal((3, 3, channels, outputs)).astype(dtype)

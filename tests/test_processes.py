@@ -94,6 +94,7 @@ LONG_ONE_CHANNEL = (6144, 1, 41)
 CHECKS = [("tap_gemm", 160, 24), ("blocked", 160, 24), ("compiled", 1100, 1), ("winograd", 96, 16),
           ("blocked", 160, 24, 2, np.float32, True), ("blocked", 96, 40, 2, np.float32, True),
           ("blocked", 240, 24),  # the last two results on kept memory (4.6 and 5.3 MiB)
+          ("blocked", 160, 21),  # kernel columns folded into the outputs (_blocked_folded)
           ("winograd", 96, 16, 2, np.float32, True),  # NCHW, vectors of tiles; the weights
           ("winograd", 40, 128, 1, np.float32, True)]  # as given; NCHW rows staged (idle lanes)
 
@@ -131,13 +132,15 @@ import multiprocessing
 def child():
     # compile (or load) the tile loops again here, under the compile lock: forget the
     # functions, the kernels that hold them and the cached calls that hold those
-    from dilconv._methods import (_blocked_bands, _blocked_planar, _blocked_volume,
+    from dilconv._methods import (_blocked_bands, _blocked_folded, _blocked_planar,
+                                  _blocked_volume,
                                   _winograd_nchw, _winograd_nchw_edges, _winograd_planar,
                                   _winograd_products, blocked, winograd)
     from dilconv import _grad_weight_winograd
-    from dilconv._native import kernels, stencil_kernel, winograd_planar
+    from dilconv._native import fold_kernel, kernels, stencil_kernel, winograd_planar
 
     tile_kernel._FUNCTIONS.clear()
+    fold_kernel._FUNCTIONS.clear()
     stencil_kernel._FUNCTIONS.clear()
     for cached in (kernels.tiles, kernels.stencil, blocked.tile_calls, winograd.band_calls,
                    winograd.direct_calls, _winograd_products.product_calls,
@@ -146,7 +149,7 @@ def child():
                    _blocked_bands.band_calls, _blocked_planar.tile_calls,
                    _blocked_volume.volume_calls, _grad_weight_winograd.band_calls,
                    _winograd_planar.plan, kernels.planar_transform,
-                   winograd_planar.planar_transform):
+                   winograd_planar.planar_transform, kernels.fold, _blocked_folded.fold_calls):
         cached.cache_clear()
     checks = [exact(*check) for check in CHECKS]
     checks.append(weight_exact())
@@ -154,6 +157,7 @@ def child():
     checks.append(streamed())  # the streamed stack's products: BLAS called from Numba
     checks.append(len(tile_kernel._FUNCTIONS) > 0)  # the tile loops were made here
     checks.append(len(stencil_kernel._FUNCTIONS) > 0)  # and the one-channel rows
+    checks.append(len(fold_kernel._FUNCTIONS) > 0)  # and the folded columns' sums
     sys.exit(0 if all(checks) else 1)
 
 

@@ -32,7 +32,7 @@ DepthTaps = tuple[tuple[int, int, int, int], ...]
 
 def packed_size(plane: ConvSpec) -> int:
     """Elements of one depth tap's packed weights (:func:`blocked.pack_weights`)."""
-    return blocked.workspace_bytes(plane) // plane.dtype.itemsize
+    return blocked.packed_bytes(plane) // plane.dtype.itemsize
 
 
 @functools.lru_cache(maxsize=64)

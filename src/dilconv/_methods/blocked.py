@@ -14,7 +14,10 @@ shared among threads (the compiled loop releases the GIL).
 
 float32 and float64; any stride, dilation, padding and group count. Input
 channels are summed in blocks sized so that a block's packed weights stay in the
-core's cache (:data:`WEIGHT_BLOCK_BYTES`), each block adding to the output.
+core's cache (:data:`WEIGHT_BLOCK_BYTES`), each block adding to the output. With
+few output channels, whose vectors would be partly empty, the kernel's columns
+are folded into the output channels instead
+(:mod:`~dilconv._methods._blocked_folded`).
 """
 
 from __future__ import annotations
@@ -115,7 +118,18 @@ def thread_count(spec: ConvSpec) -> int:
 
 
 def workspace_bytes(spec: ConvSpec) -> int:
-    """The packed weights (the input is read in place)."""
+    """What a call holds besides its input and result: the packed weights (the input
+    is read in place); folded (:mod:`~dilconv._methods._blocked_folded`), its
+    packing and the threads' column sums."""
+    from dilconv._methods import _blocked_folded
+
+    if _blocked_folded.pays(spec):
+        return _blocked_folded.workspace_bytes(spec, thread_count(spec))
+    return packed_bytes(spec)
+
+
+def packed_bytes(spec: ConvSpec) -> int:
+    """Bytes of :func:`pack_weights`' packing of ``spec``'s weights."""
     p = plan(spec)
     taps = spec.kernel_hw[0] * spec.kernel_hw[1]
     packed = spec.groups * len(p.out_blocks) * taps * spec.in_per_group * p.vectors * p.lanes
@@ -279,6 +293,10 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     y, complete = result_array((n, ho, wo, o), spec)
     if complete:
         return y
+    from dilconv._methods import _blocked_folded
+
+    if _blocked_folded.pays(spec):  # few output channels: kernel columns as channels
+        return _blocked_folded.conv(x, w, spec, y)
     x = np.ascontiguousarray(x, dtype=spec.dtype)
     packed = pack_weights(np.asarray(w, dtype=spec.dtype), spec, plan(spec))
     bound = calls.Binding(x=x, w=packed, out=y)

@@ -419,7 +419,7 @@ def workspace_bytes(spec: ConvSpec) -> int:
     planar = 16 * sum(_winograd_planar.position(spec, k, planes) for k in (block_channels(spec), o))
     threads = thread_count(spec)
     elements = max(threads * scratch, threads * planar + 16 * c * o)
-    direct = blocked.workspace_bytes(spec) if lay.single_rows or lay.single_cols else 0
+    direct = blocked.packed_bytes(spec) if lay.single_rows or lay.single_cols else 0
     stages = pool.num_threads() * stage_bytes(spec)
     return packed_bytes(spec) + direct + stages + elements * spec.dtype.itemsize
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from dilconv._native import (
+    fold_kernel,
     planar_kernel,
     stencil_kernel,
     tile_kernel,
@@ -70,6 +71,11 @@ WEIGHTS = _signature(
 )
 TRANSPOSE = _signature(
     "transpose", transpose_kernel.ARGUMENTS, {"source": "array", "target": "array"}
+)
+FOLD = _signature(
+    "fold sums",
+    fold_kernel.ARGUMENTS,
+    {"z": "array", "out": "array", "rows": "table", "runs": "table"},
 )
 STENCIL = _signature(
     "stencil rows", stencil_kernel.ARGUMENTS, {"x": "array", "w": "array", "out": "array"}
@@ -347,6 +353,45 @@ def weights(dtype: np.dtype, lanes: int, tail: int, copies: bool = False) -> Ker
     label = f"winograd weights({dtype}, lanes={lanes}, tail={tail}, copies={copies})"
     extents = functools.partial(_weight_extents, lanes=lanes, tail=tail, copies=copies)
     return Kernel(label, WEIGHTS, fn, dtype, extents)
+
+
+def _fold_extents(
+    ints: Mapping[str, int], read: Reader, *, lanes: int, vectors: int, tail: int
+) -> dict[str, Span]:
+    """The column sums (:mod:`~dilconv._native.fold_kernel`): per row and run, for each
+    pixel, ``width`` outputs written and, for each kernel column of the run, ``width``
+    sums read."""
+    n_rows, n_runs = ints["n_rows"], ints["n_runs"]
+    if n_rows <= 0 or n_runs <= 0:
+        return {"z": None, "out": None}
+    rows = read("rows", n_rows * fold_kernel.ROW_FIELDS).reshape(n_rows, -1)
+    runs = read("runs", n_runs * fold_kernel.RUN_FIELDS).reshape(n_runs, -1)
+    width = (vectors - 1) * lanes + (tail or lanes)
+    runs = runs[runs[:, 1] > runs[:, 0]]
+    if not len(runs):
+        return {"z": None, "out": None}
+    p_lo, p_hi = _range_span(runs[:, 0], runs[:, 1], ints["out_pixel"])
+    out = (int(rows[:, 1].min() + p_lo.min()), int(rows[:, 1].max() + p_hi.max()) + width)
+    runs = runs[runs[:, 3] > runs[:, 2]]
+    if not len(runs):
+        return {"z": None, "out": out}
+    q_lo, q_hi = _range_span(runs[:, 0], runs[:, 1], ints["z_pixel"])
+    k_lo, k_hi = _range_span(runs[:, 2], runs[:, 3], ints["z_tap"])
+    z = (
+        int(rows[:, 0].min() + (q_lo + k_lo).min()),
+        int(rows[:, 0].max() + (q_hi + k_hi).max()) + width,
+    )
+    return {"z": z, "out": out}
+
+
+@functools.cache
+def fold(dtype: np.dtype, lanes: int, vectors: int, tail: int) -> Kernel:
+    """The column sums of :mod:`~dilconv._native.fold_kernel` for these parameters."""
+    dtype = np.dtype(dtype)
+    fn = fold_kernel.fold_function(dtype, lanes, vectors, tail)
+    label = f"fold sums({dtype}, lanes={lanes}, vectors={vectors}, tail={tail})"
+    extents = functools.partial(_fold_extents, lanes=lanes, vectors=vectors, tail=tail)
+    return Kernel(label, FOLD, fn, dtype, extents)
 
 
 def _transpose_extents(ints: Mapping[str, int], read: Reader) -> dict[str, Span]:
