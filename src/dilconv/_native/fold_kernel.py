@@ -7,8 +7,8 @@ kernel rows and input channels of input column ``q``'s terms for kernel column
 output pixels ``p`` of each run of the run table, with offsets from each row of the
 row table. The kernel columns of a run are those that read real input there, so
 no term of padding is read. Each pixel's ``O`` outputs are ``vectors`` SIMD
-vectors, the last under a mask where ``tail`` is not 0; the sum starts from the
-first kernel column's vector and adds the others in order.
+vectors, the last under a mask where ``tail`` is not 0; each sum starts from zero
+and adds the kernel columns' vectors in order.
 
 LLVM IR through ``llvmlite`` like :mod:`~dilconv._native.tile_kernel`, with whose
 compiler and disk cache it shares.
