@@ -205,7 +205,7 @@ def test_threads_calling_at_once() -> None:
 def test_workspace_counts_the_folded_packing_and_sums() -> None:
     spec = _spec((1, 64, 64, 21), (3, 3, 21, 21), padding="same")
     if _blocked_folded.pays(spec):
-        threads = blocked.thread_count(spec)
+        threads = _blocked_folded.thread_count(spec)
         rows = _blocked_folded.chunk_rows(spec, threads)
         z = threads * rows * 64 * 63 * 4
         assert (

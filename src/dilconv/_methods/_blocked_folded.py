@@ -105,7 +105,7 @@ def pays(spec: ConvSpec) -> bool:
         return False
     if spec.batch * spec.out_hw[0] < MIN_ROWS:  # too few rows to share among threads
         return False
-    if spec.in_hw[1] * spec.kernel_hw[1] * spec.out_channels * spec.dtype.itemsize > MAX_ROW_BYTES:
+    if _z_row(spec) * spec.dtype.itemsize > MAX_ROW_BYTES:
         return False
     usual, folded = blocked.plan(spec), blocked.plan(folded_spec(spec))
     if len(folded.out_blocks) != 1 or len(usual.out_blocks) != 1:
@@ -115,18 +115,28 @@ def pays(spec: ConvSpec) -> bool:
     return saved >= MARGIN * (folded.vectors + kw * sums)
 
 
+def _z_row(spec: ConvSpec) -> int:
+    """Elements of one row of ``z``: every input column's folded channels."""
+    return spec.in_hw[1] * spec.kernel_hw[1] * spec.out_channels
+
+
+def thread_count(spec: ConvSpec) -> int:
+    """Threads sharing the output rows: ``blocked``'s, at most one a row."""
+    return min(blocked.thread_count(spec), spec.batch * spec.out_hw[0])
+
+
 def chunk_rows(spec: ConvSpec, threads: int) -> int:
     """Rows of ``z`` each of ``threads`` shares holds at once (:data:`CHUNK_BYTES`)."""
-    z_row = spec.in_hw[1] * spec.kernel_hw[1] * spec.out_channels * spec.dtype.itemsize
     share = -(-spec.batch * spec.out_hw[0] // threads)
-    return max(1, min(CHUNK_BYTES // z_row, share))
+    return max(1, min(CHUNK_BYTES // (_z_row(spec) * spec.dtype.itemsize), share))
 
 
-def workspace_bytes(spec: ConvSpec, threads: int) -> int:
+def workspace_bytes(spec: ConvSpec) -> int:
     """The folded packing and the threads' ``z`` chunks (arithmetic only: nothing is
     compiled or built)."""
-    z_row = spec.in_hw[1] * spec.kernel_hw[1] * spec.out_channels * spec.dtype.itemsize
-    return blocked.packed_bytes(folded_spec(spec)) + threads * chunk_rows(spec, threads) * z_row
+    threads = thread_count(spec)
+    z_bytes = threads * chunk_rows(spec, threads) * _z_row(spec) * spec.dtype.itemsize
+    return blocked.packed_bytes(folded_spec(spec)) + z_bytes
 
 
 def _runs(spec: ConvSpec) -> np.ndarray:
@@ -148,8 +158,8 @@ def fold_calls(spec: ConvSpec, threads: int) -> FoldedCalls:
     share's part of slot ``z``, then the column sums writing its output rows."""
     fs = folded_spec(spec)
     lay = blocked.layout(fs)
-    wd, wo, o, fo = spec.in_hw[1], spec.out_hw[1], spec.out_channels, fs.out_channels
-    z_row = wd * fo  # elements of one row of z
+    wo, o, fo = spec.out_hw[1], spec.out_channels, fs.out_channels
+    z_row = _z_row(spec)
     chunk = chunk_rows(spec, threads)
     flat = np.arange(len(lay.rows), dtype=np.int64)
     parts = np.array_split(flat, threads)
@@ -195,7 +205,7 @@ def conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec, y: np.ndarray) -> np.ndar
     # (kh, kw, C, O) -> (kh, 1, C, kw * O): output channel kw * O + o of the folded kernel
     w_folded = np.asarray(w, dtype=spec.dtype).transpose(0, 2, 1, 3).reshape(kh, 1, c, kw * o)
     packed = blocked.pack_weights(w_folded, fs, blocked.plan(fs))
-    threads = min(blocked.thread_count(spec), spec.batch * spec.out_hw[0])
+    threads = thread_count(spec)
     planned = fold_calls(spec, threads)
     z = calls.aligned_empty(planned.z_elements, spec.dtype)
     bound = calls.Binding(x=np.ascontiguousarray(x, dtype=spec.dtype), w=packed, z=z, out=y)

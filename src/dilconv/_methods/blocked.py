@@ -124,7 +124,7 @@ def workspace_bytes(spec: ConvSpec) -> int:
     from dilconv._methods import _blocked_folded
 
     if _blocked_folded.pays(spec):
-        return _blocked_folded.workspace_bytes(spec, thread_count(spec))
+        return _blocked_folded.workspace_bytes(spec)
     return packed_bytes(spec)
 
 
