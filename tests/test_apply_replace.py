@@ -14,9 +14,10 @@ import pytest
 
 import dilconv
 from dilconv.cli import _replace, main
+from tests.extras import import_or_missing
 
-zarr = pytest.importorskip("zarr")
-pytest.importorskip("dask")
+zarr = import_or_missing("zarr")
+import_or_missing("dask")
 
 SRC = str(Path(dilconv.__file__).resolve().parents[1])
 OLD = -1.0  # every value of the old output

@@ -20,6 +20,7 @@ from dilconv.tutorial import (
     run_experiment,
     tf_conv2d_route,
 )
+from tests.extras import peer_or_missing
 
 TF_LABELS = ("tf.nn.conv2d(dilations=d, flipped)", "tf.nn.atrous_conv2d(rate=d, flipped)")
 TORCH_LABEL = "torch F.conv2d(dilation=d, flipped)"
@@ -27,12 +28,9 @@ TORCH_LABEL = "torch F.conv2d(dilation=d, flipped)"
 
 @pytest.fixture(scope="module")
 def tf():  # type: ignore[no-untyped-def]
-    from dilconv.peers import available, load
+    from dilconv.peers import load
 
-    why = available("tensorflow")
-    if why is not None:
-        pytest.skip(why)
-    return load("tensorflow").framework()
+    return load(peer_or_missing("tensorflow")).framework()
 
 
 @pytest.fixture(scope="module")

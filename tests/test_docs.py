@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from tests.extras import import_or_missing, missing
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 CHROMIUM = "/usr/bin/chromium"
@@ -38,7 +40,7 @@ CHROMIUM_ARGS = [
 # the modules whose public names the reference documents (dilconv.stream once it exists)
 MODULES = ["dilconv", "dilconv.nn", "dilconv.dask", "dilconv.stream"]
 
-pytest.importorskip("sphinx", reason="the docs extra is not installed (./dev setup does)")
+import_or_missing("sphinx")
 
 
 def public_names(module_name: str) -> list[str]:
@@ -185,8 +187,8 @@ def test_bench_page_table_marks_missing_contenders() -> None:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing; install Debian's chromium (./dev setup does)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+        missing(f"{CHROMIUM} is missing; install Debian's chromium (./dev setup does)")
+    sync_api = import_or_missing("playwright.sync_api")
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(

@@ -15,6 +15,7 @@ import pytest
 import dilconv
 from dilconv.explore import api
 from dilconv.explore.server import ExplorerServer, make_server
+from tests.extras import import_or_missing, peer_or_missing
 from tests.tolerance import assert_close
 
 
@@ -415,18 +416,18 @@ CODE_CASES = [
 def test_copy_as_code_runs_and_agrees(server: ExplorerServer, body: dict, lang: str) -> None:
     status, answer = post(server, body)
     assert status == 200, answer
-    x64 = pytest.importorskip("jax").config.jax_enable_x64 if lang == "jax" else None
+    x64 = import_or_missing("jax").config.jax_enable_x64 if lang == "jax" else None
     namespace: dict[str, Any] = {}
     exec(answer["code"][lang], namespace)  # noqa: S102 (our own generated snippet)
     assert_close(np.asarray(namespace["y"], dtype=float), np.array(answer["y"], dtype=float))
     if lang == "jax":  # float64 for this call only: the process's setting is untouched
-        assert pytest.importorskip("jax").config.jax_enable_x64 == x64
+        assert import_or_missing("jax").config.jax_enable_x64 == x64
 
 
 @pytest.mark.peers
 @pytest.mark.parametrize("body", CODE_CASES)
 def test_copy_as_code_tensorflow(server: ExplorerServer, body: dict) -> None:
-    pytest.importorskip("tensorflow")
+    peer_or_missing("tensorflow")
     status, answer = post(server, body)
     assert status == 200, answer
     namespace: dict[str, Any] = {}

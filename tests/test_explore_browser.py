@@ -17,6 +17,7 @@ import pytest
 from dilconv import _shapes, conv2d
 from dilconv._spec import make_spec
 from dilconv.explore.server import ExplorerServer, make_server
+from tests.extras import import_or_missing, missing
 
 pytestmark = pytest.mark.browser
 
@@ -45,8 +46,8 @@ def server() -> Iterator[ExplorerServer]:
 @pytest.fixture(scope="module")
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing; install Debian's chromium (./dev setup does)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+        missing(f"{CHROMIUM} is missing; install Debian's chromium (./dev setup does)")
+    sync_api = import_or_missing("playwright.sync_api")
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.extras import import_or_missing, peer_or_missing
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOTEBOOK = EXAMPLES / "tutorial.ipynb"
 
-nbformat = pytest.importorskip("nbformat")
+nbformat = import_or_missing("nbformat")
 
 
 def _generator():  # type: ignore[no-untyped-def]
@@ -41,9 +43,9 @@ def test_notebook_is_generated_and_clean() -> None:
 @pytest.mark.slow
 @pytest.mark.peers
 def test_notebook_executes_top_to_bottom() -> None:
-    pytest.importorskip("tensorflow")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
+    peer_or_missing("tensorflow")
+    nbclient = import_or_missing("nbclient")
+    import_or_missing("ipykernel")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # kernel "python3" runs this very interpreter: jupyter_client puts sys.executable
     # in place of the kernelspec's "python"

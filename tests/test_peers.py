@@ -20,6 +20,7 @@ import dilconv
 from dilconv.peers import PEERS, Case, NotApplicable, PeerRefused, available, load, routes
 from dilconv.tutorial import RouteUnavailable
 from dilconv.verify import OURS, draw_case, magnitude
+from tests.extras import peer_or_missing
 from tests.strategies import conv_cases
 from tests.tolerance import assert_close
 
@@ -40,10 +41,7 @@ KNOWN_REFUSALS = {
 def _peer_fixture(name: str):  # type: ignore[no-untyped-def]
     @pytest.fixture(scope="module")
     def fixture() -> str:
-        why = available(name)
-        if why is not None:
-            pytest.skip(why)
-        return name
+        return peer_or_missing(name)
 
     return fixture
 

@@ -11,9 +11,10 @@ import pytest
 
 import dilconv
 from dilconv.cli import main
-from dilconv.peers import PEERS, NotApplicable, PeerRefused, available, load, routes
+from dilconv.peers import PEERS, NotApplicable, PeerRefused, load, routes
 from dilconv.peers import Case as PeerCase
 from dilconv.verify import OURS, draw_case, magnitude
+from tests.extras import peer_or_missing
 from tests.tolerance import assert_close
 
 pytestmark = pytest.mark.peers
@@ -47,10 +48,7 @@ NEW_OPS = [
 
 @pytest.fixture(scope="module", params=PEERS)
 def peer(request: pytest.FixtureRequest) -> str:
-    why = available(request.param)
-    if why is not None:
-        pytest.skip(why)
-    return str(request.param)
+    return peer_or_missing(str(request.param))
 
 
 def compare_routes(peer: str, case: PeerCase) -> int:
@@ -96,9 +94,7 @@ def test_same_padding_past_the_kernel_span_matches_tensorflow() -> None:
     """A stride that steps past the kernel's span (depth 3, kernel 1, stride 3: the
     sweep's seed 788). TensorFlow's CPU Conv3D given "SAME" crops there, against its own
     rule, so its routes get the rule's explicit pads; with them every route agrees."""
-    why = available("tensorflow")
-    if why is not None:
-        pytest.skip(why)
+    peer_or_missing("tensorflow")
     case = draw_case("conv3d", 788)
     assert case.options["stride"] == (3, 3, 1)
     assert case.options["padding"] == "same"
@@ -107,10 +103,7 @@ def test_same_padding_past_the_kernel_span_matches_tensorflow() -> None:
 
 @pytest.fixture(scope="module")
 def keras() -> object:
-    why = available("tensorflow")
-    if why is not None:
-        pytest.skip(why)
-    return load("tensorflow").framework().keras
+    return load(peer_or_missing("tensorflow")).framework().keras
 
 
 @pytest.mark.parametrize("stride", [1, 2, 3])
@@ -140,8 +133,7 @@ def test_causal_is_keras_conv1d_causal(keras: object, stride: int, dilation: int
 def test_verify_ops_sweeps_the_new_operations(capsys: pytest.CaptureFixture[str]) -> None:
     """``dilconv verify --ops conv1d,conv3d_grad_weight`` draws those operations only and
     reports every comparison agreeing."""
-    if available("jax") is not None:
-        pytest.skip("jax is not installed")
+    peer_or_missing("jax")
     argv = ["verify", "--ops", "conv1d,conv3d_grad_weight", "--count", "6", "--peers", "jax"]
     assert main([*argv, "--json", "--no-progress"]) == 0
     record = json.loads(capsys.readouterr().out)

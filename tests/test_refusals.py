@@ -18,6 +18,7 @@ import pytest
 
 import dilconv
 from dilconv.peers import PEERS, Case, NotApplicable, PeerRefused, available, routes
+from tests.extras import missing
 
 pytestmark = pytest.mark.peers
 
@@ -60,7 +61,7 @@ TABLE: list[tuple[str, tuple[int, ...], tuple[int, ...], dict[str, Any], str]] =
 def installed() -> list[str]:
     peers = [p for p in PEERS if available(p) is None]
     if not peers:
-        pytest.skip("no peer is installed: pip install -e '.[peers]'")
+        missing("no peer is installed: pip install -e '.[peers]'")
     return peers
 
 
