@@ -68,9 +68,11 @@ class FoldedCalls:
     z_elements: int  # elements of slot ``z``
 
 
+@functools.lru_cache(maxsize=256)
 def folded_spec(spec: ConvSpec) -> ConvSpec:
     """The ``kh x 1`` convolution computing ``z`` (shape arithmetic only): the same
-    input and rows, every input column an output column, ``kw * O`` output channels."""
+    input and rows, every input column an output column, ``kw * O`` output channels
+    (remembered: the same object each call, its hash made once)."""
     kh, kw = spec.kernel_hw
     return dataclasses.replace(
         spec,
@@ -82,8 +84,10 @@ def folded_spec(spec: ConvSpec) -> ConvSpec:
     )
 
 
+@functools.lru_cache(maxsize=256)
 def pays(spec: ConvSpec) -> bool:
-    """Whether ``blocked`` folds the (lowered, NHWC) ``spec``: see the module docstring.
+    """Whether ``blocked`` folds the (lowered, NHWC) ``spec``: see the module docstring
+    (remembered: the cost model and the call each ask).
 
     Examples
     --------
