@@ -45,6 +45,16 @@ def peer_or_missing(name: str) -> str:
     return name
 
 
+def import_peer(name: str) -> ModuleType:
+    """The peer framework ``name``'s module (``"torch"``, ``"tensorflow"``), else
+    :func:`missing` with :func:`dilconv.peers.available`'s reason, which says how
+    to install it (PyTorch pinned to its CPU wheel)."""
+    from dilconv.peers import load
+
+    module: ModuleType = load(peer_or_missing(name)).framework()
+    return module
+
+
 def import_or_missing(module: str) -> ModuleType:
     """The imported ``module``, else :func:`missing` with the import error."""
     try:

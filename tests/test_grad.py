@@ -10,7 +10,7 @@ from hypothesis import given
 
 import dilconv
 from dilconv._spec import PADDING_MODES, make_spec
-from tests.extras import import_or_missing
+from tests.extras import import_peer
 from tests.strategies import Case, conv_cases
 from tests.tolerance import assert_close
 
@@ -350,7 +350,7 @@ def test_integer_gradients_are_exact() -> None:
     ],
 )
 def test_matches_torch_autograd(opts: dict[str, Any], mode: str) -> None:
-    torch = import_or_missing("torch")
+    torch = import_peer("torch")
     rng = np.random.default_rng(9)
     groups = opts.get("groups", 1)
     x = rng.standard_normal((2, 4, 11, 12))

@@ -9,7 +9,7 @@ import pytest
 
 import dilconv
 from dilconv import nn
-from tests.extras import import_or_missing
+from tests.extras import import_peer
 
 
 def loss_and_grad(net: nn.Module, x: np.ndarray, r: np.ndarray) -> tuple[float, np.ndarray]:
@@ -89,7 +89,7 @@ def test_pytorch_default_initialisation() -> None:
     # the same seed gives the same layer; the torch module's bound is the same number
     again = nn.Conv2d(16, 64, 3, groups=2, rng=5, dtype=np.float64)
     np.testing.assert_array_equal(layer.weight, again.weight)
-    torch = import_or_missing("torch")
+    torch = import_peer("torch")
     ref = torch.nn.Conv2d(16, 64, 3, groups=2)
     assert float(ref.weight.detach().abs().max()) <= bound
     assert float(ref.weight.detach().abs().max()) > 0.9 * bound

@@ -14,7 +14,7 @@ import dilconv
 from dilconv._methods import METHODS
 from dilconv._spec import make_spec
 from dilconv._transpose import TRANSPOSE_METHODS, phase, scatter
-from tests.extras import import_or_missing
+from tests.extras import import_peer
 from tests.strategies import Case, conv_cases
 from tests.tolerance import assert_close
 
@@ -217,7 +217,7 @@ def test_default_sizes_agree_with_torch_rule() -> None:
     ],
 )
 def test_matches_torch(kwargs: dict[str, Any]) -> None:
-    torch = import_or_missing("torch")
+    torch = import_peer("torch")
     rng = np.random.default_rng(3)
     groups = kwargs.get("groups", 1)
     x = rng.standard_normal((2, 4, 6, 7))
@@ -237,7 +237,7 @@ def test_matches_torch(kwargs: dict[str, Any]) -> None:
 
 @pytest.mark.peers
 def test_matches_tensorflow() -> None:
-    tf = import_or_missing("tensorflow")
+    tf = import_peer("tensorflow")
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 5, 6, 3)).astype(np.float32)
     f = rng.standard_normal((3, 2, 4, 3)).astype(np.float32)
