@@ -160,7 +160,7 @@ def test_half_width_vectors_where_the_widest_run_at_half_rate(
     if host["bytes"] < 32:
         pytest.skip("no half-width vectors below AVX")
     monkeypatch.setattr(tile_kernel, "host_lanes", lambda: {**host, "halved": 1})
-    remembered = (blocked.plan, blocked.layout, blocked.tile_calls, _blocked_folded.pays)
+    remembered = (blocked.plan, blocked.layout, blocked.tile_calls, _blocked_folded._pays)
     for f in remembered:
         f.cache_clear()
     try:

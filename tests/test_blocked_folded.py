@@ -91,6 +91,19 @@ def test_when_folding_pays() -> None:
     assert not _blocked_folded.pays(_spec(wide, (3, 3, 21, 21), padding="same"))
 
 
+def test_the_remembered_choice_follows_the_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pays`` is remembered per spec, yet a changed threshold counts at once (the
+    property test above folds every call it can by setting ``MARGIN`` to 0)."""
+    spec = _spec((1, 64, 64, 3), (3, 3, 3, 5))  # saves too few multiply-adds
+    assert not _blocked_folded.pays(spec)
+    monkeypatch.setattr(_blocked_folded, "MARGIN", 0)
+    assert _blocked_folded.pays(spec)  # every vector saved counts
+    monkeypatch.setattr(_blocked_folded, "MIN_ROWS", 65)  # more rows than the output has
+    assert not _blocked_folded.pays(spec)
+    monkeypatch.undo()
+    assert not _blocked_folded.pays(spec)
+
+
 def test_folded_agrees_with_the_usual_tile_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     """The two routes of ``blocked`` differ by rounding only, at every dilation."""
     rng = np.random.default_rng(3)

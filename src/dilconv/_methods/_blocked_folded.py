@@ -84,10 +84,9 @@ def folded_spec(spec: ConvSpec) -> ConvSpec:
     )
 
 
-@functools.lru_cache(maxsize=256)
 def pays(spec: ConvSpec) -> bool:
     """Whether ``blocked`` folds the (lowered, NHWC) ``spec``: see the module docstring
-    (remembered: the cost model and the call each ask).
+    (remembered per spec and thresholds: the cost model and the call each ask).
 
     Examples
     --------
@@ -103,20 +102,26 @@ def pays(spec: ConvSpec) -> bool:
     >>> pays(spec(3, 8))  # too few input channels to pay for the second loop
     False
     """
+    return _pays(spec, MARGIN, MIN_ROWS, MAX_ROW_BYTES)
+
+
+@functools.lru_cache(maxsize=256)
+def _pays(spec: ConvSpec, margin: int, min_rows: int, max_row_bytes: int) -> bool:
+    """:func:`pays` with the module's thresholds as they are now."""
     if spec.groups != 1 or spec.stride[1] != 1 or spec.kernel_hw[1] < 2:
         return False
     if spec.in_channels == 0 or spec.out_channels == 0 or math.prod(spec.out_hw) == 0:
         return False
-    if spec.batch * spec.out_hw[0] < MIN_ROWS:  # too few rows to share among threads
+    if spec.batch * spec.out_hw[0] < min_rows:  # too few rows to share among threads
         return False
-    if _z_row(spec) * spec.dtype.itemsize > MAX_ROW_BYTES:
+    if _z_row(spec) * spec.dtype.itemsize > max_row_bytes:
         return False
     usual, folded = blocked.plan(spec), blocked.plan(folded_spec(spec))
     if len(folded.out_blocks) != 1 or len(usual.out_blocks) != 1:
         return False
     (kh, kw), sums = spec.kernel_hw, math.ceil(spec.out_channels / usual.lanes)
     saved = spec.in_channels * kh * (kw * usual.vectors - folded.vectors)
-    return saved >= MARGIN * (folded.vectors + kw * sums)
+    return saved >= margin * (folded.vectors + kw * sums)
 
 
 def _z_row(spec: ConvSpec) -> int:
