@@ -20,7 +20,7 @@ from dilconv.tutorial import (
     run_experiment,
     tf_conv2d_route,
 )
-from tests.extras import peer_or_missing
+from tests.extras import import_peer
 
 TF_LABELS = ("tf.nn.conv2d(dilations=d, flipped)", "tf.nn.atrous_conv2d(rate=d, flipped)")
 TORCH_LABEL = "torch F.conv2d(dilation=d, flipped)"
@@ -28,9 +28,7 @@ TORCH_LABEL = "torch F.conv2d(dilation=d, flipped)"
 
 @pytest.fixture(scope="module")
 def tf():  # type: ignore[no-untyped-def]
-    from dilconv.peers import load
-
-    return load(peer_or_missing("tensorflow")).framework()
+    return import_peer("tensorflow")
 
 
 @pytest.fixture(scope="module")

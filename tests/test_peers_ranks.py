@@ -11,10 +11,10 @@ import pytest
 
 import dilconv
 from dilconv.cli import main
-from dilconv.peers import PEERS, NotApplicable, PeerRefused, load, routes
+from dilconv.peers import PEERS, NotApplicable, PeerRefused, routes
 from dilconv.peers import Case as PeerCase
 from dilconv.verify import OURS, draw_case, magnitude
-from tests.extras import peer_or_missing
+from tests.extras import import_peer, peer_or_missing
 from tests.tolerance import assert_close
 
 pytestmark = pytest.mark.peers
@@ -103,7 +103,7 @@ def test_same_padding_past_the_kernel_span_matches_tensorflow() -> None:
 
 @pytest.fixture(scope="module")
 def keras() -> object:
-    return load(peer_or_missing("tensorflow")).framework().keras
+    return import_peer("tensorflow").keras
 
 
 @pytest.mark.parametrize("stride", [1, 2, 3])
