@@ -203,6 +203,13 @@ def layout_and_first_call_targets(rows: list[dict[str, Any]], verdict: Verdict) 
                 f"- cold, {label}: the 512x512 script <= {limit}x the same with "
                 f"ndimage.correlate: {verdict(v <= limit)} ({fmt(v)})"
             )
+    r = next((r for r in rows if r["case"] == "cold" and r["row"] == "import"), None)
+    v = None if r is None else r["derived"].get("import_over_numpy")
+    if v is not None:
+        out.append(
+            "- cold, import: `import dilconv` <= 2.0x `import numpy`, the interpreter's "
+            f"start-up subtracted from both: {verdict(v <= 2.0)} ({fmt(v)})"
+        )
     nchw = [(f"{r['case']} {r['row']}", r["derived"]["nchw_over_nhwc"]) for r in rows
             if "nchw_over_nhwc" in r.get("derived", {})]  # fmt: skip
     if nchw:

@@ -39,8 +39,9 @@ def test_every_row_reports_auto_with_rates_memory_and_ratios(quick_record: dict)
     for r in quick_record["rows"]:
         auto = r["contenders"]["dilconv auto"]
         assert auto["median_s"] > 0
-        assert auto["gflops"] > 0
-        assert auto["peak_share"] > 0
+        arithmetic = (r["case"], r["row"]) != ("cold", "import")  # an import does none
+        assert (auto["gflops"] > 0) == arithmetic
+        assert (auto["peak_share"] > 0) == arithmetic
         assert auto["extra_mib"] is not None
         assert auto["extra_mib"] >= 0
         fast = auto["median_s"] < runner.FAST_SECONDS
@@ -125,11 +126,24 @@ def test_seed_rows_time_the_copy_of_the_same_array(quick_record: dict) -> None:
 
 def test_cold_rows_time_whole_scripts_in_fresh_processes(quick_record: dict) -> None:
     rows = {r["row"]: r for r in quick_record["rows"] if r["case"] == "cold"}
-    assert set(rows) == {"warm cache", "empty cache"}
+    assert set(rows) == {"warm cache", "empty cache", "import"}
+    imports = rows.pop("import")
+    med = {n: c["median_s"] for n, c in imports["contenders"].items()}
+    assert set(med) == {"dilconv auto", "numpy import", "no import"}
+    figure = (med["dilconv auto"] - med["no import"]) / (med["numpy import"] - med["no import"])
+    assert imports["derived"]["import_over_numpy"] == pytest.approx(figure)
     for r in rows.values():
         assert r["contenders"]["dilconv auto"]["median_s"] > 0.05  # an interpreter's start
         if "ndimage correlate" in r["contenders"]:
             assert r["derived"]["dilconv_over_ndimage"] > 0
+
+
+def test_the_scripts_run_with_python_bytecode_caches_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dilconv.bench import cold_cases
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    check = "import sys\nif sys.dont_write_bytecode: raise SystemExit('no caches')\n"
+    cold_cases._process(check)()
 
 
 def test_a_failing_script_is_an_error() -> None:
@@ -206,6 +220,7 @@ def test_results_writer_writes_every_section_from_the_quick_record(
         assert f"#### {case}" in lines
     assert "dilconv bench --quick" in text
     assert any(line.startswith("- method='auto' within 10%") for line in lines)
+    assert any(line.startswith("- cold, import: `import dilconv` <= 2.0x") for line in lines)
 
 
 def test_the_readme_quotes_the_recorded_run() -> None:

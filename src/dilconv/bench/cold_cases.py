@@ -8,6 +8,14 @@ earlier processes left them; "empty cache" gives every dilconv process new, empt
 cache folders (dilconv's and Numba's), as on a fresh machine. The time is the
 process's wall time, interpreter start-up included; each row's figure is dilconv's
 over ``ndimage.correlate``'s.
+
+The row "import" times ``import dilconv`` alone against ``import numpy`` and an
+interpreter that imports nothing; its figure is dilconv's import time over NumPy's,
+the interpreter's start-up subtracted from both.
+
+Every process runs as on an installed package: Python may write and read its
+bytecode caches (``PYTHONDONTWRITEBYTECODE`` is dropped from their environment), so
+the warm-up run leaves the ``.pyc`` files that pip writes at install time.
 """
 
 from __future__ import annotations
@@ -41,11 +49,23 @@ SCRIPTS = {
 }
 
 
+#: Variables a contender's process does without: dilconv's default first calls, and
+#: Python's bytecode caches on (an installed package has its ``.pyc`` files).
+_DROPPED = ("DILCONV_FIRST_CALLS", "PYTHONDONTWRITEBYTECODE")
+
+#: The import row's scripts, by contender.
+IMPORTS = {
+    "dilconv auto": "import dilconv\n",
+    "numpy import": "import numpy\n",
+    "no import": "pass\n",
+}
+
+
 def _process(code: str, empty_cache: bool = False) -> Thunk:
     """A thunk that runs ``code`` in a new interpreter (with new, empty caches)."""
 
     def run() -> None:
-        env = {k: v for k, v in os.environ.items() if k != "DILCONV_FIRST_CALLS"}  # default
+        env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
         with tempfile.TemporaryDirectory(prefix="dilconv-cold-") as tmp:
             if empty_cache:
                 env["DILCONV_CACHE_DIR"] = os.path.join(tmp, "dilconv")
@@ -72,6 +92,22 @@ def cold_row(label: str, empty_cache: bool) -> Row:
     return Row("cold", label, build)
 
 
+def _import_figure(med: dict[str, float]) -> dict[str, float]:
+    """``import dilconv``'s time over ``import numpy``'s, start-up subtracted from both."""
+    bare = med["no import"]
+    return {"import_over_numpy": (med["dilconv auto"] - bare) / (med["numpy import"] - bare)}
+
+
+def import_row() -> Row:
+    """``import dilconv`` against ``import numpy``, each in a new interpreter."""
+
+    def build(methods: tuple[str, ...], peers: tuple[str, ...], skip: float) -> Built:
+        contenders = {name: _process(code) for name, code in IMPORTS.items()}
+        return Built(0.0, contenders, None, derived=_import_figure)
+
+    return Row("cold", "import", build)
+
+
 def cold_rows() -> list[Row]:
     """The ``cold`` case's rows (the same sizes with ``--quick``: it is the script)."""
-    return [cold_row("warm cache", False), cold_row("empty cache", True)]
+    return [cold_row("warm cache", False), cold_row("empty cache", True), import_row()]
